@@ -1,0 +1,222 @@
+"""Typed configs: one dataclass field per option, its docstring is its help; defaults < YAML < CLI.
+
+A run's config is a tree of dataclasses. YAML files and ``--set a.b=c`` overrides are merged onto the defaults and
+validated on load: an unknown key or an out-of-range value fails at start with one line naming the field.
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import functools
+import inspect
+import textwrap
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UserError
+
+
+@dataclass
+class PretrainConfig:
+    """Pretraining of the embedded world's base model (``vipo world pretrain``)."""
+
+    steps: int = 6000
+    """optimizer steps"""
+    batch_size: int = 32
+    """clips per step"""
+    lr: float = 1e-3
+    """peak learning rate (AdamW), cosine-decayed to 10% after warmup"""
+    warmup: int = 200
+    """linear warmup steps"""
+    weight_decay: float = 0.0
+    """AdamW weight decay"""
+    ema_decay: float = 0.999
+    """EMA of the weights; the EMA copy is what gets saved"""
+    cfg_dropout: float = 0.1
+    """probability of training on the empty prompt, for classifier-free guidance"""
+    widths: list = field(default_factory=lambda: [32, 64, 64])
+    """UNet block widths"""
+    layers_per_block: int = 1
+    """ResNet layers per UNet block"""
+    attention: bool = False
+    """add cross-attention blocks (slower; the class embedding alone carries the prompt)"""
+    text_width: int = 64
+    """text encoder width"""
+    frames: int = 9
+    """frames per clip"""
+    side: int = 32
+    """frame side in pixels"""
+    seed: int = 0
+    """seed for weights, data and noise: the same seed gives the same model"""
+    log_every: int = 50
+    """steps between log lines"""
+    save_every: int = 500
+    """steps between resumable checkpoints"""
+    eval_clips: int = 144
+    """clips judged at the end (in-distribution, 2 per combination)"""
+    eval_steps: int = 15
+    """sampler steps for the final evaluation"""
+    eval_guidance: float = 3.0
+    """guidance for the final evaluation"""
+
+    def validate(self) -> None:
+        _positive(self, "steps", "batch_size", "lr", "frames", "side", "eval_steps")
+        _check(0 <= self.cfg_dropout < 1, "cfg_dropout must be in [0, 1)")
+        _check(0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)")
+        _check(self.frames >= 9 and self.side >= 32, "the world needs frames >= 9 and side >= 32")
+        _check(self.side % 8 == 0, "side must be a multiple of 8")
+
+
+# -- helpers -----------------------------------------------------------------------------------------------------
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise UserError(message)
+
+
+def _positive(cfg: Any, *names: str) -> None:
+    for n in names:
+        v = getattr(cfg, n)
+        if not v > 0:
+            raise UserError(f"{n} must be > 0, got {v!r}")
+
+
+@functools.cache
+def field_docs(cls: type) -> dict[str, str]:
+    """Attribute docstrings of a dataclass (the string literal under each field), for --help and docs."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    docs: dict[str, str] = {}
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    for a, b in zip(body, body[1:]):
+        if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
+            docs[a.target.id] = str(b.value.value)  # type: ignore[union-attr]
+    return docs
+
+
+def _coerce(value: Any, typ: Any, where: str) -> Any:
+    origin = typing.get_origin(typ)
+    if dataclasses.is_dataclass(typ):
+        if not isinstance(value, dict):
+            raise UserError(f"{where}: expected a mapping, got {value!r}")
+        return build(typ, value, where)
+    if typ is bool:
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        if not isinstance(value, bool):
+            raise UserError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if typ in (int, float):
+        if isinstance(value, bool):
+            raise UserError(f"{where}: expected a number, got {value!r}")
+        try:
+            out = typ(value)
+        except (TypeError, ValueError):
+            raise UserError(f"{where}: expected {typ.__name__}, got {value!r}") from None
+        if typ is int and isinstance(value, float) and value != out:
+            raise UserError(f"{where}: expected an integer, got {value!r}")
+        return out
+    if typ is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise UserError(f"{where}: expected text, got {value!r}")
+        return str(value)
+    if typ is list or origin is list:
+        if isinstance(value, str):
+            value = yaml.safe_load(value)
+        if not isinstance(value, list):
+            raise UserError(f"{where}: expected a list, got {value!r}")
+        return value
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        args = [a for a in typing.get_args(typ) if a is not type(None)]
+        if value is None or value == "null":
+            return None
+        return _coerce(value, args[0], where)
+    return value
+
+
+def build(cls: type, data: dict, where: str = "") -> Any:
+    """Instantiate dataclass ``cls`` from a (possibly partial) nested dict, refusing unknown keys."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else key
+        if key not in names:
+            raise UserError(f"unknown config key '{path}' (known: {', '.join(sorted(names))})")
+        kwargs[key] = _coerce(value, hints[key], path)
+    try:
+        return cls(**kwargs)
+    except UserError as e:
+        raise UserError(f"{where}: {e}" if where else str(e)) from None
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["train.beta=500", "rounds=2"]`` -> nested dict; values parsed as YAML scalars."""
+    out: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise UserError(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        node = out
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = yaml.safe_load(raw) if raw != "" else ""
+    return out
+
+
+def merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        raise UserError(f"{path}:{line} invalid YAML ({getattr(e, 'problem', e)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def validate_tree(cfg: Any, where: str = "") -> None:
+    """Call ``validate()`` on every dataclass in the tree, prefixing errors with the field path."""
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(v):
+            validate_tree(v, f"{where}{f.name}.")
+    if hasattr(cfg, "validate"):
+        try:
+            cfg.validate()
+        except UserError as e:
+            msg = str(e)
+            raise UserError(f"{where}{msg}" if where and not msg.startswith(where) else msg) from None
+
+
+def load(cls: type, yaml_path: str | Path | None = None, overrides: dict | None = None) -> Any:
+    data = load_yaml(yaml_path) if yaml_path else {}
+    if overrides:
+        data = merge(data, overrides)
+    cfg = build(cls, data)
+    validate_tree(cfg)
+    return cfg

@@ -1,0 +1,80 @@
+"""The narrow model interface every family implements (world, CogVideoX, Wan, LTX).
+
+The loop only ever talks to a model through these methods, so a family is one self-contained file. Latents are the
+family's own training space (pixels for the world model, VAE latents for real families); samplers return them so
+training never re-encodes generated videos. Training returns (prediction, target) in the family's
+parameterization; the trainer turns them into per-sample errors and the losses only ever see those errors.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+PARAMETERIZATIONS = ("epsilon", "v_prediction", "flow")
+
+
+@dataclass
+class SampleSpec:
+    """What to generate: one entry per video. Seeds make every video reproducible on its own."""
+
+    prompts: list[str]
+    seeds: list[int]
+    num_steps: int
+    guidance: float
+
+
+class VideoModel(abc.ABC):
+    family: str
+    parameterization: str
+    #: module names LoRA targets by default (peft ``target_modules``)
+    lora_targets: tuple[str, ...]
+
+    @classmethod
+    @abc.abstractmethod
+    def load(cls, path: str | Path, device: str = "cpu") -> "VideoModel":
+        """Load from a diffusers-style folder."""
+
+    @property
+    @abc.abstractmethod
+    def denoiser(self) -> torch.nn.Module:
+        """The network that is trained (LoRA attaches here)."""
+
+    @abc.abstractmethod
+    def encode_prompts(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        """Text conditioning for a batch, as a dict of tensors with a leading batch dimension (cacheable per row)."""
+
+    @abc.abstractmethod
+    def sample(self, cond: dict[str, torch.Tensor], uncond: dict[str, torch.Tensor], seeds: list[int],
+               num_steps: int, guidance: float) -> torch.Tensor:
+        """Run the sampler with classifier-free guidance; return final latents [B, ...] (float32, CPU)."""
+
+    @abc.abstractmethod
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        """Latents -> uint8 frames [B, F, H, W, 3]."""
+
+    @abc.abstractmethod
+    def encode_video(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 frames [B, F, H, W, 3] -> latents (used once per real video, then cached)."""
+
+    @abc.abstractmethod
+    def sample_timesteps(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """Training timesteps for ``n`` items, drawn the way the family trains."""
+
+    @abc.abstractmethod
+    def predict_and_target(self, latents: torch.Tensor, cond: dict[str, torch.Tensor], noise: torch.Tensor,
+                           timesteps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Noise ``latents`` at ``timesteps`` and return (model prediction, regression target)."""
+
+    @abc.abstractmethod
+    def save(self, path: str | Path) -> None:
+        """Write the whole model as a diffusers-style folder."""
+
+
+def per_sample_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error per batch item, computed in float32 whatever the model's dtype."""
+    diff = pred.float() - target.float()
+    return diff.pow(2).flatten(1).mean(dim=1)

@@ -1,0 +1,167 @@
+"""The embedded world's text-to-video model: a pixel-space diffusers UNet with frames stacked as channels.
+
+Why this shape: on a 2-core CPU a convolutional prior learns motion far faster than a patch transformer (see
+shared/notes/world-probes.md), and stacking the clip's F frames as 3F channels lets a plain ``UNet2DConditionModel``
+see the whole clip at once. Text goes through a tiny ``CLIPTextModel`` over a word-level tokenizer built from the
+world's grammar: its hidden states feed cross-attention and its pooled (EOS) state feeds the class embedding, which is
+what carries the global attributes (colour, shape, direction).
+
+Parameterization is v-prediction with a cosine schedule (CogVideoX's parameterization, so the world model exercises
+the same loss path); sampling is DPM-Solver++ with trailing spacing, as IPO samples CogVideoX. The "VAE" is the
+identity: latents are pixels scaled to [-1, 1], laid out [F, 3, H, W].
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, UNet2DConditionModel
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
+
+from ..world.grammar import vocabulary
+from .base import VideoModel
+
+SPECIAL = ["[PAD]", "[UNK]", "[BOS]", "[EOS]"]
+MAX_TOKENS = 16
+
+
+def build_tokenizer() -> PreTrainedTokenizerFast:
+    vocab = {tok: i for i, tok in enumerate(SPECIAL + vocabulary())}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[BOS] $A [EOS]", special_tokens=[("[BOS]", vocab["[BOS]"]), ("[EOS]", vocab["[EOS]"])])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", bos_token="[BOS]",
+                                   eos_token="[EOS]", model_max_length=MAX_TOKENS)
+
+
+def build_components(frames: int = 9, side: int = 32, widths: tuple[int, ...] = (32, 64, 64),
+                     text_width: int = 64, layers_per_block: int = 1, attention: bool = False, seed: int = 0) -> dict:
+    """Fresh, randomly initialised components (the pretraining starting point, and tests' tiny models)."""
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer()
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=text_width, intermediate_size=text_width * 2, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=MAX_TOKENS, pad_token_id=0, bos_token_id=2,
+        eos_token_id=3, projection_dim=text_width))
+    n = len(widths)
+    down = ("DownBlock2D",) + ("CrossAttnDownBlock2D" if attention else "DownBlock2D",) * (n - 1)
+    up = ("CrossAttnUpBlock2D" if attention else "UpBlock2D",) * (n - 1) + ("UpBlock2D",)
+    # Without attention the prompt reaches the UNet only through the class embedding, added to the timestep
+    # embedding and applied as a scale/shift in every ResNet block: enough for global attributes, and ~3x cheaper.
+    unet = UNet2DConditionModel(
+        sample_size=side, in_channels=3 * frames, out_channels=3 * frames, down_block_types=down,
+        up_block_types=up, mid_block_type="UNetMidBlock2DCrossAttn" if attention else "UNetMidBlock2D",
+        block_out_channels=tuple(widths), layers_per_block=layers_per_block, cross_attention_dim=text_width,
+        attention_head_dim=8, norm_num_groups=16, resnet_time_scale_shift="scale_shift",
+        class_embed_type="projection", projection_class_embeddings_input_dim=text_width)
+    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2",
+                              prediction_type="v_prediction", clip_sample=False)
+    return {"unet": unet, "text_encoder": text_encoder, "tokenizer": tokenizer, "scheduler": scheduler}
+
+
+class WorldModel(VideoModel):
+    family = "world"
+    parameterization = "v_prediction"
+    lora_targets = ("to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2", "proj_in", "proj_out",
+                    "time_emb_proj", "linear_1", "linear_2")
+
+    def __init__(self, unet: UNet2DConditionModel, text_encoder: CLIPTextModel,
+                 tokenizer: PreTrainedTokenizerFast, scheduler: DDPMScheduler, device: str = "cpu"):
+        self.unet = unet.to(device)
+        self.text_encoder = text_encoder.to(device)
+        self.tokenizer = tokenizer
+        self.scheduler = scheduler
+        self.device = device
+        self.frames = unet.config.in_channels // 3
+        self.side = unet.config.sample_size
+
+    # -- loading and saving -------------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu") -> "WorldModel":
+        path = Path(path)
+        return cls(UNet2DConditionModel.from_pretrained(path / "unet"),
+                   CLIPTextModel.from_pretrained(path / "text_encoder"),
+                   PreTrainedTokenizerFast.from_pretrained(path / "tokenizer"),
+                   DDPMScheduler.from_pretrained(path / "scheduler"), device=device)
+
+    @classmethod
+    def fresh(cls, device: str = "cpu", **kwargs) -> "WorldModel":
+        return cls(**build_components(**kwargs), device=device)
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.unet.save_pretrained(path / "unet")
+        self.text_encoder.save_pretrained(path / "text_encoder")
+        self.tokenizer.save_pretrained(path / "tokenizer")
+        self.scheduler.save_pretrained(path / "scheduler")
+        index = {"_class_name": "WorldPipeline", "_diffusers_version": _diffusers_version(), "family": "world",
+                 "unet": ["diffusers", "UNet2DConditionModel"], "text_encoder": ["transformers", "CLIPTextModel"],
+                 "tokenizer": ["transformers", "PreTrainedTokenizerFast"], "scheduler": ["diffusers", "DDPMScheduler"]}
+        (path / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+
+    @property
+    def denoiser(self) -> torch.nn.Module:
+        return self.unet
+
+    # -- text ---------------------------------------------------------------------------------------------------
+    def encode_prompts(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        tok = self.tokenizer(list(prompts), padding="max_length", max_length=MAX_TOKENS, truncation=True,
+                             return_tensors="pt")
+        ids = tok.input_ids.to(self.device)
+        mask = tok.attention_mask.to(self.device)
+        out = self.text_encoder(input_ids=ids, attention_mask=mask)
+        return {"hidden": out.last_hidden_state, "pooled": out.pooler_output, "mask": mask}
+
+    def token_count(self, prompt: str) -> int:
+        return len(self.tokenizer(prompt).input_ids)
+
+    # -- the denoiser ---------------------------------------------------------------------------------------------
+    def _forward(self, x: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
+        b = x.shape[0]
+        out = self.unet(x.reshape(b, -1, self.side, self.side), t, encoder_hidden_states=cond["hidden"],
+                        class_labels=cond["pooled"], encoder_attention_mask=cond["mask"]).sample
+        return out.reshape(x.shape)
+
+    def sample_timesteps(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        return torch.randint(0, self.scheduler.config.num_train_timesteps, (n,), generator=generator)
+
+    def predict_and_target(self, latents, cond, noise, timesteps):
+        noisy = self.scheduler.add_noise(latents, noise, timesteps)
+        target = self.scheduler.get_velocity(latents, noise, timesteps)
+        return self._forward(noisy, timesteps.to(self.device), cond), target
+
+    @torch.no_grad()
+    def sample(self, cond, uncond, seeds, num_steps, guidance):
+        shape = (self.frames, 3, self.side, self.side)
+        x = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+        x = x.to(self.device)
+        sched = DPMSolverMultistepScheduler.from_config(self.scheduler.config, algorithm_type="dpmsolver++",
+                                                        timestep_spacing="trailing")
+        sched.set_timesteps(num_steps)
+        both = {k: torch.cat([uncond[k].expand_as(cond[k]), cond[k]]) for k in cond}
+        for t in sched.timesteps:
+            tt = t.expand(2 * len(seeds)).to(self.device)
+            out_u, out_c = self._forward(torch.cat([x, x]), tt, both).chunk(2)
+            x = sched.step(out_u + guidance * (out_c - out_u), t, x).prev_sample
+        return x.float().cpu()
+
+    # -- pixels ---------------------------------------------------------------------------------------------------
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        x = ((latents.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return x.permute(0, 1, 3, 4, 2).cpu().numpy()  # [B, F, 3, H, W] -> [B, F, H, W, 3]
+
+    def encode_video(self, frames: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(frames)).float() / 127.5 - 1
+        return x.permute(0, 1, 4, 2, 3).contiguous()
+
+
+def _diffusers_version() -> str:
+    import diffusers
+
+    return diffusers.__version__
