@@ -220,3 +220,171 @@ def load(cls: type, yaml_path: str | Path | None = None, overrides: dict | None 
     cfg = build(cls, data)
     validate_tree(cfg)
     return cfg
+
+
+# -- the IPO loop ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PromptConfig:
+    """Where a round's training prompts come from."""
+
+    source: str = "world"
+    """'world' (the embedded world's in-distribution combinations) or a text file with one prompt per line"""
+    per_round: int = 60
+    """prompts per round (the world has 60 in-distribution combinations)"""
+    phrasing: str = "random"
+    """world prompts: 'canonical' ('a red circle moving left') or 'random' over the grammar's phrasings"""
+
+    def validate(self) -> None:
+        _positive(self, "per_round")
+        _check(self.phrasing in ("canonical", "random"), f"phrasing must be canonical or random, got {self.phrasing!r}")
+
+
+@dataclass
+class GenerateConfig:
+    """Sampling the policy (the ``generate`` stage)."""
+
+    samples_per_prompt: int = 4
+    """videos per prompt (IPO ranks several per prompt; at least 3 so the middle can be excluded)"""
+    num_steps: int = 15
+    """sampler steps"""
+    guidance: float = 3.0
+    """classifier-free guidance scale"""
+    batch_size: int = 48
+    """videos per sampler batch"""
+    fps: int = 8
+    """frame rate written into the mp4 files"""
+
+    def validate(self) -> None:
+        _positive(self, "num_steps", "batch_size", "fps")
+        _check(self.samples_per_prompt >= 3, f"samples_per_prompt must be at least 3, got {self.samples_per_prompt}")
+        _check(self.guidance >= 1, f"guidance must be >= 1, got {self.guidance}")
+
+
+@dataclass
+class JudgeConfig:
+    """The critic (the ``judge`` stage)."""
+
+    critic: str = "world"
+    """which critic: 'world' (the embedded world's exact judge)"""
+
+    def validate(self) -> None:
+        _check(self.critic in ("world",), f"unknown critic {self.critic!r} (known: world)")
+
+
+@dataclass
+class PairsConfig:
+    """Turning judgments into training data (the ``pairs`` stage)."""
+
+    alpha: float = 0.0
+    """VideoDPO re-weighting: pair weight = score gap ** alpha (0 = off)"""
+    filter_ratio: float = 0.0
+    """drop this fraction of the pairs with the smallest score gaps (VideoDPO)"""
+
+    def validate(self) -> None:
+        _check(self.alpha >= 0, f"alpha must be >= 0, got {self.alpha}")
+        _check(0 <= self.filter_ratio < 1, f"filter_ratio must be in [0, 1), got {self.filter_ratio}")
+
+
+@dataclass
+class TrainConfig:
+    """Preference training of the policy (the ``train`` stage)."""
+
+    method: str = "dpo"
+    """'dpo' (pairs, IPO Eq. 5), 'kto' (single labels, Eq. 6) or 'rwr' (LiFT reward-weighted)"""
+    beta: float = 2000.0
+    """DPO/KTO temperature on the denoising-error differences (timestep factor folded in)"""
+    lambda_winner: float = 0.2
+    """weight of the NLL (denoising) loss on DPO winners, IPO's lambda_1"""
+    lambda_real: float = 0.1
+    """weight of the NLL loss on real videos, IPO's lambda_2 (and KTO's lambda)"""
+    lambda_desirable: float = 1.0
+    """KTO weight of desirable examples"""
+    lambda_undesirable: float = 1.0
+    """KTO weight of undesirable examples"""
+    epochs: float = 4.0
+    """passes over the round's pairs/examples"""
+    batch_size: int = 8
+    """pairs (DPO) or examples (KTO/RWR) per micro-batch"""
+    grad_accum: int = 2
+    """micro-batches per optimizer step (effective batch = batch_size * grad_accum)"""
+    real_batch_size: int = 8
+    """real videos per micro-batch for the real-data NLL term (0 = none)"""
+    lr: float = 5e-4
+    """peak learning rate (AdamW)"""
+    warmup: int = 5
+    """linear warmup steps"""
+    weight_decay: float = 0.0
+    """AdamW weight decay"""
+    max_grad_norm: float = 1.0
+    """gradient clipping"""
+    lora_rank: int = 16
+    """LoRA rank"""
+    lora_alpha: float = 16.0
+    """LoRA alpha (scale = alpha / rank)"""
+    lora_targets: list = field(default_factory=list)
+    """LoRA target modules (empty = the family's defaults)"""
+    save_every: int = 25
+    """optimizer steps between resumable training states"""
+    log_every: int = 5
+    """optimizer steps between log lines"""
+
+    def validate(self) -> None:
+        _check(self.method in ("dpo", "kto", "rwr"), f"method must be dpo, kto or rwr, got {self.method!r}")
+        _positive(self, "beta", "epochs", "batch_size", "grad_accum", "lr", "lora_rank", "lora_alpha", "save_every",
+                  "log_every")
+        for n in ("lambda_winner", "lambda_real", "lambda_desirable", "lambda_undesirable", "real_batch_size",
+                  "warmup", "weight_decay", "max_grad_norm"):
+            _check(getattr(self, n) >= 0, f"{n} must be >= 0, got {getattr(self, n)}")
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation on fixed seeds never used in training (the ``eval`` stage)."""
+
+    clips_per_split: int = 96
+    """clips per split (in-distribution and held-out)"""
+    num_steps: int = 15
+    """sampler steps"""
+    guidance: float = 3.0
+    """classifier-free guidance scale"""
+    seed: int = 0
+    """eval seed family (eval seeds live in a range training seeds never use)"""
+    batch_size: int = 48
+    """videos per sampler batch"""
+    metric: str = "indist_pass"
+    """the validation metric early stopping watches"""
+
+    def validate(self) -> None:
+        _positive(self, "clips_per_split", "num_steps", "batch_size")
+
+
+@dataclass
+class RunConfig:
+    """A whole IPO run: R rounds of generate -> judge -> pairs -> train -> eval."""
+
+    model: str = "world"
+    """base model: 'world' (the committed embedded model) or a diffusers folder"""
+    family: str = "auto"
+    """model family (auto = from model_index.json)"""
+    device: str = "auto"
+    """'auto', 'cpu' or 'cuda'"""
+    seed: int = 0
+    """run seed: sample seeds derive from (seed, round, prompt id, sample index)"""
+    rounds: int = 3
+    """IPO rounds"""
+    patience: int = 0
+    """stop after this many rounds without improvement of the validation metric (0 = never stop early)"""
+    prompts: PromptConfig = field(default_factory=PromptConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    pairs: PairsConfig = field(default_factory=PairsConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self) -> None:
+        _positive(self, "rounds")
+        _check(self.patience >= 0, f"patience must be >= 0, got {self.patience}")
+        _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+               f"device must be auto, cpu or cuda, got {self.device!r}")

@@ -3,7 +3,7 @@
 Why this shape: on a 2-core CPU a convolutional prior learns motion far faster than a patch transformer (see
 shared/notes/world-probes.md), and stacking the clip's F frames as 3F channels lets a plain ``UNet2DConditionModel``
 see the whole clip at once. Text goes through a tiny ``CLIPTextModel`` over a word-level tokenizer built from the
-world's grammar: its hidden states feed cross-attention and its pooled (EOS) state feeds the class embedding, which is
+world's grammar: its hidden states feed cross-attention and the masked mean of its states feeds the class embedding, which is
 what carries the global attributes (colour, shape, direction).
 
 Parameterization is v-prediction with a cosine schedule (CogVideoX's parameterization, so the world model exercises
@@ -115,8 +115,12 @@ class WorldModel(VideoModel):
                              return_tensors="pt")
         ids = tok.input_ids.to(self.device)
         mask = tok.attention_mask.to(self.device)
-        out = self.text_encoder(input_ids=ids, attention_mask=mask)
-        return {"hidden": out.last_hidden_state, "pooled": out.pooler_output, "mask": mask}
+        hidden = self.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        # Masked mean of the token states, not CLIP's EOS state: every attribute word reaches the class embedding
+        # directly (with EOS pooling a small encoder learned colour and shape but left direction at chance).
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1)
+        return {"hidden": hidden, "pooled": pooled, "mask": mask}
 
     def token_count(self, prompt: str) -> int:
         return len(self.tokenizer(prompt).input_ids)

@@ -26,6 +26,7 @@ SHAPE_MIN_MARGIN = 0.06
 MIN_TRAVEL = 0.15  # fraction of the frame side along the asked direction
 MAX_ASPECT = 0.25  # |log(w/h)| of the bounding box: a 'circle' 28% wider than tall is an ellipse, not a circle
 MAX_DRIFT = 0.4  # sideways displacement at most this fraction of the travel
+SIZE_OK = (0.28, 0.56)  # bounding-box side / frame side; renders are 0.36-0.44 and masks run up to ~2 px large
 _PALETTE = np.array(list(COLORS.values()), dtype=np.float64)
 _NAMES = list(COLORS)
 _STRUCT8 = np.ones((3, 3), dtype=bool)
@@ -179,6 +180,16 @@ def _clip01(v: float) -> float:
     return float(min(1.0, max(0.0, v)))
 
 
+def _size_factor(size: float) -> float:
+    """1 inside the plausible size range, falling linearly to 0 at half / one-and-a-half times its ends."""
+    lo, hi = SIZE_OK
+    if size < lo:
+        return _clip01((size - lo / 2) / (lo / 2))
+    if size > hi:
+        return _clip01(1 - (size - hi) / (hi / 2))
+    return 1.0
+
+
 def direction_components(m: Measurement, direction: str) -> tuple[float, float]:
     """(travel along the asked direction, sideways drift), both in frame sides."""
     ux, uy = DIRECTION_VECTORS[direction]
@@ -193,7 +204,7 @@ def score(m: Measurement, target: Attributes) -> Scores:
     others = [v for s, v in m.shape_iou.items() if s != target.shape]
     iou = m.shape_iou[target.shape]
     shape_ok = (full and m.shape == target.shape and iou >= SHAPE_MIN_IOU and iou - max(others) >= SHAPE_MIN_MARGIN
-                and m.aspect <= MAX_ASPECT)
+                and m.aspect <= MAX_ASPECT and SIZE_OK[0] <= m.size <= SIZE_OK[1])
     along, drift = direction_components(m, target.direction)
     direction_ok = full and along >= MIN_TRAVEL and drift <= MAX_DRIFT * along
     color_s = _clip01(1 - dist / 160)
@@ -201,7 +212,7 @@ def score(m: Measurement, target: Attributes) -> Scores:
     dir_s = _clip01(along / 0.3) * (1 - _clip01(drift / 0.3))
     semantic = m.detected * (color_s + shape_s + dir_s) / 3
     fidelity = (m.detected * (1 - _clip01(m.stray * 2)) * (1 - _clip01(m.noise * 8))
-                * _clip01((max(m.shape_iou.values()) - 0.4) / 0.5))
+                * _clip01((max(m.shape_iou.values()) - 0.4) / 0.5) * _size_factor(m.size))
     # Tolerances cover what anti-aliasing does to a perfect render (jitter <= 0.008, area CV <= 0.075).
     motion = m.detected * float(np.exp(-max(0.0, m.jitter - 0.01) / 0.03) * np.exp(-max(0.0, m.area_cv - 0.08) / 0.2)
                                 * np.exp(-max(0.0, m.color_cv - 5) / 40))

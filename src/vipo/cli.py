@@ -1,0 +1,243 @@
+"""The ``vipo`` command line: one verb per stage, plus ``run`` (the whole loop) and ``world pretrain``.
+
+Options come from dataclass defaults < ``--config FILE.yaml`` < ``--set key=value`` < explicit flags. Bad input
+fails at start with one line naming the file, line or field, and a non-zero exit code.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import UserError
+
+log = logging.getLogger("vipo")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML recipe (see configs/)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set train.beta=500 (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--model", help="base model: 'world' or a diffusers folder")
+    p.add_argument("--method", choices=("dpo", "kto", "rwr"), help="training objective")
+    p.add_argument("--rounds", type=int, help="number of IPO rounds")
+    p.add_argument("--seed", type=int, help="run seed")
+    p.add_argument("--device", help="auto, cpu or cuda")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="vipo", description="Iterative preference optimization for text-to-video "
+                                 "diffusion models (IPO, Diffusion-DPO/KTO).")
+    ap.add_argument("--version", action="version", version=f"vipo {__version__}")
+    ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = ap.add_subparsers(dest="verb", required=True)
+
+    p = sub.add_parser("run", help="R rounds of generate -> judge -> pairs -> train -> eval (resumable)")
+    _run_args(p)
+
+    for verb, text in (("judge", "judge a round's samples (pointwise and, for DPO, pairwise in both orders)"),
+                       ("pairs", "build a round's DPO pairs and KTO examples from its judgments"),
+                       ("train", "train a round's LoRA on its pairs/examples"),
+                       ("eval", "evaluate a round's checkpoint (round 0 = the base model)")):
+        p = sub.add_parser(verb, help=text)
+        _run_args(p)
+        p.add_argument("--round", type=int, required=True, help="round number")
+
+    p = sub.add_parser("generate", help="sample videos: standalone inference, or a round's samples with --round")
+    _common(p)
+    p.add_argument("--out", required=True, help="output folder (or run folder with --round)")
+    p.add_argument("--model", default=None, help="'world' (the committed embedded model) or a diffusers folder")
+    p.add_argument("--lora", help="a vipo round checkpoint folder or a diffusers LoRA folder")
+    p.add_argument("--prompts", help="text file, one prompt per line")
+    p.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
+    p.add_argument("--samples-per-prompt", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--steps", type=int, default=None, help="sampler steps")
+    p.add_argument("--guidance", type=float, default=None)
+    p.add_argument("--device", default=None)
+    p.add_argument("--round", type=int, help="generate round K's training samples of the run in --out")
+    p.add_argument("--method", choices=("dpo", "kto", "rwr"), help=argparse.SUPPRESS)
+    p.add_argument("--rounds", type=int, help=argparse.SUPPRESS)
+
+    w = sub.add_parser("world", help="the embedded world").add_subparsers(dest="world_verb", required=True)
+    p = w.add_parser("pretrain", help="pretrain the embedded base model from scratch (resumable)")
+    _common(p)
+    p.add_argument("--out", required=True, help="output folder; the model is written to OUT/model")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--seed", type=int)
+    p = w.add_parser("render", help="render ground-truth clips of prompts as mp4")
+    p.add_argument("--out", required=True)
+    p.add_argument("--prompt", action="append", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    return ap
+
+
+def _load_run_config(args):
+    from . import config as C
+
+    over = C.parse_overrides(args.set)
+    for flag, key in (("model", "model"), ("method", "train.method"), ("rounds", "rounds"), ("seed", "seed"),
+                      ("device", "device")):
+        v = getattr(args, flag, None)
+        if v is not None:
+            over = C.merge(over, C.parse_overrides([f"{key}={v}"]) if flag != "model" else {"model": v})
+    run_dir = Path(args.out)
+    cfg_path = args.config
+    if cfg_path is None and (run_dir / "config.yaml").is_file():
+        cfg_path = run_dir / "config.yaml"  # continuing a run: its snapshot is the recipe
+    return C.load(C.RunConfig, cfg_path, over)
+
+
+def _setup_logging(verbose: bool, run_dir: Path | None = None) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(run_dir / "vipo.log"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=handlers, force=True,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("httpx", "urllib3", "PIL", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def cmd_run(args) -> int:
+    from .run.driver import run
+
+    cfg = _load_run_config(args)
+    _setup_logging(args.verbose, Path(args.out))
+    info = run(cfg, Path(args.out), progress=not args.quiet)
+    print(f"report: {info['report']}")
+    return 0
+
+
+def cmd_stage(args) -> int:
+    from .data.ledger import Ledger
+    from .run.driver import Round, _snapshot, resolve_device
+
+    cfg = _load_run_config(args)
+    run_dir = Path(args.out)
+    _setup_logging(args.verbose, run_dir)
+    _snapshot(cfg, run_dir)
+    if args.round < 0 or args.round > cfg.rounds:
+        raise UserError(f"--round must be between 0 and rounds={cfg.rounds}, got {args.round}")
+    with Ledger(run_dir / "ledger.sqlite") as ledger:
+        if args.verb == "eval" and args.round == 0:
+            from .run.driver import evaluate_base
+
+            ev = evaluate_base(cfg, run_dir, ledger, resolve_device(cfg.device), not args.quiet)
+            print(json.dumps(ev, indent=2))
+            return 0
+        if args.round == 0:
+            raise UserError("--round 0 is the base model's evaluation; only `vipo eval --round 0` applies")
+        r = Round(cfg, run_dir, args.round, ledger, device=resolve_device(cfg.device), progress=not args.quiet)
+        out = {"generate": r.generate, "judge": r.judge, "pairs": r.pairs, "train": r.train,
+               "eval": r.evaluate}[args.verb]()
+        info = ledger.stage_info(args.round, args.verb)
+        print(json.dumps(out if isinstance(out, dict) else info, indent=2))
+    return 0
+
+
+def cmd_generate(args) -> int:
+    if args.round is not None:
+        return cmd_stage(args)
+    from . import config as C
+    from .data.ledger import Ledger
+    from .run.driver import resolve_device
+    from .stages.generate import PromptItem, generate
+    from .train.lora import load_policy
+
+    _setup_logging(args.verbose)
+    over = C.parse_overrides(args.set)
+    cfg = C.load(C.GenerateConfig, args.config, over)
+    if args.samples_per_prompt is not None:
+        cfg.samples_per_prompt = args.samples_per_prompt
+    if args.steps is not None:
+        cfg.num_steps = args.steps
+    if args.guidance is not None:
+        cfg.guidance = args.guidance
+    if cfg.samples_per_prompt < 1:
+        raise UserError("--samples-per-prompt must be at least 1")
+    prompts = list(args.prompt)
+    if args.prompts:
+        path = Path(args.prompts)
+        if not path.is_file():
+            raise UserError(f"--prompts {path}: file not found")
+        prompts += [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()
+                    if ln.strip() and not ln.strip().startswith("#")]
+    if not prompts:
+        raise UserError("no prompts: give --prompts FILE or --prompt TEXT")
+    model = load_policy(args.model or "world", args.lora, device=resolve_device(args.device or "auto"))
+    out = Path(args.out)
+    seed = 0 if args.seed is None else args.seed
+    items = [PromptItem(i, p) for i, p in enumerate(prompts)]
+    with Ledger(out / "ledger.sqlite") as ledger:
+        rows = generate(model, items, out, ledger, 0, cfg, seed, keep_latents=False, progress=not args.quiet)
+    print(f"{len(rows)} videos in {out / 'samples'} (metadata: {out / 'samples' / 'metadata.jsonl'})")
+    return 0
+
+
+def cmd_world(args) -> int:
+    if args.world_verb == "render":
+        import random
+
+        from .io.video import write_mp4
+        from .world import grammar, render
+
+        out = Path(args.out)
+        for i, p in enumerate(args.prompt):
+            a = grammar.parse(p)
+            if a is None:
+                raise UserError(f"--prompt {p!r}: not a prompt of the world's grammar (e.g. 'a red circle moving left')")
+            write_mp4(out / f"{i:03d}.mp4", render.random_clip(a, random.Random(args.seed + i), 32, 9))
+        print(f"{len(args.prompt)} clips in {out}")
+        return 0
+    from . import config as C
+    from .run.driver import resolve_device
+    from .world.pretrain import evaluate_pass_rate, pretrain
+
+    over = C.parse_overrides(args.set)
+    for flag in ("steps", "seed"):
+        if getattr(args, flag) is not None:
+            over[flag] = getattr(args, flag)
+    cfg = C.load(C.PretrainConfig, args.config, over)
+    out = Path(args.out)
+    _setup_logging(args.verbose, out)
+    model = pretrain(cfg, out, device=resolve_device(args.device), progress=not args.quiet)
+    model.save(out / "model")
+    res = evaluate_pass_rate(model, cfg.eval_clips, cfg.eval_steps, cfg.eval_guidance)
+    from .io import atomic
+
+    atomic.write_json(out / "model" / "pretrain_eval.json", {"indist": res, "config": C.to_dict(cfg)})
+    print(f"model: {out / 'model'}  in-distribution semantic pass {100 * res['pass']:.1f}%")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.verb == "run":
+            return cmd_run(args)
+        if args.verb == "generate":
+            return cmd_generate(args)
+        if args.verb == "world":
+            return cmd_world(args)
+        return cmd_stage(args)
+    except UserError as e:
+        print(f"vipo: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vipo: interrupted; run the same command again to continue where it stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""The critic interface: pointwise Good/Normal/Bad and pairwise A/B/Tie verdicts on three dimensions.
+
+Every critic — the embedded world's programmatic judge, a multimodal LLM served locally or by vLLM, a metric, human
+labels — answers in the same text format and goes through the same parser, so the judge stage stores the critic's
+raw text beside each parsed verdict and never depends on which critic produced it:
+
+    semantic: Good - the red circle moves left as asked
+    fidelity: Normal - a faint smear trails the shape
+    motion: Bad - the shape jumps between frames
+
+and for a pair (video A shown first):
+
+    semantic: A - A is a circle, B a square
+    fidelity: Tie - both clean
+    motion: B - A flickers
+"""
+from __future__ import annotations
+
+import abc
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+DIMENSIONS = ("semantic", "fidelity", "motion")
+LABELS = ("Good", "Normal", "Bad")
+LABEL_SCORE = {"Good": 1.0, "Normal": 0.5, "Bad": 0.0}
+PAIR_VERDICTS = ("A", "B", "Tie")
+
+
+class CriticParseError(ValueError):
+    """An answer that does not parse; ``raw`` keeps the critic's text so it can be stored and inspected."""
+
+    def __init__(self, message: str, raw: str = ""):
+        super().__init__(message)
+        self.raw = raw
+
+
+@dataclass
+class Video:
+    """What a critic sees: the prompt and decoded frames (uint8 [F, H, W, 3]); ``path`` where one exists."""
+
+    prompt: str
+    frames: np.ndarray
+    path: str | None = None
+
+
+@dataclass
+class Pointwise:
+    labels: dict[str, str]
+    reasons: dict[str, str]
+    raw: str
+    #: graded scores in [0, 1] per dimension where the critic has them (else from the label)
+    scores: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def overall(self) -> float:
+        return float(np.mean([self.scores.get(d, LABEL_SCORE[self.labels[d]]) for d in DIMENSIONS]))
+
+
+@dataclass
+class Pairwise:
+    verdicts: dict[str, str]
+    reasons: dict[str, str]
+    raw: str
+
+    @property
+    def overall(self) -> str:
+        """Semantic consistency decides; fidelity then motion break its ties."""
+        for d in DIMENSIONS:
+            if self.verdicts[d] != "Tie":
+                return self.verdicts[d]
+        return "Tie"
+
+
+_LINE = re.compile(r"^\s*[*#>\-\s]*(semantic|fidelity|motion)[a-z _]*\**\s*[:=]\s*\**\s*([A-Za-z]+)\**\s*[-–—:,.]?\s*(.*)$",
+                   re.IGNORECASE)
+
+
+def _parse(text: str, allowed: tuple[str, ...]) -> tuple[dict[str, str], dict[str, str]]:
+    found: dict[str, str] = {}
+    reasons: dict[str, str] = {}
+    canon = {a.lower(): a for a in allowed}
+    for line in text.splitlines():
+        m = _LINE.match(line)
+        if not m:
+            continue
+        dim, word, reason = m.group(1).lower(), m.group(2).lower(), m.group(3).strip()
+        if dim in found or word not in canon:
+            continue
+        found[dim] = canon[word]
+        reasons[dim] = reason
+    missing = [d for d in DIMENSIONS if d not in found]
+    if missing:
+        raise CriticParseError(f"critic answer lacks a {'/'.join(allowed)} verdict for {', '.join(missing)}", text)
+    return found, reasons
+
+
+def parse_pointwise(text: str) -> Pointwise:
+    labels, reasons = _parse(text, LABELS)
+    return Pointwise(labels, reasons, text)
+
+
+def parse_pairwise(text: str) -> Pairwise:
+    verdicts, reasons = _parse(text, PAIR_VERDICTS)
+    return Pairwise(verdicts, reasons, text)
+
+
+def format_answer(verdicts: dict[str, str], reasons: dict[str, str]) -> str:
+    return "\n".join(f"{d}: {verdicts[d]} - {reasons[d]}" for d in DIMENSIONS)
+
+
+def swap(p: Pairwise) -> Pairwise:
+    """The verdict of a pair judged as (B, A), re-expressed in the (A, B) order."""
+    flip = {"A": "B", "B": "A", "Tie": "Tie"}
+    return Pairwise({d: flip[v] for d, v in p.verdicts.items()}, p.reasons, p.raw)
+
+
+class Critic(abc.ABC):
+    """A critic answers in text; :meth:`pointwise` and :meth:`pairwise` parse that text."""
+
+    name: str = "critic"
+
+    @abc.abstractmethod
+    def answer_pointwise(self, video: Video) -> str:
+        """Raw text with one Good/Normal/Bad line per dimension."""
+
+    @abc.abstractmethod
+    def answer_pairwise(self, a: Video, b: Video) -> str:
+        """Raw text with one A/B/Tie line per dimension, A being the video shown first."""
+
+    def graded_scores(self, video: Video) -> dict[str, float]:
+        """Graded per-dimension scores in [0, 1] where the critic has them (default: none, labels are used)."""
+        return {}
+
+    def pointwise(self, video: Video) -> Pointwise:
+        out = parse_pointwise(self.answer_pointwise(video))
+        out.scores = self.graded_scores(video)
+        return out
+
+    def pairwise(self, a: Video, b: Video) -> Pairwise:
+        return parse_pairwise(self.answer_pairwise(a, b))

@@ -1,0 +1,87 @@
+"""The embedded world's critic: the exact pixel judge (``vipo.world.judge``) speaking the critic text format.
+
+It reads decoded frames only and answers both question kinds. Labels come from graded scores, so rankings of a
+prompt's samples rarely tie: pairwise verdicts compare the graded scores per dimension (semantic: number of correct
+attributes first, then how close colour, shape and motion direction are).
+"""
+from __future__ import annotations
+
+import hashlib
+
+from ..world import grammar
+from ..world.judge import Scores, judge_clip
+from .base import DIMENSIONS, Critic, Video, format_answer
+
+GOOD, NORMAL = 0.75, 0.4  # fidelity / motion score thresholds for Good and Normal
+TIE = {"semantic": 0.02, "fidelity": 0.03, "motion": 0.03}
+
+
+def _attrs(prompt: str) -> grammar.Attributes:
+    a = grammar.parse(prompt)
+    if a is None:
+        raise ValueError(f"the world critic only judges prompts of the world's grammar, got {prompt!r}")
+    return a
+
+
+def semantic_key(s: Scores) -> float:
+    return (s.color_ok + s.shape_ok + s.direction_ok) + s.semantic
+
+
+class WorldCritic(Critic):
+    name = "world"
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str, str], Scores] = {}
+
+    def scores(self, video: Video) -> Scores:
+        key = (hashlib.sha1(video.frames.tobytes()).hexdigest(), video.prompt)
+        if key not in self._cache:
+            if len(self._cache) > 4096:
+                self._cache.clear()
+            self._cache[key] = judge_clip(video.frames, _attrs(video.prompt))
+        return self._cache[key]
+
+    def answer_pointwise(self, video: Video) -> str:
+        s = self.scores(video)
+        a = _attrs(video.prompt)
+        m = s.m
+        n_ok = s.color_ok + s.shape_ok + s.direction_ok
+        wrong = [f"{k} is not {getattr(a, k)}" for k, ok in
+                 (("color", s.color_ok), ("shape", s.shape_ok), ("direction", s.direction_ok)) if not ok]
+        labels = {
+            "semantic": "Good" if n_ok == 3 else "Normal" if n_ok == 2 else "Bad",
+            "fidelity": _grade(s.fidelity),
+            "motion": _grade(s.motion),
+        }
+        reasons = {
+            "semantic": f"a {a.color} {a.shape} moving {a.direction} as asked" if n_ok == 3
+            else "; ".join(wrong) + f" (seen: {m.color or 'nothing'} {m.shape or ''})".rstrip(),
+            "fidelity": f"score {s.fidelity:.2f}: stray {m.stray:.2f}, noise {m.noise:.3f}, best shape fit "
+                        f"{max(m.shape_iou.values()):.2f}, size {m.size:.2f}",
+            "motion": f"score {s.motion:.2f}: jitter {m.jitter:.3f}, area variation {m.area_cv:.2f}, "
+                      f"colour variation {m.color_cv:.1f}",
+        }
+        return format_answer(labels, reasons) + f"\nscores: semantic={s.semantic:.4f} fidelity={s.fidelity:.4f} " \
+                                                 f"motion={s.motion:.4f}"
+
+    def answer_pairwise(self, a: Video, b: Video) -> str:
+        sa, sb = self.scores(a), self.scores(b)
+        values = {
+            "semantic": (semantic_key(sa), semantic_key(sb)),
+            "fidelity": (sa.fidelity, sb.fidelity),
+            "motion": (sa.motion, sb.motion),
+        }
+        verdicts, reasons = {}, {}
+        for d in DIMENSIONS:
+            va, vb = values[d]
+            verdicts[d] = "Tie" if abs(va - vb) < TIE[d] else ("A" if va > vb else "B")
+            reasons[d] = f"A {va:.3f} vs B {vb:.3f}"
+        return format_answer(verdicts, reasons)
+
+    def graded_scores(self, video: Video) -> dict[str, float]:
+        s = self.scores(video)
+        return {"semantic": s.semantic, "fidelity": s.fidelity, "motion": s.motion}
+
+
+def _grade(v: float) -> str:
+    return "Good" if v >= GOOD else "Normal" if v >= NORMAL else "Bad"

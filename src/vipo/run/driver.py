@@ -1,0 +1,239 @@
+"""``run``: R rounds of generate -> judge -> pairs -> train -> eval, resumable at any point.
+
+Layout of a run folder::
+
+    config.yaml          the resolved config (a re-run must use the same one)
+    ledger.sqlite        every sample, judgment, pair, example and finished stage
+    round-0/eval/        the base model's evaluation
+    round-K/             samples/ (mp4 + metadata.jsonl), latents/, *.jsonl exports, train_log.jsonl,
+                         checkpoint/ (policy.json + the LoRA chain), eval/ (mp4 + metadata.jsonl + eval.json)
+    summary.json, report.md, report.png
+
+The policy of round K is the base with the adapters of rounds 1..K-1 fused; it is also round K's reference.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from .. import seeds
+from ..config import RunConfig, to_dict
+from ..data.ledger import Ledger
+from ..data.real import WorldRealVideos
+from ..errors import UserError
+from ..io import atomic
+from ..stages import evaluate as eval_stage
+from ..stages import pairs as pairs_stage
+from ..stages.generate import PromptItem, generate
+from ..stages.judge import judge, make_critic
+from ..train import lora
+from ..train.trainer import train_round
+from ..world import grammar
+from .report import write_report
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device: {name} asked for but no CUDA device is available")
+    return name
+
+
+def round_prompts(cfg: RunConfig, round_: int) -> list[PromptItem]:
+    """The round's training prompts (never a held-out combination)."""
+    rng = random.Random(seeds.stream_seed(cfg.seed, round_, "prompts"))
+    if cfg.prompts.source == "world":
+        combos = list(grammar.INDIST)
+        if cfg.prompts.per_round < len(combos):
+            combos = rng.sample(combos, cfg.prompts.per_round)
+        else:
+            combos = [combos[i % len(combos)] for i in range(cfg.prompts.per_round)]
+        items = []
+        for i, a in enumerate(combos):
+            text = a.prompt() if cfg.prompts.phrasing == "canonical" else grammar.random_prompt(a, rng)
+            items.append(PromptItem(i, text, grammar.split_of(a)))
+        return items
+    path = Path(cfg.prompts.source)
+    if not path.is_file():
+        raise UserError(f"prompts.source: {path}: file not found")
+    lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith("#")]
+    if not lines:
+        raise UserError(f"{path}: no prompts")
+    chosen = rng.sample(lines, min(cfg.prompts.per_round, len(lines)))
+    for i, text in enumerate(chosen):
+        a = grammar.parse(text)
+        if a is not None and a in grammar.HELDOUT:
+            raise UserError(f"{path}: prompt {text!r} is a held-out combination and may not be trained on")
+    return [PromptItem(i, t, "") for i, t in enumerate(chosen)]
+
+
+def _snapshot(cfg: RunConfig, run_dir: Path) -> None:
+    path = run_dir / "config.yaml"
+    text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    if path.is_file():
+        old = yaml.safe_load(path.read_text())
+        new = to_dict(cfg)
+        diff = _first_difference(old, new)
+        if diff:
+            raise UserError(f"{path}: this run folder was started with a different config ({diff}); "
+                            "re-run with the same config or choose another --out")
+        return
+    atomic.write_text(path, text)
+
+
+def _first_difference(a, b, where: str = "") -> str | None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            d = _first_difference(a.get(k), b.get(k), f"{where}.{k}" if where else k)
+            if d:
+                return d
+        return None
+    return None if a == b else f"{where}: {a!r} then, {b!r} now"
+
+
+def run(cfg: RunConfig, run_dir: Path, progress: bool = True) -> dict:
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _snapshot(cfg, run_dir)
+    device = resolve_device(cfg.device)
+    critic = make_critic(cfg.judge.critic)
+    t_start = time.time()
+    evals: dict[int, dict] = {}
+    info = {"method": cfg.train.method, "rounds_planned": cfg.rounds, "patience": cfg.patience,
+            "stopped_early": False, "model": cfg.model}
+    with Ledger(run_dir / "ledger.sqlite") as ledger:
+        evals[0] = evaluate_base(cfg, run_dir, ledger, device, progress, critic)
+        best, best_round, since_best = _metric(evals[0], cfg), 0, 0
+        for k in range(1, cfg.rounds + 1):
+            rd = run_dir / f"round-{k}"
+            if not ledger.is_done(k, "round"):
+                Round(cfg, run_dir, k, ledger, critic, device, progress).all()
+            evals[k] = atomic.read_json(rd / "eval" / "eval.json")
+            m = _metric(evals[k], cfg)
+            if m > best:
+                best, best_round, since_best = m, k, 0
+            else:
+                since_best += 1
+            log.info("round %d: %s = %.3f (best %.3f at round %d)", k, cfg.eval.metric, m, best, best_round)
+            if cfg.patience and since_best >= cfg.patience and k < cfg.rounds:
+                info.update(stopped_early=True, last_round=k)
+                log.info("stopping early: no improvement for %d rounds", since_best)
+                break
+        info.update(best_round=best_round, best_metric=best, metric=cfg.eval.metric,
+                    elapsed_s_this_invocation=round(time.time() - t_start, 1))
+    report = write_report(run_dir, evals, info)
+    info["report"] = str(report)
+    return info
+
+
+def evaluate_base(cfg: RunConfig, run_dir: Path, ledger: Ledger, device: str, progress: bool = True,
+                  critic=None) -> dict:
+    """Round 0: the base model's evaluation (skipped when already done)."""
+    out = Path(run_dir) / "round-0" / "eval"
+    if not ledger.is_done(0, "eval"):
+        log.info("round 0: evaluating the base model")
+        base = lora.load_policy(cfg.model, None, device=device)
+        ev = eval_stage.evaluate(base, out, cfg.eval, critic or make_critic(cfg.judge.critic), progress,
+                                 cfg.generate.fps)
+        ledger.mark_done(0, "eval", ev)
+    return atomic.read_json(out / "eval.json")
+
+
+def _metric(ev: dict, cfg: RunConfig) -> float:
+    split, _, key = cfg.eval.metric.partition("_")
+    key = {"pass": "semantic_pass"}.get(key, key)
+    return float(ev.get(split, {}).get(key, 0.0))
+
+
+class Round:
+    """One round's stages, each callable alone (the CLI verbs) and each safe to re-run."""
+
+    def __init__(self, cfg: RunConfig, run_dir: Path, k: int, ledger: Ledger, critic=None, device: str = "cpu",
+                 progress: bool = True):
+        self.cfg, self.run_dir, self.k, self.ledger = cfg, Path(run_dir), k, ledger
+        self.critic = critic or make_critic(cfg.judge.critic)
+        self.device, self.progress = device, progress
+        self.dir = self.run_dir / f"round-{k}"
+        self.previous = self.run_dir / f"round-{k - 1}" / "checkpoint" if k > 1 else None
+        self._policy = None
+
+    def _require(self, stage: str) -> None:
+        if not self.ledger.is_done(self.k, stage):
+            raise UserError(f"round {self.k}: the {stage} stage has not finished; run it first")
+
+    def policy(self):
+        if self._policy is None:
+            if self.previous is not None and not atomic.is_complete(self.previous):
+                raise UserError(f"{self.previous}: round {self.k - 1} has no finished checkpoint")
+            self._policy = lora.load_policy(self.cfg.model, self.previous, device=self.device)
+        return self._policy
+
+    def generate(self) -> None:
+        if self.ledger.is_done(self.k, "generate"):
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        generate(self.policy(), round_prompts(self.cfg, self.k), self.dir, self.ledger, self.k, self.cfg.generate,
+                 self.cfg.seed, progress=self.progress)
+        self.ledger.mark_done(self.k, "generate")
+
+    def judge(self) -> None:
+        if self.ledger.is_done(self.k, "judge"):
+            return
+        self._require("generate")
+        counts = judge(self.critic, self.ledger.rows("samples", self.k), self.dir, self.ledger, self.k,
+                       pairwise=self.cfg.train.method == "dpo", progress=self.progress)
+        self.ledger.mark_done(self.k, "judge", counts)
+
+    def pairs(self) -> None:
+        if self.ledger.is_done(self.k, "pairs"):
+            return
+        self._require("judge")
+        info = pairs_stage.build(self.ledger, self.k, self.dir, self.cfg.pairs)
+        log.info("round %d: %d pairs from %d prompts (%d without a clear winner, %d inconsistent verdicts); "
+                 "KTO labels %s", self.k, info["pairs"], info["prompts"], info["dropped_no_winner"],
+                 info["inconsistent"], info["kto_labels"])
+        self.ledger.mark_done(self.k, "pairs", info)
+
+    def train(self) -> None:
+        if self.ledger.is_done(self.k, "train"):
+            return
+        self._require("pairs")
+        policy = self.policy()
+        real = WorldRealVideos(policy.frames, policy.side) if policy.family == "world" else None
+        summary = train_round(policy, self.cfg.train, self.ledger, self.k, self.dir, real=real,
+                              run_seed=self.cfg.seed, progress=self.progress)
+        lora.write_checkpoint(policy, self.dir / "checkpoint", self.cfg.model, self.previous, self.k)
+        self._policy = None  # the in-memory model now carries an adapter; later stages reload the checkpoint
+        self.ledger.mark_done(self.k, "train", summary)
+
+    def evaluate(self) -> dict:
+        if not self.ledger.is_done(self.k, "eval"):
+            self._require("train")
+            trained = lora.load_policy(self.cfg.model, self.dir / "checkpoint", device=self.device)
+            ev = eval_stage.evaluate(trained, self.dir / "eval", self.cfg.eval, self.critic, self.progress,
+                                     self.cfg.generate.fps)
+            self.ledger.mark_done(self.k, "eval", ev)
+        return atomic.read_json(self.dir / "eval" / "eval.json")
+
+    def all(self) -> dict:
+        self.generate()
+        self.judge()
+        self.pairs()
+        self.train()
+        ev = self.evaluate()
+        self.ledger.mark_done(self.k, "round", {"eval": ev})
+        state = self.dir / "train_state"
+        if state.exists():
+            import shutil
+
+            shutil.rmtree(state)
+        return ev

@@ -1,0 +1,32 @@
+"""``pairs``: DPO pairs and KTO examples from the round's judgments (recomputed from the ledger on every run)."""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+from ..config import PairsConfig
+from ..data import pairs as P
+from ..data.ledger import Ledger
+
+
+def build(ledger: Ledger, round_: int, round_dir: Path, cfg: PairsConfig) -> dict:
+    samples = ledger.rows("samples", round_)
+    judgments = ledger.rows("judgments", round_)
+    groups: dict[int, list[str]] = defaultdict(list)
+    for s in samples:
+        groups[s["prompt_id"]].append(s["id"])
+    pointwise = {j["a"]: j for j in judgments if j["kind"] == "pointwise" and "labels" in j}
+    scores = {sid: j["overall"] for sid, j in pointwise.items()}
+    verdicts = {(j["a"], j["b"]): j["overall"] for j in judgments if j["kind"] == "pairwise" and "overall" in j}
+    pairs, stats = P.build_pairs(groups, verdicts, scores, alpha=cfg.alpha, filter_ratio=cfg.filter_ratio)
+    examples, label_counts = P.kto_examples(samples, pointwise)
+    ledger.replace_rows("pairs", round_, pairs)
+    ledger.replace_rows("examples", round_, examples)
+    round_dir = Path(round_dir)
+    for table in ("samples", "judgments", "pairs", "examples"):
+        ledger.export(table, round_, round_dir / f"{table}.jsonl")
+    info = stats.as_dict()
+    info["kto_labels"] = label_counts
+    info["desirable"] = sum(e["desirable"] for e in examples)
+    info["undesirable"] = sum(not e["desirable"] for e in examples)
+    return info
