@@ -13,6 +13,7 @@ from ..world.judge import Scores, judge_clip
 from .base import DIMENSIONS, Critic, Video, format_answer
 
 GOOD, NORMAL = 0.75, 0.4  # fidelity / motion score thresholds for Good and Normal
+SEMANTIC_GOOD = 0.8  # graded semantic score for a correct clip to be Good rather than Normal
 TIE = {"semantic": 0.02, "fidelity": 0.03, "motion": 0.03}
 
 
@@ -49,7 +50,9 @@ class WorldCritic(Critic):
         wrong = [f"{k} is not {getattr(a, k)}" for k, ok in
                  (("color", s.color_ok), ("shape", s.shape_ok), ("direction", s.direction_ok)) if not ok]
         labels = {
-            "semantic": "Good" if n_ok == 3 else "Normal" if n_ok == 2 else "Bad",
+            # Any attribute wrong means the video does not show what was asked: Bad. All right but near a
+            # threshold (colour off, shape loose, short or drifting travel): Normal.
+            "semantic": ("Good" if s.semantic >= SEMANTIC_GOOD else "Normal") if n_ok == 3 else "Bad",
             "fidelity": _grade(s.fidelity),
             "motion": _grade(s.motion),
         }

@@ -56,7 +56,8 @@ def save_adapter(model: VideoModel, folder: Path, name: str = ADAPTER) -> None:
 
 def fuse_adapter(model: VideoModel, folder: Path, name: str) -> None:
     net = model.denoiser
-    net.load_lora_adapter(str(folder), prefix=None, adapter_name=name)
+    weight = "pytorch_lora_weights.safetensors" if (Path(folder) / "pytorch_lora_weights.safetensors").is_file() else None
+    net.load_lora_adapter(str(folder), prefix=None, adapter_name=name, weight_name=weight)
     net.fuse_lora(adapter_names=[name])
     net.unload_lora()
 

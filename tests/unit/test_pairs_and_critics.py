@@ -1,0 +1,98 @@
+"""Ranking with position swap, pair selection, VideoDPO options, KTO labels, and the critic text format."""
+import random
+
+import pytest
+
+from vipo.critics import base
+from vipo.critics.world import WorldCritic
+from vipo.data import pairs as P
+from vipo.world import grammar, render
+
+
+def both(verdicts, x, y, v):
+    """Record a consistent verdict v for (x, y) in both orders."""
+    verdicts[(x, y)] = v
+    verdicts[(y, x)] = P.FLIP[v]
+
+
+def test_consistency_needs_both_orders_to_agree():
+    assert P.consistent_verdict("A", "B") == "A"
+    assert P.consistent_verdict("A", "A") is None  # position bias: always prefers the first shown
+    assert P.consistent_verdict("Tie", "Tie") == "Tie"
+
+
+def test_top_vs_bottom_by_consistent_wins():
+    v = {}
+    both(v, "a", "b", "A")
+    both(v, "a", "c", "A")
+    both(v, "b", "c", "A")
+    both(v, "a", "d", "A")
+    both(v, "b", "d", "A")
+    v[("c", "d")], v[("d", "c")] = "A", "A"  # inconsistent: ignored
+    pairs, stats = P.build_pairs({0: ["a", "b", "c", "d"]}, v, {"a": 0.9, "b": 0.6, "c": 0.2, "d": 0.3})
+    assert stats.inconsistent == 1 and stats.consistent == 5
+    assert len(pairs) == 1 and pairs[0]["chosen"] == "a"
+    # c and d both have 0 wins; the pointwise score breaks the tie: c (0.2) is the bottom
+    assert pairs[0]["rejected"] == "c" and pairs[0]["gap"] == pytest.approx(0.7)
+
+
+def test_prompt_without_clear_winner_is_dropped():
+    v = {}
+    for x, y in (("a", "b"), ("a", "c"), ("b", "c")):
+        both(v, x, y, "Tie")
+    pairs, stats = P.build_pairs({0: ["a", "b", "c"]}, v, {"a": 0.5, "b": 0.5, "c": 0.5})
+    assert pairs == [] and stats.dropped_no_winner == 1
+
+
+def test_alpha_reweighting_and_filter_ratio():
+    groups, v, scores = {}, {}, {}
+    for pid, gap in enumerate((0.1, 0.2, 0.4, 0.8)):
+        w, l = f"w{pid}", f"l{pid}"
+        groups[pid] = [w, l]
+        both(v, w, l, "A")
+        scores[w], scores[l] = 0.5 + gap / 2, 0.5 - gap / 2
+    pairs, _ = P.build_pairs(groups, v, scores)
+    assert [p["weight"] for p in pairs] == [1.0] * 4
+    pairs, stats = P.build_pairs(groups, v, scores, filter_ratio=0.5)
+    assert sorted(round(p["gap"], 6) for p in pairs) == [0.4, 0.8] and stats.dropped_filter == 2
+    pairs, _ = P.build_pairs(groups, v, scores, alpha=1.0)
+    w = {round(p["gap"], 6): p["weight"] for p in pairs}
+    assert w[0.8] == pytest.approx(2 * w[0.4]) and sum(w.values()) == pytest.approx(4.0)
+
+
+def test_kto_labels_take_the_worst_dimension():
+    assert P.combine_labels({"semantic": "Good", "fidelity": "Normal", "motion": "Good"}) == "Normal"
+    assert P.combine_labels({"semantic": "Good", "fidelity": "Good", "motion": "Bad"}) == "Bad"
+    samples = [{"id": "x", "prompt_id": 0}, {"id": "y", "prompt_id": 0}]
+    pw = {"x": {"labels": {"semantic": "Good", "fidelity": "Normal", "motion": "Good"}, "overall": 0.8},
+          "y": {"labels": {"semantic": "Bad", "fidelity": "Good", "motion": "Good"}, "overall": 0.6}}
+    ex, counts = P.kto_examples(samples, pw)
+    assert [e["desirable"] for e in ex] == [True, False] and counts == {"Normal": 1, "Bad": 1}
+
+
+def test_parser_accepts_common_llm_formatting_and_rejects_missing_dimensions():
+    text = "**Semantic consistency**: Good - matches\n- fidelity: normal, slight blur\nMotion: BAD — jumps\n"
+    p = base.parse_pointwise(text)
+    assert p.labels == {"semantic": "Good", "fidelity": "Normal", "motion": "Bad"}
+    assert p.reasons["motion"] == "jumps"
+    with pytest.raises(base.CriticParseError) as e:
+        base.parse_pointwise("semantic: Good\nfidelity: Good")
+    assert "motion" in str(e.value) and e.value.raw
+    q = base.parse_pairwise("semantic: A - better\nfidelity: tie\nmotion: B")
+    assert q.overall == "A" and base.swap(q).verdicts == {"semantic": "B", "fidelity": "Tie", "motion": "A"}
+
+
+def test_world_critic_answers_both_kinds_consistently():
+    rng = random.Random(0)
+    a = grammar.Attributes("red", "circle", "left")
+    good = base.Video(a.prompt(), render.random_clip(a, rng))
+    bad = base.Video(a.prompt(), render.random_clip(grammar.Attributes("red", "circle", "right"), rng))
+    c = WorldCritic()
+    pg, pb = c.pointwise(good), c.pointwise(bad)
+    assert pg.labels == {"semantic": "Good", "fidelity": "Good", "motion": "Good"}
+    assert pb.labels["semantic"] == "Bad" and "direction" in pb.reasons["semantic"]
+    assert pg.overall > pb.overall
+    ab, ba = c.pairwise(good, bad), c.pairwise(bad, good)
+    assert ab.verdicts["semantic"] == "A" and ba.verdicts["semantic"] == "B"
+    assert P.consistent_verdict(ab.overall, ba.overall) == "A"
+    assert "semantic: A" in ab.raw

@@ -1,0 +1,111 @@
+"""The embedded world: grammar, split, renderer constraints, and the judge's exactness (strict, not lenient)."""
+import random
+
+import numpy as np
+import pytest
+
+from vipo.io.video import read_mp4, write_mp4
+from vipo.world import grammar, judge, render
+
+
+def test_grammar_has_72_combinations_and_a_fixed_split():
+    assert len(grammar.ALL) == 72 and len(set(grammar.ALL)) == 72
+    assert len(grammar.HELDOUT) == 12 and len(grammar.INDIST) == 60
+    assert not set(grammar.INDIST) & set(grammar.HELDOUT)
+    # every attribute value still occurs in training
+    for field, values in (("color", grammar.COLORS), ("shape", grammar.SHAPES), ("direction", grammar.DIRECTIONS)):
+        assert {getattr(a, field) for a in grammar.INDIST} == set(values)
+
+
+def test_every_phrasing_parses_back():
+    assert len(grammar.TEMPLATES) >= 4
+    assert grammar.Attributes("red", "circle", "left").prompt() == "a red circle moving left"
+    for a in grammar.ALL:
+        for i in range(len(grammar.TEMPLATES)):
+            assert grammar.parse(a.prompt(i)) == a
+    assert grammar.parse("  A Red   CIRCLE moving left ") == grammar.Attributes("red", "circle", "left")
+    assert grammar.parse("a purple circle moving left") is None
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_render_respects_the_world_rules(seed):
+    rng = random.Random(seed)
+    for a in grammar.ALL:
+        g = render.random_geometry(a.direction, rng)
+        clip = render.render(a, g, 32, 9)
+        assert clip.shape == (9, 32, 32, 3) and clip.dtype == np.uint8
+        assert 0.35 <= g.size <= 0.45 + 1e-9
+        assert 0.30 <= g.travel <= 0.55 + 1e-9
+        # fully inside in every frame: the bounding box of the first and last positions stays in [0, 1]
+        dx, dy = grammar.DIRECTION_VECTORS[a.direction]
+        for cx, cy in ((g.cx, g.cy), (g.cx + dx * g.travel, g.cy + dy * g.travel)):
+            assert g.size / 2 - 1e-9 <= cx <= 1 - g.size / 2 + 1e-9 and g.size / 2 - 1e-9 <= cy <= 1 - g.size / 2 + 1e-9
+        # one shape on pure black: every non-black pixel is a (partial-coverage) multiple of the palette colour
+        fg = clip.reshape(-1, 3)[clip.reshape(-1, 3).max(1) > 0].astype(float)
+        col = np.array(grammar.COLORS[a.color], float)
+        assert np.allclose(fg / fg.max(1, keepdims=True), col / col.max(), atol=0.05)
+        # the shape's interior is exactly the palette colour
+        peak = clip.reshape(-1, 3)[clip.reshape(-1, 3).sum(1).argmax()]
+        assert tuple(int(v) for v in peak) == grammar.COLORS[a.color]
+
+
+def test_judge_passes_every_ground_truth_clip_and_only_its_own_target():
+    rng = random.Random(7)
+    for a in grammar.ALL:
+        clip = render.random_clip(a, rng, 32, 9)
+        m = judge.measure(clip)
+        s = judge.score(m, a)
+        assert s.passed, (a, m)
+        assert s.fidelity > 0.85 and s.motion > 0.9
+        for other in grammar.ALL:
+            if other != a:
+                assert not judge.score(m, other).passed
+
+
+def test_judge_reads_mp4_files(tmp_path):
+    rng = random.Random(3)
+    for a in grammar.ALL[::7]:
+        clip = render.random_clip(a, rng, 32, 9)
+        write_mp4(tmp_path / "x.mp4", clip)
+        frames = read_mp4(tmp_path / "x.mp4")
+        assert frames.shape == (9, 128, 128, 3)
+        assert judge.judge_clip(frames, a).passed
+
+
+def _clip(a, rng):
+    return render.random_clip(a, rng, 32, 9)
+
+
+def test_judge_rejects_broken_clips():
+    rng = random.Random(0)
+    a = grammar.Attributes("red", "circle", "left")
+    full = np.zeros((9, 32, 32, 3), np.uint8)
+    full[:] = grammar.COLORS["red"]
+    assert not judge.judge_clip(full, a).passed and judge.judge_clip(full, a).fidelity == 0
+    black = np.zeros_like(full)
+    assert not judge.judge_clip(black, a).passed
+    static = np.repeat(_clip(a, rng)[:1], 9, axis=0)
+    s = judge.judge_clip(static, a)
+    assert s.color_ok and s.shape_ok and not s.direction_ok
+    reversed_ = _clip(a, rng)[::-1].copy()
+    assert not judge.judge_clip(reversed_, a).direction_ok
+    noisy = _clip(a, rng).astype(np.int16) + np.random.default_rng(0).integers(0, 80, (9, 32, 32, 3))
+    s = judge.judge_clip(np.clip(noisy, 0, 255).astype(np.uint8), a)
+    assert s.fidelity < 0.5
+    # a flickering clip (shape missing in one frame) fails
+    flicker = _clip(a, rng)
+    flicker[4] = 0
+    assert not judge.judge_clip(flicker, a).passed
+    # jittery motion scores lower than smooth motion
+    smooth = _clip(a, rng)
+    jitter = smooth.copy()
+    jitter[3] = np.roll(smooth[3], 3, axis=0)
+    assert judge.judge_clip(jitter, a).motion < judge.judge_clip(smooth, a).motion
+
+
+def test_graded_scores_order_samples():
+    rng = random.Random(1)
+    a = grammar.Attributes("blue", "square", "up")
+    good = _clip(a, rng)
+    wrong_color = _clip(grammar.Attributes("green", "square", "up"), rng)
+    assert judge.judge_clip(good, a).semantic > judge.judge_clip(wrong_color, a).semantic
