@@ -26,6 +26,8 @@ from .base import VideoModel
 
 SPECIAL = ["[PAD]", "[UNK]", "[BOS]", "[EOS]"]
 MAX_TOKENS = 16
+COORD_CHANNELS = 2
+HIGH_NOISE = (0.3, 0.9)  # fraction of training timesteps drawn from the top 10% of the schedule
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
@@ -53,8 +55,11 @@ def build_components(frames: int = 9, side: int = 32, widths: tuple[int, ...] = 
     up = ("CrossAttnUpBlock2D" if attention else "UpBlock2D",) * (n - 1) + ("UpBlock2D",)
     # Without attention the prompt reaches the UNet only through the class embedding, added to the timestep
     # embedding and applied as a scale/shift in every ResNet block: enough for global attributes, and ~3x cheaper.
+    # Two extra input channels hold fixed x/y coordinate maps (CoordConv): a convolutional net sees nearly pure
+    # noise at high noise levels and otherwise has only padding to tell where it is, which makes "start right, end
+    # left" (direction) far harder to learn than colour or shape.
     unet = UNet2DConditionModel(
-        sample_size=side, in_channels=3 * frames, out_channels=3 * frames, down_block_types=down,
+        sample_size=side, in_channels=3 * frames + COORD_CHANNELS, out_channels=3 * frames, down_block_types=down,
         up_block_types=up, mid_block_type="UNetMidBlock2DCrossAttn" if attention else "UNetMidBlock2D",
         block_out_channels=tuple(widths), layers_per_block=layers_per_block, cross_attention_dim=text_width,
         attention_head_dim=8, norm_num_groups=16, resnet_time_scale_shift="scale_shift",
@@ -77,8 +82,11 @@ class WorldModel(VideoModel):
         self.tokenizer = tokenizer
         self.scheduler = scheduler
         self.device = device
-        self.frames = unet.config.in_channels // 3
+        self.frames = unet.config.out_channels // 3
         self.side = unet.config.sample_size
+        self.coords = unet.config.in_channels - unet.config.out_channels
+        lin = torch.linspace(-1, 1, self.side)
+        self._grid = torch.stack(torch.meshgrid(lin, lin, indexing="xy"))[: self.coords].to(device)  # [2, H, W]
 
     # -- loading and saving -------------------------------------------------------------------------------------
     @classmethod
@@ -128,12 +136,26 @@ class WorldModel(VideoModel):
     # -- the denoiser ---------------------------------------------------------------------------------------------
     def _forward(self, x: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
         b = x.shape[0]
-        out = self.unet(x.reshape(b, -1, self.side, self.side), t, encoder_hidden_states=cond["hidden"],
+        inp = x.reshape(b, -1, self.side, self.side)
+        if self.coords:
+            inp = torch.cat([inp, self._grid.to(inp.dtype).expand(b, -1, -1, -1)], dim=1)
+        out = self.unet(inp, t, encoder_hidden_states=cond["hidden"],
                         class_labels=cond["pooled"], encoder_attention_mask=cond["mask"]).sample
         return out.reshape(x.shape)
 
     def sample_timesteps(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        return torch.randint(0, self.scheduler.config.num_train_timesteps, (n,), generator=generator)
+        """Uniform timesteps, except that a fraction ``HIGH_NOISE[0]`` is drawn from the top of the schedule.
+
+        Where the prompt matters most — which way the shape goes, where it starts — is decided at noise levels so
+        high that the clip itself is invisible (alpha_bar < 0.01: the last ~6% of a cosine schedule). Uniform
+        sampling spends too few steps there; this mixture (like SD3's shifted timestep densities) triples them.
+        """
+        total = self.scheduler.config.num_train_timesteps
+        frac, start = HIGH_NOISE
+        uniform = torch.randint(0, total, (n,), generator=generator)
+        high = torch.randint(int(start * total), total, (n,), generator=generator)
+        pick = torch.rand(n, generator=generator) < frac
+        return torch.where(pick, high, uniform)
 
     def predict_and_target(self, latents, cond, noise, timesteps):
         noisy = self.scheduler.add_noise(latents, noise, timesteps)
