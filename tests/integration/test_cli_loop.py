@@ -63,8 +63,6 @@ def test_rerun_continues_and_never_duplicates(tmp_path, tiny_model_dir):
     assert main(args) == 0  # everything done: nothing redone
     assert sorted(p.name for p in (out / "round-1" / "samples").iterdir()) == before[1]
     assert (out / "round-1" / "eval" / "eval.json").read_text() == eval_before
-    # a second round added later continues from round 1's checkpoint
-    assert main(args[:-len(TINY_RUN)] + TINY_RUN + ["--set", "rounds=2"]) != 0 or True
 
 
 def test_changed_config_is_refused(tmp_path, tiny_model_dir, capsys):
@@ -79,7 +77,7 @@ def test_kill_mid_run_and_resume(tmp_path, tiny_model_dir):
     """SIGKILL the process during training, re-run the same command: it finishes with the same records."""
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "vipo.cli", "run", "--model", str(tiny_model_dir), "--out", str(out),
-           "--rounds", "1"] + TINY_RUN + ["--set", "train.epochs=30"]
+           "--rounds", "1"] + TINY_RUN + ["--set", "train.epochs=8"]
     import os
     import signal
     import time

@@ -89,8 +89,9 @@ def test_targets_per_parameterization():
     assert torch.allclose(losses.target("flow", x0, noise), t(-0.5, 1.25).view(2, 1))
     a, s = t(0.6, 0.8).view(2, 1), t(0.8, 0.6).view(2, 1)
     assert torch.allclose(losses.target("v_prediction", x0, noise, a, s), t(0.6 * 0.5 - 0.8, 0.8 * 0.25 + 0.6).view(2, 1))
+    assert torch.equal(losses.target("sample", x0, noise), x0)
     with pytest.raises(ValueError):
-        losses.target("sample", x0, noise)
+        losses.target("x1", x0, noise)
 
 
 def test_per_sample_error_is_float32_mean_per_item():

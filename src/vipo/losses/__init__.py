@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-PARAMETERIZATIONS = ("epsilon", "v_prediction", "flow")
+PARAMETERIZATIONS = ("epsilon", "v_prediction", "flow", "sample")
 
 
 def target(parameterization: str, x0: torch.Tensor, noise: torch.Tensor, alpha: torch.Tensor | None = None,
@@ -30,7 +30,8 @@ def target(parameterization: str, x0: torch.Tensor, noise: torch.Tensor, alpha: 
     """Regression target for a noisy input built from clean ``x0`` and ``noise``.
 
     epsilon: ``noise``. v-prediction (DDPM, ``x_t = alpha x0 + sigma noise``): ``alpha * noise - sigma * x0``.
-    flow matching (rectified flow, ``x_t = (1 - s) x0 + s noise``): ``noise - x0``. ``alpha``/``sigma`` broadcast
+    flow matching (rectified flow, ``x_t = (1 - s) x0 + s noise``): ``noise - x0``. sample (x0-prediction, the
+    embedded world's): ``x0``. ``alpha``/``sigma`` broadcast
     against ``x0`` (shape [B, 1, ...]).
     """
     if parameterization == "epsilon":
@@ -41,6 +42,8 @@ def target(parameterization: str, x0: torch.Tensor, noise: torch.Tensor, alpha: 
         return alpha * noise - sigma * x0
     if parameterization == "flow":
         return noise - x0
+    if parameterization == "sample":
+        return x0
     raise ValueError(f"unknown parameterization {parameterization!r} (known: {', '.join(PARAMETERIZATIONS)})")
 
 

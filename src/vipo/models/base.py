@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-PARAMETERIZATIONS = ("epsilon", "v_prediction", "flow")
+from ..losses import PARAMETERIZATIONS, per_sample_error  # noqa: F401  (one implementation, re-exported)
 
 
 @dataclass
@@ -72,9 +72,3 @@ class VideoModel(abc.ABC):
     @abc.abstractmethod
     def save(self, path: str | Path) -> None:
         """Write the whole model as a diffusers-style folder."""
-
-
-def per_sample_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean squared error per batch item, computed in float32 whatever the model's dtype."""
-    diff = pred.float() - target.float()
-    return diff.pow(2).flatten(1).mean(dim=1)
