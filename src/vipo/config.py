@@ -293,7 +293,7 @@ class TrainConfig:
 
     method: str = "dpo"
     """'dpo' (pairs, IPO Eq. 5), 'kto' (single labels, Eq. 6) or 'rwr' (LiFT reward-weighted)"""
-    beta: float = 2000.0
+    beta: float = 5000.0
     """DPO/KTO temperature on the denoising-error differences (timestep factor folded in)"""
     lambda_winner: float = 0.2
     """weight of the NLL (denoising) loss on DPO winners, IPO's lambda_1"""
