@@ -61,10 +61,11 @@ def evaluate(model: VideoModel, out_dir: Path, cfg: EvalConfig, critic, progress
     bar.close()
     results = []
     for r in rows:
-        pw = critic.pointwise(Video(r["prompt"], read_mp4(out_dir / r["file_name"]), r["file_name"]))
+        video = Video(r["prompt"], read_mp4(out_dir / r["file_name"]), r["file_name"])
+        pw = critic.pointwise(video)
         res = dict(r, labels=pw.labels, scores=pw.scores, raw=pw.raw)
         if hasattr(critic, "scores"):  # the world critic also reports the exact attribute checks
-            s = critic.scores(Video(r["prompt"], read_mp4(out_dir / r["file_name"])))
+            s = critic.scores(video)
             res.update(color_ok=s.color_ok, shape_ok=s.shape_ok, direction_ok=s.direction_ok, passed=s.passed)
         results.append(res)
     atomic.write_text(out_dir / "results.jsonl", "".join(json.dumps(r) + "\n" for r in results))
