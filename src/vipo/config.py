@@ -26,6 +26,9 @@ class PretrainConfig:
 
     steps: int = 6000
     """optimizer steps"""
+    lr_decay_steps: int = 0
+    """length of the cosine learning-rate schedule (0 = ``steps``); set it above ``steps`` to stop part-way through a
+    longer schedule, as nanoGPT's ``lr_decay_iters`` does"""
     batch_size: int = 32
     """clips per step"""
     lr: float = 1e-3
@@ -60,13 +63,15 @@ class PretrainConfig:
     """clips judged at the end (in-distribution, 2 per combination)"""
     eval_steps: int = 15
     """sampler steps for the final evaluation"""
-    eval_guidance: float = 3.0
+    eval_guidance: float = 2.0
     """guidance for the final evaluation"""
 
     def validate(self) -> None:
         _positive(self, "steps", "batch_size", "lr", "frames", "side", "eval_steps")
         _check(0 <= self.cfg_dropout < 1, "cfg_dropout must be in [0, 1)")
         _check(0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)")
+        _check(self.lr_decay_steps == 0 or self.lr_decay_steps >= self.steps,
+               f"lr_decay_steps must be 0 or at least steps ({self.steps}), got {self.lr_decay_steps}")
         _check(self.frames >= 9 and self.side >= 32, "the world needs frames >= 9 and side >= 32")
         _check(self.side % 8 == 0, "side must be a multiple of 8")
 
@@ -249,8 +254,8 @@ class GenerateConfig:
     """videos per prompt (IPO ranks several per prompt; at least 3 so the middle can be excluded)"""
     num_steps: int = 15
     """sampler steps"""
-    guidance: float = 3.0
-    """classifier-free guidance scale"""
+    guidance: float = 2.0
+    """classifier-free guidance scale (2 suits the embedded world; IPO samples CogVideoX at 6)"""
     batch_size: int = 48
     """videos per sampler batch"""
     fps: int = 8
@@ -347,8 +352,8 @@ class EvalConfig:
     """clips per split (in-distribution and held-out)"""
     num_steps: int = 15
     """sampler steps"""
-    guidance: float = 3.0
-    """classifier-free guidance scale"""
+    guidance: float = 2.0
+    """classifier-free guidance scale (2 suits the embedded world; IPO samples CogVideoX at 6)"""
     seed: int = 0
     """eval seed family (eval seeds live in a range training seeds never use)"""
     batch_size: int = 48

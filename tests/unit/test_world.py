@@ -109,3 +109,22 @@ def test_graded_scores_order_samples():
     good = _clip(a, rng)
     wrong_color = _clip(grammar.Attributes("green", "square", "up"), rng)
     assert judge.judge_clip(good, a).semantic > judge.judge_clip(wrong_color, a).semantic
+
+
+def test_pretrain_schedule_can_stop_part_way_through_a_longer_cosine():
+    import math
+
+    from vipo.config import PretrainConfig
+    from vipo.errors import UserError
+    from vipo.world.pretrain import _lr
+
+    full = PretrainConfig(steps=5000, warmup=200, lr=1e-3)
+    part = PretrainConfig(steps=4250, lr_decay_steps=5000, warmup=200, lr=1e-3)
+    own = PretrainConfig(steps=4250, warmup=200, lr=1e-3)
+    assert _lr(0, full) == _lr(0, part) == 1e-3 / 200
+    for step in (200, 1000, 3000, 4249):
+        assert _lr(step, part) == _lr(step, full)
+    assert math.isclose(_lr(4250, own), 1e-4)  # its own schedule has decayed to the floor
+    assert _lr(4249, part) > 1.4 * _lr(4249, own)  # stopped part-way: still above the floor
+    with pytest.raises(UserError, match="lr_decay_steps"):
+        PretrainConfig(steps=4250, lr_decay_steps=4000).validate()

@@ -37,7 +37,7 @@ def _batch(rng: random.Random, cfg: PretrainConfig) -> tuple[list[str], np.ndarr
 def _lr(step: int, cfg: PretrainConfig) -> float:
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
-    p = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    p = (step - cfg.warmup) / max(1, (cfg.lr_decay_steps or cfg.steps) - cfg.warmup)
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, p))))
 
 
@@ -120,14 +120,19 @@ def pretrain(cfg: PretrainConfig, out: Path, device: str = "cpu", progress: bool
     return ema
 
 
-def evaluate_pass_rate(model: WorldModel, n: int, steps: int, guidance: float, seed: int = 10_000,
-                       split: str = "indist", batch: int = 48) -> dict:
-    """Quick semantic pass rate of ``n`` clips over the split's combinations (canonical phrasing)."""
+def evaluate_pass_rate(model: WorldModel, n: int, steps: int, guidance: float, split: str = "indist",
+                       batch: int = 48) -> dict:
+    """Semantic pass rate of ``n`` clips over the split's combinations (canonical phrasing).
+
+    Prompts and seeds are the first ``n`` of the ``eval`` stage's fixed set, so this number and a run's round-0
+    evaluation judge the same clips.
+    """
+    from .. import seeds as seeding
     from .judge import judge_clip
 
     combos = grammar.INDIST if split == "indist" else grammar.HELDOUT_LIST
     attrs = [combos[i % len(combos)] for i in range(n)]
-    seeds = [seed + i for i in range(n)]
+    seeds = [seeding.eval_seed(0, split, i) for i in range(n)]
     uncond = model.encode_prompts([""])
     ok = {"color": 0, "shape": 0, "direction": 0, "pass": 0}
     fid = mot = 0.0
