@@ -308,6 +308,11 @@ class TrainConfig:
     """KTO weight of desirable examples"""
     lambda_undesirable: float = 1.0
     """KTO weight of undesirable examples"""
+    timestep_window: list = field(default_factory=lambda: [0.0, 1.0])
+    """[low, high] fractions of the noise schedule (1 = pure noise) that the preference terms (DPO/KTO/RWR and the
+    winner NLL) draw their timesteps from, uniformly; [0, 1] keeps the family's own training density. The real-video
+    NLL always uses the family's density. What a prompt decides about the video's layout and motion is settled at high
+    noise; docs/world.md measures what a high window does"""
     epochs: float = 4.0
     """passes over the round's pairs/examples"""
     batch_size: int = 8
@@ -339,6 +344,9 @@ class TrainConfig:
         _check(self.method in ("dpo", "kto", "rwr"), f"method must be dpo, kto or rwr, got {self.method!r}")
         _positive(self, "beta", "epochs", "batch_size", "grad_accum", "lr", "lora_rank", "lora_alpha", "save_every",
                   "log_every")
+        w = self.timestep_window
+        _check(isinstance(w, (list, tuple)) and len(w) == 2 and all(isinstance(x, (int, float)) for x in w)
+               and 0 <= w[0] < w[1] <= 1, f"timestep_window must be [low, high] with 0 <= low < high <= 1, got {w!r}")
         for n in ("lambda_winner", "lambda_real", "lambda_desirable", "lambda_undesirable", "real_batch_size",
                   "warmup", "weight_decay", "max_grad_norm"):
             _check(getattr(self, n) >= 0, f"{n} must be >= 0, got {getattr(self, n)}")

@@ -112,3 +112,27 @@ def test_round_checkpoint_reloads_to_the_trained_policy(tmp_path, tiny):
             got = _errors(model, w, cond, noise, t)
         assert torch.allclose(got, want, atol=1e-5), rnd
     assert lora.read_policy(tmp_path / "round-2" / "checkpoint")["adapters"] == ["lora-round-1", "lora-round-2"]
+
+
+def test_timestep_window_draws_only_from_its_part_of_the_schedule(tiny):
+    total = tiny.scheduler.config.num_train_timesteps
+    g = torch.Generator().manual_seed(0)
+    t = tiny.sample_timesteps(4000, g, (0.8, 1.0))
+    assert int(t.min()) >= int(0.8 * total) and int(t.max()) == total - 1
+    # roughly uniform inside the window: both halves are drawn
+    assert (t < 0.9 * total).float().mean().item() == pytest.approx(0.5, abs=0.05)
+    # the full window is the family's own density (30% from the top tenth, the rest uniform)
+    full = tiny.sample_timesteps(4000, torch.Generator().manual_seed(0), (0.0, 1.0))
+    default = tiny.sample_timesteps(4000, torch.Generator().manual_seed(0))
+    assert torch.equal(full, default)
+    assert (default >= 0.9 * total).float().mean().item() == pytest.approx(0.37, abs=0.04)
+
+
+def test_timestep_window_is_validated():
+    from vipo.config import TrainConfig
+    from vipo.errors import UserError
+
+    for bad in ([0.5, 0.5], [0.9, 0.2], [-0.1, 1.0], [0.0, 1.5], [0.5]):
+        with pytest.raises(UserError, match="timestep_window"):
+            TrainConfig(timestep_window=bad).validate()
+    TrainConfig(timestep_window=[0.8, 1.0]).validate()

@@ -61,8 +61,10 @@ class VideoModel(abc.ABC):
         """uint8 frames [B, F, H, W, 3] -> latents (used once per real video, then cached)."""
 
     @abc.abstractmethod
-    def sample_timesteps(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        """Training timesteps for ``n`` items, drawn the way the family trains."""
+    def sample_timesteps(self, n: int, generator: torch.Generator,
+                         window: tuple[float, float] | None = None) -> torch.Tensor:
+        """Training timesteps for ``n`` items, drawn the way the family trains; with ``window = (low, high)``,
+        uniformly from that fraction of the noise schedule instead (0 = clean, 1 = pure noise)."""
 
     @abc.abstractmethod
     def predict_and_target(self, latents: torch.Tensor, cond: dict[str, torch.Tensor], noise: torch.Tensor,

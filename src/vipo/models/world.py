@@ -151,7 +151,8 @@ class WorldModel(VideoModel):
                         class_labels=cond["pooled"], encoder_attention_mask=cond["mask"]).sample
         return out.reshape(x.shape)
 
-    def sample_timesteps(self, n: int, generator: torch.Generator) -> torch.Tensor:
+    def sample_timesteps(self, n: int, generator: torch.Generator,
+                         window: tuple[float, float] | None = None) -> torch.Tensor:
         """Uniform timesteps, except that a fraction ``HIGH_NOISE[0]`` is drawn from the top of the schedule.
 
         Where the prompt matters most — which way the shape goes, where it starts — is decided at noise levels so
@@ -159,6 +160,9 @@ class WorldModel(VideoModel):
         sampling spends too few steps there; this mixture (like SD3's shifted timestep densities) triples them.
         """
         total = self.scheduler.config.num_train_timesteps
+        if window is not None and tuple(window) != (0.0, 1.0):
+            lo, hi = int(window[0] * total), max(int(window[0] * total) + 1, int(round(window[1] * total)))
+            return torch.randint(lo, min(hi, total), (n,), generator=generator)
         frac, start = HIGH_NOISE
         uniform = torch.randint(0, total, (n,), generator=generator)
         high = torch.randint(int(start * total), total, (n,), generator=generator)

@@ -139,13 +139,13 @@ def _micro_loss(model, cfg, batch, cache, latent, gen, real, device, real_seed):
                        torch.stack([latent(b["rejected"]) for b in batch])]).to(device)
         conds = [cache[b["chosen"]["prompt"]] for b in batch] + [cache[b["rejected"]["prompt"]] for b in batch]
         noise = torch.randn((n,) + tuple(x.shape[1:]), generator=gen).to(device)
-        t = model.sample_timesteps(n, gen).to(device)
+        t = model.sample_timesteps(n, gen, tuple(cfg.timestep_window)).to(device)
         noise, t = torch.cat([noise, noise]), torch.cat([t, t])
     else:
         x = torch.stack([latent(b["sample"]) for b in batch]).to(device)
         conds = [cache[b["sample"]["prompt"]] for b in batch]
         noise = torch.randn(tuple(x.shape), generator=gen).to(device)
-        t = model.sample_timesteps(len(batch), gen).to(device)
+        t = model.sample_timesteps(len(batch), gen, tuple(cfg.timestep_window)).to(device)
     cond = _cat(conds)
     pred, target = model.predict_and_target(x, cond, noise, t)
     e = losses.per_sample_error(pred, target)
