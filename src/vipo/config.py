@@ -312,7 +312,7 @@ class TrainConfig:
     """[low, high] fractions of the noise schedule (1 = pure noise) that the preference terms (DPO/KTO/RWR and the
     winner NLL) draw their timesteps from, uniformly; [0, 1] keeps the family's own training density. The real-video
     NLL always uses the family's density. What a prompt decides about the video's layout and motion is settled at high
-    noise; docs/world.md measures what a high window does"""
+    noise; docs/results.md measures what a high window does on the embedded world"""
     epochs: float = 4.0
     """passes over the round's pairs/examples"""
     batch_size: int = 8
