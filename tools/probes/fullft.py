@@ -1,6 +1,6 @@
 # Probe (docs/results.md): full fine-tune DPO on round 1 of runs/world-full-dpo (run `vipo run --config configs/world-full.yaml
 # --rounds 1 --out runs/world-full-dpo` first). Usage: python tools/probes/fullft.py LR STEPS [WINDOW_LOW]
-import sys, copy, json, random, torch
+import sys, copy, random, torch
 sys.path.insert(0, 'src')
 torch.set_num_threads(1)
 from pathlib import Path

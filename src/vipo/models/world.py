@@ -161,8 +161,8 @@ class WorldModel(VideoModel):
         """
         total = self.scheduler.config.num_train_timesteps
         if window is not None and tuple(window) != (0.0, 1.0):
-            lo, hi = int(window[0] * total), max(int(window[0] * total) + 1, int(round(window[1] * total)))
-            return torch.randint(lo, min(hi, total), (n,), generator=generator)
+            lo = int(window[0] * total)
+            return torch.randint(lo, max(lo + 1, round(window[1] * total)), (n,), generator=generator)
         frac, start = HIGH_NOISE
         uniform = torch.randint(0, total, (n,), generator=generator)
         high = torch.randint(int(start * total), total, (n,), generator=generator)

@@ -127,12 +127,13 @@ def evaluate_pass_rate(model: WorldModel, n: int, steps: int, guidance: float, s
     Prompts and seeds are the first ``n`` of the ``eval`` stage's fixed set, so this number and a run's round-0
     evaluation judge the same clips.
     """
-    from .. import seeds as seeding
+    from ..config import EvalConfig
+    from ..stages.evaluate import eval_prompts
     from .judge import judge_clip
 
-    combos = grammar.INDIST if split == "indist" else grammar.HELDOUT_LIST
-    attrs = [combos[i % len(combos)] for i in range(n)]
-    seeds = [seeding.eval_seed(0, split, i) for i in range(n)]
+    rows = [r for r in eval_prompts(EvalConfig(clips_per_split=n)) if r["split"] == split]
+    attrs = [grammar.parse(r["prompt"]) for r in rows]
+    seeds = [r["seed"] for r in rows]
     uncond = model.encode_prompts([""])
     ok = {"color": 0, "shape": 0, "direction": 0, "pass": 0}
     fid = mot = 0.0
