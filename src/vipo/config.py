@@ -41,6 +41,9 @@ class PretrainConfig:
     """EMA of the weights; the EMA copy is what gets saved"""
     cfg_dropout: float = 0.1
     """probability of training on the empty prompt, for classifier-free guidance"""
+    caption_noise: float = 0.0
+    """probability that each attribute word of a pretraining caption names another value (a noisy captioner, as
+    with web video): the base then samples wrong attributes at a known rate that preference training can remove"""
     widths: list = field(default_factory=lambda: [32, 64, 64])
     """UNet block widths"""
     layers_per_block: int = 1
@@ -70,6 +73,7 @@ class PretrainConfig:
         _positive(self, "steps", "batch_size", "lr", "frames", "side", "eval_steps")
         _check(0 <= self.cfg_dropout < 1, "cfg_dropout must be in [0, 1)")
         _check(0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)")
+        _check(0 <= self.caption_noise < 1, f"caption_noise must be in [0, 1), got {self.caption_noise}")
         _check(self.lr_decay_steps == 0 or self.lr_decay_steps >= self.steps,
                f"lr_decay_steps must be 0 or at least steps ({self.steps}), got {self.lr_decay_steps}")
         _check(self.frames >= 9 and self.side >= 32, "the world needs frames >= 9 and side >= 32")

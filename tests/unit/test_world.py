@@ -128,3 +128,19 @@ def test_pretrain_schedule_can_stop_part_way_through_a_longer_cosine():
     assert _lr(4249, part) > 1.4 * _lr(4249, own)  # stopped part-way: still above the floor
     with pytest.raises(UserError, match="lr_decay_steps"):
         PretrainConfig(steps=4250, lr_decay_steps=4000).validate()
+
+
+def test_caption_noise_swaps_each_attribute_at_its_rate_and_never_names_a_heldout_combination():
+    rng = random.Random(0)
+    assert all(grammar.mislabel(a, rng, 0.0) == a for a in grammar.INDIST)
+    n, q = 6000, 0.5
+    wrong = {"color": 0, "shape": 0, "direction": 0}
+    for i in range(n):
+        true = grammar.INDIST[i % len(grammar.INDIST)]
+        cap = grammar.mislabel(true, rng, q)
+        assert cap in grammar.INDIST
+        for k in wrong:
+            wrong[k] += getattr(cap, k) != getattr(true, k)
+    # each attribute is swapped with probability q (redrawing held-out captions shifts it by at most a few points)
+    for k, v in wrong.items():
+        assert abs(v / n - q) < 0.05, (k, v / n)

@@ -101,3 +101,21 @@ def vocabulary() -> list[str]:
 
 def random_prompt(attrs: Attributes, rng: random.Random) -> str:
     return attrs.prompt(rng.randrange(len(TEMPLATES)))
+
+
+def mislabel(attrs: Attributes, rng: random.Random, noise: float) -> Attributes:
+    """The attributes a noisy captioner would write for a clip of ``attrs``.
+
+    Each of colour, shape and direction is independently replaced, with probability ``noise``, by a uniformly drawn
+    other value, the way web captions of real video are often wrong. The result is always an in-distribution
+    combination (redrawn otherwise), so a noisy caption never names a held-out combination either.
+    """
+    if noise <= 0:
+        return attrs
+    options = (tuple(COLORS), SHAPES, DIRECTIONS)
+    while True:
+        values = [rng.choice([o for o in opts if o != v]) if rng.random() < noise else v
+                  for v, opts in zip((attrs.color, attrs.shape, attrs.direction), options)]
+        out = Attributes(*values)
+        if out not in HELDOUT:
+            return out

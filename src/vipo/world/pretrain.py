@@ -1,7 +1,8 @@
 """Pretraining of the embedded world's base model (``vipo world pretrain``).
 
-Plain denoising on freshly rendered in-distribution clips (never a held-out combination), random phrasing, prompt
-dropout for classifier-free guidance, AdamW with warmup and cosine decay, an EMA copy that is what gets saved.
+Plain denoising on freshly rendered in-distribution clips (never a held-out combination), random phrasing, optional
+caption noise (``caption_noise``: attribute words swapped the way web captions are wrong), prompt dropout for
+classifier-free guidance, AdamW with warmup and cosine decay, an EMA copy that is what gets saved.
 Everything is drawn from generators seeded by ``seed``, so a run is reproducible; a resumable state is saved every
 ``save_every`` steps and a killed run continues from it.
 """
@@ -30,7 +31,8 @@ def _batch(rng: random.Random, cfg: PretrainConfig) -> tuple[list[str], np.ndarr
     for _ in range(cfg.batch_size):
         attrs = rng.choice(grammar.INDIST)
         clips.append(render.random_clip(attrs, rng, cfg.side, cfg.frames))
-        prompts.append("" if rng.random() < cfg.cfg_dropout else grammar.random_prompt(attrs, rng))
+        caption = grammar.mislabel(attrs, rng, cfg.caption_noise)
+        prompts.append("" if rng.random() < cfg.cfg_dropout else grammar.random_prompt(caption, rng))
     return prompts, np.stack(clips)
 
 
