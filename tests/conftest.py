@@ -17,3 +17,18 @@ TINY_RUN = [
     "--set", "train.batch_size=2", "--set", "train.grad_accum=1", "--set", "train.real_batch_size=2",
     "--set", "train.save_every=1", "--set", "train.log_every=1", "--quiet",
 ]
+
+
+@pytest.fixture(scope="session")
+def tiny_family_dir(tmp_path_factory):
+    """``tiny_family_dir(family)``: a tiny random diffusers pipeline of a real family, saved once per session."""
+    import tiny_families
+
+    made = {}
+
+    def make(family: str):
+        if family not in made:
+            made[family] = tiny_families.save(family, tmp_path_factory.mktemp(family) / "model")
+        return made[family]
+
+    return make

@@ -276,10 +276,11 @@ class JudgeConfig:
     """The critic (the ``judge`` stage)."""
 
     critic: str = "world"
-    """which critic: 'world' (the embedded world's exact judge)"""
+    """which critic: 'world' (the embedded world's exact judge) or 'metric' (a placeholder pixel metric that does not
+    read the prompt, for smoke runs of models the world critic cannot judge)"""
 
     def validate(self) -> None:
-        _check(self.critic in ("world",), f"unknown critic {self.critic!r} (known: world)")
+        _check(self.critic in ("world", "metric"), f"unknown critic {self.critic!r} (known: world, metric)")
 
 
 @dataclass

@@ -1,7 +1,9 @@
 """Model families behind one interface, and the loader that picks the family from a folder's model_index.json."""
 from __future__ import annotations
 
+import importlib
 import json
+import re
 from pathlib import Path
 
 from ..errors import UserError
@@ -9,6 +11,10 @@ from .base import VideoModel
 
 #: where the committed embedded base model lives (``--model world``)
 WORLD_CHECKPOINT = Path(__file__).resolve().parent.parent / "world" / "checkpoint"
+#: family name -> (module, class); each family is one file of this package
+FAMILIES = {"world": ("world", "WorldModel"), "cogvideox": ("cogvideox", "CogVideoXModel"),
+            "wan": ("wan", "WanModel"), "ltx": ("ltx", "LTXModel")}
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def resolve(spec: str) -> Path:
@@ -17,11 +23,23 @@ def resolve(spec: str) -> Path:
             raise UserError(f"{WORLD_CHECKPOINT}: the embedded world checkpoint is missing; run `vipo world pretrain`")
         return WORLD_CHECKPOINT
     path = Path(spec)
+    if not path.exists() and HUB_ID.match(spec):
+        return _from_hub(spec)
     if not path.is_dir():
-        raise UserError(f"model {spec!r}: not a folder (give a diffusers model folder or 'world')")
+        raise UserError(f"model {spec!r}: not a folder (give a diffusers model folder, a hub id or 'world')")
     if not (path / "model_index.json").is_file():
         raise UserError(f"{path / 'model_index.json'}: not found; is {path} a diffusers model folder?")
     return path
+
+
+def _from_hub(repo_id: str) -> Path:
+    """A hub model's local snapshot (downloaded once into the Hugging Face cache; needs internet the first time)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id))
+    except Exception as e:  # noqa: BLE001  (offline, unknown repo, gated: one line either way)
+        raise UserError(f"model {repo_id!r}: not a local folder and not fetched from the hub ({e})") from None
 
 
 def detect_family(path: Path) -> str:
@@ -41,8 +59,7 @@ def detect_family(path: Path) -> str:
 def load_model(spec: str, device: str = "cpu", family: str = "auto") -> VideoModel:
     path = resolve(spec)
     fam = detect_family(path) if family == "auto" else family
-    if fam == "world":
-        from .world import WorldModel
-
-        return WorldModel.load(path, device=device)
-    raise UserError(f"model family {fam!r} is not available in this build (known: world)")
+    if fam not in FAMILIES:
+        raise UserError(f"model family {fam!r} is not available in this build (known: {', '.join(FAMILIES)})")
+    module, name = FAMILIES[fam]
+    return getattr(importlib.import_module(f".{module}", __name__), name).load(path, device=device)

@@ -32,6 +32,9 @@ class VideoModel(abc.ABC):
     parameterization: str
     #: module names LoRA targets by default (peft ``target_modules``)
     lora_targets: tuple[str, ...]
+    #: key prefix of saved LoRA weights: the denoiser's component name in its diffusers pipeline ("transformer"), so
+    #: ``Pipeline.load_lora_weights`` finds them; None for a bare denoiser with no pipeline (the world's)
+    lora_prefix: str | None = None
 
     @classmethod
     @abc.abstractmethod

@@ -25,6 +25,10 @@ def make_critic(name: str) -> Critic:
         from ..critics.world import WorldCritic
 
         return WorldCritic()
+    if name == "metric":
+        from ..critics.metric import MetricCritic
+
+        return MetricCritic()
     raise ValueError(f"unknown critic {name!r}")
 
 

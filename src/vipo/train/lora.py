@@ -4,6 +4,10 @@ A round trains one LoRA on top of the current policy; the reference is the same 
 so no second copy of the weights exists. A round's ``checkpoint/`` folder is self-contained: ``policy.json`` names
 the base model and the ordered adapters (copied in, each a diffusers-format ``pytorch_lora_weights.safetensors``),
 and loading it fuses them one after another — the paper's chain pi_ref^(0) -> pi_ref^(1) -> ...
+
+For the real families (a diffusers pipeline whose denoiser is its ``transformer``) the checkpoint's root also holds
+the whole chain merged into one diffusers LoRA, so ``Pipeline.from_pretrained(base).load_lora_weights(checkpoint)``
+gives the round's policy, and the same seed gives the same video as ``vipo generate --lora checkpoint``.
 """
 from __future__ import annotations
 
@@ -11,7 +15,12 @@ import json
 import shutil
 from pathlib import Path
 
+import torch
+from diffusers.loaders.lora_base import LORA_ADAPTER_METADATA_KEY, LORA_WEIGHT_NAME_SAFE
 from peft import LoraConfig
+from peft.utils import get_peft_model_state_dict
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from ..errors import UserError
 from ..io import atomic
@@ -51,13 +60,59 @@ def load_lora_state(model: VideoModel, state: dict) -> None:
 
 
 def save_adapter(model: VideoModel, folder: Path, name: str = ADAPTER) -> None:
-    model.denoiser.save_lora_adapter(str(folder), adapter_name=name)
+    """Save the adapter as ``pytorch_lora_weights.safetensors`` with its LoRA config (rank, alpha) as metadata.
+
+    With a ``lora_prefix`` (the real families: ``transformer``) keys and metadata carry that prefix, the layout of
+    ``Pipeline.save_lora_weights``, so ``Pipeline.from_pretrained(base).load_lora_weights(folder)`` applies it.
+    """
+    net, prefix = model.denoiser, model.lora_prefix
+    if prefix is None:
+        net.save_lora_adapter(str(folder), adapter_name=name)
+        return
+    state = {f"{prefix}.{k}": v for k, v in get_peft_model_state_dict(net, adapter_name=name).items()}
+    config = {f"{prefix}.{k}": v for k, v in net.peft_config[name].to_dict().items()}
+    _write_lora(Path(folder), state, config)
+
+
+def _write_lora(folder: Path, state: dict, config: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {k: sorted(v) if isinstance(v, set) else v for k, v in config.items()}
+    save_file({k: v.detach().contiguous() for k, v in state.items()}, str(folder / LORA_WEIGHT_NAME_SAFE),
+              metadata={"format": "pt", LORA_ADAPTER_METADATA_KEY: json.dumps(config, indent=2, sort_keys=True)})
+
+
+def merge_chain(folders: list[Path], prefix: str) -> tuple[dict, dict]:
+    """One adapter equal to a chain of adapters fused in order.
+
+    Fusing adds each adapter's delta ``(alpha_i / r_i) B_i A_i`` to the weights, independent of the others, so the
+    chain's total delta is one LoRA of rank ``sum r_i``: ``A = [A_1; A_2; ...]``, ``B = [s_1 B_1, s_2 B_2, ...]``
+    with ``alpha = rank`` (scale 1). Every adapter of a run targets the same modules (the config is fixed per run).
+    """
+    states, configs = [], []
+    for folder in folders:
+        path = str(Path(folder) / LORA_WEIGHT_NAME_SAFE)
+        with safe_open(path, "pt") as f:
+            meta = json.loads(f.metadata()[LORA_ADAPTER_METADATA_KEY])
+        configs.append({k.removeprefix(f"{prefix}."): v for k, v in meta.items()})
+        states.append(load_file(path))
+    if any(s.keys() != states[0].keys() for s in states):
+        raise UserError(f"{folders[0].parent}: the chain's adapters target different modules; cannot merge them")
+    scales = [c["lora_alpha"] / c["r"] for c in configs]
+    merged = {}
+    for key in states[0]:
+        if ".lora_A." in key:
+            merged[key] = torch.cat([s[key] for s in states], dim=0)
+        else:
+            merged[key] = torch.cat([s[key] * sc for s, sc in zip(states, scales)], dim=1)
+    rank = sum(c["r"] for c in configs)
+    config = dict(configs[-1], r=rank, lora_alpha=rank, rank_pattern={}, alpha_pattern={})
+    return merged, {f"{prefix}.{k}": v for k, v in config.items()}
 
 
 def fuse_adapter(model: VideoModel, folder: Path, name: str) -> None:
     net = model.denoiser
-    weight = "pytorch_lora_weights.safetensors" if (Path(folder) / "pytorch_lora_weights.safetensors").is_file() else None
-    net.load_lora_adapter(str(folder), prefix=None, adapter_name=name, weight_name=weight)
+    weight = LORA_WEIGHT_NAME_SAFE if (Path(folder) / LORA_WEIGHT_NAME_SAFE).is_file() else None
+    net.load_lora_adapter(str(folder), prefix=model.lora_prefix, adapter_name=name, weight_name=weight)
     net.fuse_lora(adapter_names=[name])
     net.unload_lora()
 
@@ -74,6 +129,9 @@ def write_checkpoint(model: VideoModel, out: Path, base: str, previous: Path | N
         rel = f"lora-round-{round_}"
         save_adapter(model, tmp / rel)
         chain.append(rel)
+        if model.lora_prefix is not None:
+            # the whole chain as one diffusers LoRA at the checkpoint's root: load_lora_weights(checkpoint) = policy
+            _write_lora(tmp, *merge_chain([tmp / r for r in chain], model.lora_prefix))
         atomic.write_json(tmp / POLICY_FILE, {"base": base, "family": model.family, "adapters": chain})
 
 

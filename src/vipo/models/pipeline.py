@@ -1,0 +1,79 @@
+"""What the real families (CogVideoX, Wan, LTX) share: a diffusers pipeline held whole, and its clip size.
+
+Sampling goes through the family's own diffusers pipeline (``output_type="latent"``, one CPU generator per video), so
+a video sampled here is exactly the one ``Pipeline.from_pretrained(base).load_lora_weights(adapter)`` gives for the
+same seed. The pipeline's transformer is the denoiser LoRA attaches to; adapters are saved under the pipeline's
+``transformer.`` key prefix (``lora_prefix``), the layout ``load_lora_weights`` reads.
+
+Clip size (frames, height, width) is not part of a diffusers folder: a folder may carry a ``vipo.json`` with it
+(``save`` writes one); otherwise each family uses its pipeline's defaults.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .base import VideoModel
+
+OPTIONS_FILE = "vipo.json"
+
+
+def read_options(path: str | Path) -> dict:
+    file = Path(path) / OPTIONS_FILE
+    return json.loads(file.read_text()) if file.is_file() else {}
+
+
+class PipelineModel(VideoModel):
+    pipeline_class: type
+    lora_prefix = "transformer"
+    lora_targets = ("to_q", "to_k", "to_v", "to_out.0")
+    #: sampler settings the family is meant to run with (the run config's generate/eval sections set them)
+    recommended: dict = {}
+
+    def __init__(self, pipe, device: str = "cpu", frames: int | None = None, height: int | None = None,
+                 width: int | None = None):
+        self.pipe = pipe.to(device)
+        self.pipe.set_progress_bar_config(disable=True)
+        self.device = device
+        default = self.default_size()
+        self.frames, self.height, self.width = frames or default[0], height or default[1], width or default[2]
+
+    def default_size(self) -> tuple[int, int, int]:
+        """(frames, height, width) of the pipeline's own defaults."""
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu") -> "PipelineModel":
+        return cls(cls.pipeline_class.from_pretrained(str(path)), device=device, **read_options(path))
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        self.pipe.save_pretrained(str(path))
+        (path / OPTIONS_FILE).write_text(json.dumps({"frames": self.frames, "height": self.height,
+                                                     "width": self.width}) + "\n")
+
+    @property
+    def denoiser(self) -> torch.nn.Module:
+        return self.pipe.transformer
+
+    @property
+    def vae(self):
+        return self.pipe.vae
+
+    @staticmethod
+    def generators(seeds: list[int]) -> list[torch.Generator]:
+        # CPU generators, one per video: the same seed gives the same video alone, in any batch, on any device
+        return [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+    @staticmethod
+    def to_uint8(video: np.ndarray) -> np.ndarray:
+        """The pipelines' ``output_type="np"`` frames (float in [0, 1]) -> uint8."""
+        return (np.clip(video, 0.0, 1.0) * 255).round().astype(np.uint8)
+
+    def pixels(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 [B, F, H, W, 3] -> the VAE's input [B, 3, F, H, W] in [-1, 1]."""
+        x = torch.from_numpy(np.ascontiguousarray(frames)).float() / 127.5 - 1
+        return x.permute(0, 4, 1, 2, 3).to(self.device, self.vae.dtype)
