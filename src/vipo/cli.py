@@ -1,4 +1,4 @@
-"""The ``vipo`` command line: one verb per stage, plus ``run`` (the whole loop) and ``world pretrain``.
+"""The ``vipo`` command line: one verb per stage, plus ``run`` (the whole loop), ``export`` and ``world pretrain``.
 
 Options come from dataclass defaults < ``--config FILE.yaml`` < ``--set key=value`` < explicit flags. Bad input
 fails at start with one line naming the file, line or field, and a non-zero exit code.
@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--round", type=int, help="generate round K's training samples of the run in --out")
     p.add_argument("--method", choices=("dpo", "kto", "rwr"), help=argparse.SUPPRESS)
     p.add_argument("--rounds", type=int, help=argparse.SUPPRESS)
+
+    p = sub.add_parser("export", help="write a round checkpoint's policy as one merged model folder")
+    p.add_argument("--merge", required=True, metavar="CHECKPOINT", help="a vipo round checkpoint folder")
+    p.add_argument("--out", required=True, help="new folder for the merged model (a diffusers pipeline folder)")
+    p.add_argument("--model", default=None, help="base model (default: the one the checkpoint names)")
+    p.add_argument("--device", default="cpu")
 
     w = sub.add_parser("world", help="the embedded world").add_subparsers(dest="world_verb", required=True)
     p = w.add_parser("pretrain", help="pretrain the embedded base model from scratch (resumable)")
@@ -176,12 +182,23 @@ def cmd_generate(args) -> int:
     if not prompts:
         raise UserError("no prompts: give --prompts FILE or --prompt TEXT")
     model = load_policy(args.model or "world", args.lora, device=resolve_device(args.device or "auto"))
+    model.vae_memory(cfg.vae_tiling, cfg.vae_slicing)
     out = Path(args.out)
     seed = 0 if args.seed is None else args.seed
     items = [PromptItem(i, p) for i, p in enumerate(prompts)]
     with Ledger(out / "ledger.sqlite") as ledger:
         rows = generate(model, items, out, ledger, 0, cfg, seed, keep_latents=False, progress=not args.quiet)
     print(f"{len(rows)} videos in {out / 'samples'} (metadata: {out / 'samples' / 'metadata.jsonl'})")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .run.driver import resolve_device
+    from .train.lora import export_merged
+
+    _setup_logging(args.verbose)
+    model = export_merged(Path(args.merge), Path(args.out), args.model, device=resolve_device(args.device))
+    print(f"merged {model.family} model: {args.out}")
     return 0
 
 
@@ -230,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_generate(args)
         if args.verb == "world":
             return cmd_world(args)
+        if args.verb == "export":
+            return cmd_export(args)
         return cmd_stage(args)
     except UserError as e:
         print(f"vipo: error: {e}", file=sys.stderr)

@@ -264,6 +264,11 @@ class GenerateConfig:
     """videos per sampler batch"""
     fps: int = 8
     """frame rate written into the mp4 files"""
+    vae_tiling: bool = False
+    """decode (here and in eval) in overlapping spatial tiles where the family's VAE supports it: far less memory
+    for large clips, a little slower"""
+    vae_slicing: bool = False
+    """decode (here and in eval) one video of the batch at a time where the family's VAE supports it"""
 
     def validate(self) -> None:
         _positive(self, "num_steps", "batch_size", "fps")
@@ -340,6 +345,25 @@ class TrainConfig:
     """LoRA alpha (scale = alpha / rank)"""
     lora_targets: list = field(default_factory=list)
     """LoRA target modules (empty = the family's defaults)"""
+    real_videos: str = ""
+    """real videos for the real-data NLL term of the real families: a folder of mp4 files with same-stem .txt
+    captions, or a .jsonl/.csv manifest with a video column (video, video_path, path, file_name or vid; relative to
+    the manifest) and a caption column (caption, text or prompt), as VidGen-1M and OpenVid ship them; empty = no
+    real-video term for them. The world family always draws its real videos from its renderer"""
+    real_cache: str = ""
+    """folder of the real videos' VAE latents, shared by rounds and runs (empty = .vipo-cache beside the videos)"""
+    finetune: str = "lora"
+    """'lora' (an adapter per round; the reference is the adapter-disabled network) or 'full' (every denoiser weight
+    trains; the reference is a frozen copy and the round checkpoint holds the whole denoiser)"""
+    ref_offload: bool = False
+    """full fine-tune: keep the frozen reference on the CPU between its forward passes (saves a denoiser's worth of
+    accelerator memory, costs a copy in and out per micro-batch)"""
+    gradient_checkpointing: bool = False
+    """recompute the denoiser's activations in the backward pass instead of storing them"""
+    mixed_precision: str = "no"
+    """'no' or 'bf16': the denoiser's forward passes under bf16 autocast; errors and losses stay float32"""
+    optimizer: str = "adamw"
+    """'adamw' or 'adamw8bit' (bitsandbytes' 8-bit AdamW: optimizer states in 2 bytes per parameter instead of 8)"""
     save_every: int = 25
     """optimizer steps between resumable training states"""
     log_every: int = 5
@@ -347,6 +371,13 @@ class TrainConfig:
 
     def validate(self) -> None:
         _check(self.method in ("dpo", "kto", "rwr"), f"method must be dpo, kto or rwr, got {self.method!r}")
+        _check(self.finetune in ("lora", "full"), f"finetune must be lora or full, got {self.finetune!r}")
+        _check(not self.ref_offload or self.finetune == "full",
+               "ref_offload applies to finetune: full only (a LoRA's reference is the base network itself)")
+        _check(self.mixed_precision in ("no", "bf16"), f"mixed_precision must be no or bf16, got "
+               f"{self.mixed_precision!r}")
+        _check(self.optimizer in ("adamw", "adamw8bit"), f"optimizer must be adamw or adamw8bit, got "
+               f"{self.optimizer!r}")
         _positive(self, "beta", "epochs", "batch_size", "grad_accum", "lr", "lora_rank", "lora_alpha", "save_every",
                   "log_every")
         w = self.timestep_window

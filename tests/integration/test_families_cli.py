@@ -3,9 +3,11 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from tests.conftest import TINY_RUN
 from vipo.cli import main
+from vipo.data.cache import digest
 
 
 def _count_encoder_calls(monkeypatch) -> dict:
@@ -37,12 +39,15 @@ def test_one_round_run_through_cli(tmp_path, tiny_family_dir, monkeypatch, famil
     calls = _count_encoder_calls(monkeypatch)
     assert main(["run", "--model", str(tiny_family_dir(family)), "--out", str(out), "--rounds", "1", "--method",
                  method, "--set", "judge.critic=metric"] + TINY_RUN) == 0
-    # training encodes each prompt once (3 prompts: one batch) and never the videos: samples train from latents
-    assert calls["steps"] > 1 and calls["text"] == 1 and calls["vae"] == 0
+    # generation stored each prompt's conditioning in the run's text cache and samples train from their latents:
+    # the train stage runs neither the text encoder nor the VAE
+    assert calls["steps"] > 1 and calls["text"] == 0 and calls["vae"] == 0
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["rounds"]) == {"0", "1"}
     r1 = out / "round-1"
     samples = [json.loads(line) for line in (r1 / "samples.jsonl").read_text().splitlines()]
+    cached = {f.stem for f in (out / "cache" / "text").glob("*/*.safetensors")}
+    assert {digest(p)[:32] for p in ["", *(s["prompt"] for s in samples)]} <= cached
     assert len(samples) == 9 and all((r1 / s["file_name"]).is_file() and (r1 / s["latent"]).is_file()
                                      for s in samples)
     ckpt = r1 / "checkpoint"
@@ -57,3 +62,92 @@ def test_one_round_run_through_cli(tmp_path, tiny_family_dir, monkeypatch, famil
                  str(prompts), "--samples-per-prompt", "1", "--steps", "2", "--out", str(tmp_path / "gen"),
                  "--quiet"]) == 0
     assert len(list((tmp_path / "gen" / "samples").glob("*.mp4"))) == 1
+
+
+def _record_encoder_calls(monkeypatch) -> list:
+    """Events ``(round, stage, what)`` for every text-encoder forward, VAE encode and encoder move of any model the
+    loop loads."""
+    from vipo.run import driver
+    from vipo.train import lora
+
+    events, phase = [], {"now": (0, "eval")}
+    load_policy = lora.load_policy
+
+    def loading(*args, **kwargs):
+        model = load_policy(*args, **kwargs)
+        model.pipe.text_encoder.register_forward_hook(lambda *_: events.append((*phase["now"], "text")))
+        encode, move = model.vae.encode, model.encoders_to
+        model.vae.encode = lambda *a, **k: (events.append((*phase["now"], "vae")), encode(*a, **k))[1]
+        model.encoders_to = lambda d: (events.append((*phase["now"], f"to {d}")), move(d))[1]
+        return model
+
+    def staged(name):
+        method = getattr(driver.Round, name)
+
+        def run(self, *a, **k):
+            phase["now"] = (self.k, name)
+            return method(self, *a, **k)
+        return run
+
+    monkeypatch.setattr(lora, "load_policy", loading)
+    for name in ("generate", "train", "evaluate"):
+        monkeypatch.setattr(driver.Round, name, staged(name))
+    return events
+
+
+def _real_videos(folder):
+    from vipo.io.video import write_mp4
+
+    rng = np.random.default_rng(0)
+    folder.mkdir()
+    for i, (h, w) in enumerate([(32, 32), (48, 64)]):  # the second one is cropped and resized to the model's clip
+        write_mp4(folder / f"clip{i}.mp4", rng.integers(0, 256, (12, h, w, 3)).astype(np.uint8))
+        (folder / f"clip{i}.txt").write_text(f"real clip number {i}\n")
+    return folder
+
+
+def test_text_and_real_video_caches_are_reused_across_rounds_and_runs(tmp_path, tiny_family_dir, monkeypatch):
+    """Round 2 (same prompts) runs neither the text encoder nor the VAE encoder; a second run with the same real
+    videos encodes none of them again; during training the encoders sit on the CPU and are not called."""
+    events = _record_encoder_calls(monkeypatch)
+    prompts, cache = tmp_path / "prompts.txt", tmp_path / "latents"
+    prompts.write_text("a cat surfing a wave\na red balloon over a city\nwaves on a beach at dusk\n")
+    args = ["--model", str(tiny_family_dir("ltx")), "--method", "dpo", "--set", "judge.critic=metric", "--set",
+            f"prompts.source={prompts}", "--set", f"train.real_videos={_real_videos(tmp_path / 'real')}",
+            "--set", f"train.real_cache={cache}"] + TINY_RUN
+    assert main(["run", "--out", str(tmp_path / "a"), "--rounds", "2"] + args) == 0
+    r1 = [e[1:] for e in events if e[0] == 1]
+    assert r1.count(("train", "vae")) == 2  # each real video once, before training
+    assert r1.count(("generate", "text")) == 1 and r1.count(("train", "text")) == 1  # prompts, then the captions
+    for k in (1, 2):  # the encoders leave for the CPU around the training steps and are not used there
+        train = [e[2] for e in events if e[:2] == (k, "train")]
+        i = train.index("to cpu")
+        assert train[i + 1:] == ["to cpu"] and "text" not in train[i:]
+    assert not [e for e in events if e[0] == 2 and e[2] in ("text", "vae")]  # round 2: everything cached
+    assert len(list(cache.glob("*/*.safetensors"))) == 2
+    log = [json.loads(line) for line in (tmp_path / "a" / "round-2" / "train_log.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(h["nll_real"]) for h in log)
+    events.clear()
+    assert main(["run", "--out", str(tmp_path / "b"), "--rounds", "1"] + args) == 0
+    assert not [e for e in events if e[2] == "vae"]  # another run: the real videos come from the shared cache
+
+
+def test_full_fine_tune_checkpoint_is_the_next_rounds_policy_and_reference(tmp_path, tiny_family_dir):
+    from vipo.models import load_model
+    from vipo.train import lora
+
+    base, out = tiny_family_dir("wan"), tmp_path / "run"
+    assert main(["run", "--model", str(base), "--out", str(out), "--rounds", "2", "--method", "dpo", "--set",
+                 "judge.critic=metric", "--set", "train.finetune=full", "--set", "train.ref_offload=true"]
+                + TINY_RUN) == 0
+    ckpt = out / "round-1" / "checkpoint"
+    policy = json.loads((ckpt / "policy.json").read_text())
+    assert policy["denoiser"] == "transformer" and policy["adapters"] == []
+    assert (ckpt / "transformer" / "config.json").is_file()  # a diffusers model folder
+    trained, plain = lora.load_policy(str(base), ckpt).denoiser.state_dict(), load_model(str(base)).denoiser
+    changed = [k for k, v in plain.state_dict().items() if not torch.equal(v, trained[k])]
+    assert len(changed) > len(trained) // 2  # every weight trains, not an adapter
+    # round 2 starts from round 1's weights as both policy and reference: its first step is at log 2 exactly
+    first = json.loads((out / "round-2" / "train_log.jsonl").read_text().splitlines()[0])
+    assert first["dpo_loss"] == pytest.approx(np.log(2), abs=1e-6)
+    assert first["err_ref_chosen"] == pytest.approx(first["err_policy_chosen"], abs=1e-7)

@@ -35,6 +35,10 @@ class VideoModel(abc.ABC):
     #: key prefix of saved LoRA weights: the denoiser's component name in its diffusers pipeline ("transformer"), so
     #: ``Pipeline.load_lora_weights`` finds them; None for a bare denoiser with no pipeline (the world's)
     lora_prefix: str | None = None
+    #: whether the loop caches this family's text conditioning on disk (computed once per prompt; training never
+    #: runs the text encoder). Off by default: the embedded world's encoder is tiny and it keeps computing it in the
+    #: train stage, as its committed results did.
+    cache_text: bool = False
 
     @classmethod
     @abc.abstractmethod
@@ -77,3 +81,24 @@ class VideoModel(abc.ABC):
     @abc.abstractmethod
     def save(self, path: str | Path) -> None:
         """Write the whole model as a diffusers-style folder."""
+
+    # -- optional hooks (the defaults suit a model with no separate frozen encoders) ---------------------------------
+    def cache_key(self, part: str) -> str:
+        """Fingerprint of what a cache of ``part`` ('text': conditioning, 'vae': real-video latents) depends on."""
+        raise NotImplementedError(f"the {self.family} family caches no {part}")
+
+    def encoders_to(self, device: str) -> None:
+        """Move the frozen text encoder and VAE (not the denoiser) to ``device``: off the accelerator for training."""
+
+    def vae_memory(self, tiling: bool = False, slicing: bool = False) -> None:
+        """Decode in tiles / one video at a time, where the family's VAE supports it."""
+
+    def denoiser_slot(self) -> tuple[object, str]:
+        """(owner, attribute) holding the denoiser: a full fine-tune's checkpoint loads there and its frozen
+        reference is swapped in there."""
+        net = self.denoiser
+        for owner in (self, getattr(self, "pipe", None)):
+            for name, value in (vars(owner).items() if owner is not None else ()):
+                if value is net:
+                    return owner, name
+        raise NotImplementedError(f"{type(self).__name__}: cannot find its denoiser's attribute")

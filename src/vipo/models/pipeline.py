@@ -30,6 +30,7 @@ class PipelineModel(VideoModel):
     pipeline_class: type
     lora_prefix = "transformer"
     lora_targets = ("to_q", "to_k", "to_v", "to_out.0")
+    cache_text = True
     #: sampler settings the family is meant to run with (the run config's generate/eval sections set them)
     recommended: dict = {}
 
@@ -62,6 +63,28 @@ class PipelineModel(VideoModel):
     @property
     def vae(self):
         return self.pipe.vae
+
+    def cache_key(self, part: str) -> str:
+        from ..data.cache import fingerprint
+
+        if part == "text":
+            return fingerprint(self.pipe.text_encoder, self.family, self.max_tokens)
+        return fingerprint(self.vae, self.family, self.frames, self.height, self.width)
+
+    def encoders_to(self, device: str) -> None:
+        self.pipe.text_encoder.to(device)
+        self.vae.to(device)
+        if str(device) == "cpu" and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def vae_memory(self, tiling: bool = False, slicing: bool = False) -> None:
+        if tiling and hasattr(self.vae, "enable_tiling"):
+            self.vae.enable_tiling()
+        if slicing and hasattr(self.vae, "enable_slicing"):
+            self.vae.enable_slicing()
+
+    def denoiser_slot(self) -> tuple[object, str]:
+        return self.pipe, "transformer"
 
     @staticmethod
     def generators(seeds: list[int]) -> list[torch.Generator]:

@@ -6,8 +6,13 @@ Layout of a run folder::
     ledger.sqlite        every sample, judgment, pair, example and finished stage
     round-0/eval/        the base model's evaluation
     round-K/             samples/ (mp4 + metadata.jsonl), latents/, *.jsonl exports, train_log.jsonl,
-                         checkpoint/ (policy.json + the LoRA chain), eval/ (mp4 + metadata.jsonl + eval.json)
+                         checkpoint/ (policy.json + the LoRA chain, or the fine-tuned denoiser),
+                         eval/ (mp4 + metadata.jsonl + eval.json)
+    cache/text/          each prompt's text conditioning, for the families that cache it (see TextCache)
     summary.json, report.md, report.png
+
+Real videos for the real families' NLL term (``train.real_videos``) are VAE-encoded once into a cache outside the
+run (``train.real_cache``), shared by every run of the same model.
 
 The policy of round K is the base with the adapters of rounds 1..K-1 fused; it is also round K's reference.
 """
@@ -22,9 +27,10 @@ import torch
 import yaml
 
 from .. import seeds
-from ..config import RunConfig, to_dict
+from ..config import RunConfig, merge, to_dict
+from ..data.cache import LatentCache, TextCache
 from ..data.ledger import Ledger
-from ..data.real import WorldRealVideos
+from ..data.real import EncodedRealVideos, WorldRealVideos, read_dataset
 from ..errors import UserError
 from ..io import atomic
 from ..stages import evaluate as eval_stage
@@ -32,6 +38,7 @@ from ..stages import pairs as pairs_stage
 from ..stages.generate import PromptItem, generate
 from ..stages.judge import judge, make_critic
 from ..train import lora
+from ..train import trainer
 from ..train.trainer import train_round
 from ..world import grammar
 from .report import write_report
@@ -76,11 +83,30 @@ def round_prompts(cfg: RunConfig, round_: int) -> list[PromptItem]:
     return [PromptItem(i, t, "") for i, t in enumerate(chosen)]
 
 
+def check(cfg: RunConfig) -> None:
+    """What can fail late, checked before hours of generation: the optimizer's package, the real-video dataset."""
+    if cfg.train.optimizer == "adamw8bit":
+        trainer.bitsandbytes()
+    if cfg.train.real_videos:
+        if cfg.model == "world":
+            raise UserError("train.real_videos: the world family draws its real videos from its renderer; "
+                            "leave it empty")
+        read_dataset(cfg.train.real_videos)
+
+
+def real_cache_dir(cfg: RunConfig) -> Path:
+    if cfg.train.real_cache:
+        return Path(cfg.train.real_cache)
+    src = Path(cfg.train.real_videos)
+    return (src if src.is_dir() else src.parent) / ".vipo-cache"
+
+
 def _snapshot(cfg: RunConfig, run_dir: Path) -> None:
     path = run_dir / "config.yaml"
     text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
     if path.is_file():
-        old = yaml.safe_load(path.read_text())
+        # options added since the snapshot was written count as their defaults
+        old = merge(to_dict(RunConfig()), yaml.safe_load(path.read_text()) or {})
         new = to_dict(cfg)
         diff = _first_difference(old, new)
         if diff:
@@ -105,6 +131,7 @@ def run(cfg: RunConfig, run_dir: Path, progress: bool = True) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     _snapshot(cfg, run_dir)
     device = resolve_device(cfg.device)
+    check(cfg)
     critic = make_critic(cfg.judge.critic)
     t_start = time.time()
     evals: dict[int, dict] = {}
@@ -142,10 +169,16 @@ def evaluate_base(cfg: RunConfig, run_dir: Path, ledger: Ledger, device: str, pr
     if not ledger.is_done(0, "eval"):
         log.info("round 0: evaluating the base model")
         base = lora.load_policy(cfg.model, None, device=device)
+        base.vae_memory(cfg.generate.vae_tiling, cfg.generate.vae_slicing)
         ev = eval_stage.evaluate(base, out, cfg.eval, critic or make_critic(cfg.judge.critic), progress,
-                                 cfg.generate.fps)
+                                 cfg.generate.fps, text_cache(base, run_dir))
         ledger.mark_done(0, "eval", ev)
     return atomic.read_json(out / "eval.json")
+
+
+def text_cache(model, run_dir: Path) -> TextCache | None:
+    """The run's text-conditioning cache, for the families that cache it."""
+    return TextCache(Path(run_dir) / "cache" / "text", model.cache_key("text")) if model.cache_text else None
 
 
 def _metric(ev: dict, cfg: RunConfig) -> float:
@@ -175,14 +208,27 @@ class Round:
             if self.previous is not None and not atomic.is_complete(self.previous):
                 raise UserError(f"{self.previous}: round {self.k - 1} has no finished checkpoint")
             self._policy = lora.load_policy(self.cfg.model, self.previous, device=self.device)
+            self._policy.vae_memory(self.cfg.generate.vae_tiling, self.cfg.generate.vae_slicing)
         return self._policy
+
+    def real_videos(self, policy):
+        """The real-data NLL term's videos: the world's renderer, or the configured dataset through its cache."""
+        if policy.family == "world":
+            if self.cfg.train.real_videos:
+                raise UserError("train.real_videos: the world family draws its real videos from its renderer; "
+                                "leave it empty")
+            return WorldRealVideos(policy.frames, policy.side)
+        if not self.cfg.train.real_videos:
+            return None
+        cache = LatentCache(real_cache_dir(self.cfg), policy.cache_key("vae"))
+        return EncodedRealVideos(read_dataset(self.cfg.train.real_videos), cache)
 
     def generate(self) -> None:
         if self.ledger.is_done(self.k, "generate"):
             return
         self.dir.mkdir(parents=True, exist_ok=True)
         generate(self.policy(), round_prompts(self.cfg, self.k), self.dir, self.ledger, self.k, self.cfg.generate,
-                 self.cfg.seed, progress=self.progress)
+                 self.cfg.seed, progress=self.progress, text_cache=text_cache(self.policy(), self.run_dir))
         self.ledger.mark_done(self.k, "generate")
 
     def judge(self) -> None:
@@ -208,10 +254,11 @@ class Round:
             return
         self._require("pairs")
         policy = self.policy()
-        real = WorldRealVideos(policy.frames, policy.side) if policy.family == "world" else None
-        summary = train_round(policy, self.cfg.train, self.ledger, self.k, self.dir, real=real,
-                              run_seed=self.cfg.seed, progress=self.progress)
-        lora.write_checkpoint(policy, self.dir / "checkpoint", self.cfg.model, self.previous, self.k)
+        summary = train_round(policy, self.cfg.train, self.ledger, self.k, self.dir, real=self.real_videos(policy),
+                              run_seed=self.cfg.seed, progress=self.progress,
+                              text_cache=text_cache(policy, self.run_dir))
+        lora.write_checkpoint(policy, self.dir / "checkpoint", self.cfg.model, self.previous, self.k,
+                              full=self.cfg.train.finetune == "full")
         self._policy = None  # the in-memory model now carries an adapter; later stages reload the checkpoint
         self.ledger.mark_done(self.k, "train", summary)
 
@@ -219,8 +266,9 @@ class Round:
         if not self.ledger.is_done(self.k, "eval"):
             self._require("train")
             trained = lora.load_policy(self.cfg.model, self.dir / "checkpoint", device=self.device)
+            trained.vae_memory(self.cfg.generate.vae_tiling, self.cfg.generate.vae_slicing)
             ev = eval_stage.evaluate(trained, self.dir / "eval", self.cfg.eval, self.critic, self.progress,
-                                     self.cfg.generate.fps)
+                                     self.cfg.generate.fps, text_cache(trained, self.run_dir))
             self.ledger.mark_done(self.k, "eval", ev)
         return atomic.read_json(self.dir / "eval" / "eval.json")
 

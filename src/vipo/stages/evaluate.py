@@ -20,6 +20,7 @@ from ..critics.base import Video
 from ..io import atomic
 from ..io.video import read_mp4, write_mp4
 from ..models.base import VideoModel
+from .generate import encode
 from ..world import grammar
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def eval_prompts(cfg: EvalConfig) -> list[dict]:
 
 
 def evaluate(model: VideoModel, out_dir: Path, cfg: EvalConfig, critic, progress: bool = True,
-             fps: int = 8) -> dict:
+             fps: int = 8, text_cache=None) -> dict:
     out_dir = Path(out_dir)
     if (out_dir / "eval.json").is_file():
         return atomic.read_json(out_dir / "eval.json")
@@ -47,12 +48,12 @@ def evaluate(model: VideoModel, out_dir: Path, cfg: EvalConfig, critic, progress
     rows = eval_prompts(cfg)
     atomic.write_text(out_dir / "metadata.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     todo = [r for r in rows if not (out_dir / r["file_name"]).is_file()]
-    uncond = model.encode_prompts([""])
+    uncond = encode(model, [""], text_cache)
     bar = tqdm(total=len(rows), initial=len(rows) - len(todo), disable=not progress, desc="eval", unit="video")
     for i in range(0, len(todo), cfg.batch_size):
         chunk = todo[i:i + cfg.batch_size]
         with torch.no_grad():
-            cond = model.encode_prompts([r["prompt"] for r in chunk])
+            cond = encode(model, [r["prompt"] for r in chunk], text_cache)
             frames = model.decode(model.sample(cond, uncond, [r["seed"] for r in chunk], cfg.num_steps,
                                                cfg.guidance))
         for r, f in zip(chunk, frames):

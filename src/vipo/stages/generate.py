@@ -1,7 +1,8 @@
 """``generate``: K samples per prompt from the current policy, with recorded seeds, mp4s and final latents.
 
 Each sample's seed derives from (run seed, round, prompt id, sample index), so any sample can be regenerated alone.
-The sampler's final latents are kept (safetensors) so training never re-encodes generated videos. Samples already
+The sampler's final latents are kept (safetensors) so training never re-encodes generated videos, and with a
+:class:`TextCache` each prompt's conditioning is stored for training (and later rounds) to reuse. Samples already
 in the ledger are skipped: re-running after a kill only generates what is missing.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ from tqdm.auto import tqdm
 
 from .. import seeds
 from ..config import GenerateConfig
+from ..data.cache import TextCache
 from ..data.ledger import Ledger
 from ..io import atomic
 from ..io.video import write_mp4
@@ -44,9 +46,16 @@ def load_latent(path: Path) -> torch.Tensor:
     return load_file(str(path))["latent"]
 
 
+def encode(model: VideoModel, prompts: list[str], text_cache: TextCache | None = None) -> dict[str, torch.Tensor]:
+    """The prompts' conditioning: from the cache (computing only what it lacks) or straight from the model."""
+    if text_cache is None:
+        return model.encode_prompts(prompts)
+    return text_cache.conditioning(model, prompts, next(model.denoiser.parameters()).device)
+
+
 def generate(model: VideoModel, prompts: list[PromptItem], out_dir: Path, ledger: Ledger, round_: int,
              cfg: GenerateConfig, run_seed: int, keep_latents: bool = True, progress: bool = True,
-             seed_fn=None) -> list[dict]:
+             seed_fn=None, text_cache: TextCache | None = None) -> list[dict]:
     """Generate what is missing and return the round's sample rows (ledger order)."""
     out_dir = Path(out_dir)
     (out_dir / "samples").mkdir(parents=True, exist_ok=True)
@@ -59,13 +68,13 @@ def generate(model: VideoModel, prompts: list[PromptItem], out_dir: Path, ledger
             if sample_id(round_, p.prompt_id, k) not in done]
     if todo:
         log.info("round %d: generating %d of %d samples", round_, len(todo), len(prompts) * cfg.samples_per_prompt)
-    uncond = model.encode_prompts([""])
+    uncond = encode(model, [""], text_cache)
     bar = tqdm(total=len(todo), disable=not progress, desc=f"generate r{round_}", unit="video")
     for i in range(0, len(todo), cfg.batch_size):
         chunk = todo[i:i + cfg.batch_size]
         sd = [seed_fn(p.prompt_id, k) for p, k in chunk]
         with torch.no_grad():
-            cond = model.encode_prompts([p.prompt for p, _ in chunk])
+            cond = encode(model, [p.prompt for p, _ in chunk], text_cache)
             latents = model.sample(cond, uncond, sd, cfg.num_steps, cfg.guidance)
             frames = model.decode(latents)
         rows = []

@@ -8,6 +8,10 @@ and loading it fuses them one after another — the paper's chain pi_ref^(0) -> 
 For the real families (a diffusers pipeline whose denoiser is its ``transformer``) the checkpoint's root also holds
 the whole chain merged into one diffusers LoRA, so ``Pipeline.from_pretrained(base).load_lora_weights(checkpoint)``
 gives the round's policy, and the same seed gives the same video as ``vipo generate --lora checkpoint``.
+
+A full fine-tune's checkpoint holds the whole denoiser instead, as a diffusers model folder named after its component
+(``transformer/`` or ``unet/``; ``policy.json`` names it under ``denoiser``); it already contains every earlier round.
+:func:`export_merged` writes a round's policy as one plain model folder (``vipo export --merge``).
 """
 from __future__ import annotations
 
@@ -117,22 +121,52 @@ def fuse_adapter(model: VideoModel, folder: Path, name: str) -> None:
     net.unload_lora()
 
 
-def write_checkpoint(model: VideoModel, out: Path, base: str, previous: Path | None, round_: int) -> None:
-    """The round's checkpoint: previous chain + this round's adapter, written atomically."""
+def write_checkpoint(model: VideoModel, out: Path, base: str, previous: Path | None, round_: int,
+                     full: bool = False) -> None:
+    """The round's checkpoint, written atomically: previous chain + this round's adapter, or (``full``) the whole
+    fine-tuned denoiser."""
     chain: list[str] = []
+    extra: dict = {}
     with atomic.atomic_dir(out) as tmp:
-        if previous is not None:
-            prev = read_policy(previous)
-            for rel in prev["adapters"]:
-                shutil.copytree(previous / rel, tmp / rel)
-                chain.append(rel)
-        rel = f"lora-round-{round_}"
-        save_adapter(model, tmp / rel)
-        chain.append(rel)
-        if model.lora_prefix is not None:
-            # the whole chain as one diffusers LoRA at the checkpoint's root: load_lora_weights(checkpoint) = policy
-            _write_lora(tmp, *merge_chain([tmp / r for r in chain], model.lora_prefix))
-        atomic.write_json(tmp / POLICY_FILE, {"base": base, "family": model.family, "adapters": chain})
+        if full:
+            extra["denoiser"] = model.denoiser_slot()[1]
+            model.denoiser.save_pretrained(str(tmp / extra["denoiser"]))
+        else:
+            if previous is not None:
+                prev = read_policy(previous)
+                if prev.get("denoiser"):  # a fully fine-tuned denoiser the chain continues from
+                    extra["denoiser"] = prev["denoiser"]
+                    shutil.copytree(previous / prev["denoiser"], tmp / prev["denoiser"])
+                for rel in prev["adapters"]:
+                    shutil.copytree(previous / rel, tmp / rel)
+                    chain.append(rel)
+            rel = f"lora-round-{round_}"
+            save_adapter(model, tmp / rel)
+            chain.append(rel)
+            if model.lora_prefix is not None:
+                # the whole chain as one diffusers LoRA at the checkpoint's root: load_lora_weights(checkpoint) = policy
+                # (on top of the checkpoint's own denoiser, where it has one)
+                _write_lora(tmp, *merge_chain([tmp / r for r in chain], model.lora_prefix))
+        atomic.write_json(tmp / POLICY_FILE, {"base": base, "family": model.family, "adapters": chain, **extra})
+
+
+def load_denoiser(model: VideoModel, folder: Path) -> None:
+    """Replace the model's denoiser by the diffusers model folder ``folder`` (a full fine-tune's checkpoint)."""
+    owner, name = model.denoiser_slot()
+    net = model.denoiser
+    new = type(net).from_pretrained(str(folder), torch_dtype=net.dtype).to(next(net.parameters()).device)
+    setattr(owner, name, new)
+
+
+def export_merged(checkpoint: Path, out: Path, base: str | None = None, device: str = "cpu") -> VideoModel:
+    """Write a round checkpoint's policy (base + fine-tuned denoiser + adapter chain, fused) as one model folder."""
+    out = Path(out)
+    if out.exists():
+        raise UserError(f"--out {out}: already exists; choose a new folder")
+    model = load_policy(base or read_policy(checkpoint)["base"], checkpoint, device=device)
+    with atomic.atomic_dir(out) as tmp:
+        model.save(tmp)
+    return model
 
 
 def read_policy(folder: Path) -> dict:
@@ -153,6 +187,8 @@ def load_policy(base: str, lora: str | Path | None = None, device: str = "cpu") 
     if (lora / POLICY_FILE).is_file():
         policy = read_policy(lora)
         model = load_model(base or policy["base"], device=device)
+        if policy.get("denoiser"):
+            load_denoiser(model, lora / policy["denoiser"])
         for i, rel in enumerate(policy["adapters"]):
             fuse_adapter(model, lora / rel, f"chain{i}")
         return model
