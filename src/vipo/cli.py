@@ -34,6 +34,12 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="auto, cpu or cuda")
 
 
+def _critic_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--critic", help="judge.critic: world, metric, vlm, openai, human, ensemble, omniscore")
+    p.add_argument("--base-url", help="judge.base_url of an OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
+    p.add_argument("--labels", help="judge.labels: the human critic's JSONL")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="vipo", description="Iterative preference optimization for text-to-video "
                                  "diffusion models (IPO, Diffusion-DPO/KTO).")
@@ -44,8 +50,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="R rounds of generate -> judge -> pairs -> train -> eval (resumable)")
     _run_args(p)
 
-    for verb, text in (("judge", "judge a round's samples (pointwise and, for DPO, pairwise in both orders)"),
-                       ("pairs", "build a round's DPO pairs and KTO examples from its judgments"),
+    p = sub.add_parser("judge", help="judge a round's samples (pointwise and, for DPO, pairwise in both orders), or "
+                       "any folder of videos: vipo judge DIR --out judgments.jsonl")
+    p.add_argument("dir", nargs="?", help="a folder of videos with metadata.jsonl (file_name, prompt); --out is "
+                   "then the judgments JSONL and --model the critic's model")
+    _run_args(p)
+    p.add_argument("--round", type=int, help="round number (run folders)")
+    _critic_args(p)
+    p.add_argument("--pairwise", action="store_true", help="DIR: also judge each prompt's pairs in both orders")
+
+    c = sub.add_parser("critic", help="critics").add_subparsers(dest="critic_verb", required=True)
+    p = c.add_parser("eval", help="agreement of a critic with ground truth: human labels (--labels) or, on the "
+                     "embedded world, the world judge")
+    p.add_argument("dir", help="a folder of videos with metadata.jsonl (file_name, prompt)")
+    _common(p)
+    p.add_argument("--truth", help="JSONL of human annotations (default: the world judge)")
+    p.add_argument("--model", help="the critic's model")
+    _critic_args(p)
+    p.add_argument("--out", help="also write the result here (JSON)")
+
+    for verb, text in (("pairs", "build a round's DPO pairs and KTO examples from its judgments"),
                        ("train", "train a round's LoRA on its pairs/examples"),
                        ("eval", "evaluate a round's checkpoint (round 0 = the base model)")):
         p = sub.add_parser(verb, help=text)
@@ -97,6 +121,9 @@ def _load_run_config(args):
         v = getattr(args, flag, None)
         if v is not None:
             over = C.merge(over, C.parse_overrides([f"{key}={v}"]) if flag != "model" else {"model": v})
+    for flag in ("critic", "base_url", "labels"):
+        if getattr(args, flag, None) is not None:
+            over = C.merge(over, {"judge": {flag: getattr(args, flag)}})
     run_dir = Path(args.out)
     cfg_path = args.config
     if cfg_path is None and (run_dir / "config.yaml").is_file():
@@ -149,6 +176,84 @@ def cmd_stage(args) -> int:
                "eval": r.evaluate}[args.verb]()
         info = ledger.stage_info(args.round, args.verb)
         print(json.dumps(out if isinstance(out, dict) else info, indent=2))
+    return 0
+
+
+def _judge_config(args):
+    """JudgeConfig for a folder: defaults < --config (a run recipe's ``judge:`` or bare judge keys) < --set < flags."""
+    from . import config as C
+
+    data = C.load_yaml(args.config) if args.config else {}
+    if isinstance(data.get("judge"), dict):
+        data = data["judge"]
+    over = C.parse_overrides(args.set)
+    over = over.get("judge", over) if isinstance(over.get("judge"), dict) else over
+    for flag in ("critic", "base_url", "labels", "model"):
+        if getattr(args, flag, None) is not None:
+            over[flag] = getattr(args, flag)
+    cfg = C.build(C.JudgeConfig, C.merge(data, over), "judge")
+    C.validate_tree(cfg, "judge.")
+    return cfg
+
+
+def cmd_judge_dir(args) -> int:
+    from .data.ledger import Ledger
+    from .stages.judge import folder_samples, judge, make_critic
+
+    _setup_logging(args.verbose)
+    cfg = _judge_config(args)
+    samples = folder_samples(Path(args.dir))
+    critic = make_critic(cfg)
+    out = Path(args.out)
+    # the ledger beside the output makes an interrupted run resumable (delete it to start over)
+    with Ledger(out.with_name(out.name + ".ledger.sqlite")) as ledger:
+        info = judge(critic, samples, Path(args.dir), ledger, 0, pairwise=args.pairwise, progress=not args.quiet,
+                     max_unparseable=cfg.max_unparseable)
+        ledger.export("judgments", 0, out)
+    print(json.dumps(info, indent=2))
+    print(f"judgments: {out}")
+    return 0
+
+
+def cmd_critic_eval(args) -> int:
+    import itertools
+
+    from .critics.agreement import agreement
+    from .critics.base import Video
+    from .io import atomic
+    from .io.video import read_mp4
+    from .stages.judge import folder_samples, make_critic
+
+    _setup_logging(args.verbose)
+    root = Path(args.dir)
+    samples = folder_samples(root)
+    critic = make_critic(_judge_config(args))
+    if args.truth:
+        from .critics.human import HumanCritic
+
+        truth = HumanCritic(args.truth)
+        index = {s["file_name"]: i for i, s in enumerate(samples)}
+        pairs = [(index[a], index[b]) for a, b in truth.annotated_pairs() if a in index and b in index]
+        pairs += [(j, i) for i, j in pairs]
+    else:
+        from .critics.world import WorldCritic
+        from .world import grammar
+
+        bad = [s["prompt"] for s in samples if grammar.parse(s["prompt"]) is None]
+        if bad:
+            raise UserError(f"{root}: without --truth the world judge is the ground truth, and {bad[0]!r} is not a "
+                            "prompt of the world's grammar")
+        truth = WorldCritic()
+        groups: dict[int, list[int]] = {}
+        for i, s in enumerate(samples):
+            groups.setdefault(s["prompt_id"], []).append(i)
+        pairs = [p for g in groups.values() for p in itertools.permutations(g, 2)]
+    videos = [Video(s["prompt"], read_mp4(root / s["file_name"]), str(root / s["file_name"])) for s in samples]
+    res = agreement(critic, truth, videos, pairs)
+    res.update(critic=critic.name, truth=truth.name, videos=len(videos))
+    if args.out:
+        atomic.write_json(Path(args.out), res)
+    print(json.dumps(res, indent=2))
     return 0
 
 
@@ -249,6 +354,12 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_world(args)
         if args.verb == "export":
             return cmd_export(args)
+        if args.verb == "critic":
+            return cmd_critic_eval(args)
+        if args.verb == "judge" and args.dir is not None:
+            return cmd_judge_dir(args)
+        if args.verb == "judge" and args.round is None:
+            raise UserError("judge: give --round K (a run folder) or a folder of videos (vipo judge DIR --out FILE)")
         return cmd_stage(args)
     except UserError as e:
         print(f"vipo: error: {e}", file=sys.stderr)

@@ -276,16 +276,89 @@ class GenerateConfig:
         _check(self.guidance >= 1, f"guidance must be >= 1, got {self.guidance}")
 
 
+CRITICS = ("world", "metric", "vlm", "openai", "human", "ensemble", "omniscore")
+
+
 @dataclass
 class JudgeConfig:
-    """The critic (the ``judge`` stage)."""
+    """The critic (the ``judge`` stage and ``vipo judge DIR``); docs/critics.md describes each critic."""
 
     critic: str = "world"
-    """which critic: 'world' (the embedded world's exact judge) or 'metric' (a placeholder pixel metric that does not
-    read the prompt, for smoke runs of models the world critic cannot judge)"""
+    """which critic: 'world' (the embedded world's exact judge), 'metric' (a placeholder pixel metric that does not
+    read the prompt, for smoke runs), 'vlm' (a local transformers image-text-to-text model), 'openai' (an
+    OpenAI-compatible chat-completions endpoint: vLLM, SGLang, hosted), 'human' (labels from a JSONL file),
+    'ensemble' (vote or mean over ``members``) or 'omniscore' (VideoDPO's VBench-based score)"""
+    model: str = ""
+    """vlm: a local model folder (or hub id already in the local cache); openai: the served model name"""
+    base_url: str = ""
+    """openai: the endpoint's base URL, e.g. http://127.0.0.1:8000/v1 (``/chat/completions`` is appended)"""
+    api_key_env: str = ""
+    """openai: name of the environment variable holding the API key (empty = no key sent); the key itself is
+    never written to a config, log or record"""
+    frames: int = 16
+    """LLM critics: frames sampled uniformly from each video and shown as images"""
+    frame_size: int = 448
+    """LLM critics: frames are letterboxed (scaled to fit, padded with black, never cropped) to this square side"""
+    image_format: str = "png"
+    """openai: 'png' or 'jpeg' for the base64 data-URL images"""
+    prompts_dir: str = ""
+    """LLM critics: a folder of prompt templates overriding the packaged ones file by file (critics/prompts/)"""
+    retries: int = 2
+    """LLM critics: an unparseable answer is asked again up to this many times (pairwise retries swap the order)"""
+    max_unparseable: float = 0.2
+    """the judge stage stops with an error when more than this fraction of its judgments are unparseable"""
+    max_tokens: int = 512
+    """LLM critics: longest answer, in tokens"""
+    temperature: float = 0.0
+    """LLM critics: sampling temperature (0 = greedy)"""
+    concurrency: int = 4
+    """openai: requests in flight at once"""
+    timeout_s: float = 120.0
+    """openai: seconds to wait for one answer"""
+    http_retries: int = 4
+    """openai: attempts after a timeout, a dropped connection, HTTP 429 or 5xx, with exponential backoff"""
+    backoff_s: float = 1.0
+    """openai: first backoff delay (doubled each attempt, at most 60 s; a Retry-After header takes precedence)"""
+    batch_size: int = 4
+    """vlm: questions per generate() batch"""
+    device: str = "auto"
+    """vlm: 'auto', 'cpu' or 'cuda'"""
+    dtype: str = "auto"
+    """vlm: 'auto' (bf16 on CUDA, else float32), 'bfloat16', 'float16' or 'float32'"""
+    labels: str = ""
+    """human: JSONL of annotations (docs/critics.md gives the keys)"""
+    members: list = field(default_factory=list)
+    """ensemble: one mapping of judge options per member critic, e.g. [{critic: world}, {critic: openai, ...}]"""
+    combine: str = "vote"
+    """ensemble: 'vote' (majority per dimension) or 'mean' (mean score per dimension)"""
 
     def validate(self) -> None:
-        _check(self.critic in ("world", "metric"), f"unknown critic {self.critic!r} (known: world, metric)")
+        _check(self.critic in CRITICS, f"unknown critic {self.critic!r} (known: {', '.join(CRITICS)})")
+        _positive(self, "frames", "frame_size", "max_tokens", "concurrency", "timeout_s", "batch_size")
+        _check(self.image_format in ("png", "jpeg"), f"image_format must be png or jpeg, got {self.image_format!r}")
+        _check(self.retries >= 0 and self.http_retries >= 0 and self.backoff_s >= 0 and self.temperature >= 0,
+               "retries, http_retries, backoff_s and temperature must be >= 0")
+        _check(0 <= self.max_unparseable <= 1, f"max_unparseable must be in [0, 1], got {self.max_unparseable}")
+        _check(self.combine in ("vote", "mean"), f"combine must be vote or mean, got {self.combine!r}")
+        _check(self.dtype in ("auto", "bfloat16", "float16", "float32"), f"unknown dtype {self.dtype!r}")
+        if self.critic == "openai":
+            _check(bool(self.base_url and self.model), "the openai critic needs base_url and model")
+        if self.critic == "vlm":
+            _check(bool(self.model), "the vlm critic needs model (a local model folder)")
+        if self.critic == "human":
+            _check(bool(self.labels), "the human critic needs labels (a JSONL of annotations)")
+        if self.critic == "ensemble":
+            _check(bool(self.members), "the ensemble critic needs members")
+            for i, m in enumerate(self.members):
+                _check(isinstance(m, dict) and m.get("critic") not in (None, "ensemble"),
+                       f"members[{i}] must be a mapping of judge options with a critic other than ensemble")
+                member(self, m).validate()
+
+
+def member(cfg: JudgeConfig, over: dict) -> JudgeConfig:
+    """An ensemble member's config: the ensemble's options (less its members) with the member's on top."""
+    data = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("members", "combine")}
+    return build(JudgeConfig, merge(data, over), "judge.members")
 
 
 @dataclass

@@ -52,9 +52,13 @@ class Pointwise:
     raw: str
     #: graded scores in [0, 1] per dimension where the critic has them (else from the label)
     scores: dict[str, float] = field(default_factory=dict)
+    #: the critic's own scalar score (OmniScore's total) where it has one; else the mean over dimensions
+    total: float | None = None
 
     @property
     def overall(self) -> float:
+        if self.total is not None:
+            return float(self.total)
         return float(np.mean([self.scores.get(d, LABEL_SCORE[self.labels[d]]) for d in DIMENSIONS]))
 
 
@@ -63,10 +67,14 @@ class Pairwise:
     verdicts: dict[str, str]
     reasons: dict[str, str]
     raw: str
+    #: the critic's own overall verdict (OmniScore compares totals); else semantic decides, as below
+    decided: str | None = None
 
     @property
     def overall(self) -> str:
         """Semantic consistency decides; fidelity then motion break its ties."""
+        if self.decided is not None:
+            return self.decided
         for d in DIMENSIONS:
             if self.verdicts[d] != "Tie":
                 return self.verdicts[d]
@@ -113,7 +121,8 @@ def format_answer(verdicts: dict[str, str], reasons: dict[str, str]) -> str:
 def swap(p: Pairwise) -> Pairwise:
     """The verdict of a pair judged as (B, A), re-expressed in the (A, B) order."""
     flip = {"A": "B", "B": "A", "Tie": "Tie"}
-    return Pairwise({d: flip[v] for d, v in p.verdicts.items()}, p.reasons, p.raw)
+    return Pairwise({d: flip[v] for d, v in p.verdicts.items()}, p.reasons, p.raw,
+                    None if p.decided is None else flip[p.decided])
 
 
 class Critic(abc.ABC):
@@ -140,3 +149,18 @@ class Critic(abc.ABC):
 
     def pairwise(self, a: Video, b: Video) -> Pairwise:
         return parse_pairwise(self.answer_pairwise(a, b))
+
+    # The judge stage asks in batches, so that critics with batched or concurrent backends (the LLM critics) can
+    # use them; an answer that does not parse comes back as its CriticParseError, in its place.
+    def pointwise_many(self, videos: list[Video]) -> list[Pointwise | CriticParseError]:
+        return [_catch(self.pointwise, v) for v in videos]
+
+    def pairwise_many(self, pairs: list[tuple[Video, Video]]) -> list[Pairwise | CriticParseError]:
+        return [_catch(self.pairwise, a, b) for a, b in pairs]
+
+
+def _catch(fn, *args):
+    try:
+        return fn(*args)
+    except CriticParseError as e:
+        return e

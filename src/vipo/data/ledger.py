@@ -65,8 +65,9 @@ class Ledger:
                         (row["id"], row["round"], row["prompt_id"], row["sample_index"], row["prompt"], row["seed"],
                          json.dumps(row)))
 
-    def add_judgment(self, row: dict) -> None:
-        self.db.execute("INSERT OR IGNORE INTO judgments VALUES (?,?,?,?,?,?,?)",
+    def add_judgment(self, row: dict, replace: bool = False) -> None:
+        """Insert a judgment; ``replace`` overwrites one with the same key (an unparseable answer asked again)."""
+        self.db.execute(f"INSERT OR {'REPLACE' if replace else 'IGNORE'} INTO judgments VALUES (?,?,?,?,?,?,?)",
                         (row["key"], row["round"], row["kind"], row["prompt_id"], row["a"], row.get("b"),
                          json.dumps(row)))
 

@@ -132,7 +132,7 @@ def run(cfg: RunConfig, run_dir: Path, progress: bool = True) -> dict:
     _snapshot(cfg, run_dir)
     device = resolve_device(cfg.device)
     check(cfg)
-    critic = make_critic(cfg.judge.critic)
+    critic = make_critic(cfg.judge)
     t_start = time.time()
     evals: dict[int, dict] = {}
     info = {"method": cfg.train.method, "rounds_planned": cfg.rounds, "patience": cfg.patience,
@@ -170,7 +170,7 @@ def evaluate_base(cfg: RunConfig, run_dir: Path, ledger: Ledger, device: str, pr
         log.info("round 0: evaluating the base model")
         base = lora.load_policy(cfg.model, None, device=device)
         base.vae_memory(cfg.generate.vae_tiling, cfg.generate.vae_slicing)
-        ev = eval_stage.evaluate(base, out, cfg.eval, critic or make_critic(cfg.judge.critic), progress,
+        ev = eval_stage.evaluate(base, out, cfg.eval, critic or make_critic(cfg.judge), progress,
                                  cfg.generate.fps, text_cache(base, run_dir))
         ledger.mark_done(0, "eval", ev)
     return atomic.read_json(out / "eval.json")
@@ -193,7 +193,7 @@ class Round:
     def __init__(self, cfg: RunConfig, run_dir: Path, k: int, ledger: Ledger, critic=None, device: str = "cpu",
                  progress: bool = True):
         self.cfg, self.run_dir, self.k, self.ledger = cfg, Path(run_dir), k, ledger
-        self.critic = critic or make_critic(cfg.judge.critic)
+        self.critic = critic or make_critic(cfg.judge)
         self.device, self.progress = device, progress
         self.dir = self.run_dir / f"round-{k}"
         self.previous = self.run_dir / f"round-{k - 1}" / "checkpoint" if k > 1 else None
@@ -236,7 +236,8 @@ class Round:
             return
         self._require("generate")
         counts = judge(self.critic, self.ledger.rows("samples", self.k), self.dir, self.ledger, self.k,
-                       pairwise=self.cfg.train.method == "dpo", progress=self.progress)
+                       pairwise=self.cfg.train.method == "dpo", progress=self.progress,
+                       max_unparseable=self.cfg.judge.max_unparseable)
         self.ledger.mark_done(self.k, "judge", counts)
 
     def pairs(self) -> None:

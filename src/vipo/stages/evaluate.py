@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from .. import seeds
 from ..config import EvalConfig
-from ..critics.base import Video
+from ..critics.base import CriticParseError, Video
 from ..io import atomic
 from ..io.video import read_mp4, write_mp4
 from ..models.base import VideoModel
@@ -25,6 +25,7 @@ from ..world import grammar
 
 log = logging.getLogger(__name__)
 SPLITS = ("indist", "heldout")
+JUDGE_CHUNK = 16  # clips judged per critic call (batched or concurrent critics use the batch)
 
 
 def eval_prompts(cfg: EvalConfig) -> list[dict]:
@@ -61,14 +62,18 @@ def evaluate(model: VideoModel, out_dir: Path, cfg: EvalConfig, critic, progress
         bar.update(len(chunk))
     bar.close()
     results = []
-    for r in rows:
-        video = Video(r["prompt"], read_mp4(out_dir / r["file_name"]), r["file_name"])
-        pw = critic.pointwise(video)
-        res = dict(r, labels=pw.labels, scores=pw.scores, raw=pw.raw)
-        if hasattr(critic, "scores"):  # the world critic also reports the exact attribute checks
-            s = critic.scores(video)
-            res.update(color_ok=s.color_ok, shape_ok=s.shape_ok, direction_ok=s.direction_ok, passed=s.passed)
-        results.append(res)
+    for i in range(0, len(rows), JUDGE_CHUNK):
+        chunk = rows[i:i + JUDGE_CHUNK]
+        videos = [Video(r["prompt"], read_mp4(out_dir / r["file_name"]), r["file_name"]) for r in chunk]
+        for r, video, pw in zip(chunk, videos, critic.pointwise_many(videos)):
+            if isinstance(pw, CriticParseError):  # recorded, left out of the rates
+                results.append(dict(r, error=str(pw), raw=pw.raw))
+                continue
+            res = dict(r, labels=pw.labels, scores=pw.scores, raw=pw.raw)
+            if hasattr(critic, "scores"):  # the world critic also reports the exact attribute checks
+                s = critic.scores(video)
+                res.update(color_ok=s.color_ok, shape_ok=s.shape_ok, direction_ok=s.direction_ok, passed=s.passed)
+            results.append(res)
     atomic.write_text(out_dir / "results.jsonl", "".join(json.dumps(r) + "\n" for r in results))
     summary = summarize(results)
     summary["config"] = {"clips_per_split": cfg.clips_per_split, "num_steps": cfg.num_steps,
@@ -80,10 +85,12 @@ def evaluate(model: VideoModel, out_dir: Path, cfg: EvalConfig, critic, progress
 def summarize(results: list[dict]) -> dict:
     out: dict = {}
     for split in SPLITS:
-        rs = [r for r in results if r["split"] == split]
+        rs = [r for r in results if r["split"] == split and "labels" in r]
         if not rs:
             continue
         d = {"n": len(rs)}
+        if any(r["split"] == split and "error" in r for r in results):
+            d["unparseable"] = sum(r["split"] == split and "error" in r for r in results)
         if "passed" in rs[0]:
             for k in ("color_ok", "shape_ok", "direction_ok", "passed"):
                 d[k.replace("_ok", "")] = float(np.mean([r[k] for r in rs]))

@@ -1,0 +1,85 @@
+"""The ``human`` critic: labels people gave, read from a JSONL file and served through the critic interface.
+
+One annotation per line; videos are named by their path relative to the judged folder (or any tail of it, e.g.
+the file name)::
+
+    {"video": "clip-003.mp4", "labels": {"semantic": "Good", "fidelity": "Normal", "motion": "Bad"},
+     "reasons": {"motion": "the dog teleports"}}                              # pointwise; reasons optional
+    {"a": "clip-003.mp4", "b": "clip-007.mp4", "verdicts": {"semantic": "A", "fidelity": "Tie", "motion": "B"}}
+
+A pairwise annotation answers both orders (asked as (b, a), its verdicts are flipped). A question nobody annotated
+is unparseable (recorded, left out, counted), so a partial annotation set surfaces in the unparseable rate.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path, PurePath
+
+from ..errors import UserError
+from .base import DIMENSIONS, LABELS, PAIR_VERDICTS, Critic, CriticParseError, Pairwise, Pointwise, Video, \
+    format_answer, swap
+
+
+def _tails(path: str | None) -> list[str]:
+    parts = PurePath(path or "").parts
+    return ["/".join(parts[i:]) for i in range(len(parts))]
+
+
+class HumanCritic(Critic):
+    name = "human"
+
+    def __init__(self, path: str | Path):
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"judge.labels: {path}: file not found")
+        self.point: dict[str, dict] = {}
+        self.pair: dict[tuple[str, str], dict] = {}
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                if "video" in row:
+                    _valid(row["labels"], LABELS)
+                    self.point[PurePath(row["video"]).as_posix()] = row
+                else:
+                    _valid(row["verdicts"], PAIR_VERDICTS)
+                    self.pair[(PurePath(row["a"]).as_posix(), PurePath(row["b"]).as_posix())] = row
+            except (ValueError, KeyError, TypeError) as e:
+                raise UserError(f"{path}:{n}: not an annotation ({e}); see docs/critics.md for the keys") from None
+
+    def _name(self, video: Video, known) -> str | None:
+        return next((t for t in _tails(video.path) if t in known), None)
+
+    def pointwise(self, video: Video) -> Pointwise:
+        key = self._name(video, self.point)
+        if key is None:
+            raise CriticParseError(f"no human label for {video.path}", "")
+        row = self.point[key]
+        reasons = {d: row.get("reasons", {}).get(d, "") for d in DIMENSIONS}
+        return Pointwise(dict(row["labels"]), reasons, format_answer(row["labels"], reasons))
+
+    def pairwise(self, a: Video, b: Video) -> Pairwise:
+        names = {n for pair in self.pair for n in pair}
+        ka, kb = self._name(a, names), self._name(b, names)
+        row = self.pair.get((ka, kb)) or self.pair.get((kb, ka))
+        if row is None:
+            raise CriticParseError(f"no human verdict for {a.path} vs {b.path}", "")
+        reasons = {d: row.get("reasons", {}).get(d, "") for d in DIMENSIONS}
+        p = Pairwise(dict(row["verdicts"]), reasons, format_answer(row["verdicts"], reasons))
+        return p if (ka, kb) in self.pair else swap(p)
+
+    def annotated_pairs(self) -> list[tuple[str, str]]:
+        return list(self.pair)
+
+    def answer_pointwise(self, video: Video) -> str:
+        return self.pointwise(video).raw
+
+    def answer_pairwise(self, a: Video, b: Video) -> str:
+        return self.pairwise(a, b).raw
+
+
+def _valid(values: dict, allowed: tuple[str, ...]) -> None:
+    for d in DIMENSIONS:
+        if values[d] not in allowed:
+            raise ValueError(f"{d}: {values[d]!r} is not one of {'/'.join(allowed)}")
