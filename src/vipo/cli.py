@@ -2,6 +2,10 @@
 
 Options come from dataclass defaults < ``--config FILE.yaml`` < ``--set key=value`` < explicit flags. Bad input
 fails at start with one line naming the file, line or field, and a non-zero exit code.
+
+Exit codes: 0 done; 2 a user error or a stage stopped on purpose (the line says why); 3 out of disk space (free
+some and run the same command again); 130 Ctrl-C; 143 SIGTERM (the current item finished or rolled back, the
+training state saved: run the same command again to continue). docs/reliability.md has the details.
 """
 from __future__ import annotations
 
@@ -22,6 +26,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set train.beta=500 (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _pickle_arg(p)
+
+
+def _pickle_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="also load weights stored with pickle (.bin/.pt/.ckpt), which can run code: trusted files only")
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
@@ -32,6 +42,8 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rounds", type=int, help="number of IPO rounds")
     p.add_argument("--seed", type=int, help="run seed")
     p.add_argument("--device", help="auto, cpu or cuda")
+    p.add_argument("--force", action="store_true", help="continue a run folder with a config that differs from its "
+                   "snapshot (the changed fields are logged)")
 
 
 def _critic_args(p: argparse.ArgumentParser) -> None:
@@ -97,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="new folder for the merged model (a diffusers pipeline folder)")
     p.add_argument("--model", default=None, help="base model (default: the one the checkpoint names)")
     p.add_argument("--device", default="cpu")
+    _pickle_arg(p)
 
     w = sub.add_parser("world", help="the embedded world").add_subparsers(dest="world_verb", required=True)
     p = w.add_parser("pretrain", help="pretrain the embedded base model from scratch (resumable)")
@@ -147,7 +160,7 @@ def cmd_run(args) -> int:
 
     cfg = _load_run_config(args)
     _setup_logging(args.verbose, Path(args.out))
-    info = run(cfg, Path(args.out), progress=not args.quiet)
+    info = run(cfg, Path(args.out), progress=not args.quiet, force=args.force)
     print(f"report: {info['report']}")
     return 0
 
@@ -159,7 +172,7 @@ def cmd_stage(args) -> int:
     cfg = _load_run_config(args)
     run_dir = Path(args.out)
     _setup_logging(args.verbose, run_dir)
-    _snapshot(cfg, run_dir)
+    _snapshot(cfg, run_dir, getattr(args, "force", False))
     if args.round < 0 or args.round > cfg.rounds:
         raise UserError(f"--round must be between 0 and rounds={cfg.rounds}, got {args.round}")
     with Ledger(run_dir / "ledger.sqlite") as ledger:
@@ -221,8 +234,7 @@ def cmd_critic_eval(args) -> int:
     from .critics.agreement import agreement
     from .critics.base import Video
     from .io import atomic
-    from .io.video import read_mp4
-    from .stages.judge import folder_samples, make_critic
+    from .stages.judge import folder_samples, make_critic, read_checked
 
     _setup_logging(args.verbose)
     root = Path(args.dir)
@@ -248,7 +260,12 @@ def cmd_critic_eval(args) -> int:
         for i, s in enumerate(samples):
             groups.setdefault(s["prompt_id"], []).append(i)
         pairs = [p for g in groups.values() for p in itertools.permutations(g, 2)]
-    videos = [Video(s["prompt"], read_mp4(root / s["file_name"]), str(root / s["file_name"])) for s in samples]
+    videos = []
+    for s in samples:
+        frames = read_checked(root / s["file_name"])
+        if isinstance(frames, str):
+            raise UserError(f"{root / s['file_name']}: {frames}")
+        videos.append(Video(s["prompt"], frames, str(root / s["file_name"])))
     res = agreement(critic, truth, videos, pairs)
     res.update(critic=critic.name, truth=truth.name, videos=len(videos))
     if args.out:
@@ -279,11 +296,9 @@ def cmd_generate(args) -> int:
         raise UserError("--samples-per-prompt must be at least 1")
     prompts = list(args.prompt)
     if args.prompts:
-        path = Path(args.prompts)
-        if not path.is_file():
-            raise UserError(f"--prompts {path}: file not found")
-        prompts += [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()
-                    if ln.strip() and not ln.strip().startswith("#")]
+        from .data.prompts import read_prompts
+
+        prompts += [text for _, text in read_prompts(args.prompts, "--prompts")]
     if not prompts:
         raise UserError("no prompts: give --prompts FILE or --prompt TEXT")
     model = load_policy(args.model or "world", args.lora, device=resolve_device(args.device or "auto"))
@@ -344,7 +359,23 @@ def cmd_world(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from . import faults
+    from .models import set_allow_pickle
+
     args = build_parser().parse_args(argv)
+    set_allow_pickle(getattr(args, "allow_pickle", False))
+    previous = faults.install_term_handler()  # SIGTERM: finish the current item, save, exit 143
+    try:
+        return _dispatch(args)
+    finally:
+        faults.restore_term_handler(previous)
+
+
+def _dispatch(args) -> int:
+    import errno
+
+    from . import faults
+
     try:
         if args.verb == "run":
             return cmd_run(args)
@@ -364,6 +395,16 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"vipo: error: {e}", file=sys.stderr)
         return 2
+    except faults.Terminated as e:
+        print(f"vipo: stopped by SIGTERM ({e}); state saved: run the same command again to continue",
+              file=sys.stderr)
+        return faults.EXIT_TERM
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        print(f"vipo: error: disk full ({e.strerror or e}); nothing partial was kept: free some space and run the "
+              "same command again to continue", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print("vipo: interrupted; run the same command again to continue where it stopped", file=sys.stderr)
         return 130

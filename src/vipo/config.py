@@ -44,6 +44,8 @@ class PretrainConfig:
     caption_noise: float = 0.0
     """probability that each attribute word of a pretraining caption names another value (a noisy captioner, as
     with web video): the base then samples wrong attributes at a known rate that preference training can remove"""
+    caption_noise_start: int = 0
+    """first step that uses noisy captions (0 = all; later = a clean phase, then a noisy-caption phase)"""
     widths: list = field(default_factory=lambda: [32, 64, 64])
     """UNet block widths"""
     layers_per_block: int = 1
@@ -74,6 +76,7 @@ class PretrainConfig:
         _check(0 <= self.cfg_dropout < 1, "cfg_dropout must be in [0, 1)")
         _check(0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)")
         _check(0 <= self.caption_noise < 1, f"caption_noise must be in [0, 1), got {self.caption_noise}")
+        _check(self.caption_noise_start >= 0, f"caption_noise_start must be >= 0, got {self.caption_noise_start}")
         _check(self.lr_decay_steps == 0 or self.lr_decay_steps >= self.steps,
                f"lr_decay_steps must be 0 or at least steps ({self.steps}), got {self.lr_decay_steps}")
         _check(self.frames >= 9 and self.side >= 32, "the world needs frames >= 9 and side >= 32")
@@ -269,9 +272,13 @@ class GenerateConfig:
     for large clips, a little slower"""
     vae_slicing: bool = False
     """decode (here and in eval) one video of the batch at a time where the family's VAE supports it"""
+    max_quarantined: float = 0.1
+    """judge and train stop with an error when more than this fraction of a round's samples are quarantined
+    (unreadable or truncated video, wrong frame count, non-finite latent)"""
 
     def validate(self) -> None:
         _positive(self, "num_steps", "batch_size", "fps")
+        _check(0 <= self.max_quarantined <= 1, f"max_quarantined must be in [0, 1], got {self.max_quarantined}")
         _check(self.samples_per_prompt >= 3, f"samples_per_prompt must be at least 3, got {self.samples_per_prompt}")
         _check(self.guidance >= 1, f"guidance must be >= 1, got {self.guidance}")
 
@@ -323,6 +330,8 @@ class JudgeConfig:
     """vlm: questions per generate() batch"""
     device: str = "auto"
     """vlm: 'auto', 'cpu' or 'cuda'"""
+    trust_remote_code: bool = False
+    """vlm: let transformers run the model folder's own Python code (only for a model you trust)"""
     dtype: str = "auto"
     """vlm: 'auto' (bf16 on CUDA, else float32), 'bfloat16', 'float16' or 'float32'"""
     labels: str = ""
@@ -441,6 +450,11 @@ class TrainConfig:
     """optimizer steps between resumable training states"""
     log_every: int = 5
     """optimizer steps between log lines"""
+    max_skipped_steps: int = 5
+    """a step with a non-finite loss or gradient is skipped; this many in a row stop the stage"""
+    loss_spike_factor: float = 0.0
+    """stop the stage before a step whose loss is more than this many times the mean of the last 20 good steps
+    (0 = off)"""
 
     def validate(self) -> None:
         _check(self.method in ("dpo", "kto", "rwr"), f"method must be dpo, kto or rwr, got {self.method!r}")
@@ -452,7 +466,9 @@ class TrainConfig:
         _check(self.optimizer in ("adamw", "adamw8bit"), f"optimizer must be adamw or adamw8bit, got "
                f"{self.optimizer!r}")
         _positive(self, "beta", "epochs", "batch_size", "grad_accum", "lr", "lora_rank", "lora_alpha", "save_every",
-                  "log_every")
+                  "log_every", "max_skipped_steps")
+        _check(self.loss_spike_factor == 0 or self.loss_spike_factor > 1,
+               f"loss_spike_factor must be 0 (off) or above 1, got {self.loss_spike_factor}")
         w = self.timestep_window
         _check(isinstance(w, (list, tuple)) and len(w) == 2 and all(isinstance(x, (int, float)) for x in w)
                and 0 <= w[0] < w[1] <= 1, f"timestep_window must be [low, high] with 0 <= low < high <= 1, got {w!r}")
@@ -498,6 +514,8 @@ class RunConfig:
     """IPO rounds"""
     patience: int = 0
     """stop after this many rounds without improvement of the validation metric (0 = never stop early)"""
+    min_free_gb: float = 0.5
+    """free disk space (GB) the run folder must have before each stage starts"""
     prompts: PromptConfig = field(default_factory=PromptConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
@@ -508,5 +526,6 @@ class RunConfig:
     def validate(self) -> None:
         _positive(self, "rounds")
         _check(self.patience >= 0, f"patience must be >= 0, got {self.patience}")
+        _check(self.min_free_gb >= 0, f"min_free_gb must be >= 0, got {self.min_free_gb}")
         _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
                f"device must be auto, cpu or cuda, got {self.device!r}")

@@ -136,3 +136,18 @@ def test_timestep_window_is_validated():
         with pytest.raises(UserError, match="timestep_window"):
             TrainConfig(timestep_window=bad).validate()
     TrainConfig(timestep_window=[0.8, 1.0]).validate()
+
+
+def test_lora_init_depends_only_on_its_seed_not_on_the_global_generator():
+    inits = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        model = WorldModel.fresh(widths=(16, 32, 32), text_width=32, seed=0)
+        torch.manual_seed(global_seed)
+        lora.attach(model, rank=4, alpha=4, seed=123)
+        inits.append(lora.lora_state(model))
+        after = torch.rand(1)
+        torch.manual_seed(global_seed)
+        assert torch.equal(after, torch.rand(1))  # the global stream is left where it was
+    assert inits[0].keys() == inits[1].keys()
+    assert all(torch.equal(inits[0][k], inits[1][k]) for k in inits[0])

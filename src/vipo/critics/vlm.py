@@ -49,12 +49,12 @@ def images_only_processor(cls, image_processor, tokenizer, chat_template: str | 
         return cls(image_processor=image_processor, tokenizer=tokenizer, chat_template=chat_template, **kwargs)
 
 
-def load_processor(path: str):
+def load_processor(path: str, trust_remote_code: bool = False):
     import transformers
     from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer
 
     try:
-        return AutoProcessor.from_pretrained(path)
+        return AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
     except ImportError as e:
         if "torchvision" not in str(e).lower():
             raise
@@ -89,9 +89,14 @@ class VLMCritic(LLMCritic):
                 log.info("vlm critic: %s is not a folder; loading it from the local Hugging Face cache", cfg.model)
             dtype = {"auto": torch.bfloat16 if device.startswith("cuda") else torch.float32, "bfloat16": torch.bfloat16,
                      "float16": torch.float16, "float32": torch.float32}[cfg.dtype]
-            model = AutoModelForImageTextToText.from_pretrained(cfg.model, dtype=dtype)
+            from ..models import allow_pickle, check_weights
+
+            if Path(cfg.model).is_dir():
+                check_weights(Path(cfg.model))
+            model = AutoModelForImageTextToText.from_pretrained(cfg.model, dtype=dtype, use_safetensors=not
+                                                                allow_pickle(), trust_remote_code=cfg.trust_remote_code)
         self.model = model.to(device).eval()
-        self.processor = processor or load_processor(cfg.model)
+        self.processor = processor or load_processor(cfg.model, cfg.trust_remote_code)
         self.processor.tokenizer.padding_side = "left"
         self.device = device
 

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from .. import faults
 from ..io import atomic
 
 SCHEMA = """
@@ -25,10 +26,12 @@ CREATE TABLE IF NOT EXISTS pairs (
     id TEXT PRIMARY KEY, round INTEGER NOT NULL, prompt_id INTEGER NOT NULL, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS examples (
     id TEXT PRIMARY KEY, round INTEGER NOT NULL, prompt_id INTEGER NOT NULL, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS quarantine (
+    id TEXT PRIMARY KEY, round INTEGER NOT NULL, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS stages (
     round INTEGER NOT NULL, stage TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (round, stage));
 """
-TABLES = ("samples", "judgments", "pairs", "examples", "stages")
+TABLES = ("samples", "judgments", "pairs", "examples", "quarantine", "stages")
 
 
 class Ledger:
@@ -54,6 +57,7 @@ class Ledger:
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield self.db
+            faults.point("write.record")
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
@@ -79,6 +83,11 @@ class Ledger:
             db.executemany(f"INSERT INTO {table} VALUES (?,?,?,?)",
                            [(r["id"], round_, r["prompt_id"], json.dumps(r)) for r in rows])
 
+    def quarantine(self, round_: int, sample_id: str, reason: str) -> None:
+        """Set a sample aside (corrupt or truncated video, wrong frame count, non-finite latent): no stage uses it."""
+        self.db.execute("INSERT OR IGNORE INTO quarantine VALUES (?,?,?)",
+                        (sample_id, round_, json.dumps({"id": sample_id, "round": round_, "reason": reason})))
+
     def mark_done(self, round_: int, stage: str, info: dict | None = None) -> None:
         self.db.execute("INSERT OR REPLACE INTO stages VALUES (?,?,?)", (round_, stage, json.dumps(info or {})))
 
@@ -101,6 +110,9 @@ class Ledger:
             args.append(v)
         sql = f"SELECT data FROM {table}" + (" WHERE " + " AND ".join(clauses) if clauses else "") + " ORDER BY rowid"
         return [json.loads(r[0]) for r in self.db.execute(sql, args)]
+
+    def quarantined(self, round_: int) -> set[str]:
+        return self.keys("quarantine", round_)
 
     def keys(self, table: str, round_: int) -> set[str]:
         col = "key" if table == "judgments" else "id"

@@ -83,17 +83,31 @@ def is_complete(folder: str | Path) -> bool:
     return (Path(folder) / DONE_MARKER).is_file()
 
 
+def recover(path: str | Path) -> None:
+    """Undo a replacement :func:`atomic_dir` was killed in the middle of: the old complete folder, moved aside and
+    not yet deleted, goes back in place (call before looking for ``path``)."""
+    path = Path(path)
+    old = path.with_name(TMP_PREFIX + path.name + ".old")
+    if not path.exists() and is_complete(old):
+        os.replace(old, path)
+
+
 @contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Build a folder under a temporary name; on success mark it complete and rename it into place.
 
-    An existing complete folder at ``path`` is replaced only after the new one is complete.
+    An existing complete folder at ``path`` is replaced only after the new one is complete; a kill between the two
+    renames leaves it under ``.tmp-NAME.old``, where :func:`recover` finds it.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent))
     try:
         yield tmp
+        for f in tmp.rglob("*"):
+            if f.is_file():
+                with open(f, "rb+") as fh:
+                    os.fsync(fh.fileno())
         write_text(tmp / DONE_MARKER, "ok\n")
         if path.exists():
             old = path.with_name(TMP_PREFIX + path.name + ".old")

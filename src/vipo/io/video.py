@@ -11,6 +11,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from .. import faults
 from . import atomic
 
 
@@ -41,6 +42,7 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: int = 8, upscale_to: in
                     box.mux(packet)
             for packet in stream.encode():
                 box.mux(packet)
+        faults.point("write.video")
 
 
 def read_mp4(path: str | Path, max_frames: int | None = None) -> np.ndarray:

@@ -15,6 +15,28 @@ WORLD_CHECKPOINT = Path(__file__).resolve().parent.parent / "world" / "checkpoin
 FAMILIES = {"world": ("world", "WorldModel"), "cogvideox": ("cogvideox", "CogVideoXModel"),
             "wan": ("wan", "WanModel"), "ltx": ("ltx", "LTXModel")}
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+#: weight files loaded with pickle, which can run arbitrary code: refused unless ``--allow-pickle``
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+_allow_pickle = False
+
+
+def set_allow_pickle(allow: bool) -> None:
+    global _allow_pickle
+    _allow_pickle = allow
+
+
+def allow_pickle() -> bool:
+    return _allow_pickle
+
+
+def check_weights(folder: Path) -> None:
+    """Refuse a folder whose weights (in any component) exist only in a pickle format, unless allowed."""
+    if _allow_pickle:
+        return
+    for f in sorted(Path(folder).rglob("*")):
+        if f.suffix in PICKLE_SUFFIXES and f.is_file() and not any(f.parent.glob("*.safetensors")):
+            raise UserError(f"{f}: pickle-format weights can run arbitrary code when loaded; convert them to "
+                            "safetensors, or pass --allow-pickle if you trust their source")
 
 
 def resolve(spec: str) -> Path:
@@ -29,6 +51,7 @@ def resolve(spec: str) -> Path:
         raise UserError(f"model {spec!r}: not a folder (give a diffusers model folder, a hub id or 'world')")
     if not (path / "model_index.json").is_file():
         raise UserError(f"{path / 'model_index.json'}: not found; is {path} a diffusers model folder?")
+    check_weights(path)
     return path
 
 
@@ -37,9 +60,11 @@ def _from_hub(repo_id: str) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(repo_id))
+        path = Path(snapshot_download(repo_id))
     except Exception as e:  # noqa: BLE001  (offline, unknown repo, gated: one line either way)
         raise UserError(f"model {repo_id!r}: not a local folder and not fetched from the hub ({e})") from None
+    check_weights(path)
+    return path
 
 
 def detect_family(path: Path) -> str:

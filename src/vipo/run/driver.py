@@ -15,21 +15,28 @@ Real videos for the real families' NLL term (``train.real_videos``) are VAE-enco
 run (``train.real_cache``), shared by every run of the same model.
 
 The policy of round K is the base with the adapters of rounds 1..K-1 fused; it is also round K's reference.
+
+Before each stage the driver checks for a SIGTERM (saved and stopped: exit 143) and for ``min_free_gb`` of free
+disk. A round checkpoint carries its training summary and the hash of the train config it was trained under, so a
+run killed after training but before the ledger recorded it finds the checkpoint and does not train again; each
+round records the hash of the checkpoint it trained (``train``) and of the policy it generated with (``generate``).
 """
 from __future__ import annotations
 
 import logging
 import random
+import shutil
 import time
 from pathlib import Path
 
 import torch
 import yaml
 
-from .. import seeds
+from .. import faults, seeds
 from ..config import RunConfig, merge, to_dict
 from ..data.cache import LatentCache, TextCache
 from ..data.ledger import Ledger
+from ..data.prompts import read_prompts
 from ..data.real import EncodedRealVideos, WorldRealVideos, read_dataset
 from ..errors import UserError
 from ..io import atomic
@@ -39,6 +46,7 @@ from ..stages.generate import PromptItem, generate
 from ..stages.judge import judge, make_critic
 from ..train import lora
 from ..train import trainer
+from ..train.state import config_hash
 from ..train.trainer import train_round
 from ..world import grammar
 from .report import write_report
@@ -69,17 +77,15 @@ def round_prompts(cfg: RunConfig, round_: int) -> list[PromptItem]:
             items.append(PromptItem(i, text, grammar.split_of(a)))
         return items
     path = Path(cfg.prompts.source)
-    if not path.is_file():
-        raise UserError(f"prompts.source: {path}: file not found")
-    lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
-    lines = [ln for ln in lines if ln and not ln.startswith("#")]
-    if not lines:
-        raise UserError(f"{path}: no prompts")
+    numbered = read_prompts(path, "prompts.source:")
+    line_of = {text: n for n, text in numbered}
+    lines = [text for _, text in numbered]
     chosen = rng.sample(lines, min(cfg.prompts.per_round, len(lines)))
     for i, text in enumerate(chosen):
         a = grammar.parse(text)
         if a is not None and a in grammar.HELDOUT:
-            raise UserError(f"{path}: prompt {text!r} is a held-out combination and may not be trained on")
+            raise UserError(f"{path}:{line_of[text]}: prompt {text!r} is a held-out combination and may not be "
+                            "trained on")
     return [PromptItem(i, t, "") for i, t in enumerate(chosen)]
 
 
@@ -101,35 +107,44 @@ def real_cache_dir(cfg: RunConfig) -> Path:
     return (src if src.is_dir() else src.parent) / ".vipo-cache"
 
 
-def _snapshot(cfg: RunConfig, run_dir: Path) -> None:
+def _snapshot(cfg: RunConfig, run_dir: Path, force: bool = False) -> None:
+    """Write the config snapshot, or refuse a config that differs from it (``force``: accept it and overwrite)."""
     path = run_dir / "config.yaml"
     text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
     if path.is_file():
         # options added since the snapshot was written count as their defaults
         old = merge(to_dict(RunConfig()), yaml.safe_load(path.read_text()) or {})
-        new = to_dict(cfg)
-        diff = _first_difference(old, new)
-        if diff:
-            raise UserError(f"{path}: this run folder was started with a different config ({diff}); "
-                            "re-run with the same config or choose another --out")
-        return
+        diffs = _differences(old, to_dict(cfg))
+        if not diffs:
+            return
+        if not force:
+            raise UserError(f"{path}: this run folder was started with a different config ({'; '.join(diffs)}); "
+                            "re-run with the same config, choose another --out, or pass --force to continue "
+                            "with the new one")
+        log.warning("--force: continuing %s with a changed config: %s", run_dir, "; ".join(diffs))
     atomic.write_text(path, text)
 
 
-def _first_difference(a, b, where: str = "") -> str | None:
+def _differences(a, b, where: str = "") -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
-        for k in sorted(set(a) | set(b)):
-            d = _first_difference(a.get(k), b.get(k), f"{where}.{k}" if where else k)
-            if d:
-                return d
-        return None
-    return None if a == b else f"{where}: {a!r} then, {b!r} now"
+        return [d for k in sorted(set(a) | set(b))
+                for d in _differences(a.get(k), b.get(k), f"{where}.{k}" if where else k)]
+    return [] if a == b else [f"{where}: {a!r} then, {b!r} now"]
 
 
-def run(cfg: RunConfig, run_dir: Path, progress: bool = True) -> dict:
+def before_stage(cfg: RunConfig, run_dir: Path, what: str) -> None:
+    """Stop here on SIGTERM; refuse to start a stage with less than ``min_free_gb`` of free disk."""
+    faults.check_term(what)
+    free = shutil.disk_usage(run_dir).free / 1e9
+    if free < cfg.min_free_gb:
+        raise UserError(f"{run_dir}: {free:.2f} GB free, below min_free_gb={cfg.min_free_gb}; free some space "
+                        f"before {what}")
+
+
+def run(cfg: RunConfig, run_dir: Path, progress: bool = True, force: bool = False) -> dict:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    _snapshot(cfg, run_dir)
+    _snapshot(cfg, run_dir, force)
     device = resolve_device(cfg.device)
     check(cfg)
     critic = make_critic(cfg.judge)
@@ -167,6 +182,7 @@ def evaluate_base(cfg: RunConfig, run_dir: Path, ledger: Ledger, device: str, pr
     """Round 0: the base model's evaluation (skipped when already done)."""
     out = Path(run_dir) / "round-0" / "eval"
     if not ledger.is_done(0, "eval"):
+        before_stage(cfg, Path(run_dir), "round 0 eval")
         log.info("round 0: evaluating the base model")
         base = lora.load_policy(cfg.model, None, device=device)
         base.vae_memory(cfg.generate.vae_tiling, cfg.generate.vae_slicing)
@@ -223,27 +239,35 @@ class Round:
         cache = LatentCache(real_cache_dir(self.cfg), policy.cache_key("vae"))
         return EncodedRealVideos(read_dataset(self.cfg.train.real_videos), cache)
 
+    def _start(self, stage: str) -> None:
+        before_stage(self.cfg, self.run_dir, f"round {self.k} {stage}")
+
     def generate(self) -> None:
         if self.ledger.is_done(self.k, "generate"):
             return
+        self._start("generate")
         self.dir.mkdir(parents=True, exist_ok=True)
         generate(self.policy(), round_prompts(self.cfg, self.k), self.dir, self.ledger, self.k, self.cfg.generate,
                  self.cfg.seed, progress=self.progress, text_cache=text_cache(self.policy(), self.run_dir))
-        self.ledger.mark_done(self.k, "generate")
+        policy = lora.policy_hash(self.previous) if self.previous is not None else self.cfg.model
+        self.ledger.mark_done(self.k, "generate", {"policy": policy})
 
     def judge(self) -> None:
         if self.ledger.is_done(self.k, "judge"):
             return
         self._require("generate")
+        self._start("judge")
         counts = judge(self.critic, self.ledger.rows("samples", self.k), self.dir, self.ledger, self.k,
                        pairwise=self.cfg.train.method == "dpo", progress=self.progress,
-                       max_unparseable=self.cfg.judge.max_unparseable)
+                       max_unparseable=self.cfg.judge.max_unparseable,
+                       max_quarantined=self.cfg.generate.max_quarantined)
         self.ledger.mark_done(self.k, "judge", counts)
 
     def pairs(self) -> None:
         if self.ledger.is_done(self.k, "pairs"):
             return
         self._require("judge")
+        self._start("pairs")
         info = pairs_stage.build(self.ledger, self.k, self.dir, self.cfg.pairs)
         log.info("round %d: %d pairs from %d prompts (%d without a clear winner, %d inconsistent verdicts); "
                  "KTO labels %s", self.k, info["pairs"], info["prompts"], info["dropped_no_winner"],
@@ -254,18 +278,29 @@ class Round:
         if self.ledger.is_done(self.k, "train"):
             return
         self._require("pairs")
-        policy = self.policy()
-        summary = train_round(policy, self.cfg.train, self.ledger, self.k, self.dir, real=self.real_videos(policy),
-                              run_seed=self.cfg.seed, progress=self.progress,
-                              text_cache=text_cache(policy, self.run_dir))
-        lora.write_checkpoint(policy, self.dir / "checkpoint", self.cfg.model, self.previous, self.k,
-                              full=self.cfg.train.finetune == "full")
-        self._policy = None  # the in-memory model now carries an adapter; later stages reload the checkpoint
-        self.ledger.mark_done(self.k, "train", summary)
+        ckpt, chash = self.dir / "checkpoint", config_hash(to_dict(self.cfg.train), self.cfg.seed, self.k)
+        summary = lora.finished_training(ckpt, chash)
+        if summary is not None:
+            log.info("round %d: %s is complete (trained before the run could record it); not training again",
+                     self.k, ckpt)
+        else:
+            self._start("train")
+            policy = self.policy()
+            summary = train_round(policy, self.cfg.train, self.ledger, self.k, self.dir,
+                                  real=self.real_videos(policy), run_seed=self.cfg.seed, progress=self.progress,
+                                  text_cache=text_cache(policy, self.run_dir),
+                                  max_quarantined=self.cfg.generate.max_quarantined)
+            summary = dict(summary, train_config=chash)
+            lora.write_checkpoint(policy, ckpt, self.cfg.model, self.previous, self.k,
+                                  full=self.cfg.train.finetune == "full", summary=summary)
+            self._policy = None  # the in-memory model now carries an adapter; later stages reload the checkpoint
+            faults.point("driver.after_train_before_record")
+        self.ledger.mark_done(self.k, "train", dict(summary, policy=lora.policy_hash(ckpt)))
 
     def evaluate(self) -> dict:
         if not self.ledger.is_done(self.k, "eval"):
             self._require("train")
+            self._start("eval")
             trained = lora.load_policy(self.cfg.model, self.dir / "checkpoint", device=self.device)
             trained.vae_memory(self.cfg.generate.vae_tiling, self.cfg.generate.vae_slicing)
             ev = eval_stage.evaluate(trained, self.dir / "eval", self.cfg.eval, self.critic, self.progress,

@@ -3,7 +3,9 @@
 Each sample's seed derives from (run seed, round, prompt id, sample index), so any sample can be regenerated alone.
 The sampler's final latents are kept (safetensors) so training never re-encodes generated videos, and with a
 :class:`TextCache` each prompt's conditioning is stored for training (and later rounds) to reuse. Samples already
-in the ledger are skipped: re-running after a kill only generates what is missing.
+in the ledger are skipped: re-running after a kill only generates what is missing. A sample whose latent is not
+finite is recorded and quarantined in the same transaction (no later stage uses it); each row keeps its frame count so
+readers can tell a truncated video.
 """
 from __future__ import annotations
 
@@ -15,10 +17,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from .. import seeds
+from .. import faults, seeds
 from ..config import GenerateConfig
 from ..data.cache import TextCache
 from ..data.ledger import Ledger
+from ..data.prompts import warn_long
 from ..io import atomic
 from ..io.video import write_mp4
 from ..models.base import VideoModel
@@ -62,11 +65,13 @@ def generate(model: VideoModel, prompts: list[PromptItem], out_dir: Path, ledger
     if keep_latents:
         (out_dir / "latents").mkdir(parents=True, exist_ok=True)
     atomic.clean_temp(out_dir / "samples")
+    atomic.clean_temp(out_dir / "latents")
     seed_fn = seed_fn or (lambda pid, k: seeds.sample_seed(run_seed, round_, pid, k))
     done = ledger.keys("samples", round_)
     todo = [(p, k) for p in prompts for k in range(cfg.samples_per_prompt)
             if sample_id(round_, p.prompt_id, k) not in done]
     if todo:
+        warn_long(model, [p.prompt for p, _ in todo])
         log.info("round %d: generating %d of %d samples", round_, len(todo), len(prompts) * cfg.samples_per_prompt)
     uncond = encode(model, [""], text_cache)
     bar = tqdm(total=len(todo), disable=not progress, desc=f"generate r{round_}", unit="video")
@@ -75,7 +80,7 @@ def generate(model: VideoModel, prompts: list[PromptItem], out_dir: Path, ledger
         sd = [seed_fn(p.prompt_id, k) for p, k in chunk]
         with torch.no_grad():
             cond = encode(model, [p.prompt for p, _ in chunk], text_cache)
-            latents = model.sample(cond, uncond, sd, cfg.num_steps, cfg.guidance)
+            latents = faults.value("generate.latents", model.sample(cond, uncond, sd, cfg.num_steps, cfg.guidance))
             frames = model.decode(latents)
         rows = []
         for (p, k), seed, lat, fr in zip(chunk, sd, latents, frames):
@@ -84,15 +89,21 @@ def generate(model: VideoModel, prompts: list[PromptItem], out_dir: Path, ledger
             write_mp4(out_dir / video, fr, fps=cfg.fps)
             row = {"id": sid, "round": round_, "prompt_id": p.prompt_id, "sample_index": k, "prompt": p.prompt,
                    "seed": seed, "split": p.split, "file_name": video, "num_steps": cfg.num_steps,
-                   "guidance": cfg.guidance}
+                   "guidance": cfg.guidance, "frames": int(fr.shape[0])}
             if keep_latents:
                 row["latent"] = f"latents/{sid}.safetensors"
                 save_latent(out_dir / row["latent"], lat)
             rows.append(row)
         with ledger.transaction():
-            for row in rows:
+            for row, lat in zip(rows, latents):
                 ledger.add_sample(row)
+                if not torch.isfinite(lat).all():
+                    log.warning("round %d: %s has a non-finite latent; quarantined", round_, row["id"])
+                    ledger.quarantine(round_, row["id"], "non-finite latent")
+        for _ in rows:
+            faults.point("generate.after_commit")
         bar.update(len(chunk))
+        faults.check_term(f"round {round_} generate")
     bar.close()
     rows = ledger.rows("samples", round_)
     _write_metadata(out_dir, rows)

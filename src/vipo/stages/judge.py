@@ -8,6 +8,11 @@ already in the ledger are skipped on re-runs, except unparseable ones, which are
 :func:`summarize` reports, from the ledger, the round's unparseable rate, position-swap consistency rate (the share
 of pairs judged in both orders whose two overall verdicts agree) and label counts per dimension; the stage stops
 with :class:`StageAborted` when the unparseable rate passes ``judge.max_unparseable``.
+
+A video that does not decode, has no frames or not the frame count its sample row recorded is quarantined (its id
+and reason in the ledger's ``quarantine`` table), never shown to the critic; past ``max_quarantined`` of the round's
+samples the stage stops. Each prompt's judgments commit in one transaction, so a kill loses at most the group in
+flight, and no committed judgment is asked again.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from .. import faults
 from ..config import JudgeConfig
 from ..critics.base import DIMENSIONS, Critic, CriticParseError, Video
 from ..data.ledger import Ledger
@@ -73,10 +79,30 @@ def _row(row: dict, parsed, kind: str) -> dict:
     return dict(row, raw=parsed.raw, verdicts=parsed.verdicts, reasons=parsed.reasons, overall=parsed.overall)
 
 
+def read_checked(path: Path, frames: int | None = None):
+    """Decoded frames, or the reason the video is unusable (unreadable, no frames, wrong frame count)."""
+    try:
+        out = read_mp4(path)
+    except Exception as e:  # noqa: BLE001  (PyAV raises many types for a corrupt or truncated file)
+        return f"unreadable video ({type(e).__name__}: {e})"
+    if frames is not None and len(out) != frames:
+        return f"{len(out)} frames, {frames} expected"
+    return out
+
+
+def check_quarantine(ledger: Ledger, round_: int, n_samples: int, limit: float, stage: str) -> None:
+    bad = ledger.rows("quarantine", round_)
+    if n_samples and len(bad) / n_samples > limit:
+        raise StageAborted(f"round {round_} {stage}: {len(bad)} of {n_samples} samples quarantined (first: "
+                           f"{bad[0]['id']}: {bad[0]['reason']}), above generate.max_quarantined={limit}")
+
+
 def judge(critic: Critic, samples: list[dict], round_dir: Path, ledger: Ledger, round_: int,
-          pairwise: bool = True, progress: bool = True, max_unparseable: float = 1.0) -> dict:
+          pairwise: bool = True, progress: bool = True, max_unparseable: float = 1.0,
+          max_quarantined: float = 1.0) -> dict:
     round_dir = Path(round_dir)
     done = {j["key"] for j in ledger.rows("judgments", round_) if "error" not in j}
+    quarantined = ledger.quarantined(round_)
     groups: dict[int, list[dict]] = defaultdict(list)
     for s in samples:
         groups[s["prompt_id"]].append(s)
@@ -90,6 +116,23 @@ def judge(critic: Critic, samples: list[dict], round_dir: Path, ledger: Ledger, 
 
     bar = tqdm(total=len(groups), disable=not progress, desc=f"judge r{round_}", unit="prompt")
     for pid, group in sorted(groups.items()):
+        bad = {}
+        for s in group:
+            if s["id"] in quarantined:
+                continue
+            got = read_checked(round_dir / s["file_name"], s.get("frames"))
+            if isinstance(got, str):
+                log.warning("round %d: %s: %s; quarantined", round_, s["id"], got)
+                bad[s["id"]] = got
+            else:
+                frames_cache[s["id"]] = Video(s["prompt"], got, str(round_dir / s["file_name"]))
+        if bad:
+            with ledger.transaction():
+                for sid, reason in bad.items():
+                    ledger.quarantine(round_, sid, reason)
+            quarantined |= set(bad)
+            check_quarantine(ledger, round_, len(samples), max_quarantined, "judge")
+        group = [s for s in group if s["id"] not in quarantined]
         rows = []
         todo = [s for s in group if f"pw:{s['id']}" not in done]
         for s, parsed in zip(todo, critic.pointwise_many([video(s) for s in todo])):
@@ -104,9 +147,12 @@ def judge(critic: Critic, samples: list[dict], round_dir: Path, ledger: Ledger, 
         with ledger.transaction():
             for row in rows:
                 ledger.add_judgment(row, replace=True)
+            faults.point("judge.mid_record")
+        faults.point("judge.after_commit")
         for s in group:
             frames_cache.pop(s["id"], None)
         bar.update(1)
+        faults.check_term(f"round {round_} judge")
         if any("error" in r for r in rows):
             info = summarize(ledger.rows("judgments", round_))
             if info["judgments"] >= MIN_FOR_EARLY_ABORT:

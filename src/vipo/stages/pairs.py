@@ -1,4 +1,6 @@
-"""``pairs``: DPO pairs and KTO examples from the round's judgments (recomputed from the ledger on every run)."""
+"""``pairs``: DPO pairs and KTO examples from the round's judgments (recomputed from the ledger on every run).
+
+Quarantined samples (and so every pair touching one) are left out."""
 from __future__ import annotations
 
 from collections import defaultdict
@@ -10,8 +12,9 @@ from ..data.ledger import Ledger
 
 
 def build(ledger: Ledger, round_: int, round_dir: Path, cfg: PairsConfig) -> dict:
-    samples = ledger.rows("samples", round_)
-    judgments = ledger.rows("judgments", round_)
+    bad = ledger.quarantined(round_)
+    samples = [s for s in ledger.rows("samples", round_) if s["id"] not in bad]
+    judgments = [j for j in ledger.rows("judgments", round_) if j["a"] not in bad and j.get("b") not in bad]
     groups: dict[int, list[str]] = defaultdict(list)
     for s in samples:
         groups[s["prompt_id"]].append(s["id"])
@@ -25,8 +28,11 @@ def build(ledger: Ledger, round_: int, round_dir: Path, cfg: PairsConfig) -> dic
     round_dir = Path(round_dir)
     for table in ("samples", "judgments", "pairs", "examples"):
         ledger.export(table, round_, round_dir / f"{table}.jsonl")
+    if bad:
+        ledger.export("quarantine", round_, round_dir / "quarantine.jsonl")
     info = stats.as_dict()
     info["kto_labels"] = label_counts
+    info["quarantined"] = len(bad)
     info["desirable"] = sum(e["desirable"] for e in examples)
     info["undesirable"] = sum(not e["desirable"] for e in examples)
     return info

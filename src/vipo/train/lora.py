@@ -15,6 +15,7 @@ A full fine-tune's checkpoint holds the whole denoiser instead, as a diffusers m
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -32,18 +33,26 @@ from ..models import load_model
 from ..models.base import VideoModel
 
 POLICY_FILE = "policy.json"
+SUMMARY_FILE = "train_summary.json"
 ADAPTER = "ipo"
 
 
 def attach(model: VideoModel, rank: int, alpha: float, targets: list[str] | tuple[str, ...] | None = None,
-           name: str = ADAPTER) -> list:
-    """Add a fresh trainable LoRA (B = 0, so the policy starts equal to the reference); return its parameters."""
+           name: str = ADAPTER, seed: int | None = None) -> list:
+    """Add a fresh trainable LoRA (B = 0, so the policy starts equal to the reference); return its parameters.
+
+    ``seed`` draws the random A matrices from their own generator: without it peft uses torch's global generator,
+    which this torch build seeds differently in every process, so two runs of one command would train differently.
+    """
     targets = list(targets or model.lora_targets)
     net = model.denoiser
     for p in net.parameters():
         p.requires_grad_(False)
-    net.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets, init_lora_weights=True),
-                    adapter_name=name)
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        net.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets, init_lora_weights=True),
+                        adapter_name=name)
     net.set_adapter(name)
     params = [p for n, p in net.named_parameters() if "lora_" in n]
     for p in params:
@@ -121,10 +130,30 @@ def fuse_adapter(model: VideoModel, folder: Path, name: str) -> None:
     net.unload_lora()
 
 
+def policy_hash(folder: Path) -> str:
+    """sha256 over a checkpoint's files (names and bytes): which policy a round generated with or trained."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.name != atomic.DONE_MARKER):
+        h.update(f.relative_to(folder).as_posix().encode() + b"\0")
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def finished_training(folder: Path, train_config: str) -> dict | None:
+    """The training summary of a complete round checkpoint trained under ``train_config`` (a hash), else None."""
+    path = Path(folder) / SUMMARY_FILE
+    if not atomic.is_complete(folder) or not path.is_file():
+        return None
+    summary = atomic.read_json(path)
+    return summary if summary.get("train_config") == train_config else None
+
+
 def write_checkpoint(model: VideoModel, out: Path, base: str, previous: Path | None, round_: int,
-                     full: bool = False) -> None:
+                     full: bool = False, summary: dict | None = None) -> None:
     """The round's checkpoint, written atomically: previous chain + this round's adapter, or (``full``) the whole
-    fine-tuned denoiser."""
+    fine-tuned denoiser; with ``summary`` (the training summary) beside them."""
     chain: list[str] = []
     extra: dict = {}
     with atomic.atomic_dir(out) as tmp:
@@ -148,6 +177,8 @@ def write_checkpoint(model: VideoModel, out: Path, base: str, previous: Path | N
                 # (on top of the checkpoint's own denoiser, where it has one)
                 _write_lora(tmp, *merge_chain([tmp / r for r in chain], model.lora_prefix))
         atomic.write_json(tmp / POLICY_FILE, {"base": base, "family": model.family, "adapters": chain, **extra})
+        if summary is not None:
+            atomic.write_json(tmp / SUMMARY_FILE, summary)
 
 
 def load_denoiser(model: VideoModel, folder: Path) -> None:

@@ -7,14 +7,19 @@ denoiser weight against a frozen copy (optionally parked on the CPU between uses
 Everything frozen is computed before the first step: text conditioning once per prompt (from the run's
 :class:`TextCache` when the family caches it, so the text encoder never runs here on a later round), generated samples
 from their saved sampler latents, real videos from their cached VAE latents; then the text encoder and VAE leave the
-accelerator for the whole of training. A resumable state (trainable weights, optimizer, step, log) is saved
-atomically every ``save_every`` steps; a killed run continues from it and reproduces the same steps, since every
-random draw is seeded by (run seed, round, step).
+accelerator for the whole of training. A resumable state (see :mod:`.state`: weights, optimizer, step, RNGs, data
+position, config hash) is saved atomically every ``save_every`` steps and on SIGTERM; a killed run continues from it
+and reproduces the same steps, since every random draw is seeded by (run seed, round, step).
+
+A step whose loss or gradient norm is not finite is skipped (no optimizer step; counted, logged, marked ``skipped``
+in the log); ``max_skipped_steps`` consecutive skips, or a loss above ``loss_spike_factor`` times the mean of the
+recent ones, stop the stage. Samples whose saved latent is not finite are quarantined and their items dropped.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import logging
 import math
@@ -23,15 +28,16 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .. import losses, seeds
+from .. import faults, losses, seeds
 from ..config import TrainConfig
 from ..data.cache import TextCache
 from ..data.ledger import Ledger
-from ..errors import UserError
+from ..errors import StageAborted, UserError
 from ..io import atomic
 from ..models.base import VideoModel
 from ..stages.generate import load_latent
 from . import lora
+from . import state as train_state
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +69,34 @@ def _items(method: str, ledger: Ledger, round_: int) -> list[dict]:
             for e in ledger.rows("examples", round_)]
 
 
+def _usable(items: list[dict], ledger: Ledger, round_: int, round_dir: Path, latent_cache: dict,
+            max_quarantined: float) -> list[dict]:
+    """Items whose samples are not quarantined; a sample whose saved latent is not finite is quarantined now."""
+    from ..stages.judge import check_quarantine
+
+    bad = ledger.quarantined(round_)
+    for s in {s["id"]: s for it in items for k, s in it.items() if k in ("chosen", "rejected", "sample")}.values():
+        if s["id"] not in bad:
+            lat = latent_cache[s["id"]] = load_latent(round_dir / s["latent"])
+            if not torch.isfinite(lat).all():
+                log.warning("round %d: %s has a non-finite latent; quarantined", round_, s["id"])
+                ledger.quarantine(round_, s["id"], "non-finite latent (read)")
+                bad.add(s["id"])
+    check_quarantine(ledger, round_, len(ledger.keys("samples", round_)), max_quarantined, "train")
+    return [it for it in items if not any(s["id"] in bad for k, s in it.items()
+                                          if k in ("chosen", "rejected", "sample"))]
+
+
 def train_round(model: VideoModel, cfg: TrainConfig, ledger: Ledger, round_: int, round_dir: Path, real=None,
-                run_seed: int = 0, progress: bool = True, text_cache: TextCache | None = None) -> dict:
+                run_seed: int = 0, progress: bool = True, text_cache: TextCache | None = None,
+                max_quarantined: float = 1.0) -> dict:
     """Train this round's policy in place (``model`` ends with it: the adapter attached and active, or the fully
     fine-tuned denoiser); return a summary."""
     round_dir = Path(round_dir)
-    items = _items(cfg.method, ledger, round_)
+    latent_cache: dict[str, torch.Tensor] = {}
+    items = _usable(_items(cfg.method, ledger, round_), ledger, round_, round_dir, latent_cache, max_quarantined)
     if not items:
-        raise RuntimeError(f"round {round_}: no {'pairs' if cfg.method == 'dpo' else 'examples'} to train on")
+        raise StageAborted(f"round {round_} train: no {'pairs' if cfg.method == 'dpo' else 'examples'} to train on")
     device = next(model.denoiser.parameters()).device
     total = max(1, math.ceil(cfg.epochs * len(items) / (cfg.batch_size * cfg.grad_accum)))
     # real videos the family trains from cached latents: every draw of the round is known now, so encode them first
@@ -93,7 +119,6 @@ def train_round(model: VideoModel, cfg: TrainConfig, ledger: Ledger, round_: int
                     cache[pr] = {k: v[j:j + 1] for k, v in enc.items()}
     if encoded:
         real.prepare(model, [i for d in draws for i in d])
-    latent_cache: dict[str, torch.Tensor] = {}
 
     def latent(s: dict) -> torch.Tensor:
         if s["id"] not in latent_cache:
@@ -109,18 +134,33 @@ def train_round(model: VideoModel, cfg: TrainConfig, ledger: Ledger, round_: int
 
 def _train(model, cfg, items, cache, latent, real, round_, round_dir, run_seed, progress, total, device) -> dict:
     net = model.denoiser
-    params, frozen = trainable(model, cfg)
+    params, frozen = trainable(model, cfg, seeds.stream_seed(run_seed, round_, "lora"))
     opt = make_optimizer(cfg, params)
     ctx = StepContext(model, cfg, frozen, device)
     batcher = Batcher(len(items), cfg.batch_size, seeds.stream_seed(run_seed, round_, "batches"))
     state_dir, log_path = round_dir / "train_state", round_dir / "train_log.jsonl"
-    step, history = 0, []
-    if atomic.is_complete(state_dir):
-        st = torch.load(state_dir / "state.pt", weights_only=False)
-        lora.load_lora_state(model, st.get("params", st.get("lora")))
+    step, history, skipped, run_of_skips = 0, [], 0, 0
+    chash = train_state.config_hash(dataclasses.asdict(cfg), run_seed, round_, len(items))
+    st = train_state.load(state_dir)
+    if st is not None and st["info"]["config_hash"] != chash:
+        log.warning("round %d: %s was saved under another train config or data; training from step 0",
+                    round_, state_dir)
+        st = None
+    if st is not None:
+        lora.load_lora_state(model, st["params"])
         opt.load_state_dict(st["opt"])
-        step, history = st["step"], st["history"]
+        train_state.set_rng_state(st["rng"])
+        info = st["info"]
+        step, history, skipped, run_of_skips = info["step"], info["history"], info["skipped"], info["run_of_skips"]
         log.info("round %d: resumed training at step %d/%d", round_, step, total)
+
+    def save() -> None:
+        trainable = {n: p for n, p in net.named_parameters() if p.requires_grad}
+        train_state.save(state_dir, trainable, opt, {
+            "step": step, "micro": 0, "data_position": step * cfg.grad_accum, "history": history,
+            "skipped": skipped, "run_of_skips": run_of_skips, "config_hash": chash})
+        _write_log(log_path, history)
+
     net.train()
     bar = tqdm(total=total, initial=step, disable=not progress, desc=f"train r{round_} {cfg.method}", unit="step")
     while step < total:
@@ -135,22 +175,40 @@ def _train(model, cfg, items, cache, latent, real, round_, round_dir, run_seed, 
             gen = torch.Generator().manual_seed(seeds.stream_seed(run_seed, round_, "noise", step, micro))
             loss, metrics = _micro_loss(ctx, batch, cache, latent, gen, real,
                                         seeds.stream_seed(run_seed, round_, "real", step, micro))
+            loss = faults.value("train.loss", loss)
+            metrics["loss"] = loss.item()
             (loss / cfg.grad_accum).backward()
             for k, v in metrics.items():
                 agg[k] = agg.get(k, 0.0) + v / cfg.grad_accum
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else 1e12)
-        opt.step()
+        if math.isfinite(agg["loss"]) and math.isfinite(float(grad_norm)):
+            _check_spike(cfg, history, agg["loss"], round_, step)
+            opt.step()
+            run_of_skips = 0
+        else:  # a NaN/Inf never reaches the weights or the optimizer's moments
+            opt.zero_grad(set_to_none=True)
+            skipped, run_of_skips = skipped + 1, run_of_skips + 1
+            agg["skipped"] = True
+            log.warning("round %d step %d: loss %s, grad norm %s: step skipped (%d in a row, %d in all)", round_,
+                        step + 1, agg["loss"], float(grad_norm), run_of_skips, skipped)
+            if run_of_skips >= cfg.max_skipped_steps:
+                raise StageAborted(f"round {round_} train: {run_of_skips} consecutive steps with a non-finite loss or "
+                                   f"gradient (train.max_skipped_steps={cfg.max_skipped_steps}); lower train.lr or "
+                                   "check the data")
         step += 1
         agg.update(step=step, lr=lr, grad_norm=float(grad_norm))
         history.append(agg)
+        faults.point("train.after_step")
         bar.update(1)
         bar.set_postfix(loss=f"{agg['loss']:.4f}", acc=f"{agg.get('implicit_acc', 0):.2f}")
         if step % cfg.log_every == 0 or step == total:
             log.info("round %d step %d/%d %s", round_, step, total,
                      " ".join(f"{k}={v:.4g}" for k, v in agg.items() if k not in ("step",)))
         if step % cfg.save_every == 0 and step < total:
-            _save_state(state_dir, model, opt, step, history)
-            _write_log(log_path, history)
+            save()
+        if faults.term_requested():
+            save()
+            faults.check_term(f"round {round_} train at step {step}")
     bar.close()
     _write_log(log_path, history)
     net.eval()
@@ -159,13 +217,28 @@ def _train(model, cfg, items, cache, latent, real, round_, round_dir, run_seed, 
     if frozen is not None:
         net.requires_grad_(False)
     first, last = history[0], history[-1]
-    tail = history[-max(1, len(history) // 5):]
+    tail = [h for h in history[-max(1, len(history) // 5):] if not h.get("skipped")] or history[-1:]
     return {"method": cfg.method, "steps": total, "items": len(items), "first_loss": first["loss"],
             "last_loss": last["loss"], "mean_loss_last_20pct": sum(h["loss"] for h in tail) / len(tail),
-            "implicit_acc_last_20pct": sum(h.get("implicit_acc", 0.0) for h in tail) / len(tail)}
+            "implicit_acc_last_20pct": sum(h.get("implicit_acc", 0.0) for h in tail) / len(tail),
+            "skipped_steps": skipped}
 
 
-def trainable(model: VideoModel, cfg: TrainConfig) -> tuple[list, torch.nn.Module | None]:
+SPIKE_WINDOW = 20
+
+
+def _check_spike(cfg: TrainConfig, history: list, loss: float, round_: int, step: int) -> None:
+    """Stop before a step whose loss exceeds ``loss_spike_factor`` times the mean of the recent good steps."""
+    recent = [h["loss"] for h in history if not h.get("skipped")][-SPIKE_WINDOW:]
+    if cfg.loss_spike_factor > 0 and recent:
+        mean = sum(recent) / len(recent)
+        if abs(loss) > cfg.loss_spike_factor * abs(mean):
+            raise StageAborted(f"round {round_} train: loss {loss:.4g} at step {step + 1} is more than "
+                               f"train.loss_spike_factor={cfg.loss_spike_factor} times the recent mean {mean:.4g}; "
+                               "lower train.lr or check the data (the last saved state is before it)")
+
+
+def trainable(model: VideoModel, cfg: TrainConfig, seed: int | None = None) -> tuple[list, torch.nn.Module | None]:
     """Make the policy trainable as ``cfg`` asks; return (parameters to optimize, the frozen reference or None)."""
     net = model.denoiser
     if cfg.finetune == "full":
@@ -177,7 +250,8 @@ def trainable(model: VideoModel, cfg: TrainConfig) -> tuple[list, torch.nn.Modul
             p.requires_grad_(True)
     else:
         # attach() freezes the denoiser: only the adapter trains; the reference is the adapter disabled
-        frozen, params = None, lora.attach(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets or None)
+        frozen, params = None, lora.attach(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets or None,
+                                           seed=seed)
     if cfg.gradient_checkpointing:
         if not getattr(net, "_supports_gradient_checkpointing", False):
             raise UserError(f"train.gradient_checkpointing: the {model.family} denoiser does not support it")
@@ -291,12 +365,6 @@ def _micro_loss(ctx: StepContext, batch, cache, latent, gen, real, real_seed):
         metrics["nll_real"] = nll_real.item()
     metrics["loss"] = loss.item()
     return loss, metrics
-
-
-def _save_state(state_dir: Path, model, opt, step: int, history: list) -> None:
-    with atomic.atomic_dir(state_dir) as tmp:
-        trainable = {n: p.detach().clone() for n, p in model.denoiser.named_parameters() if p.requires_grad}
-        torch.save({"params": trainable, "opt": opt.state_dict(), "step": step, "history": history}, tmp / "state.pt")
 
 
 def _write_log(path: Path, history: list) -> None:

@@ -26,12 +26,13 @@ from . import grammar, render
 log = logging.getLogger(__name__)
 
 
-def _batch(rng: random.Random, cfg: PretrainConfig) -> tuple[list[str], np.ndarray]:
+def _batch(rng: random.Random, cfg: PretrainConfig, step: int) -> tuple[list[str], np.ndarray]:
     prompts, clips = [], []
+    noise = cfg.caption_noise if step >= cfg.caption_noise_start else 0.0
     for _ in range(cfg.batch_size):
         attrs = rng.choice(grammar.INDIST)
         clips.append(render.random_clip(attrs, rng, cfg.side, cfg.frames))
-        caption = grammar.mislabel(attrs, rng, cfg.caption_noise)
+        caption = grammar.mislabel(attrs, rng, noise)
         prompts.append("" if rng.random() < cfg.cfg_dropout else grammar.random_prompt(caption, rng))
     return prompts, np.stack(clips)
 
@@ -83,7 +84,7 @@ def pretrain(cfg: PretrainConfig, out: Path, device: str = "cpu", progress: bool
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="pretrain", unit="step")
     t0, losses = time.time(), []
     while step < cfg.steps:
-        prompts, clips = _batch(rng, cfg)
+        prompts, clips = _batch(rng, cfg, step)
         x = model.encode_video(clips).to(device)
         noise = torch.randn(x.shape, generator=gen).to(device)
         t = model.sample_timesteps(len(prompts), gen)
