@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(VENV)/bin/vipo run --config configs/world.yaml --out $(RUN)
-	@echo "report: $(RUN)/report.md (plot: $(RUN)/report.png)"
+	@echo "report: $(RUN)/report.html (open it in a browser; also report.md and report*.png)"
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest

@@ -32,3 +32,37 @@ def tiny_family_dir(tmp_path_factory):
         return made[family]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_run_dir(tmp_path_factory, tiny_model_dir):
+    """One tiny 1-round DPO run through the CLI, shared by the tests that only read its folder."""
+    from vipo.cli import main
+
+    out = tmp_path_factory.mktemp("tinyrun") / "run"
+    assert main(["run", "--model", str(tiny_model_dir), "--out", str(out), "--rounds", "1", "--method", "dpo"]
+                + TINY_RUN) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Debian's headless chromium: installed with apt-get when missing (skips only where apt-get cannot run)."""
+    import os
+    import shutil
+    import subprocess
+
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        if shutil.which("apt-get") is None or os.geteuid() != 0:
+            pytest.skip("chromium is not installed and apt-get cannot run here (not Debian, or not root): "
+                        "`apt-get install -y chromium` to run the report's browser test")
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"]
+        if subprocess.run(install, env=env, capture_output=True).returncode:
+            subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True)
+            got = subprocess.run(install, env=env, capture_output=True, text=True)
+            if got.returncode:
+                pytest.skip(f"apt-get install chromium failed: {got.stderr.strip().splitlines()[-1:]}")
+        exe = shutil.which("chromium")
+    return exe

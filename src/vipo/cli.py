@@ -34,9 +34,9 @@ def _pickle_arg(p: argparse.ArgumentParser) -> None:
                    help="also load weights stored with pickle (.bin/.pt/.ckpt), which can run code: trusted files only")
 
 
-def _run_args(p: argparse.ArgumentParser) -> None:
+def _run_args(p: argparse.ArgumentParser, out_required: bool = True) -> None:
     _common(p)
-    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--out", required=out_required, help="run folder")
     p.add_argument("--model", help="base model: 'world' or a diffusers folder")
     p.add_argument("--method", choices=("dpo", "kto", "rwr"), help="training objective")
     p.add_argument("--rounds", type=int, help="number of IPO rounds")
@@ -82,11 +82,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="also write the result here (JSON)")
 
     for verb, text in (("pairs", "build a round's DPO pairs and KTO examples from its judgments"),
-                       ("train", "train a round's LoRA on its pairs/examples"),
-                       ("eval", "evaluate a round's checkpoint (round 0 = the base model)")):
+                       ("train", "train a round's LoRA on its pairs/examples")):
         p = sub.add_parser(verb, help=text)
         _run_args(p)
         p.add_argument("--round", type=int, required=True, help="round number")
+    p = sub.add_parser("eval", help="evaluate a round's checkpoint (round 0 = the base model), or VBench-style "
+                       "metrics on any folder of videos: vipo eval DIR")
+    p.add_argument("dir", nargs="?", help="a folder of videos: metadata.jsonl (file_name, prompt) or VBench's "
+                   "'prompt-index.mp4' names; results go to --out (default DIR/vbench)")
+    _run_args(p, out_required=False)
+    p.add_argument("--round", type=int, help="round number (run folders)")
+    p.add_argument("--backend", choices=("builtin", "vbench"), default="builtin",
+                   help="DIR: builtin (weight-free dimensions) or the vbench package when installed")
+    p.add_argument("--dimension", action="append", help="DIR: a VBench dimension (repeatable; default: the "
+                   "backend's weight-free ones)")
+    p.add_argument("--name", default="vipo", help="DIR: prefix of the VBench-named output files")
+
+    p = sub.add_parser("report", help="write a run folder's report again (report.html, report.md, PNGs)")
+    p.add_argument("run_dir", help="run folder")
+
+    pr = sub.add_parser("prompts", help="prompt suites").add_subparsers(dest="prompts_verb", required=True)
+    p = pr.add_parser("build", help="random category combinations expanded into prompts (an LLM or templates)")
+    p.add_argument("--out", required=True, help="text file, one prompt per line")
+    p.add_argument("-n", type=int, default=100, help="number of prompts")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--llm", help="local folder of an instruction LLM (transformers); default: template expansion")
+    p.add_argument("--temperature", type=float, default=0.9)
+    p.add_argument("--top-k", type=int, default=50)
+    p.add_argument("--top-p", type=float, default=0.9)
+    p.add_argument("--min-words", type=int, default=4)
+    p.add_argument("--max-words", type=int, default=60, help="length limit (the text encoder reads only so much)")
+    p.add_argument("--near", type=float, default=0.85, help="near-duplicate threshold (character 3-gram Jaccard)")
+    p = pr.add_parser("import", help="prompts from txt, json, jsonl, csv, VBench's suite or VidProM into a text file")
+    p.add_argument("file")
+    p.add_argument("--out", required=True, help="text file, one prompt per line")
+    p.add_argument("--format", choices=("txt", "json", "jsonl", "csv", "vbench", "vidprom"),
+                   help="default: from the file's extension")
+    p.add_argument("--field", help="the prompt's field or column (default: prompt, prompt_en, text, caption)")
+    p.add_argument("--near", type=float, default=1.0, help="also drop near-duplicates at this similarity (<1)")
+
+    p = sub.add_parser("ablate", help="run named variants of a recipe (DPO vs KTO, real-data NLL, rounds, samples "
+                       "per prompt, alpha) and write OUT/ablation.md")
+    _common(p)
+    p.add_argument("--out", required=True, help="folder; each variant runs in OUT/VARIANT")
+    p.add_argument("--variant", action="append", help="a variant (repeatable; default: all)")
+    p.add_argument("--model", help="base model: 'world' or a diffusers folder")
+    p.add_argument("--rounds", type=int, help="rounds per variant")
 
     p = sub.add_parser("generate", help="sample videos: standalone inference, or a round's samples with --round")
     _common(p)
@@ -161,7 +202,7 @@ def cmd_run(args) -> int:
     cfg = _load_run_config(args)
     _setup_logging(args.verbose, Path(args.out))
     info = run(cfg, Path(args.out), progress=not args.quiet, force=args.force)
-    print(f"report: {info['report']}")
+    print(f"report: {Path(info['report']).with_name('report.html')} (markdown: {info['report']})")
     return 0
 
 
@@ -225,6 +266,51 @@ def cmd_judge_dir(args) -> int:
         ledger.export("judgments", 0, out)
     print(json.dumps(info, indent=2))
     print(f"judgments: {out}")
+    return 0
+
+
+def cmd_eval_dir(args) -> int:
+    from .stages.metrics import evaluate_folder
+
+    _setup_logging(args.verbose)
+    out = Path(args.out) if args.out else Path(args.dir) / "vbench"
+    score = evaluate_folder(Path(args.dir), out, args.backend, args.name, args.dimension,
+                            getattr(args, "device", None) or "cuda")
+    print(json.dumps(score, indent=2))
+    print(f"results: {out / (args.name + '_eval_results.json')}, {out / (args.name + '_final_score.json')}")
+    return 0
+
+
+def cmd_prompts(args) -> int:
+    from .data import prompts as P
+    from .io import atomic
+
+    _setup_logging(args.verbose)
+    if args.prompts_verb == "build":
+        expand = None
+        if args.llm:
+            expand = P.LLMExpander(args.llm, args.temperature, args.top_k, args.top_p, args.max_words, args.seed)
+        got = P.build_suite(args.n, args.seed, expand, args.min_words, args.max_words, args.near)
+    else:
+        rows, problems = P.import_prompts(args.file, args.format, args.field)
+        for line in problems[:20]:
+            print(f"skipped {line}", file=sys.stderr)
+        if len(problems) > 20:
+            print(f"... and {len(problems) - 20} more bad lines", file=sys.stderr)
+        got = P.dedupe([t for _, t in rows], args.near)
+    atomic.write_text(Path(args.out), "".join(p + "\n" for p in got))
+    print(f"{len(got)} prompts in {args.out}")
+    return 0
+
+
+def cmd_ablate(args) -> int:
+    from .run.ablate import VARIANTS, ablate
+
+    extra = [x for k in ("model", "rounds") if getattr(args, k) is not None for x in (f"--{k}", str(getattr(args, k)))]
+    extra += [x for kv in args.set for x in ("--set", kv)] + (["--quiet"] if args.quiet else [])
+    path = ablate(Path(args.out), args.variant or list(VARIANTS), args.config, extra,
+                  lambda argv: _dispatch(build_parser().parse_args(argv)))
+    print(f"tables: {path}")
     return 0
 
 
@@ -389,6 +475,19 @@ def _dispatch(args) -> int:
             return cmd_critic_eval(args)
         if args.verb == "judge" and args.dir is not None:
             return cmd_judge_dir(args)
+        if args.verb == "eval" and args.dir is not None:
+            return cmd_eval_dir(args)
+        if args.verb == "eval" and (args.round is None or args.out is None):
+            raise UserError("eval: give --out RUN --round K (a run folder) or a folder of videos (vipo eval DIR)")
+        if args.verb == "report":
+            from .run.report import rerender
+
+            print(f"report: {rerender(Path(args.run_dir))}")
+            return 0
+        if args.verb == "prompts":
+            return cmd_prompts(args)
+        if args.verb == "ablate":
+            return cmd_ablate(args)
         if args.verb == "judge" and args.round is None:
             raise UserError("judge: give --round K (a run folder) or a folder of videos (vipo judge DIR --out FILE)")
         return cmd_stage(args)

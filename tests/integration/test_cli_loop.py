@@ -16,10 +16,13 @@ def rows(path):
 
 
 @pytest.mark.parametrize("method", ["dpo", "kto"])
-def test_one_round_run_through_cli(tmp_path, tiny_model_dir, method):
-    out = tmp_path / "run"
-    assert main(["run", "--model", str(tiny_model_dir), "--out", str(out), "--rounds", "1", "--method", method]
-                + TINY_RUN) == 0
+def test_one_round_run_through_cli(tmp_path, tiny_model_dir, method, request):
+    if method == "dpo":
+        out = request.getfixturevalue("tiny_run_dir")  # the session's shared tiny run
+    else:
+        out = tmp_path / "run"
+        assert main(["run", "--model", str(tiny_model_dir), "--out", str(out), "--rounds", "1", "--method", method]
+                    + TINY_RUN) == 0
     assert (out / "config.yaml").is_file() and (out / "report.md").is_file() and (out / "report.png").is_file()
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["rounds"]) == {"0", "1"}

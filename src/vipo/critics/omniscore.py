@@ -113,9 +113,16 @@ def _weighted(norm: dict[str, float], names) -> float | None:
     return sum(v * w for v, w in got) / sum(w for _, w in got) if got else None
 
 
-def omniscore(norm: dict[str, float]) -> float:
+def vbench_scores(norm: dict[str, float]) -> dict[str, float | None]:
+    """VBench's Quality, Semantic and Total scores (Total = (4 Quality + Semantic) / 5; Quality alone without a
+    semantic dimension) from normalized dimensions."""
     quality, semantic = _weighted(norm, QUALITY), _weighted(norm, SEMANTIC)
-    return quality if semantic is None else (4 * quality + semantic) / 5
+    total = quality if semantic is None or quality is None else (4 * quality + semantic) / 5
+    return {"quality": quality, "semantic": semantic, "total": total}
+
+
+def omniscore(norm: dict[str, float]) -> float:
+    return vbench_scores(norm)["total"]
 
 
 def _label(v: float) -> str:

@@ -9,7 +9,7 @@ Layout of a run folder::
                          checkpoint/ (policy.json + the LoRA chain, or the fine-tuned denoiser),
                          eval/ (mp4 + metadata.jsonl + eval.json)
     cache/text/          each prompt's text conditioning, for the families that cache it (see TextCache)
-    summary.json, report.md, report.png
+    summary.json, report.md, report.png, report.html (+ report-*.png)
 
 Real videos for the real families' NLL term (``train.real_videos``) are VAE-encoded once into a cache outside the
 run (``train.real_cache``), shared by every run of the same model.

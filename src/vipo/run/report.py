@@ -1,7 +1,22 @@
-"""The run's report: ``summary.json``, a markdown table and a PNG plot of every round's evaluation."""
+"""The run's report: ``summary.json``, a markdown table and a PNG plot of every round's evaluation, and
+``report.html``, one self-contained page (PNGs embedded as base64, also written beside it as ``report-*.png``):
+
+- metrics per round, shaped like the IPO paper's Table 2 (rows: base, round 1..R; columns per split);
+- the critic's label distributions per round (on the evaluation clips, ``round-K/eval/results.jsonl``);
+- the pairs' score-gap histogram per round (VideoDPO's Fig. 3; ``round-K/pairs.jsonl``);
+- implicit accuracy and reward margin during training (``round-K/train_log.jsonl``);
+- a gallery: the same evaluation prompt and seed across the base model and every round (frame strips, with links
+  to the mp4s).
+"""
 from __future__ import annotations
 
+import base64
+import html
+import io
+import json
 from pathlib import Path
+
+import numpy as np
 
 from ..io import atomic
 
@@ -29,15 +44,21 @@ def write_report(run_dir: Path, evals: dict[int, dict], info: dict) -> Path:
         lines.append(f"Stopped early after round {info['last_round']}: no improvement for {info['patience']} rounds.")
     atomic.write_text(run_dir / "report.md", "\n".join(lines) + "\n")
     _plot(run_dir / "report.png", evals)
+    write_html(run_dir, evals, info)
     return run_dir / "report.md"
 
 
-def _plot(path: Path, evals: dict[int, dict]) -> None:
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _plot(path: Path, evals: dict[int, dict]) -> None:
+    plt = _pyplot()
     rounds = sorted(evals)
     fig, ax = plt.subplots(figsize=(6, 4))
     for split, style in (("indist", "-o"), ("heldout", "--s")):
@@ -49,7 +70,168 @@ def _plot(path: Path, evals: dict[int, dict]) -> None:
     ax.set_xticks(rounds)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def _save(fig, path: Path) -> bytes:
+    """Write the figure as a PNG and return its bytes (for embedding)."""
     fig.tight_layout()
-    with atomic.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    _pyplot().close(fig)
+    atomic.write_bytes(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def _round_name(k: int) -> str:
+    return "base" if k == 0 else f"round {k}"
+
+
+def _table(evals: dict[int, dict]) -> str:
+    splits = [s for s in ("indist", "heldout") if any(s in e for e in evals.values())]
+    head = "".join(f'<th colspan="{len(COLUMNS)}">{s}</th>' for s in splits)
+    sub = "".join(f"<th>{c}</th>" for _ in splits for _, c in COLUMNS)
+    body = "".join("<tr><td>" + _round_name(k) + "</td>" + "".join(
+        f"<td>{100 * e[s][c]:.1f}</td>" if c in e.get(s, {}) else "<td>-</td>" for s in splits for c, _ in COLUMNS)
+        + "</tr>" for k, e in sorted(evals.items()))
+    return f'<table id="metrics"><tr><th rowspan="2">model</th>{head}</tr><tr>{sub}</tr>{body}</table>'
+
+
+def _label_plot(run_dir: Path, rounds: list[int]) -> bytes | None:
+    counts = {}  # (round, dimension) -> {label: fraction}
+    for k in rounds:
+        rs = [r for r in _rows(run_dir / f"round-{k}" / "eval" / "results.jsonl") if "labels" in r]
+        for dim in ("semantic", "fidelity", "motion"):
+            if rs:
+                counts[k, dim] = {lab: np.mean([r["labels"].get(dim) == lab for r in rs])
+                                  for lab in ("Good", "Normal", "Bad")}
+    if not counts:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3), sharey=True)
+    for ax, dim in zip(axes, ("semantic", "fidelity", "motion")):
+        bottom = np.zeros(len(rounds))
+        for lab, color in (("Good", "#4caf50"), ("Normal", "#ffb300"), ("Bad", "#e53935")):
+            ys = np.array([100 * counts.get((k, dim), {}).get(lab, 0.0) for k in rounds])
+            ax.bar([_round_name(k) for k in rounds], ys, bottom=bottom, color=color, label=lab)
+            bottom += ys
+        ax.set_title(dim)
+    axes[0].set_ylabel("% of eval clips")
+    axes[-1].legend(fontsize=8)
+    return _save(fig, run_dir / "report-labels.png")
+
+
+def _gap_plot(run_dir: Path, rounds: list[int]) -> bytes | None:
+    gaps = {k: [p["gap"] for p in _rows(run_dir / f"round-{k}" / "pairs.jsonl") if "gap" in p] for k in rounds}
+    gaps = {k: g for k, g in gaps.items() if g}
+    if not gaps:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    bins = np.linspace(0, max(max(g) for g in gaps.values()) + 1e-9, 21)
+    for k, g in gaps.items():
+        ax.hist(g, bins=bins, histtype="step", linewidth=1.5, label=f"round {k} ({len(g)} pairs)")
+    ax.set_xlabel("score gap, chosen - rejected")
+    ax.set_ylabel("pairs")
+    ax.legend(fontsize=8)
+    return _save(fig, run_dir / "report-gaps.png")
+
+
+def _train_plot(run_dir: Path, rounds: list[int]) -> bytes | None:
+    logs = {k: _rows(run_dir / f"round-{k}" / "train_log.jsonl") for k in rounds}
+    logs = {k: h for k, h in logs.items() if h}
+    if not logs:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for ax, key in zip(axes, ("implicit_acc", "reward_margin")):
+        start = 0
+        for k, h in logs.items():
+            pts = [(start + i, r[key]) for i, r in enumerate(h) if key in r]
+            if pts:
+                ax.plot(*zip(*pts), label=f"round {k}")
+            start += len(h)
+        ax.set_xlabel("training step (all rounds)")
+        ax.set_title(key.replace("_", " "))
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    return _save(fig, run_dir / "report-train.png")
+
+
+def frame_strip(frames: np.ndarray, n: int = 5) -> bytes:
+    """PNG of ``n`` evenly spaced frames side by side."""
+    from PIL import Image
+
+    idx = np.linspace(0, len(frames) - 1, min(n, len(frames))).round().astype(int)
+    pad = np.full((frames.shape[1], 2, 3), 255, np.uint8)
+    strip = np.concatenate([x for i in idx for x in (frames[i], pad)][:-1], axis=1)
+    buf = io.BytesIO()
+    Image.fromarray(strip).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _gallery(run_dir: Path, rounds: list[int], per_split: int = 2) -> str:
+    from ..io.video import read_mp4
+
+    meta = _rows(run_dir / "round-0" / "eval" / "metadata.jsonl")
+    picked = [m for s in ("indist", "heldout") for m in [m for m in meta if m.get("split") == s][:per_split]]
+    out = []
+    for m in picked:
+        cells = []
+        for k in rounds:
+            rel = f"round-{k}/eval/{m['file_name']}"
+            if (run_dir / rel).is_file():
+                cells.append(f'<td>{_img(frame_strip(read_mp4(run_dir / rel)), rel)}<br>'
+                             f'<a href="{html.escape(rel)}">{_round_name(k)}</a></td>')
+        out.append(f'<tr><th>{html.escape(m["prompt"])}<br><small>{m["split"]}, seed {m["seed"]}</small></th>'
+                   + "".join(cells) + "</tr>")
+    return '<table id="gallery">' + "".join(out) + "</table>"
+
+
+CSS = ("body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse}"
+       "td,th{border:1px solid #ccc;padding:3px 6px;text-align:center}#gallery img{height:64px}#gallery th{min-width:9em}"
+       "figure{margin:1em 0}")
+
+
+def write_html(run_dir: Path, evals: dict[int, dict], info: dict) -> Path:
+    run_dir = Path(run_dir)
+    rounds = sorted(evals)
+    parts = [f"<h1>vipo run: {html.escape(run_dir.name)}</h1>",
+             f"<p>method: {html.escape(str(info.get('method')))}, model: {html.escape(str(info.get('model')))}, "
+             f"rounds evaluated: {len(evals) - 1}. Percent of evaluation clips on fixed seeds.</p>",
+             "<h2>Metrics per round</h2>", _table(evals), "<figure>", _img((run_dir / "report.png").read_bytes(),
+                                                                          "metrics per round"), "</figure>"]
+    for title, fig_id, png in (("Critic labels on the evaluation clips", "labels", _label_plot(run_dir, rounds)),
+                               ("Pair score gaps", "gaps", _gap_plot(run_dir, rounds)),
+                               ("Training: implicit accuracy and reward margin", "train", _train_plot(run_dir, rounds))):
+        parts += [f"<h2>{title}</h2>", f'<figure id="{fig_id}">{_img(png, title)}</figure>' if png else
+                  "<p>(no data)</p>"]
+    parts += ["<h2>Gallery: same prompt and seed, base and every round</h2>", _gallery(run_dir, rounds)]
+    page = (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>vipo report: {html.escape(run_dir.name)}'
+            f"</title><style>{CSS}</style></head><body>" + "\n".join(parts) + "</body></html>\n")
+    atomic.write_text(run_dir / "report.html", page)
+    return run_dir / "report.html"
+
+
+def rerender(run_dir: Path) -> Path:
+    """Write the report of an existing run folder again from its records (``vipo report RUN``)."""
+    run_dir = Path(run_dir)
+    evals = {int(p.parent.parent.name.split("-")[1]): atomic.read_json(p)
+             for p in run_dir.glob("round-*/eval/eval.json")}
+    if 0 not in evals:
+        from ..errors import UserError
+
+        raise UserError(f"{run_dir}: no round-0/eval/eval.json (not a vipo run folder, or its base evaluation is "
+                        "not done yet)")
+    info = atomic.read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else {}
+    info.pop("rounds", None)
+    write_report(run_dir, evals, info)
+    return run_dir / "report.html"

@@ -1,0 +1,71 @@
+"""``vipo ablate``: named variants of a run recipe on the embedded world, and the tables comparing them.
+
+Each variant is ``vipo run`` with a few extra flags, in ``OUT/<variant>``; runs resume like any run, so stopping
+``ablate`` and starting it again continues. ``OUT/ablation.md`` has one table per study (the paper's Table 1:
+objective; Table 2: rounds; Table 5: the real-data NLL term; plus samples per prompt and alpha re-weighting), each
+row the last round's evaluation and the command that reproduces it.
+"""
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from ..errors import UserError
+from ..io import atomic
+from .report import COLUMNS
+
+VARIANTS = {
+    "dpo": [], "kto": ["--method", "kto"], "no-nll": ["--set", "train.lambda_real=0"],
+    "n3": ["--set", "generate.samples_per_prompt=3"], "n8": ["--set", "generate.samples_per_prompt=8"],
+    "alpha-0.5": ["--set", "pairs.alpha=0.5"], "alpha-1": ["--set", "pairs.alpha=1"],
+}
+STUDIES = (("Objective (IPO Table 1)", ("dpo", "kto")), ("Real-data NLL term (IPO Table 5)", ("dpo", "no-nll")),
+           ("Samples per prompt", ("n3", "dpo", "n8")), ("Alpha re-weighting (VideoDPO)", ("dpo", "alpha-0.5", "alpha-1")))
+
+
+def command(variant: str, config: str | None, out: Path, extra: list[str]) -> list[str]:
+    return (["vipo", "run"] + (["--config", config] if config else []) + ["--out", str(out / variant)]
+            + VARIANTS[variant] + extra)
+
+
+def _cells(e: dict) -> str:
+    return " | ".join(f"{100 * e[s][c]:.1f}" if c in e.get(s, {}) else "-" for s in ("indist", "heldout")
+                      for c, _ in COLUMNS)
+
+
+def tables(out: Path, variants: list[str], config: str | None, extra: list[str]) -> str:
+    head = ("| {first} | " + " | ".join(f"{s} {c}" for s in ("indist", "heldout") for _, c in COLUMNS)
+            + " | command |\n|---|" + "---|" * (2 * len(COLUMNS) + 1))
+    evals = {v: atomic.read_json(out / v / "summary.json")["rounds"] for v in variants
+             if (out / v / "summary.json").is_file()}
+    lines = [f"# Ablations in {out}", "", "Percent of evaluation clips; each row is the variant's last round.", ""]
+    for title, names in STUDIES:
+        rows = [v for v in names if v in evals]
+        if len(rows) < 2:
+            continue
+        lines += [f"## {title}", "", head.format(first="variant")]
+        for v in rows:
+            last = max(evals[v], key=int)
+            lines.append(f"| {v} | {_cells(evals[v][last])} | `{shlex.join(command(v, config, out, extra))}` |")
+        lines.append("")
+    if "dpo" in evals:  # the rounds study reads every round of the dpo variant: round K's row is that run cut at K
+        lines += ["## Rounds (IPO Table 2)", "", head.format(first="round")]
+        for k, e in sorted(evals["dpo"].items(), key=lambda kv: int(kv[0])):
+            cmd = command("dpo", config, out, extra + (["--rounds", k] if k != "0" else []))
+            lines.append(f"| {'base' if k == '0' else k} | {_cells(e)} | `{shlex.join(cmd)}` |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def ablate(out: Path, variants: list[str], config: str | None, extra: list[str], run_one) -> Path:
+    """Run each variant (``run_one(argv)`` runs ``vipo`` with argv) and write ``OUT/ablation.md``."""
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise UserError(f"--variant {unknown[0]!r}: one of {', '.join(VARIANTS)}")
+    out = Path(out)
+    for v in variants:
+        code = run_one(command(v, config, out, extra)[1:])
+        if code:
+            raise UserError(f"variant {v} stopped with exit code {code}; run the same command again to continue")
+    atomic.write_text(out / "ablation.md", tables(out, variants, config, extra))
+    return out / "ablation.md"

@@ -1,0 +1,19 @@
+"""`vipo ablate` at tiny size: two variants, one round; the tables name the command of every row."""
+from tests.conftest import TINY_RUN
+from vipo.cli import main
+from vipo.run.ablate import STUDIES, VARIANTS
+
+
+def test_two_variants_one_round(tmp_path, tiny_model_dir, capsys):
+    out = tmp_path / "abl"
+    args = ["ablate", "--out", str(out), "--model", str(tiny_model_dir), "--rounds", "1", "--variant", "dpo",
+            "--variant", "no-nll"] + TINY_RUN
+    assert main(args) == 0
+    md = (out / "ablation.md").read_text()
+    assert "## Real-data NLL term" in md and "## Rounds (IPO Table 2)" in md and "## Objective" not in md
+    rows = [line for line in md.splitlines() if line.startswith("| ") and "`vipo run" in line]
+    assert len(rows) == 2 + 2  # dpo and no-nll; base and round 1
+    assert any("train.lambda_real=0" in r and f"--out {out / 'no-nll'}" in r for r in rows)
+    assert (out / "dpo" / "report.html").is_file() and (out / "no-nll" / "summary.json").is_file()
+    assert main(["ablate", "--out", str(out), "--variant", "nope"]) == 2
+    assert all(v in VARIANTS for _, names in STUDIES for v in names)
