@@ -28,7 +28,7 @@ class PretrainConfig:
     """optimizer steps"""
     lr_decay_steps: int = 0
     """length of the cosine learning-rate schedule (0 = ``steps``); set it above ``steps`` to stop part-way through a
-    longer schedule, as nanoGPT's ``lr_decay_iters`` does"""
+    longer schedule, as nanoGPT's ``lr_decay_iters`` does; below ``steps``, the steps after it run at the floor (10%)"""
     batch_size: int = 32
     """clips per step"""
     lr: float = 1e-3
@@ -77,8 +77,8 @@ class PretrainConfig:
         _check(0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)")
         _check(0 <= self.caption_noise < 1, f"caption_noise must be in [0, 1), got {self.caption_noise}")
         _check(self.caption_noise_start >= 0, f"caption_noise_start must be >= 0, got {self.caption_noise_start}")
-        _check(self.lr_decay_steps == 0 or self.lr_decay_steps >= self.steps,
-               f"lr_decay_steps must be 0 or at least steps ({self.steps}), got {self.lr_decay_steps}")
+        _check(self.lr_decay_steps == 0 or self.lr_decay_steps > self.warmup,
+               f"lr_decay_steps must be 0 or more than warmup ({self.warmup}), got {self.lr_decay_steps}")
         _check(self.frames >= 9 and self.side >= 32, "the world needs frames >= 9 and side >= 32")
         _check(self.side % 8 == 0, "side must be a multiple of 8")
 

@@ -126,8 +126,11 @@ def test_pretrain_schedule_can_stop_part_way_through_a_longer_cosine():
         assert _lr(step, part) == _lr(step, full)
     assert math.isclose(_lr(4250, own), 1e-4)  # its own schedule has decayed to the floor
     assert _lr(4249, part) > 1.4 * _lr(4249, own)  # stopped part-way: still above the floor
+    longer = PretrainConfig(steps=6000, lr_decay_steps=5000, warmup=200, lr=1e-3)
+    longer.validate()  # a tail past the schedule runs at its floor (the committed recipe's noisy-caption phase)
+    assert _lr(4999, longer) == _lr(4999, full) and math.isclose(_lr(5500, longer), 1e-4)
     with pytest.raises(UserError, match="lr_decay_steps"):
-        PretrainConfig(steps=4250, lr_decay_steps=4000).validate()
+        PretrainConfig(steps=4250, lr_decay_steps=100, warmup=200).validate()
 
 
 def test_caption_noise_swaps_each_attribute_at_its_rate_and_never_names_a_heldout_combination():
