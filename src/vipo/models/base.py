@@ -85,7 +85,7 @@ class VideoModel(abc.ABC):
     # -- optional hooks (the defaults suit a model with no separate frozen encoders) ---------------------------------
     def cache_key(self, part: str) -> str:
         """Fingerprint of what a cache of ``part`` ('text': conditioning, 'vae': real-video latents) depends on."""
-        raise NotImplementedError(f"the {self.family} family caches no {part}")
+        raise ValueError(f"the {self.family} family caches no {part}")
 
     def encoders_to(self, device: str) -> None:
         """Move the frozen text encoder and VAE (not the denoiser) to ``device``: off the accelerator for training."""
@@ -101,4 +101,4 @@ class VideoModel(abc.ABC):
             for name, value in (vars(owner).items() if owner is not None else ()):
                 if value is net:
                     return owner, name
-        raise NotImplementedError(f"{type(self).__name__}: cannot find its denoiser's attribute")
+        raise RuntimeError(f"{type(self).__name__}: cannot find its denoiser's attribute")

@@ -43,11 +43,6 @@ class CogVideoXModel(PipelineModel):
     def max_tokens(self) -> int:
         return self.pipe.transformer.config.max_text_seq_length
 
-    def encode_prompts(self, prompts):
-        emb, _ = self.pipe.encode_prompt(list(prompts), do_classifier_free_guidance=False,
-                                         max_sequence_length=self.max_tokens, device=self.device)
-        return {"prompt_embeds": emb}
-
     @torch.no_grad()
     def sample(self, cond, uncond, seeds, num_steps, guidance):
         emb = cond["prompt_embeds"]

@@ -10,6 +10,7 @@ Clip size (frames, height, width) is not part of a diffusers folder: a folder ma
 """
 from __future__ import annotations
 
+import abc
 import json
 from pathlib import Path
 
@@ -42,9 +43,15 @@ class PipelineModel(VideoModel):
         default = self.default_size()
         self.frames, self.height, self.width = frames or default[0], height or default[1], width or default[2]
 
+    @abc.abstractmethod
     def default_size(self) -> tuple[int, int, int]:
         """(frames, height, width) of the pipeline's own defaults."""
-        raise NotImplementedError
+
+    def encode_prompts(self, prompts):
+        """The pipeline's own prompt encoder, without its CFG half (the empty prompt is encoded as a prompt)."""
+        emb, _ = self.pipe.encode_prompt(list(prompts), do_classifier_free_guidance=False,
+                                         max_sequence_length=self.max_tokens, device=self.device)
+        return {"prompt_embeds": emb}
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> "PipelineModel":

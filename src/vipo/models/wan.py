@@ -43,11 +43,6 @@ class WanModel(PipelineModel):
         std = torch.tensor(cfg.latents_std).view(1, -1, 1, 1, 1).to(like.device, like.dtype)
         return mean, std
 
-    def encode_prompts(self, prompts):
-        emb, _ = self.pipe.encode_prompt(list(prompts), do_classifier_free_guidance=False,
-                                         max_sequence_length=self.max_tokens, device=self.device)
-        return {"prompt_embeds": emb}
-
     @torch.no_grad()
     def sample(self, cond, uncond, seeds, num_steps, guidance):
         emb = cond["prompt_embeds"]
