@@ -308,8 +308,10 @@ def cmd_ablate(args) -> int:
 
     extra = [x for k in ("model", "rounds") if getattr(args, k) is not None for x in (f"--{k}", str(getattr(args, k)))]
     extra += [x for kv in args.set for x in ("--set", kv)] + (["--quiet"] if args.quiet else [])
+    cfg = _load_run_config(build_parser().parse_args(["run", "--out", str(Path(args.out) / "_"), *(
+        ["--config", args.config] if args.config else []), *extra]))
     path = ablate(Path(args.out), args.variant or list(VARIANTS), args.config, extra,
-                  lambda argv: _dispatch(build_parser().parse_args(argv)))
+                  lambda argv: _dispatch(build_parser().parse_args(argv)), cfg)
     print(f"tables: {path}")
     return 0
 

@@ -17,3 +17,12 @@ def test_two_variants_one_round(tmp_path, tiny_model_dir, capsys):
     assert (out / "dpo" / "report.html").is_file() and (out / "no-nll" / "summary.json").is_file()
     assert main(["ablate", "--out", str(out), "--variant", "nope"]) == 2
     assert all(v in VARIANTS for _, names in STUDIES for v in names)
+
+
+def test_kto_variant_keeps_the_optimizer_steps_of_dpo():
+    from vipo import config as C
+    from vipo.run.ablate import variant_args
+
+    cfg = C.load(C.RunConfig, "configs/world.yaml")  # dpo, 32 epochs, 4 samples per prompt
+    assert variant_args("kto", cfg) == ["--method", "kto", "--set", "train.epochs=8"]
+    assert variant_args("kto") == ["--method", "kto"] and variant_args("no-nll", cfg) == VARIANTS["no-nll"]

@@ -23,9 +23,20 @@ STUDIES = (("Objective (IPO Table 1)", ("dpo", "kto")), ("Real-data NLL term (IP
            ("Samples per prompt", ("n3", "dpo", "n8")), ("Alpha re-weighting (VideoDPO)", ("dpo", "alpha-0.5", "alpha-1")))
 
 
-def command(variant: str, config: str | None, out: Path, extra: list[str]) -> list[str]:
+def variant_args(variant: str, cfg=None) -> list[str]:
+    """The variant's flags. ``kto`` also scales ``train.epochs`` by 1/samples_per_prompt when ``cfg`` (the recipe's
+    RunConfig) is given: DPO trains on one pair per prompt, KTO on every sample, so this keeps the optimizer steps
+    (and the training time) of the two objectives equal."""
+    args = list(VARIANTS[variant])
+    if variant == "kto" and cfg is not None and cfg.train.method == "dpo":
+        epochs = max(1, round(cfg.train.epochs / cfg.generate.samples_per_prompt))
+        args += ["--set", f"train.epochs={epochs}"]
+    return args
+
+
+def command(variant: str, config: str | None, out: Path, extra: list[str], cfg=None) -> list[str]:
     return (["vipo", "run"] + (["--config", config] if config else []) + ["--out", str(out / variant)]
-            + VARIANTS[variant] + extra)
+            + variant_args(variant, cfg) + extra)
 
 
 def _cells(e: dict) -> str:
@@ -33,7 +44,7 @@ def _cells(e: dict) -> str:
                       for c, _ in COLUMNS)
 
 
-def tables(out: Path, variants: list[str], config: str | None, extra: list[str]) -> str:
+def tables(out: Path, variants: list[str], config: str | None, extra: list[str], cfg=None) -> str:
     head = ("| {first} | " + " | ".join(f"{s} {c}" for s in ("indist", "heldout") for _, c in COLUMNS)
             + " | command |\n|---|" + "---|" * (2 * len(COLUMNS) + 1))
     evals = {v: atomic.read_json(out / v / "summary.json")["rounds"] for v in variants
@@ -46,7 +57,7 @@ def tables(out: Path, variants: list[str], config: str | None, extra: list[str])
         lines += [f"## {title}", "", head.format(first="variant")]
         for v in rows:
             last = max(evals[v], key=int)
-            lines.append(f"| {v} | {_cells(evals[v][last])} | `{shlex.join(command(v, config, out, extra))}` |")
+            lines.append(f"| {v} | {_cells(evals[v][last])} | `{shlex.join(command(v, config, out, extra, cfg))}` |")
         lines.append("")
     if "dpo" in evals:  # the rounds study reads every round of the dpo variant: round K's row is that run cut at K
         lines += ["## Rounds (IPO Table 2)", "", head.format(first="round")]
@@ -57,15 +68,16 @@ def tables(out: Path, variants: list[str], config: str | None, extra: list[str])
     return "\n".join(lines)
 
 
-def ablate(out: Path, variants: list[str], config: str | None, extra: list[str], run_one) -> Path:
-    """Run each variant (``run_one(argv)`` runs ``vipo`` with argv) and write ``OUT/ablation.md``."""
+def ablate(out: Path, variants: list[str], config: str | None, extra: list[str], run_one, cfg=None) -> Path:
+    """Run each variant (``run_one(argv)`` runs ``vipo`` with argv) and write ``OUT/ablation.md``; ``cfg`` is the
+    recipe's RunConfig (with ``extra`` applied), used to size the kto variant."""
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise UserError(f"--variant {unknown[0]!r}: one of {', '.join(VARIANTS)}")
     out = Path(out)
     for v in variants:
-        code = run_one(command(v, config, out, extra)[1:])
+        code = run_one(command(v, config, out, extra, cfg)[1:])
         if code:
             raise UserError(f"variant {v} stopped with exit code {code}; run the same command again to continue")
-    atomic.write_text(out / "ablation.md", tables(out, variants, config, extra))
+    atomic.write_text(out / "ablation.md", tables(out, variants, config, extra, cfg))
     return out / "ablation.md"
