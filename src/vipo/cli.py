@@ -93,10 +93,21 @@ def build_parser() -> argparse.ArgumentParser:
     _run_args(p, out_required=False)
     p.add_argument("--round", type=int, help="round number (run folders)")
     p.add_argument("--backend", choices=("builtin", "vbench"), default="builtin",
-                   help="DIR: builtin (weight-free dimensions) or the vbench package when installed")
-    p.add_argument("--dimension", action="append", help="DIR: a VBench dimension (repeatable; default: the "
-                   "backend's weight-free ones)")
+                   help="DIR: builtin (the weight-free dimensions, and those whose local model paths are given: "
+                   "--dino, --clip, --aesthetic-head, --musiq, --xclip) or the vbench package when installed")
+    p.add_argument("--dimension", action="append", help="DIR: a VBench dimension (repeatable; default: every one "
+                   "the backend can measure with what it is given)")
     p.add_argument("--name", default="vipo", help="DIR: prefix of the VBench-named output files")
+    for flag, text in (("dino", "a local DINO ViT folder: subject consistency"),
+                       ("clip", "a local CLIPModel folder: background consistency (VBench: ViT-B/32)"),
+                       ("aesthetic-clip", "the CLIPModel folder for the aesthetic predictor (VBench: ViT-L/14; "
+                        "default: --clip)"),
+                       ("aesthetic-head", "the LAION aesthetic predictor, .safetensors (.pth with --allow-pickle): "
+                        "aesthetic quality"),
+                       ("musiq", "MUSIQ weights (needs the pyiqa package): imaging quality"),
+                       ("xclip", "a local XCLIPModel folder: overall_consistency_xclip, a stand-in for VBench's "
+                        "ViCLIP overall consistency")):
+        p.add_argument(f"--{flag}", help=f"DIR, builtin: judge.{flag.replace('-', '_')}, {text}")
 
     p = sub.add_parser("report", help="write a run folder's report again (report.html, report.md, PNGs)")
     p.add_argument("run_dir", help="run folder")
@@ -233,7 +244,7 @@ def cmd_stage(args) -> int:
     return 0
 
 
-def _judge_config(args):
+def _judge_config(args, flags=("critic", "base_url", "labels", "model")):
     """JudgeConfig for a folder: defaults < --config (a run recipe's ``judge:`` or bare judge keys) < --set < flags."""
     from . import config as C
 
@@ -242,7 +253,7 @@ def _judge_config(args):
         data = data["judge"]
     over = C.parse_overrides(args.set)
     over = over.get("judge", over) if isinstance(over.get("judge"), dict) else over
-    for flag in ("critic", "base_url", "labels", "model"):
+    for flag in flags:
         if getattr(args, flag, None) is not None:
             over[flag] = getattr(args, flag)
     cfg = C.build(C.JudgeConfig, C.merge(data, over), "judge")
@@ -274,8 +285,10 @@ def cmd_eval_dir(args) -> int:
 
     _setup_logging(args.verbose)
     out = Path(args.out) if args.out else Path(args.dir) / "vbench"
+    # the feature models' paths: --config (a run recipe's judge: or bare judge keys) < --set < --dino/--clip/...
+    judge = _judge_config(args, ("dino", "clip", "aesthetic_clip", "aesthetic_head", "musiq", "xclip"))
     score = evaluate_folder(Path(args.dir), out, args.backend, args.name, args.dimension,
-                            getattr(args, "device", None) or "cuda")
+                            getattr(args, "device", None) or judge.device, judge)
     print(json.dumps(score, indent=2))
     print(f"results: {out / (args.name + '_eval_results.json')}, {out / (args.name + '_final_score.json')}")
     return 0

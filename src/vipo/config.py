@@ -340,10 +340,34 @@ class JudgeConfig:
     """ensemble: one mapping of judge options per member critic, e.g. [{critic: world}, {critic: openai, ...}]"""
     combine: str = "vote"
     """ensemble: 'vote' (majority per dimension) or 'mean' (mean score per dimension)"""
+    dino: str = ""
+    """omniscore and ``vipo eval DIR``: a local transformers DINO ViT folder (e.g. a save of facebook/dino-vitb16) for
+    VBench's subject consistency; empty = skipped. Never downloaded; the feature models run on ``device``"""
+    clip: str = ""
+    """omniscore and ``vipo eval DIR``: a local transformers CLIPModel folder for VBench's background consistency
+    (VBench uses CLIP ViT-B/32, e.g. openai/clip-vit-base-patch32); empty = skipped"""
+    aesthetic_clip: str = ""
+    """omniscore and ``vipo eval DIR``: the CLIPModel folder whose image embeddings feed ``aesthetic_head`` (VBench:
+    CLIP ViT-L/14, e.g. openai/clip-vit-large-patch14); empty = ``clip``"""
+    aesthetic_head: str = ""
+    """omniscore and ``vipo eval DIR``: the LAION aesthetic predictor for VBench's aesthetic quality, a .safetensors
+    file (weight and bias of its 768 -> 1 linear layer, or LAION's layers.N.*); .pth/.pt only with --allow-pickle;
+    empty = skipped"""
+    musiq: str = ""
+    """omniscore and ``vipo eval DIR``: MUSIQ weights for VBench's imaging quality (VBench: pyiqa's
+    musiq_spaq_ckpt-358bb6af.pth, a pickle: --allow-pickle; or the same as .safetensors); needs the pyiqa package,
+    else skipped with a warning"""
+    xclip: str = ""
+    """omniscore and ``vipo eval DIR``: a local transformers XCLIPModel folder (e.g. microsoft/xclip-base-patch32) for
+    ``overall_consistency_xclip``, a stand-in for VBench's ViCLIP overall consistency (which vipo does not load),
+    normalized with ViCLIP's constant; empty = no semantic dimension"""
+    feature_batch: int = 32
+    """omniscore and ``vipo eval DIR``: frames per forward pass of the feature models"""
 
     def validate(self) -> None:
         _check(self.critic in CRITICS, f"unknown critic {self.critic!r} (known: {', '.join(CRITICS)})")
-        _positive(self, "frames", "frame_size", "max_tokens", "concurrency", "timeout_s", "batch_size")
+        _positive(self, "frames", "frame_size", "max_tokens", "concurrency", "timeout_s", "batch_size",
+                  "feature_batch")
         _check(self.image_format in ("png", "jpeg"), f"image_format must be png or jpeg, got {self.image_format!r}")
         _check(self.retries >= 0 and self.http_retries >= 0 and self.backoff_s >= 0 and self.temperature >= 0,
                "retries, http_retries, backoff_s and temperature must be >= 0")

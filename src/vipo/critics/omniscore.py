@@ -15,13 +15,18 @@ Weight-free dimensions, always measured (frames as decoded, uint8 RGB):
   mean of its top 5% flow magnitudes exceeds ``6 * min(H, W) / 256`` pixels, and the video is dynamic (1, else 0)
   when at least ``round(4 * frames / 16)`` pairs move.
 
-Dimensions that need model weights (subject consistency: DINO; aesthetic quality: CLIP + LAION predictor; imaging
-quality: MUSIQ; overall consistency: ViCLIP) are not implemented yet and are skipped with a warning naming them.
+Dimensions that need model weights run when the judge options give their local paths (:mod:`.features` loads
+them, never downloading): subject consistency (``dino``: DINO ViT), background consistency (``clip``: CLIP),
+aesthetic quality (``aesthetic_head``: the LAION predictor, on ``aesthetic_clip`` or ``clip``: CLIP ViT-L/14),
+imaging quality (``musiq``: MUSIQ, with the pyiqa package installed). Without them they are skipped, and the
+critic's warning names what it measures and what it skips. Overall consistency needs ViCLIP, which vipo does not
+load, and is always skipped; ``xclip`` (an X-CLIP folder) adds ``overall_consistency_xclip``, a stand-in under its own
+name, normalized with ViCLIP's constant for want of an X-CLIP one (:mod:`.features` says how each is measured).
 
-In the critic text format: semantic <- overall consistency (Normal, "not measured", while it is skipped);
-fidelity <- mean of temporal flickering, aesthetic and imaging quality; motion <- weighted mean of subject
-consistency, motion smoothness and dynamic degree; Good >= 0.75, Normal >= 0.4. The pointwise ``total`` is the
-OmniScore (what ``pairs`` ranks, filters and re-weights by); pairwise, the larger OmniScore wins.
+In the critic text format: semantic <- overall consistency's X-CLIP stand-in (Normal, "not measured", without it);
+fidelity <- mean of temporal flickering, aesthetic and imaging quality; motion <- weighted mean of subject and
+background consistency, motion smoothness and dynamic degree; Good >= 0.75, Normal >= 0.4. The pointwise ``total`` is
+the OmniScore (what ``pairs`` ranks, filters and re-weights by); pairwise, the larger OmniScore wins.
 """
 from __future__ import annotations
 
@@ -34,19 +39,24 @@ from .base import DIMENSIONS, Critic, Pairwise, Pointwise, Video, format_answer,
 
 log = logging.getLogger(__name__)
 
-NORMALIZE = {  # VBench's min-max constants (scripts/constant.py)
-    "subject_consistency": (0.1462, 1.0), "temporal_flickering": (0.6293, 1.0),
-    "motion_smoothness": (0.706, 0.9975), "dynamic_degree": (0.0, 1.0), "aesthetic_quality": (0.0, 1.0),
-    "imaging_quality": (0.0, 1.0), "overall_consistency": (0.0, 0.364),
+NORMALIZE = {  # VBench's min-max constants (scripts/constant.py NORMALIZE_DIC)
+    "subject_consistency": (0.1462, 1.0), "background_consistency": (0.2615, 1.0),
+    "temporal_flickering": (0.6293, 1.0), "motion_smoothness": (0.706, 0.9975), "dynamic_degree": (0.0, 1.0),
+    "aesthetic_quality": (0.0, 1.0), "imaging_quality": (0.0, 1.0), "overall_consistency": (0.0, 0.364),
+    # not VBench's: the X-CLIP stand-in for overall consistency borrows ViCLIP's constant (no X-CLIP one exists)
+    "overall_consistency_xclip": (0.0, 0.364),
 }
 WEIGHT = {"dynamic_degree": 0.5}
-QUALITY = ("subject_consistency", "temporal_flickering", "motion_smoothness", "aesthetic_quality",
-           "imaging_quality", "dynamic_degree")
-SEMANTIC = ("overall_consistency",)
-NEEDS_WEIGHTS = ("subject_consistency", "aesthetic_quality", "imaging_quality", "overall_consistency")
-AS_DIMENSION = {"semantic": ("overall_consistency",),
+QUALITY = ("subject_consistency", "background_consistency", "temporal_flickering", "motion_smoothness",
+           "aesthetic_quality", "imaging_quality", "dynamic_degree")
+SEMANTIC = ("overall_consistency", "overall_consistency_xclip")
+NEEDS_WEIGHTS = ("subject_consistency", "background_consistency", "aesthetic_quality", "imaging_quality",
+                 "overall_consistency")
+#: dimensions scored as a folder mean over frame pairs (VBench's sim / cnt), not over videos
+PER_FRAME_PAIR = ("subject_consistency", "background_consistency")
+AS_DIMENSION = {"semantic": ("overall_consistency", "overall_consistency_xclip"),
                 "fidelity": ("temporal_flickering", "aesthetic_quality", "imaging_quality"),
-                "motion": ("subject_consistency", "motion_smoothness", "dynamic_degree")}
+                "motion": ("subject_consistency", "background_consistency", "motion_smoothness", "dynamic_degree")}
 GOOD, NORMAL = 0.75, 0.4
 TIE_TOTAL, TIE_DIM = 1e-3, 0.01
 
@@ -99,6 +109,18 @@ def dynamic_degree(frames: np.ndarray) -> float:
     return float(moving >= max(1, round(4 * len(g) / 16)))
 
 
+def feature_consistency(features: np.ndarray) -> float:
+    """VBench's subject / background consistency from per-frame features ``[F, D]`` (L2-normalized here): for
+    frames i >= 1, ``(max(0, cos(f_i, f_{i-1})) + max(0, cos(f_i, f_0))) / 2``, averaged; 1 for a single frame."""
+    f = np.asarray(features, np.float64)
+    if len(f) < 2:
+        return 1.0
+    f = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+    previous = np.maximum(0.0, (f[1:] * f[:-1]).sum(1))
+    first = np.maximum(0.0, f[1:] @ f[0])
+    return float(((previous + first) / 2).mean())
+
+
 MEASURES = {"temporal_flickering": temporal_flickering, "motion_smoothness": motion_smoothness,
             "dynamic_degree": dynamic_degree}
 
@@ -132,17 +154,30 @@ def _label(v: float) -> str:
 class OmniScoreCritic(Critic):
     name = "omniscore"
 
-    def __init__(self) -> None:
-        log.warning("omniscore: skipping %s (they need model weights, not supported yet); the score is built from "
-                    "%s", ", ".join(NEEDS_WEIGHTS), ", ".join(MEASURES))
+    def __init__(self, cfg=None, features=None) -> None:
+        """``cfg``: the judge options (a :class:`vipo.config.JudgeConfig`; its model paths, ``device`` and
+        ``feature_batch``); ``features``: an already loaded :class:`.features.FeatureModels` to share."""
+        if features is None:
+            from ..config import JudgeConfig
+            from .features import FeatureModels
+
+            features = FeatureModels(cfg if cfg is not None else JudgeConfig(critic="omniscore"))
+        self.features = features
+        self.dimensions = [*MEASURES, *features.measures]
+        skipped = "; ".join(f"{k} ({why})" for k, why in features.skipped.items())
+        (log.warning if features.skipped else log.info)(
+            "omniscore: measuring %s%s", ", ".join(self.dimensions), f"; skipping {skipped}" if skipped else "")
+        for k, note in features.notes.items():
+            log.warning("omniscore: %s is a stand-in: %s", k, note)
         self._cache: dict[str, dict] = {}
 
     def measure(self, video: Video) -> dict:
-        key = hashlib.sha1(video.frames.tobytes()).hexdigest()
+        key = hashlib.sha1(video.frames.tobytes() + video.prompt.encode()).hexdigest()
         if key not in self._cache:
             if len(self._cache) > 4096:
                 self._cache.clear()
             raw = {k: fn(video.frames) for k, fn in MEASURES.items()}
+            raw.update(self.features.measure(video.frames, video.prompt))
             norm = normalized(raw)
             dims = {d: _weighted(norm, AS_DIMENSION[d]) for d in DIMENSIONS}
             self._cache[key] = {"raw": raw, "norm": norm, "dims": dims, "total": omniscore(norm)}

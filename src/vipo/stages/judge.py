@@ -66,7 +66,7 @@ def make_critic(cfg: JudgeConfig | str) -> Critic:
     if name == "omniscore":
         from ..critics.omniscore import OmniScoreCritic
 
-        return OmniScoreCritic()
+        return OmniScoreCritic(cfg)
     raise ValueError(f"unknown critic {name!r}")
 
 

@@ -2,16 +2,21 @@
 
 Backends:
 
-- ``builtin`` (default, no weights): temporal flickering, motion smoothness and dynamic degree, measured by the
-  omniscore critic's functions (:mod:`vipo.critics.omniscore`, one implementation; its docstring says how each
-  differs from VBench's);
+- ``builtin`` (default): the weight-free temporal flickering, motion smoothness and dynamic degree, always; subject
+  consistency (DINO), background consistency (CLIP), aesthetic quality (CLIP ViT-L/14 + the LAION predictor),
+  imaging quality (MUSIQ, with pyiqa installed) and the X-CLIP stand-in for overall consistency when the judge options
+  (``--dino``, ``--clip``, ``--aesthetic-clip``, ``--aesthetic-head``, ``--musiq``, ``--xclip``, or the same keys in
+  ``--config``) give their local paths; the others are skipped and the output says which and why. The omniscore
+  critic's own functions measure them (:mod:`vipo.critics.omniscore` and :mod:`vipo.critics.features`, one
+  implementation; their docstrings say how each compares with VBench's);
 - ``vbench``: the ``vbench`` package when it is installed (it fetches its own model weights), in custom-input mode;
   clips of 5 s or more go to VBench-Long (``vbench2_beta_long``), which VBench's authors require for such clips.
 
 Outputs in ``--out``: ``{name}_eval_results.json`` in VBench's layout (``{dimension: [mean, [{video_path,
 video_results}, ...]]}``) and ``{name}_final_score.json`` with VBench's ``total score`` / ``quality score`` /
 ``semantic score`` (min-max normalized with VBench's constants, dynamic degree weighted 0.5, Total = (4 Quality +
-Semantic) / 5; Total is Quality alone while no semantic dimension is measured) and every dimension's normalized score.
+Semantic) / 5; Total is Quality alone while no semantic dimension is measured), every dimension's normalized score,
+``measured`` and ``skipped`` (dimension -> why) and, for a stand-in such as ``overall_consistency_xclip``, a note.
 """
 from __future__ import annotations
 
@@ -57,15 +62,48 @@ def final_score(means: dict[str, float]) -> dict:
             **{k: norm[k] for k in sorted(norm)}, "raw": dict(sorted(means.items()))}
 
 
-def builtin(root: Path, samples: list[dict]) -> dict[str, list[dict]]:
-    per_dim: dict[str, list[dict]] = {k: [] for k in O.MEASURES}
+def builtin(root: Path, samples: list[dict], features=None, dimensions=None) -> dict[str, list[dict]]:
+    """Per-video results of the weight-free dimensions and of those ``features`` (a loaded
+    :class:`vipo.critics.features.FeatureModels`) measures, limited to ``dimensions`` when given."""
+    names = [k for k in [*O.MEASURES, *(features.measures if features else ())] if not dimensions or k in dimensions]
+    per_dim: dict[str, list[dict]] = {k: [] for k in names}
     for s in samples:
         frames = read_checked(root / s["file_name"])
         if isinstance(frames, str):
             raise UserError(f"{root / s['file_name']}: {frames}")
-        for k, fn in O.MEASURES.items():
-            per_dim[k].append({"video_path": s["file_name"], "video_results": fn(frames)})
+        got = {k: fn(frames) for k, fn in O.MEASURES.items() if k in per_dim}
+        if features:
+            got.update(features.measure(frames, s["prompt"], only=per_dim))
+        for k, v in got.items():
+            row = {"video_path": s["file_name"], "video_results": v}
+            if k in O.PER_FRAME_PAIR:
+                row["cnt_per_video"] = max(0, len(frames) - 1)
+            per_dim[k].append(row)
     return per_dim
+
+
+def dimension_mean(rows: list[dict]) -> float:
+    """A folder's score: the mean over videos, or over frame pairs where rows count them (VBench's consistency)."""
+    if rows and all("cnt_per_video" in r for r in rows):
+        n = sum(r["cnt_per_video"] for r in rows)
+        return float(sum(r["video_results"] * r["cnt_per_video"] for r in rows) / n) if n else 1.0
+    return float(np.mean([r["video_results"] for r in rows]))
+
+
+def builtin_plan(features, dimensions: list[str] | None) -> tuple[list[str], dict[str, str]]:
+    """Which dimensions the builtin backend measures, and why each other VBench quality/semantic one is skipped."""
+    available = [*O.MEASURES, *features.measures]
+    for d in dimensions or ():
+        if d not in available:
+            if d in features.skipped:
+                raise UserError(f"--dimension {d}: {features.skipped[d]}")
+            raise UserError(f"--dimension {d}: the builtin backend measures {', '.join(O.MEASURES)} without weights, "
+                            "and subject_consistency, background_consistency, aesthetic_quality, imaging_quality and "
+                            "overall_consistency_xclip from local model paths (--backend vbench for the rest)")
+    chosen = [d for d in available if not dimensions or d in dimensions]
+    skipped = {d: features.skipped.get(d, "not asked for (--dimension)")
+               for d in (*O.QUALITY, "overall_consistency") if d not in chosen}
+    return chosen, skipped
 
 
 def vbench(root: Path, out: Path, name: str, dimensions: list[str], device: str, long: bool) -> dict:
@@ -85,28 +123,43 @@ def vbench(root: Path, out: Path, name: str, dimensions: list[str], device: str,
 
 
 def evaluate_folder(root: Path, out: Path, backend: str = "builtin", name: str = "vipo",
-                    dimensions: list[str] | None = None, device: str = "cuda") -> dict:
+                    dimensions: list[str] | None = None, device: str = "auto", judge=None) -> dict:
+    """``judge``: a :class:`vipo.config.JudgeConfig` whose model paths (``dino``, ``clip``, ``aesthetic_clip``,
+    ``aesthetic_head``, ``musiq``, ``xclip``) and ``feature_batch`` the builtin backend uses."""
+    from ..config import JudgeConfig
+    from ..critics.features import FeatureModels, resolve_device
+
     root, out = Path(root), Path(out)
+    judge = judge if judge is not None else JudgeConfig()
     samples = folder_samples(root) if (root / "metadata.jsonl").is_file() else vbench_samples(root)
     seconds = [clip_seconds(root / s["file_name"]) for s in samples]
     long = sum(t >= LONG_SECONDS for t in seconds)
     if long:
         log.warning("%d of %d clips last %.0f s or more: VBench's numbers need VBench-Long for them%s", long,
                     len(samples), LONG_SECONDS, " (used)" if backend == "vbench" else "")
-    dimensions = dimensions or list(O.MEASURES)
+    extra: dict = {}
     if backend == "builtin":
-        unknown = sorted(set(dimensions) - set(O.MEASURES))
-        if unknown:
-            raise UserError(f"--dimension {unknown[0]}: the builtin backend measures {', '.join(O.MEASURES)} "
-                            "(the others need model weights: --backend vbench)")
-        per_dim = {k: v for k, v in builtin(root, samples).items() if k in dimensions}
-        results = {k: [float(np.mean([r["video_results"] for r in v])), v] for k, v in per_dim.items()}
+        features = FeatureModels(judge, device)
+        chosen, skipped = builtin_plan(features, dimensions)
+        if skipped:
+            log.warning("vipo eval: measuring %s; skipping %s", ", ".join(chosen),
+                        "; ".join(f"{k} ({why})" for k, why in skipped.items()))
+        per_dim = builtin(root, samples, features, chosen)
+        results = {k: [dimension_mean(v), v] for k, v in per_dim.items()}
         atomic.write_json(out / f"{name}_eval_results.json", results)
+        extra = {"measured": chosen, "skipped": skipped}
+        notes = {k: v for k, v in features.notes.items() if k in chosen}
+        if notes:
+            extra["stand_ins"] = notes
     elif backend == "vbench":
-        results = vbench(root, out, name, dimensions, device, long > 0)
+        given = [k for k in ("dino", "clip", "aesthetic_clip", "aesthetic_head", "musiq", "xclip")
+                 if getattr(judge, k, "")]
+        if given:
+            log.warning("--backend vbench loads its own models: ignoring %s", ", ".join(given))
+        results = vbench(root, out, name, dimensions or list(O.MEASURES), resolve_device(device), long > 0)
     else:
         raise UserError(f"--backend {backend!r}: builtin or vbench")
     score = final_score({k: float(v[0]) for k, v in results.items()})
-    score.update(backend=backend, videos=len(samples), long_clips=long, max_seconds=max(seconds))
+    score.update(backend=backend, videos=len(samples), long_clips=long, max_seconds=max(seconds), **extra)
     atomic.write_json(out / f"{name}_final_score.json", score)
     return score
