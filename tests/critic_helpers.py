@@ -1,6 +1,9 @@
-"""Shared by the critic tests: a folder of rendered world clips with metadata.jsonl, as `vipo judge DIR` reads it."""
+"""Shared by the critic tests: a folder of rendered world clips with metadata.jsonl, as `vipo judge DIR` reads it;
+answers decided by the pixels; a tiny one-round `vipo run` and what every critic's run must leave."""
 import json
 import random
+
+import numpy as np
 
 from vipo.io.video import write_mp4
 from vipo.world import grammar, render
@@ -23,3 +26,61 @@ def video_folder(root, per_prompt=2, wrong_every=2):
             k += 1
     (root / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return rows
+
+
+def pixel_verdict(videos):
+    """A critic's answer decided by the pixels alone (``videos``: one list of uint8 frames per video shown), the way
+    a real critic's is: pointwise a label from the mean brightness, pairwise the brighter video, so both orders
+    agree and every prompt's samples rank cleanly."""
+    means = [float(np.mean(np.stack(v))) for v in videos]
+    if len(means) == 2:
+        v = "A" if means[0] > means[1] else "B" if means[1] > means[0] else "Tie"
+        return f"Video A has mean brightness {means[0]:.3f}, video B {means[1]:.3f}.\nVerdict: {v}"
+    return f"Mean brightness {means[0]:.3f}.\nVerdict: {('Good', 'Normal', 'Bad')[int(means[0] * 10) % 3]}"
+
+
+def split_videos(parts):
+    """The frames of each video in a question's parts (text and images; 'Video A:' and 'Video B:' open a pair's)."""
+    videos = []
+    for p in parts:
+        if isinstance(p, str):
+            if p in ("Video A:", "Video B:"):
+                videos.append([])
+        else:
+            if not videos:
+                videos.append([])
+            videos[-1].append(p)
+    return videos
+
+
+def run_one_round(model_dir, out, *sets):
+    """Args of a tiny one-round DPO ``vipo run``; ``sets``: 'key=value' overrides (after TINY_RUN, so they win)."""
+    from tests.conftest import TINY_RUN
+
+    return (["run", "--model", str(model_dir), "--out", str(out), "--rounds", "1", "--method", "dpo"] + TINY_RUN
+            + ["--set", "eval.clips_per_split=1"] + [a for s in sets for a in ("--set", s)])
+
+
+def check_round(out, critic):
+    """What every critic's run must leave: judgments by ``critic`` (raw text kept), each pointwise question asked
+    once, each pair in both orders, the judge stage's counts, pairs, a finished training and evaluations."""
+    from vipo.data.ledger import Ledger
+    from vipo.io import atomic
+
+    rd = out / "round-1"
+    samples = [json.loads(x) for x in (rd / "samples.jsonl").read_text().splitlines()]
+    judgments = {j["key"]: j for j in map(json.loads, (rd / "judgments.jsonl").read_text().splitlines())}
+    assert all(j["critic"] == critic and j["raw"] for j in judgments.values())
+    assert {k for k in judgments if k.startswith("pw:")} == {f"pw:{s['id']}" for s in samples}
+    both = {f"pair:{a['id']}|{b['id']}" for a in samples for b in samples
+            if a["prompt_id"] == b["prompt_id"] and a["id"] != b["id"]}
+    assert {k for k in judgments if k.startswith("pair:")} == both
+    pairs = [json.loads(x) for x in (rd / "pairs.jsonl").read_text().splitlines()]
+    assert pairs and all(p["chosen"] != p["rejected"] for p in pairs)
+    assert (rd / "train_log.jsonl").read_text().strip() and atomic.is_complete(rd / "checkpoint")
+    with Ledger(out / "ledger.sqlite") as ledger:
+        info = ledger.stage_info(1, "judge")
+        assert all(ledger.is_done(k, s) for k, s in ((0, "eval"), (1, "train"), (1, "eval"), (1, "round")))
+    assert info["pairwise"] == len(both) and info["pointwise"] == len(samples)
+    assert (rd / "eval" / "eval.json").is_file() and (out / "report.md").is_file()
+    return judgments, pairs, info

@@ -515,11 +515,17 @@ class EvalConfig:
     """eval seed family (eval seeds live in a range training seeds never use)"""
     batch_size: int = 48
     """videos per sampler batch"""
-    metric: str = "indist_pass"
-    """the validation metric early stopping watches"""
+    metric: str = "auto"
+    """the validation metric early stopping watches: SPLIT_KEY with SPLIT indist or heldout and KEY a number of the
+    split in eval.json (pass = semantic_pass, the world judge's; score = the mean of the three dimension scores,
+    any critic; also color, shape, direction, semantic_good, motion_score, ...); 'auto' = indist_pass with the
+    world critic, else indist_score"""
 
     def validate(self) -> None:
         _positive(self, "clips_per_split", "num_steps", "batch_size")
+        split, _, key = self.metric.partition("_")
+        _check(self.metric == "auto" or (split in ("indist", "heldout") and key != ""),
+               f"metric must be 'auto' or indist_KEY / heldout_KEY (e.g. indist_pass, indist_score), got {self.metric!r}")
 
 
 @dataclass

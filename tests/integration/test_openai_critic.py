@@ -1,4 +1,6 @@
 """The openai critic against a real chat-completions server on 127.0.0.1 with scripted answers."""
+import base64
+import io
 import json
 import threading
 import time
@@ -6,8 +8,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from tests.critic_helpers import video_folder
+from tests.critic_helpers import check_round, pixel_verdict, run_one_round, split_videos, video_folder
 from vipo.cli import main
 from vipo.config import JudgeConfig
 from vipo.critics.base import Video
@@ -166,3 +169,42 @@ def test_garbage_answers_are_recorded_unparseable_and_counted(tmp_path, server, 
     assert len(bad) == 1 and bad[0]["raw"].count("Good|Normal|Bad") == 3 and "labels" not in bad[0]
     info = json.loads(capsys.readouterr().out.split("\njudgments:")[0])
     assert info["parse_errors"] == 1 and info["unparseable_rate"] == 0.25
+
+
+def _pixels(body):
+    """The answer :func:`pixel_verdict` gives to a chat-completions request, from the images it carries."""
+    parts = [p["text"] if p["type"] == "text" else
+             np.asarray(Image.open(io.BytesIO(base64.b64decode(p["image_url"]["url"].split(",", 1)[1]))))
+             for p in body["messages"][1]["content"]]
+    return pixel_verdict(split_videos(parts))
+
+
+def test_openai_critic_through_vipo_run(tmp_path, server, monkeypatch, tiny_model_dir):
+    srv = server(default=_pixels)
+    monkeypatch.setenv("VIPO_TEST_KEY", KEY)
+    out = tmp_path / "run"
+    assert main(["-v"] + run_one_round(
+        tiny_model_dir, out, "judge.critic=openai", f"judge.base_url={srv.url}", "judge.model=qwen-vl",
+        "judge.api_key_env=VIPO_TEST_KEY", "judge.frames=2", "judge.frame_size=32", "judge.backoff_s=0")) == 0
+    judgments, pairs, info = check_round(out, "openai")
+    # every judgment is the server's answers, parsed: 3 questions (dimensions) each, all answered and consistent
+    assert info["unparseable_rate"] == 0.0 and info["consistency_rate"] == 1.0 and len(pairs) == 3
+    for j in judgments.values():
+        assert j["raw"].count("brightness") == 3 and "error" not in j
+        if j["kind"] == "pairwise":
+            assert j["raw"].count("Video A has mean brightness") == 3 and j["overall"] in ("A", "B")
+    asked = [r for r in srv.requests if r["path"] == "/v1/chat/completions" and r["auth"] == f"Bearer {KEY}"]
+    pairwise = [r for r in asked if "Video B:" in json.dumps(r["body"])]
+    evals = 2 * 2 * 3  # rounds 0 and 1, one clip per split, 3 dimensions
+    assert len(asked) == len(srv.requests) == 3 * len(judgments) + evals and len(pairwise) == 3 * info["pairwise"]
+    # the chosen sample is the brighter one: the one the server said won in both orders
+    for p in pairs:
+        ab, ba = judgments[f"pair:{p['chosen']}|{p['rejected']}"], judgments[f"pair:{p['rejected']}|{p['chosen']}"]
+        assert (ab["overall"], ba["overall"]) == ("A", "B")
+    results = [json.loads(x) for x in (out / "round-1" / "eval" / "results.jsonl").read_text().splitlines()]
+    assert len(results) == 2 and all("brightness" in r["raw"] and "labels" in r for r in results)
+    # the key is in no file of the run (config snapshot, ledger, log, exports, report): only its variable's name
+    assert "api_key_env: VIPO_TEST_KEY" in (out / "config.yaml").read_text()
+    for f in out.rglob("*"):
+        if f.is_file():
+            assert KEY.encode() not in f.read_bytes(), f

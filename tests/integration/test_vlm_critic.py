@@ -8,7 +8,7 @@ import pytest
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 
-from tests.critic_helpers import video_folder
+from tests.critic_helpers import check_round, pixel_verdict, run_one_round, split_videos, video_folder
 from vipo.cli import main
 
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
@@ -73,3 +73,30 @@ def test_tiny_qwen2_vl_through_vipo_judge(tmp_path, tiny_vlm, capsys):
     # with the default threshold the stage stops, one line, non-zero exit; the rows asked again are replaced
     assert main(args) == 2
     assert "unparseable" in capsys.readouterr().err
+
+
+def test_tiny_qwen2_vl_through_vipo_run(tmp_path, tiny_vlm, tiny_model_dir, monkeypatch):
+    """The real processor and model answer every question; each answer then ends with the verdict a trained critic
+    would give (a random model never writes one), so the run judges, pairs, trains and evaluates."""
+    from vipo.critics.vlm import VLMCritic
+
+    real, generated = VLMCritic.complete, []
+
+    def complete(self, queries):
+        answers = real(self, queries)
+        generated.extend(answers)
+        return [f"{a}\n{pixel_verdict(split_videos(q.parts))}" for q, a in zip(queries, answers)]
+
+    monkeypatch.setattr(VLMCritic, "complete", complete)
+    out = tmp_path / "run"
+    assert main(run_one_round(tiny_model_dir, out, "judge.critic=vlm", f"judge.model={tiny_vlm}", "judge.frames=2",
+                              "judge.frame_size=56", "judge.max_tokens=4", "judge.batch_size=16",
+                              "judge.device=cpu")) == 0
+    judgments, pairs, info = check_round(out, "vlm")
+    assert info["unparseable_rate"] == 0.0 and info["consistency_rate"] == 1.0 and len(pairs) == 3
+    assert len(generated) == 3 * len(judgments) + 2 * 2 * 3  # + rounds 0 and 1's eval: 2 clips, 3 dimensions
+    raws = "\n".join(j["raw"] for j in judgments.values())
+    assert all(j["raw"].count("Verdict: ") == 3 for j in judgments.values())
+    assert all(isinstance(a, str) and a in raws for a in generated[6:-6])  # the model's own text, kept in the raw
+    results = [json.loads(x) for x in (out / "round-1" / "eval" / "results.jsonl").read_text().splitlines()]
+    assert len(results) == 2 and all("labels" in r for r in results)

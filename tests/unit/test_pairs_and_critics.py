@@ -36,6 +36,16 @@ def test_top_vs_bottom_by_consistent_wins():
     assert pairs[0]["rejected"] == "c" and pairs[0]["gap"] == pytest.approx(0.7)
 
 
+def test_pairs_without_verdicts_are_unjudged_not_inconsistent():
+    v = {}
+    both(v, "a", "b", "A")
+    v[("a", "c")] = "A"  # one order only (the other unparseable): inconsistent
+    pairs, stats = P.build_pairs({0: ["a", "b", "c"]}, v, {"a": 0.9, "b": 0.6, "c": 0.2})
+    assert (stats.consistent, stats.inconsistent, stats.unjudged) == (1, 1, 1)
+    _, stats = P.build_pairs({0: ["a", "b", "c"]}, {}, {"a": 0.9, "b": 0.6, "c": 0.2})  # pointwise-only judging
+    assert (stats.consistent, stats.inconsistent, stats.unjudged) == (0, 0, 3)
+
+
 def test_prompt_without_clear_winner_is_dropped():
     v = {}
     for x, y in (("a", "b"), ("a", "c"), ("b", "c")):

@@ -31,6 +31,8 @@ class PairStats:
     comparisons: int = 0
     consistent: int = 0
     inconsistent: int = 0
+    unjudged: int = 0
+    """pairs with no verdict in either order (pointwise-only judging, e.g. for KTO): ranked by scores alone"""
     ties: int = 0
     notes: list = field(default_factory=list)
 
@@ -49,13 +51,17 @@ def rank_prompt(sample_ids: list[str], verdicts: dict[tuple[str, str], str], sco
     """Samples ranked best first as (id, consistent wins, pointwise score).
 
     ``verdicts[(x, y)]`` is the overall verdict ("A"/"B"/"Tie") with x shown first; both orders of every pair are
-    expected, a pair missing an order counts as inconsistent.
+    expected: a pair missing one order counts as inconsistent, one missing both as unjudged.
     """
     wins = {s: 0 for s in sample_ids}
     for x, y in itertools.combinations(sample_ids, 2):
         if stats:
             stats.comparisons += 1
         ab, ba = verdicts.get((x, y)), verdicts.get((y, x))
+        if ab is None and ba is None:
+            if stats:
+                stats.unjudged += 1
+            continue
         v = consistent_verdict(ab, ba) if ab is not None and ba is not None else None
         if v is None:
             if stats:

@@ -161,16 +161,16 @@ def run(cfg: RunConfig, run_dir: Path, progress: bool = True, force: bool = Fals
                 Round(cfg, run_dir, k, ledger, critic, device, progress).all()
             evals[k] = atomic.read_json(rd / "eval" / "eval.json")
             m = _metric(evals[k], cfg)
-            if m > best:
+            if m > best or best != best:  # (best is NaN when the base's clips could not be judged)
                 best, best_round, since_best = m, k, 0
             else:
                 since_best += 1
-            log.info("round %d: %s = %.3f (best %.3f at round %d)", k, cfg.eval.metric, m, best, best_round)
+            log.info("round %d: %s = %.3f (best %.3f at round %d)", k, metric_name(cfg), m, best, best_round)
             if cfg.patience and since_best >= cfg.patience and k < cfg.rounds:
                 info.update(stopped_early=True, last_round=k)
                 log.info("stopping early: no improvement for %d rounds", since_best)
                 break
-        info.update(best_round=best_round, best_metric=best, metric=cfg.eval.metric,
+        info.update(best_round=best_round, best_metric=best, metric=metric_name(cfg),
                     elapsed_s_this_invocation=round(time.time() - t_start, 1))
     report = write_report(run_dir, evals, info)
     info["report"] = str(report)
@@ -197,10 +197,23 @@ def text_cache(model, run_dir: Path) -> TextCache | None:
     return TextCache(Path(run_dir) / "cache" / "text", model.cache_key("text")) if model.cache_text else None
 
 
+def metric_name(cfg: RunConfig) -> str:
+    """``eval.metric`` with 'auto' resolved: the world judge's exact pass rate, else the mean dimension score."""
+    if cfg.eval.metric != "auto":
+        return cfg.eval.metric
+    return "indist_pass" if cfg.judge.critic == "world" else "indist_score"
+
+
 def _metric(ev: dict, cfg: RunConfig) -> float:
-    split, _, key = cfg.eval.metric.partition("_")
+    name = metric_name(cfg)
+    split, _, key = name.partition("_")
     key = {"pass": "semantic_pass"}.get(key, key)
-    return float(ev.get(split, {}).get(key, 0.0))
+    if split not in ev:  # every clip of the split unjudged (e.g. human labels, which eval clips never have)
+        return float("nan")
+    if key not in ev[split]:
+        raise UserError(f"eval.metric={name}: this run's evaluation has no {key!r} for {split} (it has "
+                        f"{', '.join(k for k in ev[split] if k != 'n')}); choose one of those or 'auto'")
+    return float(ev[split][key])
 
 
 class Round:
@@ -209,11 +222,19 @@ class Round:
     def __init__(self, cfg: RunConfig, run_dir: Path, k: int, ledger: Ledger, critic=None, device: str = "cpu",
                  progress: bool = True):
         self.cfg, self.run_dir, self.k, self.ledger = cfg, Path(run_dir), k, ledger
-        self.critic = critic or make_critic(cfg.judge)
+        self._critic = critic
         self.device, self.progress = device, progress
         self.dir = self.run_dir / f"round-{k}"
         self.previous = self.run_dir / f"round-{k - 1}" / "checkpoint" if k > 1 else None
         self._policy = None
+
+    @property
+    def critic(self):
+        # made on first use: the stages before judge (a stage verb such as `vipo generate --round K`) need no critic,
+        # and a human critic's labels for the round's samples cannot exist before they are generated
+        if self._critic is None:
+            self._critic = make_critic(self.cfg.judge)
+        return self._critic
 
     def _require(self, stage: str) -> None:
         if not self.ledger.is_done(self.k, stage):
@@ -269,9 +290,10 @@ class Round:
         self._require("judge")
         self._start("pairs")
         info = pairs_stage.build(self.ledger, self.k, self.dir, self.cfg.pairs)
-        log.info("round %d: %d pairs from %d prompts (%d without a clear winner, %d inconsistent verdicts); "
+        log.info("round %d: %d pairs from %d prompts (%d without a clear winner, %d inconsistent verdicts%s); "
                  "KTO labels %s", self.k, info["pairs"], info["prompts"], info["dropped_no_winner"],
-                 info["inconsistent"], info["kto_labels"])
+                 info["inconsistent"], f", {info['unjudged']} pairs ranked by pointwise scores only"
+                 if info.get("unjudged") else "", info["kto_labels"])
         self.ledger.mark_done(self.k, "pairs", info)
 
     def train(self) -> None:

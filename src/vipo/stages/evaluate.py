@@ -64,7 +64,7 @@ def evaluate(model: VideoModel, out_dir: Path, cfg: EvalConfig, critic, progress
     results = []
     for i in range(0, len(rows), JUDGE_CHUNK):
         chunk = rows[i:i + JUDGE_CHUNK]
-        videos = [Video(r["prompt"], read_mp4(out_dir / r["file_name"]), r["file_name"]) for r in chunk]
+        videos = [Video(r["prompt"], read_mp4(out_dir / r["file_name"]), str(out_dir / r["file_name"])) for r in chunk]
         for r, video, pw in zip(chunk, videos, critic.pointwise_many(videos)):
             if isinstance(pw, CriticParseError):  # recorded, left out of the rates
                 results.append(dict(r, error=str(pw), raw=pw.raw))
@@ -98,5 +98,6 @@ def summarize(results: list[dict]) -> dict:
         for dim in ("semantic", "fidelity", "motion"):
             d[f"{dim}_good"] = float(np.mean([r["labels"][dim] == "Good" for r in rs]))
             d[f"{dim}_score"] = float(np.mean([r["scores"].get(dim, 0.0) for r in rs]))
+        d["score"] = float(np.mean([d[f"{dim}_score"] for dim in ("semantic", "fidelity", "motion")]))
         out[split] = d
     return out
