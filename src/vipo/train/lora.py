@@ -15,6 +15,8 @@ A full fine-tune's checkpoint holds the whole denoiser instead, as a diffusers m
 """
 from __future__ import annotations
 
+import logging
+
 import hashlib
 import json
 import shutil
@@ -80,7 +82,15 @@ def save_adapter(model: VideoModel, folder: Path, name: str = ADAPTER) -> None:
     """
     net, prefix = model.denoiser, model.lora_prefix
     if prefix is None:
-        net.save_lora_adapter(str(folder), adapter_name=name)
+        # diffusers' save_lora_adapter calls ``self.to(dtype=None)``, which logs a spurious "modules that should be
+        # kept in float32: []" warning on every save (diffusers 0.36-0.42); the cast itself is a no-op
+        quiet = logging.getLogger("diffusers.models.modeling_utils")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
+        try:
+            net.save_lora_adapter(str(folder), adapter_name=name)
+        finally:
+            quiet.setLevel(level)
         return
     state = {f"{prefix}.{k}": v for k, v in get_peft_model_state_dict(net, adapter_name=name).items()}
     config = {f"{prefix}.{k}": v for k, v in net.peft_config[name].to_dict().items()}
