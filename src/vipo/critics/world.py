@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 
 from ..world import grammar
-from ..world.judge import Scores, judge_clip
+from ..world.judge import Scores, judge_clip, why_wrong
 from .base import DIMENSIONS, Critic, Video, format_answer
 
 GOOD, NORMAL = 0.75, 0.4  # fidelity / motion score thresholds for Good and Normal
@@ -47,7 +47,7 @@ class WorldCritic(Critic):
         a = _attrs(video.prompt)
         m = s.m
         n_ok = s.color_ok + s.shape_ok + s.direction_ok
-        wrong = [f"{k} is not {getattr(a, k)}" for k, ok in
+        wrong = [f"{k} is not clearly {getattr(a, k)}: {why_wrong(m, a, k)}" for k, ok in
                  (("color", s.color_ok), ("shape", s.shape_ok), ("direction", s.direction_ok)) if not ok]
         labels = {
             # Any attribute wrong means the video does not show what was asked: Bad. All right but near a
@@ -58,7 +58,7 @@ class WorldCritic(Critic):
         }
         reasons = {
             "semantic": f"a {a.color} {a.shape} moving {a.direction} as asked" if n_ok == 3
-            else "; ".join(wrong) + f" (seen: {m.color or 'nothing'} {m.shape or ''})".rstrip(),
+            else "; ".join(wrong),
             "fidelity": f"score {s.fidelity:.2f}: stray {m.stray:.2f}, noise {m.noise:.3f}, best shape fit "
                         f"{max(m.shape_iou.values()):.2f}, size {m.size:.2f}",
             "motion": f"score {s.motion:.2f}: jitter {m.jitter:.3f}, area variation {m.area_cv:.2f}, "

@@ -197,6 +197,34 @@ def direction_components(m: Measurement, direction: str) -> tuple[float, float]:
     return dx * ux + dy * uy, abs(dx * uy) + abs(dy * ux)
 
 
+def why_wrong(m: Measurement, target: Attributes, attribute: str) -> str:
+    """Why ``attribute`` ("color", "shape", "direction") failed its check, in a few words (the critic's reason)."""
+    if m.detected < 1.0:
+        return f"no single shape fully in frame in {100 * (1 - m.detected):.0f}% of the frames"
+    if attribute == "color":
+        dist = m.color_dist[target.color]
+        return (f"looks {m.color}" if m.color != target.color
+                else f"{dist:.0f} from {target.color}'s palette value (at most {COLOR_MAX_DIST:.0f})")
+    if attribute == "shape":
+        iou = m.shape_iou[target.shape]
+        rival, rival_iou = max(((k, v) for k, v in m.shape_iou.items() if k != target.shape), key=lambda kv: kv[1])
+        if m.shape != target.shape:
+            return f"looks like a {m.shape}"
+        if iou < SHAPE_MIN_IOU:
+            return f"a loose {target.shape}: fit {iou:.2f} (at least {SHAPE_MIN_IOU})"
+        if iou - rival_iou < SHAPE_MIN_MARGIN:
+            return f"a {target.shape} fit {iou:.2f} hardly better than a {rival} {rival_iou:.2f}"
+        if m.aspect > MAX_ASPECT:
+            return f"stretched: bounding box {np.exp(m.aspect):.2f}:1"
+        return f"size {m.size:.2f} of the frame (expected {SIZE_OK[0]}-{SIZE_OK[1]})"
+    along, drift = direction_components(m, target.direction)
+    if along <= -MIN_TRAVEL:
+        return f"moves the opposite way ({-along:.2f} of the frame)"
+    if along < MIN_TRAVEL:
+        return f"travels {along:.2f} of the frame {target.direction} (at least {MIN_TRAVEL})"
+    return f"drifts sideways {drift:.2f} for {along:.2f} of travel"
+
+
 def score(m: Measurement, target: Attributes) -> Scores:
     full = m.detected == 1.0
     dist = m.color_dist[target.color]
