@@ -152,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="sampler steps")
     p.add_argument("--guidance", type=float, default=None)
     p.add_argument("--device", default=None)
+    p.add_argument("--model-dtype", choices=("float32", "bfloat16", "float16"), default=None,
+                   help="the real families' weights in this dtype (default float32; with --round: model_dtype)")
     p.add_argument("--round", type=int, help="generate round K's training samples of the run in --out")
     p.add_argument("--method", choices=("dpo", "kto", "rwr"), help=argparse.SUPPRESS)
     p.add_argument("--rounds", type=int, help=argparse.SUPPRESS)
@@ -182,7 +184,7 @@ def _load_run_config(args):
 
     over = C.parse_overrides(args.set)
     for flag, key in (("model", "model"), ("method", "train.method"), ("rounds", "rounds"), ("seed", "seed"),
-                      ("device", "device")):
+                      ("device", "device"), ("model_dtype", "model_dtype")):
         v = getattr(args, flag, None)
         if v is not None:
             over = C.merge(over, C.parse_overrides([f"{key}={v}"]) if flag != "model" else {"model": v})
@@ -402,7 +404,8 @@ def cmd_generate(args) -> int:
         prompts += [text for _, text in read_prompts(args.prompts, "--prompts")]
     if not prompts:
         raise UserError("no prompts: give --prompts FILE or --prompt TEXT")
-    model = load_policy(args.model or "world", args.lora, device=resolve_device(args.device or "auto"))
+    model = load_policy(args.model or "world", args.lora, device=resolve_device(args.device or "auto"),
+                        dtype=args.model_dtype or "float32")
     model.vae_memory(cfg.vae_tiling, cfg.vae_slicing)
     out = Path(args.out)
     seed = 0 if args.seed is None else args.seed

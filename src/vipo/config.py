@@ -467,7 +467,8 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     """recompute the denoiser's activations in the backward pass instead of storing them"""
     mixed_precision: str = "no"
-    """'no' or 'bf16': the denoiser's forward passes under bf16 autocast; errors and losses stay float32"""
+    """'no' or 'bf16': the denoiser's forward passes under bf16 autocast; errors and losses stay float32. With
+    ``model_dtype: bfloat16`` the forward passes run under bf16 autocast either way"""
     optimizer: str = "adamw"
     """'adamw' or 'adamw8bit' (bitsandbytes' 8-bit AdamW: optimizer states in 2 bytes per parameter instead of 8)"""
     save_every: int = 25
@@ -536,6 +537,12 @@ class RunConfig:
     """base model: 'world' (the committed embedded model) or a diffusers folder"""
     family: str = "auto"
     """model family (auto = from model_index.json)"""
+    model_dtype: str = "float32"
+    """'float32' or 'bfloat16': the dtype the real families' text encoder, VAE and transformer are loaded and sampled
+    in (diffusers' ``dtype``/``torch_dtype``; finetrainers' weight_dtype). bfloat16 about halves their memory: LoRA
+    weights stay float32 and train under bf16 autocast; a full fine-tune trains the transformer in float32 (master
+    weights and reference); latents, errors and losses stay float32 (docs/models.md). The embedded world loads in
+    float32 only"""
     device: str = "auto"
     """'auto', 'cpu' or 'cuda'"""
     seed: int = 0
@@ -559,3 +566,9 @@ class RunConfig:
         _check(self.min_free_gb >= 0, f"min_free_gb must be >= 0, got {self.min_free_gb}")
         _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
                f"device must be auto, cpu or cuda, got {self.device!r}")
+        # float16 would train without loss scaling (vipo has none), so `vipo run` refuses it; `vipo generate` takes it
+        _check(self.model_dtype in ("float32", "bfloat16"), "model_dtype must be float32 or bfloat16 (float16 "
+               f"trains without loss scaling; `vipo generate --model-dtype float16` samples in it), got "
+               f"{self.model_dtype!r}")
+        _check(self.model_dtype == "float32" or self.model != "world",
+               f"model_dtype: the embedded world model loads in float32 only, got {self.model_dtype!r}")

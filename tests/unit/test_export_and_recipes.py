@@ -71,4 +71,5 @@ def test_gpu_recipes_validate_and_are_documented(name, model, method):
     cfg = C.load(C.RunConfig, ROOT / "configs" / name)  # validation only: nothing is downloaded
     assert (cfg.model, cfg.train.method, cfg.device) == (model, method, "cuda")
     assert cfg.train.mixed_precision == "bf16" and cfg.train.gradient_checkpointing
+    assert cfg.model_dtype == "bfloat16"  # frozen weights in bf16 (docs/models.md: memory)
     assert f"configs/{name}" in (ROOT / "docs" / "models.md").read_text()

@@ -6,6 +6,8 @@ import json
 import re
 from pathlib import Path
 
+import torch
+
 from ..errors import UserError
 from .base import VideoModel
 
@@ -14,6 +16,8 @@ WORLD_CHECKPOINT = Path(__file__).resolve().parent.parent / "world" / "checkpoin
 #: family name -> (module, class); each family is one file of this package
 FAMILIES = {"world": ("world", "WorldModel"), "cogvideox": ("cogvideox", "CogVideoXModel"),
             "wan": ("wan", "WanModel"), "ltx": ("ltx", "LTXModel")}
+#: ``model_dtype`` names -> torch dtypes
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 #: weight files loaded with pickle, which can run arbitrary code: refused unless ``--allow-pickle``
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -81,10 +85,16 @@ def detect_family(path: Path) -> str:
     raise UserError(f"{path / 'model_index.json'}: unknown model family {name!r}")
 
 
-def load_model(spec: str, device: str = "cpu", family: str = "auto") -> VideoModel:
+def load_model(spec: str, device: str = "cpu", family: str = "auto", dtype: str = "float32") -> VideoModel:
+    """The model ``spec`` names, its weights in ``dtype`` (a ``model_dtype`` name; the family must support it)."""
+    if dtype not in DTYPES:
+        raise UserError(f"model_dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     path = resolve(spec)
     fam = detect_family(path) if family == "auto" else family
     if fam not in FAMILIES:
         raise UserError(f"model family {fam!r} is not available in this build (known: {', '.join(FAMILIES)})")
     module, name = FAMILIES[fam]
-    return getattr(importlib.import_module(f".{module}", __name__), name).load(path, device=device)
+    cls = getattr(importlib.import_module(f".{module}", __name__), name)
+    if dtype not in cls.dtypes:
+        raise UserError(f"model_dtype: the {fam} family loads in {' or '.join(cls.dtypes)} only, got {dtype!r}")
+    return cls.load(path, device=device, dtype=DTYPES[dtype])

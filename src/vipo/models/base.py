@@ -39,11 +39,18 @@ class VideoModel(abc.ABC):
     #: runs the text encoder). Off by default: the embedded world's encoder is tiny and it keeps computing it in the
     #: train stage, as its committed results did.
     cache_text: bool = False
+    #: ``model_dtype`` names the family can load its weights in
+    dtypes: tuple[str, ...] = ("float32",)
+    #: the dtype its frozen weights were loaded in (``model_dtype``); trainable weights are float32 whatever it is
+    dtype: torch.dtype = torch.float32
+    #: the diffusers model folder the denoiser's weights were loaded from, where there is one: a full fine-tune of a
+    #: low-precision model reads its float32 master weights there (``train.lora.master_denoiser``)
+    denoiser_source: Path | None = None
 
     @classmethod
     @abc.abstractmethod
-    def load(cls, path: str | Path, device: str = "cpu") -> "VideoModel":
-        """Load from a diffusers-style folder."""
+    def load(cls, path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> "VideoModel":
+        """Load from a diffusers-style folder, weights in ``dtype`` (one of ``dtypes``)."""
 
     @property
     @abc.abstractmethod

@@ -46,10 +46,10 @@ class CogVideoXModel(PipelineModel):
     @torch.no_grad()
     def sample(self, cond, uncond, seeds, num_steps, guidance):
         emb = cond["prompt_embeds"]
-        out = self.pipe(prompt_embeds=emb, negative_prompt_embeds=uncond["prompt_embeds"].expand_as(emb),
-                        num_frames=self.frames, height=self.height, width=self.width, num_inference_steps=num_steps,
-                        guidance_scale=guidance, use_dynamic_cfg=self.dynamic_cfg,
-                        generator=self.generators(seeds), output_type="latent", return_dict=False)[0]
+        out = self.run_pipeline(prompt_embeds=emb, negative_prompt_embeds=uncond["prompt_embeds"].expand_as(emb),
+                                num_frames=self.frames, height=self.height, width=self.width,
+                                num_inference_steps=num_steps, guidance_scale=guidance,
+                                use_dynamic_cfg=self.dynamic_cfg, generator=self.generators(seeds))
         return out.float().cpu()
 
     def _padding(self, latent_frames: int) -> int:
@@ -67,7 +67,7 @@ class CogVideoXModel(PipelineModel):
     @torch.no_grad()
     def encode_video(self, frames: np.ndarray) -> torch.Tensor:
         # The posterior mean, not a sample: a real video is encoded once and cached, so it must be deterministic.
-        z = self.vae.encode(self.pixels(frames)).latent_dist.mode() * self.pipe.vae_scaling_factor_image
+        z = self.vae.encode(self.pixels(frames)).latent_dist.mode().float() * self.pipe.vae_scaling_factor_image
         return z.permute(0, 2, 1, 3, 4).float().cpu()  # [B, C, F', H', W'] -> the pipeline's [B, F', C, H', W']
 
     def sample_timesteps(self, n, generator, window=None):

@@ -60,12 +60,12 @@ class LTXModel(PipelineModel):
     @torch.no_grad()
     def sample(self, cond, uncond, seeds, num_steps, guidance):
         emb, mask = cond["prompt_embeds"], cond["prompt_attention_mask"]
-        out = self.pipe(prompt_embeds=emb, prompt_attention_mask=mask,
-                        negative_prompt_embeds=uncond["prompt_embeds"].expand_as(emb),
-                        negative_prompt_attention_mask=uncond["prompt_attention_mask"].expand_as(mask),
-                        num_frames=self.frames, height=self.height, width=self.width, frame_rate=self.frame_rate,
-                        num_inference_steps=num_steps, guidance_scale=guidance, generator=self.generators(seeds),
-                        output_type="latent", return_dict=False)[0]
+        out = self.run_pipeline(prompt_embeds=emb, prompt_attention_mask=mask,
+                                negative_prompt_embeds=uncond["prompt_embeds"].expand_as(emb),
+                                negative_prompt_attention_mask=uncond["prompt_attention_mask"].expand_as(mask),
+                                num_frames=self.frames, height=self.height, width=self.width,
+                                frame_rate=self.frame_rate, num_inference_steps=num_steps, guidance_scale=guidance,
+                                generator=self.generators(seeds))
         f, h, w = self._latent_size(self.frames, self.height, self.width)
         return self._unpack(out, f, h, w).float().cpu()
 
@@ -91,7 +91,7 @@ class LTXModel(PipelineModel):
     @torch.no_grad()
     def encode_video(self, frames: np.ndarray) -> torch.Tensor:
         vae = self.vae
-        z = vae.encode(self.pixels(frames)).latent_dist.mode()  # the mean: cached once, so deterministic
+        z = vae.encode(self.pixels(frames)).latent_dist.mode().float()  # the mean: cached once, deterministic
         z = self.pipe._normalize_latents(z, vae.latents_mean, vae.latents_std, vae.config.scaling_factor)
         return z.float().cpu()
 

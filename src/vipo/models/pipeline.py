@@ -5,6 +5,9 @@ a video sampled here is exactly the one ``Pipeline.from_pretrained(base).load_lo
 same seed. The pipeline's transformer is the denoiser LoRA attaches to; adapters are saved under the pipeline's
 ``transformer.`` key prefix (``lora_prefix``), the layout ``load_lora_weights`` reads.
 
+Weights load in the run's ``model_dtype`` (diffusers' ``dtype``, formerly ``torch_dtype``): the pipeline then runs in
+it, as ``Pipeline.from_pretrained(base, dtype=...)`` does; latents come back float32 whatever the dtype.
+
 Clip size (frames, height, width) is not part of a diffusers folder: a folder may carry a ``vipo.json`` with it
 (``save`` writes one); otherwise each family uses its pipeline's defaults.
 """
@@ -22,6 +25,14 @@ from .base import VideoModel
 OPTIONS_FILE = "vipo.json"
 
 
+def dtype_kwargs(dtype: torch.dtype) -> dict:
+    """``from_pretrained``'s dtype argument: ``dtype`` where diffusers has it (it deprecated ``torch_dtype`` for it),
+    else ``torch_dtype``."""
+    from diffusers.utils import deprecation_utils
+
+    return {"dtype" if hasattr(deprecation_utils, "_resolve_dtype") else "torch_dtype": dtype}
+
+
 def read_options(path: str | Path) -> dict:
     file = Path(path) / OPTIONS_FILE
     return json.loads(file.read_text()) if file.is_file() else {}
@@ -32,14 +43,15 @@ class PipelineModel(VideoModel):
     lora_prefix = "transformer"
     lora_targets = ("to_q", "to_k", "to_v", "to_out.0")
     cache_text = True
+    dtypes = ("float32", "bfloat16", "float16")
     #: sampler settings the family is meant to run with (the run config's generate/eval sections set them)
     recommended: dict = {}
 
     def __init__(self, pipe, device: str = "cpu", frames: int | None = None, height: int | None = None,
-                 width: int | None = None):
+                 width: int | None = None, dtype: torch.dtype | None = None):
         self.pipe = pipe.to(device)
         self.pipe.set_progress_bar_config(disable=True)
-        self.device = device
+        self.device, self.dtype = device, dtype or pipe.transformer.dtype  # (the dtype it was loaded in)
         default = self.default_size()
         self.frames, self.height, self.width = frames or default[0], height or default[1], width or default[2]
 
@@ -54,8 +66,20 @@ class PipelineModel(VideoModel):
         return {"prompt_embeds": emb}
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "cpu") -> "PipelineModel":
-        return cls(cls.pipeline_class.from_pretrained(str(path)), device=device, **read_options(path))
+    def load(cls, path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> "PipelineModel":
+        # float32 loads exactly as before the option existed (no dtype argument)
+        kwargs = dtype_kwargs(dtype) if dtype != torch.float32 else {}
+        model = cls(cls.pipeline_class.from_pretrained(str(path), **kwargs), device=device, dtype=dtype,
+                    **read_options(path))
+        model.denoiser_source = Path(path) / "transformer"
+        return model
+
+    def run_pipeline(self, **kwargs) -> torch.Tensor:
+        """The pipeline's final latents for ``kwargs``, prompt embeddings cast to the transformer's dtype (the one the
+        pipelines sample in; it differs from the text encoder's only while a full fine-tune holds float32 weights)."""
+        net = self.pipe.transformer
+        kwargs = {k: v.to(net.dtype) if k.endswith("_embeds") else v for k, v in kwargs.items()}
+        return self.pipe(**kwargs, output_type="latent", return_dict=False)[0]
 
     def save(self, path: str | Path) -> None:
         path = Path(path)

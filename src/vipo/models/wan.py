@@ -46,22 +46,24 @@ class WanModel(PipelineModel):
     @torch.no_grad()
     def sample(self, cond, uncond, seeds, num_steps, guidance):
         emb = cond["prompt_embeds"]
-        out = self.pipe(prompt_embeds=emb, negative_prompt_embeds=uncond["prompt_embeds"].expand_as(emb),
-                        num_frames=self.frames, height=self.height, width=self.width, num_inference_steps=num_steps,
-                        guidance_scale=guidance, generator=self.generators(seeds), output_type="latent",
-                        return_dict=False)[0]
+        out = self.run_pipeline(prompt_embeds=emb, negative_prompt_embeds=uncond["prompt_embeds"].expand_as(emb),
+                                num_frames=self.frames, height=self.height, width=self.width,
+                                num_inference_steps=num_steps, guidance_scale=guidance,
+                                generator=self.generators(seeds))
         return out.float().cpu()
 
     @torch.no_grad()
     def decode(self, latents):
         x = latents.to(self.device, self.vae.dtype)
-        mean, std = self._stats(x)
-        video = self.vae.decode(x * std + mean, return_dict=False)[0]
+        mean, _ = self._stats(x)
+        # divided by 1/std, rounded to the VAE's dtype, exactly as WanPipeline does (bit-equal videos in bf16 too)
+        inv = (1.0 / torch.tensor(self.vae.config.latents_std)).view(1, -1, 1, 1, 1).to(x.device, x.dtype)
+        video = self.vae.decode(x / inv + mean, return_dict=False)[0]
         return self.to_uint8(self.pipe.video_processor.postprocess_video(video, output_type="np"))
 
     @torch.no_grad()
     def encode_video(self, frames: np.ndarray) -> torch.Tensor:
-        z = self.vae.encode(self.pixels(frames)).latent_dist.mode()  # the mean: cached once, so deterministic
+        z = self.vae.encode(self.pixels(frames)).latent_dist.mode().float()  # the mean: cached once, deterministic
         mean, std = self._stats(z)
         return ((z - mean) / std).float().cpu()
 

@@ -98,7 +98,8 @@ class WorldModel(VideoModel):
 
     # -- loading and saving -------------------------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | Path, device: str = "cpu") -> "WorldModel":
+    def load(cls, path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> "WorldModel":
+        assert dtype == torch.float32, "the world model loads in float32 only (load_model checks model_dtype)"
         path = Path(path)
         return cls(UNet2DConditionModel.from_pretrained(path / "unet"),
                    CLIPTextModel.from_pretrained(path / "text_encoder"),

@@ -184,7 +184,7 @@ def evaluate_base(cfg: RunConfig, run_dir: Path, ledger: Ledger, device: str, pr
     if not ledger.is_done(0, "eval"):
         before_stage(cfg, Path(run_dir), "round 0 eval")
         log.info("round 0: evaluating the base model")
-        base = lora.load_policy(cfg.model, None, device=device)
+        base = lora.load_policy(cfg.model, None, device=device, dtype=cfg.model_dtype)
         base.vae_memory(cfg.generate.vae_tiling, cfg.generate.vae_slicing)
         ev = eval_stage.evaluate(base, out, cfg.eval, critic or make_critic(cfg.judge), progress,
                                  cfg.generate.fps, text_cache(base, run_dir))
@@ -244,7 +244,8 @@ class Round:
         if self._policy is None:
             if self.previous is not None and not atomic.is_complete(self.previous):
                 raise UserError(f"{self.previous}: round {self.k - 1} has no finished checkpoint")
-            self._policy = lora.load_policy(self.cfg.model, self.previous, device=self.device)
+            self._policy = lora.load_policy(self.cfg.model, self.previous, device=self.device,
+                                            dtype=self.cfg.model_dtype)
             self._policy.vae_memory(self.cfg.generate.vae_tiling, self.cfg.generate.vae_slicing)
         return self._policy
 
@@ -323,7 +324,8 @@ class Round:
         if not self.ledger.is_done(self.k, "eval"):
             self._require("train")
             self._start("eval")
-            trained = lora.load_policy(self.cfg.model, self.dir / "checkpoint", device=self.device)
+            trained = lora.load_policy(self.cfg.model, self.dir / "checkpoint", device=self.device,
+                                       dtype=self.cfg.model_dtype)
             trained.vae_memory(self.cfg.generate.vae_tiling, self.cfg.generate.vae_slicing)
             ev = eval_stage.evaluate(trained, self.dir / "eval", self.cfg.eval, self.critic, self.progress,
                                      self.cfg.generate.fps, text_cache(trained, self.run_dir))

@@ -9,17 +9,24 @@ For the real families (a diffusers pipeline whose denoiser is its ``transformer`
 the whole chain merged into one diffusers LoRA, so ``Pipeline.from_pretrained(base).load_lora_weights(checkpoint)``
 gives the round's policy, and the same seed gives the same video as ``vipo generate --lora checkpoint``.
 
+With weights loaded in a low-precision ``model_dtype`` (bfloat16), the chain is not fused but kept as one frozen adapter
+(the checkpoint's root LoRA), exactly as ``load_lora_weights`` applies it: fusing adds each small LoRA delta to bf16
+weights, whose rounding (about 0.4% of each weight) swallows most of it. The adapter a round trains is float32, and
+so are a full fine-tune's trained weights and its checkpoint (see :func:`master_denoiser`).
+
 A full fine-tune's checkpoint holds the whole denoiser instead, as a diffusers model folder named after its component
 (``transformer/`` or ``unet/``; ``policy.json`` names it under ``denoiser``); it already contains every earlier round.
 :func:`export_merged` writes a round's policy as one plain model folder (``vipo export --merge``).
 """
 from __future__ import annotations
 
-import logging
-
+import contextlib
+import copy
 import hashlib
 import json
+import logging
 import shutil
+import warnings
 from pathlib import Path
 
 import torch
@@ -33,10 +40,13 @@ from ..errors import UserError
 from ..io import atomic
 from ..models import load_model
 from ..models.base import VideoModel
+from ..models.pipeline import dtype_kwargs
 
 POLICY_FILE = "policy.json"
 SUMMARY_FILE = "train_summary.json"
 ADAPTER = "ipo"
+#: a low-precision policy's frozen adapter chain (see the module docstring)
+CHAIN = "chain"
 
 
 def attach(model: VideoModel, rank: int, alpha: float, targets: list[str] | tuple[str, ...] | None = None,
@@ -45,27 +55,67 @@ def attach(model: VideoModel, rank: int, alpha: float, targets: list[str] | tupl
 
     ``seed`` draws the random A matrices from their own generator: without it peft uses torch's global generator,
     which this torch build seeds differently in every process, so two runs of one command would train differently.
+
+    With a frozen adapter chain on the denoiser (a low-precision policy) the new adapter is active beside it. The new
+    adapter's weights are float32 whatever the denoiser's dtype: peft creates them in the base layer's dtype (its
+    ``autocast_adapter_dtype`` upcast runs only through ``get_peft_model``, not diffusers' ``add_adapter``), and
+    bf16 weights would round away the small updates an optimizer step makes.
     """
     targets = list(targets or model.lora_targets)
     net = model.denoiser
     for p in net.parameters():
         p.requires_grad_(False)
-    with torch.random.fork_rng(devices=[]):
+    frozen = list(getattr(net, "peft_config", {}))
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Already found a `peft_config`")  # the chain: on purpose
         if seed is not None:
             torch.manual_seed(seed)
         net.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets, init_lora_weights=True),
                         adapter_name=name)
-    net.set_adapter(name)
-    params = [p for n, p in net.named_parameters() if "lora_" in n]
+    _activate(net, frozen + [name], name)
+    params = [p for n, p in net.named_parameters() if _owned(n, name)]
     for p in params:
-        p.requires_grad_(True)
+        p.data = p.data.float()
     if not params:
         raise UserError(f"train.lora_targets {targets} matched no module of the {model.family} denoiser")
     return params
 
 
+def _owned(param_name: str, adapter: str) -> bool:
+    """Whether a denoiser parameter belongs to LoRA adapter ``adapter`` (``...to_q.lora_A.<adapter>.weight``)."""
+    return "lora_" in param_name and f".{adapter}." in param_name
+
+
+def _activate(net: torch.nn.Module, names: list[str], trainable: str | None = None) -> None:
+    """Make ``names`` the active adapters, with only ``trainable``'s weights requiring gradients (peft's set_adapter
+    marks every active adapter trainable)."""
+    net.set_adapter(names if len(names) > 1 else names[0])
+    for n, p in net.named_parameters():
+        if "lora_" in n:
+            p.requires_grad_(trainable is not None and _owned(n, trainable))
+
+
+@contextlib.contextmanager
+def without(model: VideoModel, name: str = ADAPTER):
+    """The denoiser with adapter ``name`` switched off: the round's reference (any frozen chain stays on)."""
+    net = model.denoiser
+    others = [a for a in net.active_adapters() if a != name]
+    if not others:
+        net.disable_adapters()
+        try:
+            yield
+        finally:
+            net.enable_adapters()
+        return
+    _activate(net, others)
+    try:
+        yield
+    finally:
+        _activate(net, others + [name], name)
+
+
 def lora_state(model: VideoModel, name: str = ADAPTER) -> dict:
-    return {n: p.detach().clone() for n, p in model.denoiser.named_parameters() if "lora_" in n}
+    return {n: p.detach().clone() for n, p in model.denoiser.named_parameters() if _owned(n, name)}
 
 
 def load_lora_state(model: VideoModel, state: dict) -> None:
@@ -132,10 +182,18 @@ def merge_chain(folders: list[Path], prefix: str) -> tuple[dict, dict]:
     return merged, {f"{prefix}.{k}": v for k, v in config.items()}
 
 
-def fuse_adapter(model: VideoModel, folder: Path, name: str) -> None:
+def load_adapter(model: VideoModel, folder: Path, name: str) -> None:
+    """Load a diffusers LoRA folder onto the denoiser as adapter ``name``, as ``load_lora_weights`` does (unfused, in
+    the denoiser's dtype), frozen and active."""
     net = model.denoiser
     weight = LORA_WEIGHT_NAME_SAFE if (Path(folder) / LORA_WEIGHT_NAME_SAFE).is_file() else None
     net.load_lora_adapter(str(folder), prefix=model.lora_prefix, adapter_name=name, weight_name=weight)
+    _activate(net, [name])
+
+
+def fuse_adapter(model: VideoModel, folder: Path, name: str) -> None:
+    load_adapter(model, folder, name)
+    net = model.denoiser
     net.fuse_lora(adapter_names=[name])
     net.unload_lora()
 
@@ -192,11 +250,27 @@ def write_checkpoint(model: VideoModel, out: Path, base: str, previous: Path | N
 
 
 def load_denoiser(model: VideoModel, folder: Path) -> None:
-    """Replace the model's denoiser by the diffusers model folder ``folder`` (a full fine-tune's checkpoint)."""
+    """Replace the model's denoiser by the diffusers model folder ``folder`` (a full fine-tune's checkpoint), in the
+    model's dtype, as ``from_pretrained(folder, dtype=...)`` loads it."""
     owner, name = model.denoiser_slot()
     net = model.denoiser
-    new = type(net).from_pretrained(str(folder), torch_dtype=net.dtype).to(next(net.parameters()).device)
+    new = type(net).from_pretrained(str(folder), **dtype_kwargs(model.dtype)).to(next(net.parameters()).device)
     setattr(owner, name, new)
+    model.denoiser_source = Path(folder)
+
+
+def master_denoiser(model: VideoModel) -> torch.nn.Module:
+    """A float32 copy of a low-precision model's denoiser, for a full fine-tune to train (its master weights).
+
+    Read again from the folder the denoiser was loaded from (``denoiser_source``: the base's, or the previous round's
+    float32 checkpoint), so no round's updates are lost to bf16 rounding between rounds; upcast from the loaded
+    weights where there is no folder.
+    """
+    net = model.denoiser
+    if model.denoiser_source is None:
+        return copy.deepcopy(net).float()
+    master = type(net).from_pretrained(str(model.denoiser_source), **dtype_kwargs(torch.float32))
+    return master.to(next(net.parameters()).device)
 
 
 def export_merged(checkpoint: Path, out: Path, base: str | None = None, device: str = "cpu") -> VideoModel:
@@ -220,21 +294,34 @@ def read_policy(folder: Path) -> dict:
         raise UserError(f"{path}: line {e.lineno}: invalid JSON ({e.msg})") from None
 
 
-def load_policy(base: str, lora: str | Path | None = None, device: str = "cpu") -> VideoModel:
-    """The base model with a round checkpoint's adapters (or one diffusers LoRA folder) fused in order."""
+def load_policy(base: str, lora: str | Path | None = None, device: str = "cpu",
+                dtype: str = "float32") -> VideoModel:
+    """The base model (weights in ``dtype``, a ``model_dtype`` name) with a round checkpoint's adapters (or one
+    diffusers LoRA folder) fused in order; in a low-precision dtype, applied unfused as one frozen adapter instead."""
     if lora is None:
-        return load_model(base, device=device)
+        return load_model(base, device=device, dtype=dtype)
     lora = Path(lora)
     if (lora / POLICY_FILE).is_file():
         policy = read_policy(lora)
-        model = load_model(base or policy["base"], device=device)
+        model = load_model(base or policy["base"], device=device, dtype=dtype)
         if policy.get("denoiser"):
             load_denoiser(model, lora / policy["denoiser"])
-        for i, rel in enumerate(policy["adapters"]):
-            fuse_adapter(model, lora / rel, f"chain{i}")
+        if policy["adapters"] and _unfused(model):
+            load_adapter(model, lora, CHAIN)  # the root LoRA: the whole chain merged (write_checkpoint)
+        else:
+            for i, rel in enumerate(policy["adapters"]):
+                fuse_adapter(model, lora / rel, f"chain{i}")
         return model
     if not lora.is_dir() or not any(lora.glob("*.safetensors")):
         raise UserError(f"--lora {lora}: neither a vipo round checkpoint nor a folder with LoRA safetensors")
-    model = load_model(base, device=device)
-    fuse_adapter(model, lora, "lora")
+    model = load_model(base, device=device, dtype=dtype)
+    if _unfused(model):
+        load_adapter(model, lora, CHAIN)
+    else:
+        fuse_adapter(model, lora, "lora")
     return model
+
+
+def _unfused(model: VideoModel) -> bool:
+    """Whether a policy's adapters stay unfused: low-precision weights (and a diffusers pipeline's LoRA layout)."""
+    return model.dtype != torch.float32 and model.lora_prefix is not None

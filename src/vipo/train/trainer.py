@@ -4,6 +4,12 @@ Winner and loser go through the denoiser in one concatenated batch with shared n
 default) the reference's errors come from the same network with the adapter disabled; a full fine-tune trains every
 denoiser weight against a frozen copy (optionally parked on the CPU between uses).
 
+With weights loaded in bfloat16 (``model_dtype``) the frozen base stays bf16 and only float32 weights train: the LoRA
+(its reference the bf16 base), or in a full fine-tune the denoiser's float32 master weights, read again from the
+folder it was loaded from, against a float32 copy (the text encoder and VAE stay bf16). Forward passes then always run
+under autocast in the model's dtype, so bf16 weights and float32 adapters or activations meet in bf16 matmuls; errors
+and losses are float32 either way.
+
 Everything frozen is computed before the first step: text conditioning once per prompt (from the run's
 :class:`TextCache` when the family caches it, so the text encoder never runs here on a later round), generated samples
 from their saved sampler latents, real videos from their cached VAE latents; then the text encoder and VAE leave the
@@ -133,8 +139,8 @@ def train_round(model: VideoModel, cfg: TrainConfig, ledger: Ledger, round_: int
 
 
 def _train(model, cfg, items, cache, latent, real, round_, round_dir, run_seed, progress, total, device) -> dict:
-    net = model.denoiser
     params, frozen = trainable(model, cfg, seeds.stream_seed(run_seed, round_, "lora"))
+    net = model.denoiser  # (after trainable: a low-precision full fine-tune swaps in its float32 master weights)
     opt = make_optimizer(cfg, params)
     ctx = StepContext(model, cfg, frozen, device)
     batcher = Batcher(len(items), cfg.batch_size, seeds.stream_seed(run_seed, round_, "batches"))
@@ -242,6 +248,18 @@ def trainable(model: VideoModel, cfg: TrainConfig, seed: int | None = None) -> t
     """Make the policy trainable as ``cfg`` asks; return (parameters to optimize, the frozen reference or None)."""
     net = model.denoiser
     if cfg.finetune == "full":
+        if model.dtype != torch.float32:
+            # A full fine-tune trains float32 master weights whatever model_dtype (an optimizer step on bf16 weights
+            # rounds away the updates below bf16's resolution), read again from the folder the denoiser was loaded
+            # from. Its reference is a float32 copy too: a bf16 one computes other errors than the policy from the
+            # first step, since autocast rounds the matmul weights but not norm scales or modulation tables
+            # (measured: a first DPO loss of 0.49-0.61 instead of log 2 at beta 5000 on the tiny families).
+            if getattr(net, "peft_config", None):
+                raise UserError("train.finetune: full on a policy with unfused LoRA adapters needs model_dtype: "
+                                "float32")
+            owner, name = model.denoiser_slot()
+            net = lora.master_denoiser(model)
+            setattr(owner, name, net)
         frozen = copy.deepcopy(net).requires_grad_(False).eval()
         if cfg.ref_offload:
             frozen.to("cpu")
@@ -281,21 +299,19 @@ class StepContext:
         self.model, self.cfg, self.frozen, self.device = model, cfg, frozen, device
 
     def autocast(self):
-        # bf16 matmuls in the forward pass; per_sample_error and the losses upcast to float32
-        if self.cfg.mixed_precision == "bf16":
-            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        # bf16 matmuls in the forward pass; per_sample_error and the losses upcast to float32. Low-precision frozen
+        # weights (model_dtype) always run under autocast in their dtype, whatever mixed_precision says.
+        dtype = torch.bfloat16 if self.cfg.mixed_precision == "bf16" else self.model.dtype
+        if dtype != torch.float32:
+            return torch.autocast(device_type=self.device.type, dtype=dtype)
         return contextlib.nullcontext()
 
     @contextlib.contextmanager
     def reference(self):
         """The reference in the denoiser's place: the adapter disabled (LoRA) or the frozen copy swapped in."""
         if self.frozen is None:
-            net = self.model.denoiser
-            net.disable_adapters()
-            try:
+            with lora.without(self.model):
                 yield
-            finally:
-                net.enable_adapters()
             return
         owner, name = self.model.denoiser_slot()
         policy = vars(owner)[name]
