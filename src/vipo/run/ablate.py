@@ -16,19 +16,22 @@ from .report import COLUMNS
 
 VARIANTS = {
     "dpo": [], "kto": ["--method", "kto"], "no-nll": ["--set", "train.lambda_real=0"],
+    "nll-5": ["--set", "train.lambda_real=5"], "kto-nll-5": ["--method", "kto", "--set", "train.lambda_real=5"],
     "n3": ["--set", "generate.samples_per_prompt=3"], "n8": ["--set", "generate.samples_per_prompt=8"],
     "alpha-0.5": ["--set", "pairs.alpha=0.5"], "alpha-1": ["--set", "pairs.alpha=1"],
 }
-STUDIES = (("Objective (IPO Table 1)", ("dpo", "kto")), ("Real-data NLL term (IPO Table 5)", ("dpo", "no-nll")),
-           ("Samples per prompt", ("n3", "dpo", "n8")), ("Alpha re-weighting (VideoDPO)", ("dpo", "alpha-0.5", "alpha-1")))
+STUDIES = (("Objective (IPO Table 1)", ("dpo", "kto", "kto-nll-5")),
+           ("Real-data NLL term (IPO Table 5)", ("no-nll", "dpo", "nll-5", "kto", "kto-nll-5")),
+           ("Samples per prompt", ("n3", "dpo", "n8")),
+           ("Alpha re-weighting (VideoDPO)", ("dpo", "alpha-0.5", "alpha-1")))
 
 
 def variant_args(variant: str, cfg=None) -> list[str]:
-    """The variant's flags. ``kto`` also scales ``train.epochs`` by 1/samples_per_prompt when ``cfg`` (the recipe's
-    RunConfig) is given: DPO trains on one pair per prompt, KTO on every sample, so this keeps the optimizer steps
-    (and the training time) of the two objectives equal."""
+    """The variant's flags. A KTO variant also scales ``train.epochs`` by 1/samples_per_prompt when ``cfg`` (the
+    recipe's RunConfig) is given: DPO trains on one pair per prompt, KTO on every sample, so this keeps the optimizer
+    steps (and the training time) of the two objectives equal."""
     args = list(VARIANTS[variant])
-    if variant == "kto" and cfg is not None and cfg.train.method == "dpo":
+    if "kto" in args and cfg is not None and cfg.train.method == "dpo":
         epochs = max(1, round(cfg.train.epochs / cfg.generate.samples_per_prompt))
         args += ["--set", f"train.epochs={epochs}"]
     return args
