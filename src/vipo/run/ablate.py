@@ -17,11 +17,14 @@ from .report import COLUMNS
 VARIANTS = {
     "dpo": [], "kto": ["--method", "kto"], "no-nll": ["--set", "train.lambda_real=0"],
     "nll-5": ["--set", "train.lambda_real=5"], "kto-nll-5": ["--method", "kto", "--set", "train.lambda_real=5"],
+    # the control for the two above: kto-nll-5's real-video NLL alone (beta 0.001 leaves the KTO term ~no gradient),
+    # i.e. supervised fine-tuning on the real videos with the same steps
+    "real-only": ["--method", "kto", "--set", "train.beta=0.001", "--set", "train.lambda_real=5"],
     "n3": ["--set", "generate.samples_per_prompt=3"], "n8": ["--set", "generate.samples_per_prompt=8"],
     "alpha-0.5": ["--set", "pairs.alpha=0.5"], "alpha-1": ["--set", "pairs.alpha=1"],
 }
 STUDIES = (("Objective (IPO Table 1)", ("dpo", "kto", "kto-nll-5")),
-           ("Real-data NLL term (IPO Table 5)", ("no-nll", "dpo", "nll-5", "kto", "kto-nll-5")),
+           ("Real-data NLL term (IPO Table 5)", ("no-nll", "dpo", "nll-5", "kto", "kto-nll-5", "real-only")),
            ("Samples per prompt", ("n3", "dpo", "n8")),
            ("Alpha re-weighting (VideoDPO)", ("dpo", "alpha-0.5", "alpha-1")))
 
