@@ -45,14 +45,17 @@ def command(variant: str, config: str | None, out: Path, extra: list[str], cfg=N
             + variant_args(variant, cfg) + extra)
 
 
+#: the table's columns: every number for in-distribution prompts, the pass and quality rates for held-out ones
+CELLS = tuple(("indist", c, f"indist {name}") for c, name in COLUMNS) + tuple(
+    ("heldout", c, f"heldout {name}") for c, name in COLUMNS if c in ("semantic_pass", "fidelity_good", "motion_good"))
+
+
 def _cells(e: dict) -> str:
-    return " | ".join(f"{100 * e[s][c]:.1f}" if c in e.get(s, {}) else "-" for s in ("indist", "heldout")
-                      for c, _ in COLUMNS)
+    return " | ".join(f"{100 * e[s][c]:.1f}" if c in e.get(s, {}) else "-" for s, c, _ in CELLS)
 
 
 def tables(out: Path, variants: list[str], config: str | None, extra: list[str], cfg=None) -> str:
-    head = ("| {first} | " + " | ".join(f"{s} {c}" for s in ("indist", "heldout") for _, c in COLUMNS)
-            + " | command |\n|---|" + "---|" * (2 * len(COLUMNS) + 1))
+    head = "| {first} | " + " | ".join(name for _, _, name in CELLS) + " | command |\n|---|" + "---|" * (len(CELLS) + 1)
     evals = {v: atomic.read_json(out / v / "summary.json")["rounds"] for v in variants
              if (out / v / "summary.json").is_file()}
     lines = [f"# Ablations in {out}", "", "Percent of evaluation clips; each row is the variant's last round.", ""]
