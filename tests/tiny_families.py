@@ -100,3 +100,28 @@ def save(family: str, path: Path, seed: int = 0) -> Path:
     build(family, seed).save_pretrained(path)
     (path / "vipo.json").write_text(json.dumps(VIDEO) + "\n")
     return path
+
+
+def dpo_batch(model, prompts: list[str], seed: int = 0):
+    """A fixed DPO batch for ``StepContext.errors``: winners sampled by the model, random losers, shared noise and
+    timesteps."""
+    with torch.no_grad():
+        cond, uncond = model.encode_prompts(prompts), model.encode_prompts([""])
+    w = model.sample(cond, uncond, list(range(1, len(prompts) + 1)), num_steps=2, guidance=3.0)
+    g = torch.Generator().manual_seed(seed)
+    lose, noise = torch.randn(w.shape, generator=g), torch.randn(w.shape, generator=g)
+    t = model.sample_timesteps(len(prompts), g)
+    return (torch.cat([w, lose]), {k: torch.cat([v, v]) for k, v in cond.items()}, torch.cat([noise, noise]),
+            torch.cat([t, t]))
+
+
+def dpo_loss(ctx, batch, beta: float = 500.0):
+    """The DPO loss of ``dpo_batch`` under a trainer ``StepContext`` (policy errors against the reference's)."""
+    from vipo import losses
+
+    n = len(batch[0]) // 2
+    e = ctx.errors(*batch)
+    with torch.no_grad(), ctx.reference():
+        r = ctx.errors(*batch)
+    return losses.dpo(e[:n], e[n:], r[:n], r[n:], beta=beta).loss
+

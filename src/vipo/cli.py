@@ -221,7 +221,8 @@ def cmd_run(args) -> int:
 
 def cmd_stage(args) -> int:
     from .data.ledger import Ledger
-    from .run.driver import Round, _snapshot, resolve_device
+    from .device import resolve_device
+    from .run.driver import Round, _snapshot
 
     cfg = _load_run_config(args)
     run_dir = Path(args.out)
@@ -283,12 +284,13 @@ def cmd_judge_dir(args) -> int:
 
 
 def cmd_eval_dir(args) -> int:
+    from .critics.features import FLAGS
     from .stages.metrics import evaluate_folder
 
     _setup_logging(args.verbose)
     out = Path(args.out) if args.out else Path(args.dir) / "vbench"
     # the feature models' paths: --config (a run recipe's judge: or bare judge keys) < --set < --dino/--clip/...
-    judge = _judge_config(args, ("dino", "clip", "aesthetic_clip", "aesthetic_head", "musiq", "xclip"))
+    judge = _judge_config(args, tuple(FLAGS))
     score = evaluate_folder(Path(args.dir), out, args.backend, args.name, args.dimension,
                             getattr(args, "device", None) or judge.device, judge)
     print(json.dumps(score, indent=2))
@@ -382,7 +384,7 @@ def cmd_generate(args) -> int:
         return cmd_stage(args)
     from . import config as C
     from .data.ledger import Ledger
-    from .run.driver import resolve_device
+    from .device import resolve_device
     from .stages.generate import PromptItem, generate
     from .train.lora import load_policy
 
@@ -417,7 +419,7 @@ def cmd_generate(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .run.driver import resolve_device
+    from .device import resolve_device
     from .train.lora import export_merged
 
     _setup_logging(args.verbose)
@@ -442,7 +444,7 @@ def cmd_world(args) -> int:
         print(f"{len(args.prompt)} clips in {out}")
         return 0
     from . import config as C
-    from .run.driver import resolve_device
+    from .device import resolve_device
     from .world.pretrain import evaluate_pass_rate, pretrain
 
     over = C.parse_overrides(args.set)

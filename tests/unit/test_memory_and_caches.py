@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from vipo import losses
+from tiny_families import dpo_batch, dpo_loss  # tests/ is on sys.path (rootdir conftest)
 from vipo.config import RunConfig, TrainConfig, load, to_dict
 from vipo.data.cache import LatentCache, TextCache
 from vipo.data.real import EncodedRealVideos, load_clip, read_dataset
@@ -27,21 +27,10 @@ def wan(tiny_family_dir):
 
 
 def _batch(model, seed=0):
-    """A fixed DPO batch: winners sampled by the model, random losers, shared noise and timesteps."""
-    with torch.no_grad():
-        cond1 = model.encode_prompts(PROMPTS)
-        w = model.sample(cond1, model.encode_prompts([""]), [1, 2], num_steps=2, guidance=3.0)
-    g = torch.Generator().manual_seed(seed)
-    lose, noise, t = torch.randn(w.shape, generator=g), torch.randn(w.shape, generator=g), model.sample_timesteps(2, g)
-    return (torch.cat([w, lose]), {k: torch.cat([v, v]) for k, v in cond1.items()}, torch.cat([noise, noise]),
-            torch.cat([t, t]))
+    return dpo_batch(model, PROMPTS, seed)
 
 
-def _dpo(ctx, batch):
-    e = ctx.errors(*batch)
-    with torch.no_grad(), ctx.reference():
-        r = ctx.errors(*batch)
-    return losses.dpo(e[:2], e[2:], r[:2], r[2:], beta=500.0).loss
+_dpo = dpo_loss
 
 
 def test_full_fine_tune_lowers_the_loss_and_leaves_the_reference_unchanged(wan):

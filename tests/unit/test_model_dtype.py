@@ -8,7 +8,7 @@ import torch
 import yaml
 from safetensors import safe_open
 
-from tiny_families import FAMILIES, VIDEO  # tests/ is on sys.path (rootdir conftest)
+from tiny_families import FAMILIES, VIDEO, dpo_batch, dpo_loss  # tests/ is on sys.path (rootdir conftest)
 from vipo import losses
 from vipo.config import RunConfig, TrainConfig, load, to_dict
 from vipo.errors import UserError
@@ -34,20 +34,10 @@ def _low_precision(module) -> list[str]:
 
 
 def _batch(model, seed=0):
-    """A fixed DPO batch: winners sampled by the model, random losers, shared noise and timesteps."""
-    c = _cond(model, PROMPTS)
-    w = model.sample(c, _cond(model, [""]), [1, 2], num_steps=2, guidance=3.0)
-    g = torch.Generator().manual_seed(seed)
-    lose, noise, t = torch.randn(w.shape, generator=g), torch.randn(w.shape, generator=g), model.sample_timesteps(2, g)
-    return (torch.cat([w, lose]), {k: torch.cat([v, v]) for k, v in c.items()}, torch.cat([noise, noise]),
-            torch.cat([t, t]))
+    return dpo_batch(model, PROMPTS, seed)
 
 
-def _dpo(ctx, batch):
-    e = ctx.errors(*batch)
-    with torch.no_grad(), ctx.reference():
-        r = ctx.errors(*batch)
-    return losses.dpo(e[:2], e[2:], r[:2], r[2:], beta=500.0).loss
+_dpo = dpo_loss
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
+from ..device import resolve_device
 from ..models import PICKLE_SUFFIXES, allow_pickle, check_weights
 
 log = logging.getLogger(__name__)
@@ -56,14 +57,6 @@ XCLIP_NOTE = ("X-CLIP video-text cosine standing in for VBench's ViCLIP overall 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 CLIP_STATS = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
 MUSIQ_LONG_SIDE = 512
-
-
-def resolve_device(name: str) -> str:
-    if name in ("", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device: {name} asked for but no CUDA device is available")
-    return name
 
 
 def middle_indices(length: int, count: int) -> list[int]:

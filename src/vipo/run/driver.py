@@ -29,7 +29,6 @@ import shutil
 import time
 from pathlib import Path
 
-import torch
 import yaml
 
 from .. import faults, seeds
@@ -38,6 +37,7 @@ from ..data.cache import LatentCache, TextCache
 from ..data.ledger import Ledger
 from ..data.prompts import read_prompts
 from ..data.real import EncodedRealVideos, WorldRealVideos, read_dataset
+from ..device import resolve_device
 from ..errors import UserError
 from ..io import atomic
 from ..stages import evaluate as eval_stage
@@ -52,14 +52,6 @@ from ..world import grammar
 from .report import write_report
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device: {name} asked for but no CUDA device is available")
-    return name
 
 
 def round_prompts(cfg: RunConfig, round_: int) -> list[PromptItem]:

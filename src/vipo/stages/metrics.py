@@ -127,7 +127,8 @@ def evaluate_folder(root: Path, out: Path, backend: str = "builtin", name: str =
     """``judge``: a :class:`vipo.config.JudgeConfig` whose model paths (``dino``, ``clip``, ``aesthetic_clip``,
     ``aesthetic_head``, ``musiq``, ``xclip``) and ``feature_batch`` the builtin backend uses."""
     from ..config import JudgeConfig
-    from ..critics.features import FeatureModels, resolve_device
+    from ..critics.features import FLAGS, FeatureModels
+    from ..device import resolve_device
 
     root, out = Path(root), Path(out)
     judge = judge if judge is not None else JudgeConfig()
@@ -152,8 +153,7 @@ def evaluate_folder(root: Path, out: Path, backend: str = "builtin", name: str =
         if notes:
             extra["stand_ins"] = notes
     elif backend == "vbench":
-        given = [k for k in ("dino", "clip", "aesthetic_clip", "aesthetic_head", "musiq", "xclip")
-                 if getattr(judge, k, "")]
+        given = [k for k in FLAGS if getattr(judge, k, "")]
         if given:
             log.warning("--backend vbench loads its own models: ignoring %s", ", ".join(given))
         results = vbench(root, out, name, dimensions or list(O.MEASURES), resolve_device(device), long > 0)
