@@ -522,8 +522,15 @@ class EvalConfig:
     any critic; also color, shape, direction, semantic_good, motion_score, ...); 'auto' = indist_pass with the
     world critic, else indist_score"""
 
+    critic: Any = ""
+    """the critic that judges the evaluation clips when it is not the run's judge: a critic name ('world') or a
+    mapping of judge options laid over the run's ``judge`` section ({critic: openai, model: ...}); empty = the
+    run's judge. E.g. train on a learned or served critic's labels and evaluate with the exact world judge"""
+
     def validate(self) -> None:
         _positive(self, "clips_per_split", "num_steps", "batch_size")
+        _check(isinstance(self.critic, (str, dict)), f"critic must be a critic name or a mapping of judge options, "
+               f"got {self.critic!r}")
         split, _, key = self.metric.partition("_")
         _check(self.metric == "auto" or (split in ("indist", "heldout") and key != ""),
                f"metric must be 'auto' or indist_KEY / heldout_KEY (e.g. indist_pass, indist_score), got {self.metric!r}")
@@ -572,3 +579,19 @@ class RunConfig:
                f"{self.model_dtype!r}")
         _check(self.model_dtype == "float32" or self.model != "world",
                f"model_dtype: the embedded world model loads in float32 only, got {self.model_dtype!r}")
+        if self.eval.critic:
+            validate_tree(eval_judge(self), "eval.critic.")
+
+
+def eval_judge(cfg: RunConfig) -> JudgeConfig:
+    """The judge options of the critic that evaluates: ``eval.critic`` laid over the run's ``judge`` section (a name
+    is ``{critic: name}``), or the run's judge itself when ``eval.critic`` is empty. The judge's ensemble members
+    carry over only to an ensemble."""
+    over = cfg.eval.critic
+    if not over:
+        return cfg.judge
+    over = {"critic": over} if isinstance(over, str) else over
+    data = dataclasses.asdict(cfg.judge)
+    if over.get("critic", data["critic"]) != "ensemble":
+        data.pop("members")
+    return build(JudgeConfig, merge(data, over), "eval.critic")

@@ -144,17 +144,22 @@ def test_human_critic_through_vipo_run(tmp_path, tiny_model_dir, capsys):
 
 
 def test_ensemble_critic_through_vipo_run(tmp_path, tiny_model_dir):
+    """Trains on the ensemble's judgments and evaluates with the world judge alone (``eval.critic``)."""
     out = tmp_path / "run"
     args = run_one_round(tiny_model_dir, out, "judge.critic=ensemble", "judge.combine=mean",
-                         "judge.members=[{critic: world}, {critic: metric}]")
+                         "judge.members=[{critic: world}, {critic: metric}]", "eval.critic=world")
     assert main(args) == 0
     judgments, pairs, info = check_round(out, "ensemble")
     assert info["unparseable_rate"] == 0.0 and len(pairs) == 3
     assert all(j["raw"].startswith("[world]\n") and "\n\n[metric]\n" in j["raw"] for j in judgments.values())
     point = [j for j in judgments.values() if j["kind"] == "pointwise"]
     assert all(j["reasons"]["semantic"] == "mean of 2 critics" and set(j["scores"]) == set(GOOD) for j in point)
-    results = [json.loads(x) for x in (out / "round-1" / "eval" / "results.jsonl").read_text().splitlines()]
-    assert len(results) == 2 and all("[world]" in r["raw"] and "labels" in r for r in results)
+    for k in (0, 1):  # the evaluation is the world judge's: exact pass rates, its own raw text, its metric
+        results = [json.loads(x) for x in (out / f"round-{k}" / "eval" / "results.jsonl").read_text().splitlines()]
+        assert len(results) == 2 and all("[world]" not in r["raw"] and "passed" in r for r in results)
+        ev = json.loads((out / f"round-{k}" / "eval" / "eval.json").read_text())
+        assert ev["config"]["critic"] == "world" and "semantic_pass" in ev["indist"]
+    assert json.loads((out / "summary.json").read_text())["metric"] == "indist_pass"
     # the members are in the config snapshot, and the same command on the finished run is accepted and does nothing
     assert yaml.safe_load((out / "config.yaml").read_text())["judge"]["members"] == [{"critic": "world"},
                                                                                     {"critic": "metric"}]

@@ -59,11 +59,34 @@ def test_prompts_longer_than_the_text_encoder_warn(tiny_model_dir, caplog):
                                                                   "samples_per_prompt"),
     ("generate.samples_per_prompt=2", "samples_per_prompt"), ("train.max_skipped_steps=0", "max_skipped_steps"),
     ("train.loss_spike_factor=0.5", "loss_spike_factor"), ("generate.max_quarantined=2", "max_quarantined"),
-    ("min_free_gb=-1", "min_free_gb"),
+    ("min_free_gb=-1", "min_free_gb"), ("eval.critic=oracle", "eval.critic.unknown critic 'oracle'"),
+    ("eval.critic=openai", "eval.critic.the openai critic needs base_url and model"),
+    ("eval.critic={critic: world, frame: 3}", "eval.critic.frame"),
 ])
 def test_config_fields(tmp_path, capsys, setting, field):
     assert main(["run", "--out", str(tmp_path / "r"), "--set", setting]) == 2
     assert field in one_line(capsys)
+
+
+def test_eval_critic_lays_its_options_over_the_judge():
+    from vipo.config import RunConfig, build, eval_judge, validate_tree
+    from vipo.run.driver import metric_name
+
+    def cfg(**data):
+        made = build(RunConfig, data)
+        validate_tree(made)
+        return made
+
+    served = {"critic": "openai", "base_url": "http://h/v1", "model": "m", "frames": 8}
+    assert eval_judge(cfg(judge=served)) == cfg(judge=served).judge  # empty: the run's judge
+    run = cfg(judge=served, eval={"critic": "world"})
+    assert eval_judge(run).critic == "world" and metric_name(run) == "indist_pass"
+    assert metric_name(cfg(judge={"critic": "world"}, eval={"critic": "metric"})) == "indist_score"
+    other = eval_judge(cfg(judge=served, eval={"critic": {"model": "judge-2"}}))
+    assert (other.critic, other.model, other.frames, other.base_url) == ("openai", "judge-2", 8, "http://h/v1")
+    ens = cfg(judge={"critic": "ensemble", "members": [{"critic": "world"}, {"critic": "metric"}]},
+              eval={"critic": "world"})
+    assert eval_judge(ens).members == []  # an ensemble's members do not follow a single critic
 
 
 def test_missing_model_folder_and_video_without_frames(tmp_path, capsys):

@@ -32,7 +32,7 @@ from pathlib import Path
 import yaml
 
 from .. import faults, seeds
-from ..config import RunConfig, merge, to_dict
+from ..config import RunConfig, eval_judge, merge, to_dict
 from ..data.cache import LatentCache, TextCache
 from ..data.ledger import Ledger
 from ..data.prompts import read_prompts
@@ -140,17 +140,18 @@ def run(cfg: RunConfig, run_dir: Path, progress: bool = True, force: bool = Fals
     device = resolve_device(cfg.device)
     check(cfg)
     critic = make_critic(cfg.judge)
+    scorer = eval_critic(cfg, critic)
     t_start = time.time()
     evals: dict[int, dict] = {}
     info = {"method": cfg.train.method, "rounds_planned": cfg.rounds, "patience": cfg.patience,
             "stopped_early": False, "model": cfg.model}
     with Ledger(run_dir / "ledger.sqlite") as ledger:
-        evals[0] = evaluate_base(cfg, run_dir, ledger, device, progress, critic)
+        evals[0] = evaluate_base(cfg, run_dir, ledger, device, progress, scorer)
         best, best_round, since_best = _metric(evals[0], cfg), 0, 0
         for k in range(1, cfg.rounds + 1):
             rd = run_dir / f"round-{k}"
             if not ledger.is_done(k, "round"):
-                Round(cfg, run_dir, k, ledger, critic, device, progress).all()
+                Round(cfg, run_dir, k, ledger, critic, device, progress, scorer).all()
             evals[k] = atomic.read_json(rd / "eval" / "eval.json")
             m = _metric(evals[k], cfg)
             if m > best or best != best:  # (best is NaN when the base's clips could not be judged)
@@ -171,17 +172,26 @@ def run(cfg: RunConfig, run_dir: Path, progress: bool = True, force: bool = Fals
 
 def evaluate_base(cfg: RunConfig, run_dir: Path, ledger: Ledger, device: str, progress: bool = True,
                   critic=None) -> dict:
-    """Round 0: the base model's evaluation (skipped when already done)."""
+    """Round 0: the base model's evaluation (skipped when already done); ``critic``: the evaluating critic."""
     out = Path(run_dir) / "round-0" / "eval"
     if not ledger.is_done(0, "eval"):
         before_stage(cfg, Path(run_dir), "round 0 eval")
         log.info("round 0: evaluating the base model")
         base = lora.load_policy(cfg.model, None, device=device, dtype=cfg.model_dtype)
         base.vae_memory(cfg.generate.vae_tiling, cfg.generate.vae_slicing)
-        ev = eval_stage.evaluate(base, out, cfg.eval, critic or make_critic(cfg.judge), progress,
+        ev = eval_stage.evaluate(base, out, cfg.eval, critic or eval_critic(cfg), progress,
                                  cfg.generate.fps, text_cache(base, run_dir))
         ledger.mark_done(0, "eval", ev)
     return atomic.read_json(out / "eval.json")
+
+
+def eval_critic(cfg: RunConfig, judge_critic=None):
+    """The critic that judges the evaluation clips (``eval.critic``; the run's judge, ``judge_critic`` when made
+    already, where it is empty or names the same options)."""
+    options = eval_judge(cfg)
+    if options == cfg.judge and judge_critic is not None:
+        return judge_critic
+    return make_critic(options)
 
 
 def text_cache(model, run_dir: Path) -> TextCache | None:
@@ -190,10 +200,11 @@ def text_cache(model, run_dir: Path) -> TextCache | None:
 
 
 def metric_name(cfg: RunConfig) -> str:
-    """``eval.metric`` with 'auto' resolved: the world judge's exact pass rate, else the mean dimension score."""
+    """``eval.metric`` with 'auto' resolved: the world judge's exact pass rate, else the mean dimension score (of the
+    evaluating critic, ``eval.critic``)."""
     if cfg.eval.metric != "auto":
         return cfg.eval.metric
-    return "indist_pass" if cfg.judge.critic == "world" else "indist_score"
+    return "indist_pass" if eval_judge(cfg).critic == "world" else "indist_score"
 
 
 def _metric(ev: dict, cfg: RunConfig) -> float:
@@ -212,9 +223,9 @@ class Round:
     """One round's stages, each callable alone (the CLI verbs) and each safe to re-run."""
 
     def __init__(self, cfg: RunConfig, run_dir: Path, k: int, ledger: Ledger, critic=None, device: str = "cpu",
-                 progress: bool = True):
+                 progress: bool = True, scorer=None):
         self.cfg, self.run_dir, self.k, self.ledger = cfg, Path(run_dir), k, ledger
-        self._critic = critic
+        self._critic, self._scorer = critic, scorer
         self.device, self.progress = device, progress
         self.dir = self.run_dir / f"round-{k}"
         self.previous = self.run_dir / f"round-{k - 1}" / "checkpoint" if k > 1 else None
@@ -227,6 +238,13 @@ class Round:
         if self._critic is None:
             self._critic = make_critic(self.cfg.judge)
         return self._critic
+
+    @property
+    def scorer(self):
+        """The evaluating critic (``eval.critic``), made on first use like the judge."""
+        if self._scorer is None:
+            self._scorer = self.critic if eval_judge(self.cfg) == self.cfg.judge else eval_critic(self.cfg)
+        return self._scorer
 
     def _require(self, stage: str) -> None:
         if not self.ledger.is_done(self.k, stage):
@@ -319,7 +337,7 @@ class Round:
             trained = lora.load_policy(self.cfg.model, self.dir / "checkpoint", device=self.device,
                                        dtype=self.cfg.model_dtype)
             trained.vae_memory(self.cfg.generate.vae_tiling, self.cfg.generate.vae_slicing)
-            ev = eval_stage.evaluate(trained, self.dir / "eval", self.cfg.eval, self.critic, self.progress,
+            ev = eval_stage.evaluate(trained, self.dir / "eval", self.cfg.eval, self.scorer, self.progress,
                                      self.cfg.generate.fps, text_cache(trained, self.run_dir))
             self.ledger.mark_done(self.k, "eval", ev)
         return atomic.read_json(self.dir / "eval" / "eval.json")
