@@ -165,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     _pickle_arg(p)
 
+    _annotate_parsers(sub)
+
     w = sub.add_parser("world", help="the embedded world").add_subparsers(dest="world_verb", required=True)
     p = w.add_parser("pretrain", help="pretrain the embedded base model from scratch (resumable)")
     _common(p)
@@ -177,6 +179,71 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", action="append", required=True)
     p.add_argument("--seed", type=int, default=0)
     return ap
+
+
+def _annotate_parsers(sub) -> None:
+    a = sub.add_parser("annotate", help="people label videos in the browser; vote, agreement, exports "
+                       "(docs/annotation.md)").add_subparsers(dest="annotate_verb", required=True)
+
+    def where(p, required_dir=False):
+        if required_dir:
+            p.add_argument("dir", help="a folder of videos with metadata.jsonl (file_name, prompt)")
+        else:
+            p.add_argument("--dir", help="the folder of videos (its database is DIR/.vipo-annotate.sqlite)")
+        p.add_argument("--db", help="the annotation database (default DIR/.vipo-annotate.sqlite)")
+
+    def items(p):
+        p.add_argument("--task", default="both", choices=("pairwise", "pointwise", "both"),
+                       help="pairs of videos of one prompt, single videos, or both (default)")
+        p.add_argument("--pairs", type=int, default=None, metavar="N",
+                       help="at most N pairs per prompt, drawn with --seed (default: every pair)")
+        p.add_argument("--seed", type=int, default=0, help="seed of the pair sample and of the left/right draw")
+
+    p = a.add_parser("serve", help="the annotation app on http://HOST:PORT (every request needs a user's token)")
+    where(p, True)
+    items(p)
+    p.add_argument("--k", type=int, default=3, help="distinct annotators per item (default 3)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8765, help="port (0: any free one, printed)")
+    p.add_argument("--claim-ttl", type=float, default=3600.0, metavar="SECONDS",
+                   help="an item shown but not answered is offered to others after this long")
+    p.add_argument("--max-body", type=int, default=65536, metavar="BYTES", help="largest request body accepted")
+    p = a.add_parser("add-user", help="add an annotator; prints their token once (stored hashed)")
+    p.add_argument("name")
+    where(p)
+    p.add_argument("--admin", action="store_true", help="may see everyone's progress")
+    p.add_argument("--reset", action="store_true", help="an existing user gets a new token (the old one stops working)")
+    p = a.add_parser("export", help="vote, agreement, labels for the human critic, critic training data, Label "
+                     "Studio files")
+    where(p, True)
+    p.add_argument("--out", required=True, help="new folder for the export (an earlier export there is replaced)")
+    p.add_argument("--min-annotators", type=int, default=None, metavar="N",
+                   help="answers an item needs to count (default: the k the app served with)")
+    p.add_argument("--test-fraction", type=float, default=0.1, help="share of prompts in the test split (0.1)")
+    p.add_argument("--frames", type=int, default=16, help="{n_frames} in the rendered critic questions (16)")
+    p.add_argument("--prompts-dir", default="", help="question templates overriding the packaged ones")
+    p.add_argument("--label-studio-url", default="", metavar="PREFIX",
+                   help="prefix of video URLs in the Label Studio tasks (default /data/local-files/?d=DIRNAME/)")
+    p.add_argument("--copy", action="store_true", help="copy the videos into OUT/videos (default: hard links)")
+    p = a.add_parser("import-label-studio", help="read Label Studio's JSON export back into the folder's store")
+    p.add_argument("export_json", metavar="EXPORT.json")
+    where(p, True)
+    items(p)
+
+
+def cmd_annotate(args) -> int:
+    from .annotate import commands as A
+
+    _setup_logging(args.verbose)
+    if args.annotate_verb == "add-user":
+        return A.add_user(args.name, args.dir, args.db, args.admin, args.reset)
+    if args.annotate_verb == "serve":
+        return A.serve(args.dir, args.db, args.task, args.k, args.pairs, args.seed, args.host, args.port,
+                       args.claim_ttl, args.max_body)
+    if args.annotate_verb == "export":
+        return A.export(args.dir, args.out, args.db, args.min_annotators, args.test_fraction, args.frames,
+                        args.prompts_dir, args.label_studio_url, args.copy)
+    return A.import_label_studio(args.export_json, args.dir, args.db, args.task, args.pairs, args.seed)
 
 
 def _load_run_config(args):
@@ -491,6 +558,8 @@ def _dispatch(args) -> int:
             return cmd_world(args)
         if args.verb == "export":
             return cmd_export(args)
+        if args.verb == "annotate":
+            return cmd_annotate(args)
         if args.verb == "critic":
             return cmd_critic_eval(args)
         if args.verb == "judge" and args.dir is not None:
