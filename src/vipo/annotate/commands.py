@@ -33,7 +33,12 @@ def add_user(name: str, root: str | None, db: str | None, admin: bool, reset: bo
 
 def serve(root: str, db: str | None, task: str, k: int, pairs: int | None, seed: int, host: str, port: int,
           claim_ttl_s: float, max_body: int) -> int:
-    from .server import run_server
+    try:
+        from .server import run_server
+    except ModuleNotFoundError as e:
+        if e.name in ("fastapi", "uvicorn", "starlette"):
+            raise UserError("annotate serve needs FastAPI and uvicorn: pip install 'vipo[annotate]'") from None
+        raise
 
     if k < 1:
         raise UserError(f"annotate serve --k: {k} must be >= 1")
