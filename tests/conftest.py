@@ -45,24 +45,44 @@ def tiny_run_dir(tmp_path_factory, tiny_model_dir):
     return out
 
 
-@pytest.fixture(scope="session")
-def chromium():
-    """Debian's headless chromium: installed with apt-get when missing (skips only where apt-get cannot run)."""
+def _apt_install(packages: list[str], what: str) -> None:
+    """apt-get install ``packages`` (an update first if the lists are stale); skips where apt-get cannot run."""
     import os
     import shutil
     import subprocess
 
+    if shutil.which("apt-get") is None or os.geteuid() != 0:
+        pytest.skip(f"{what} is not installed and apt-get cannot run here (not Debian, or not root): "
+                    f"`apt-get install -y {' '.join(packages)}` to run the browser tests")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]
+    if subprocess.run(install, env=env, capture_output=True).returncode:
+        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True)
+        got = subprocess.run(install, env=env, capture_output=True, text=True)
+        if got.returncode:
+            pytest.skip(f"apt-get install {' '.join(packages)} failed: {got.stderr.strip().splitlines()[-1:]}")
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Debian's headless chromium: installed with apt-get when missing (skips only where apt-get cannot run)."""
+    import shutil
+
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
-        if shutil.which("apt-get") is None or os.geteuid() != 0:
-            pytest.skip("chromium is not installed and apt-get cannot run here (not Debian, or not root): "
-                        "`apt-get install -y chromium` to run the report's browser test")
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"]
-        if subprocess.run(install, env=env, capture_output=True).returncode:
-            subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True)
-            got = subprocess.run(install, env=env, capture_output=True, text=True)
-            if got.returncode:
-                pytest.skip(f"apt-get install chromium failed: {got.stderr.strip().splitlines()[-1:]}")
+        _apt_install(["chromium"], "chromium")
         exe = shutil.which("chromium")
+    return exe
+
+
+@pytest.fixture(scope="session")
+def chromedriver(chromium):
+    """Debian's chromedriver (package chromium-driver, the same version as its chromium) for selenium: installed
+    with apt-get when missing, beside chromium."""
+    import shutil
+
+    exe = shutil.which("chromedriver")
+    if exe is None:
+        _apt_install(["chromium", "chromium-driver"], "chromedriver")
+        exe = shutil.which("chromedriver")
     return exe
