@@ -136,6 +136,12 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise UserError(f"{where}: expected text, got {value!r}")
         return str(value)
+    if typ is dict or origin is dict:
+        if isinstance(value, str):
+            value = yaml.safe_load(value)
+        if not isinstance(value, dict):
+            raise UserError(f"{where}: expected a mapping, got {value!r}")
+        return value
     if typ is list or origin is list:
         if isinstance(value, str):
             value = yaml.safe_load(value)
@@ -420,10 +426,31 @@ class TrainConfig:
     """weight of the NLL (denoising) loss on DPO winners, IPO's lambda_1"""
     lambda_real: float = 0.1
     """weight of the NLL loss on real videos, IPO's lambda_2 (and KTO's lambda)"""
-    lambda_desirable: float = 1.0
-    """KTO weight of desirable examples"""
-    lambda_undesirable: float = 1.0
-    """KTO weight of undesirable examples"""
+    lambda_desirable: float | None = None
+    """KTO weight of desirable examples; empty (null) = set each round by the KTO paper's class-balance rule from
+    the round's label counts (``lambda_d * n_d / (lambda_u * n_u)`` within [1, 4/3]; losses.kto_class_weights)"""
+    lambda_undesirable: float | None = None
+    """KTO weight of undesirable examples; empty (null) = by the class-balance rule, as ``lambda_desirable``"""
+    kto_kl_pool: int = 128
+    """KTO: the reference point z0 = max(0, mean reward) is estimated over the last this many implicit rewards of
+    the round's training (a rolling pool, losses.RewardPool), whatever the micro-batch (IPO: KTO needs ~128 for a
+    stable estimate); 0 = the micro-batch's own mean (the old behaviour, needs batch_size >= 2)"""
+    caption_dropout: float = 0.1
+    """probability that a training item's caption is replaced by the family's empty-prompt conditioning (the
+    unconditional branch classifier-free guidance uses keeps training; Diffusion-DPO and Diffusion-KTO drop ~20%).
+    A DPO pair's winner and loser share the draw; the real-video NLL term draws its own"""
+    nll_units: str = "likelihood"
+    """units of the NLL regularizers (lambda_winner, lambda_real): 'likelihood' = T * error, the likelihood surrogate
+    whose differences the DPO/KTO terms compare (T = the family's training timesteps), so IPO's 0.2 and 0.1 weigh
+    against the preference term as Eq. 5/6 mean; 'mse' = the plain error (the old behaviour: ~1e-4 of the preference
+    gradient at beta 5000). losses.nll_scale has the derivation"""
+    real_caption_noise: float = 0.3
+    """the world family's real videos: probability that each attribute word of a real clip's caption names another
+    value, as in the committed base's last pretraining phase (caption_noise 0.3), so the real-data term is data of
+    the base's own pretraining distribution, not the answer key; 0 = correct captions (the old behaviour)"""
+    rwr_scores: dict = field(default_factory=lambda: {"Good": 0.9, "Normal": 0.2, "Bad": 0.05})
+    """rwr: the reward of each label; a sample's reward is the mean over its three dimensions (LiFT's map
+    Good/Normal/Bad = 0.9/0.2/0.05 by default)"""
     timestep_window: list = field(default_factory=lambda: [0.0, 1.0])
     """[low, high] fractions of the noise schedule (1 = pure noise) that the preference terms (DPO/KTO/RWR and the
     winner NLL) draw their timesteps from, uniformly; [0, 1] keeps the family's own training density. The real-video
@@ -498,8 +525,18 @@ class TrainConfig:
         _check(isinstance(w, (list, tuple)) and len(w) == 2 and all(isinstance(x, (int, float)) for x in w)
                and 0 <= w[0] < w[1] <= 1, f"timestep_window must be [low, high] with 0 <= low < high <= 1, got {w!r}")
         for n in ("lambda_winner", "lambda_real", "lambda_desirable", "lambda_undesirable", "real_batch_size",
-                  "warmup", "weight_decay", "max_grad_norm"):
-            _check(getattr(self, n) >= 0, f"{n} must be >= 0, got {getattr(self, n)}")
+                  "warmup", "weight_decay", "max_grad_norm", "kto_kl_pool"):
+            _check(getattr(self, n) is None or getattr(self, n) >= 0, f"{n} must be >= 0, got {getattr(self, n)}")
+        if self.method == "kto":
+            _check(self.kto_kl_pool >= 2 or (self.kto_kl_pool == 0 and self.batch_size >= 2),
+                   f"kto_kl_pool={self.kto_kl_pool} with batch_size={self.batch_size}: KTO's reference point would rest "
+                   "on fewer than 2 rewards (give kto_kl_pool >= 2, e.g. 128)")
+        _check(0 <= self.caption_dropout < 1, f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
+        _check(0 <= self.real_caption_noise < 1, f"real_caption_noise must be in [0, 1), got {self.real_caption_noise}")
+        _check(self.nll_units in ("likelihood", "mse"), f"nll_units must be likelihood or mse, got {self.nll_units!r}")
+        _check(isinstance(self.rwr_scores, dict) and set(self.rwr_scores) == {"Good", "Normal", "Bad"}
+               and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in self.rwr_scores.values()),
+               f"rwr_scores must map Good, Normal and Bad to numbers, got {self.rwr_scores!r}")
 
 
 @dataclass

@@ -21,8 +21,9 @@ def test_one_round_run_through_cli(tmp_path, tiny_model_dir, method, request):
         out = request.getfixturevalue("tiny_run_dir")  # the session's shared tiny run
     else:
         out = tmp_path / "run"
+        # a KTO micro-batch of one item: the reference point comes from a pool of rewards, never from the item itself
         assert main(["run", "--model", str(tiny_model_dir), "--out", str(out), "--rounds", "1", "--method", method]
-                    + TINY_RUN) == 0
+                    + TINY_RUN + ["--set", "train.batch_size=1", "--set", "train.kto_kl_pool=8"]) == 0
     assert (out / "config.yaml").is_file() and (out / "report.md").is_file() and (out / "report.png").is_file()
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["rounds"]) == {"0", "1"}
@@ -49,6 +50,19 @@ def test_one_round_run_through_cli(tmp_path, tiny_model_dir, method, request):
     if method == "dpo":
         for key in ("reward_margin", "err_policy_chosen", "err_ref_rejected", "nll_real"):
             assert key in log[0]
+    # what each term weighs, measured apart at the round's first step
+    assert {"grad_norm_preference", "grad_norm_real_nll"} <= set(log[0]) and "grad_norm_preference" not in log[1]
+    from vipo.data.ledger import Ledger
+
+    with Ledger(out / "ledger.sqlite") as ledger:
+        info = ledger.stage_info(1, "train")
+    assert info["grad_norm_preference"] == log[0]["grad_norm_preference"] and info["nll_scale"] == 1000.0
+    if method == "dpo":
+        assert log[0]["grad_norm_winner_nll"] > 0
+    else:
+        assert all("kto_z0" in h for h in log) and log[0]["kto_z0"] == 0.0  # the pool starts at policy = reference
+        assert info["n_desirable"] + info["n_undesirable"] == info["items"]
+        assert {"lambda_desirable", "lambda_undesirable"} <= set(info)
     # the ledger is queryable and the exports load with datasets
     db = sqlite3.connect(out / "ledger.sqlite")
     assert db.execute("select count(*) from samples where round=1").fetchone()[0] == 9

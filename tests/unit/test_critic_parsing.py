@@ -142,19 +142,22 @@ def test_unparseable_pointwise_answers_are_retried_then_recorded():
     assert isinstance(never, CriticParseError) and never.raw.count("I can't help") == 9  # 3 dims x 3 attempts
 
 
-def test_pairwise_retries_swap_the_order_and_flip_the_verdict_back():
+def test_a_pairwise_retry_keeps_the_order_it_retries():
+    """The judge asks (a, b) and (b, a) and keeps only verdicts that agree; a retry asked in its partner's order would
+    let a critic stuck on one position pass that check, so a retry shows the videos in the order it retries."""
     a, b = _clip(10), _clip(200)
 
-    def answer(q, n):  # a position-stuck first answer, then a critic that prefers the brighter video
-        if "previous answer" not in q.parts[-1]:
-            return "Both look fine. Verdict: maybe"
-        shown_first_brighter = _first_image(q).max() > 100
-        return "Verdict: A" if shown_first_brighter else "Verdict: B"
+    def answer(q, n):  # an unparseable first answer, then a critic stuck on "A"
+        return "Verdict: A" if "previous answer" in q.parts[-1] else "Both look fine. Verdict: maybe"
 
     c = Scripted(answer, retries=1)
-    (p,) = c.pairwise_many([(a, b)])
-    assert p.verdicts == {"semantic": "B", "fidelity": "B", "motion": "B"}  # b is brighter, in the (a, b) order
-    assert _first_image(c.asked[3]).max() > 100  # the retry showed b first
+    ab, ba = c.pairwise_many([(a, b), (b, a)])
+    assert all(_first_image(q).max() < 100 for q in c.asked[:3])  # (a, b) first tries show a first
+    retries = [q for q in c.asked if "previous answer" in q.parts[-1]]
+    assert len(retries) == 6
+    assert [_first_image(q).max() < 100 for q in retries] == [True] * 3 + [False] * 3  # (a, b) retried as (a, b)
+    # the stuck critic says "A" in both orders: verdicts that disagree, which the pairs stage counts as inconsistent
+    assert ab.verdicts["semantic"] == "A" and ba.verdicts["semantic"] == "A"
 
 
 def test_frames_are_sampled_uniformly_and_letterboxed():

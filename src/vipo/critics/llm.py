@@ -8,8 +8,9 @@ A backend (``vlm``: local transformers; ``openai``: a served endpoint) only turn
 - one question per dimension (LiFT style: semantic consistency, fidelity, motion), from editable templates
   (``critics/prompts/*.txt``; ``prompts_dir`` overrides them file by file), asking for reasoning first and a final
   ``Verdict:`` line, which :func:`~vipo.critics.parsing.parse_verdict` reads;
-- an unparseable answer is asked again up to ``retries`` times, with ``retry.txt`` appended; a pairwise retry also
-  swaps the order of the two videos (and flips the verdict back), so a position-stuck model gets a different view;
+- an unparseable answer is asked again up to ``retries`` times, with ``retry.txt`` appended, in the same order: a
+  pairwise retry never swaps the videos, because the judge asks every pair in both orders and keeps only verdicts
+  that agree, and a retried answer asked in its partner's order would let a position-biased critic pass that check;
 - a judgment with any dimension still unparseable comes back as a :class:`CriticParseError` holding every attempt's
   raw text; the judge stage records it and leaves it out.
 """
@@ -105,7 +106,7 @@ class LLMCritic(Critic):
     # -- asking, parsing, retrying -------------------------------------------------------------------------------
     def _ask(self, n_items: int, allowed: tuple[str, ...], make) -> list[tuple[dict, dict, dict] | CriticParseError]:
         """Ask every (item, dimension) question, retrying the unparseable ones; ``make(i, dim, attempt)`` builds the
-        query and says whether its verdict is to be flipped back (a swapped pairwise retry)."""
+        query and says whether its verdict is to be flipped back (a query asked with the two videos swapped)."""
         todo = [(i, d) for i in range(n_items) for d in DIMENSIONS]
         got: dict[tuple[int, str], tuple[str, str, str]] = {}
         attempts: dict[tuple[int, str], list[str]] = {k: [] for k in todo}
@@ -147,8 +148,7 @@ class LLMCritic(Critic):
     def pairwise_many(self, pairs: list[tuple[Video, Video]]) -> list[Pairwise | CriticParseError]:
         def make(i: int, d: str, k: int):
             a, b = pairs[i]
-            swapped = k % 2 == 1
-            return self.query_pairwise(b, a, d, True) if swapped else self.query_pairwise(a, b, d, k > 0), swapped
+            return self.query_pairwise(a, b, d, k > 0), False  # a retry keeps the order (module docstring)
 
         res = self._ask(len(pairs), PAIR_VERDICTS, make)
         return [r if isinstance(r, CriticParseError) else Pairwise(r[0], r[1], r[2]["raw"]) for r in res]

@@ -3,10 +3,16 @@
 Ranking (IPO): each unordered pair of a prompt's samples is judged in both orders; a verdict counts only when the two
 orders agree (position swap), and then its winner gets a win. Samples are ranked by consistent wins, pointwise scores
 breaking ties. The pair is the top sample against the bottom one (the middle ones are not used); a prompt whose top
-and bottom are indistinguishable (same wins, same pointwise score) has no clear winner and is dropped.
+and bottom are indistinguishable (same wins, same pointwise score) has no clear winner and is dropped. A prompt whose
+pairwise verdicts were asked but none came out consistent gets no pair either (counted in ``dropped_inconsistent``):
+a position-biased critic, which answers "A" whatever it sees, must not have its pairs rebuilt from pointwise scores.
+Only when no pairwise verdict was asked at all (pointwise-only judging) do scores alone rank a prompt. A sample with
+no parseable pointwise judgment is left out of ranking by the caller (never scored 0, which would make it the loser
+with the largest gap).
 
 VideoDPO options: each pair's weight is ``gap ** alpha`` (gap = pointwise overall score of the winner minus the
-loser's; ``alpha = 0`` gives weight 1), and ``filter_ratio`` drops that fraction of pairs with the smallest gaps.
+loser's; ``alpha = 0`` gives weight 1), normalised to a mean of 1 over the round, and ``filter_ratio`` drops that
+fraction of pairs with the smallest gaps.
 
 KTO labels: a sample's label is its worst dimension (any Bad makes it Bad, all Good makes it Good, else Normal);
 Good and Normal are desirable, Bad undesirable. A video that gets any dimension badly wrong is not something to learn
@@ -16,7 +22,7 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 FLIP = {"A": "B", "B": "A", "Tie": "Tie"}
 RANK = {"Good": 2, "Normal": 1, "Bad": 0}
@@ -34,10 +40,11 @@ class PairStats:
     unjudged: int = 0
     """pairs with no verdict in either order (pointwise-only judging, e.g. for KTO): ranked by scores alone"""
     ties: int = 0
-    notes: list = field(default_factory=list)
+    dropped_inconsistent: int = 0
+    """prompts whose pairwise verdicts were asked but none was consistent in both orders: no pair"""
 
     def as_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "notes"}
+        return dict(self.__dict__)
 
 
 def consistent_verdict(ab: str, ba: str) -> str | None:
@@ -88,7 +95,11 @@ def build_pairs(groups: dict[int, list[str]], verdicts: dict[tuple[str, str], st
         if len(ids) < 2:
             stats.dropped_no_winner += 1
             continue
+        asked, consistent = stats.comparisons - stats.unjudged, stats.consistent
         ranked = rank_prompt(ids, verdicts, scores, stats)
+        if stats.comparisons - stats.unjudged > asked and stats.consistent == consistent:
+            stats.dropped_inconsistent += 1  # verdicts asked for this prompt, none consistent
+            continue
         (w, ww, ws), (l, lw, ls) = ranked[0], ranked[-1]
         if ww == lw and ws <= ls:
             stats.dropped_no_winner += 1
@@ -131,5 +142,5 @@ def kto_examples(samples: list[dict], pointwise: dict[str, dict]) -> tuple[list[
         label = combine_labels(pw["labels"])
         counts[label] += 1
         out.append({"id": s["id"], "prompt_id": s["prompt_id"], "sample": s["id"], "label": label,
-                    "desirable": label != "Bad", "score": pw.get("overall", 0.0)})
+                    "labels": dict(pw["labels"]), "desirable": label != "Bad", "score": pw.get("overall", 0.0)})
     return out, dict(counts)

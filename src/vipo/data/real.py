@@ -1,7 +1,10 @@
 """Real videos for the NLL regularizer (IPO's VidGen-1M term).
 
-For the embedded world they are ground-truth renders of in-distribution prompts, drawn from a seeded stream, so a
-resumed run draws the same ones. For the real families they come from a dataset on disk — a folder of mp4 files with
+For the embedded world they are renders of in-distribution prompts, drawn from a seeded stream, so a resumed run
+draws the same ones, captioned the way the committed base's last pretraining phase captioned its clips: each attribute
+word wrong with probability ``caption_noise`` (``train.real_caption_noise``, 0.3). IPO's real videos (VidGen-1M) are
+web data with web captions, the distribution the base was pretrained on; correct captions would make the real-data
+term supervised fine-tuning on the very answer the evaluation checks. For the real families they come from a dataset on disk — a folder of mp4 files with
 same-stem ``.txt`` captions, or a JSONL/CSV manifest in the style of VidGen-1M (``vid``, ``caption``) or OpenVid
 (``video``, ``caption``, ...; paths relative to the manifest) — and are VAE-encoded once into a :class:`LatentCache`
 keyed by the video's content hash and the model, then reused by every round and run.
@@ -32,14 +35,15 @@ VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi")
 
 
 class WorldRealVideos:
-    def __init__(self, frames: int, side: int):
-        self.frames, self.side = frames, side
+    def __init__(self, frames: int, side: int, caption_noise: float = 0.0):
+        self.frames, self.side, self.caption_noise = frames, side, caption_noise
 
     def draw(self, n: int, seed: int) -> tuple[list[str], np.ndarray]:
         rng = random.Random(seed)
         attrs = [rng.choice(grammar.INDIST) for _ in range(n)]
         clips = np.stack([render.random_clip(a, rng, self.side, self.frames) for a in attrs])
-        return [grammar.random_prompt(a, rng) for a in attrs], clips
+        # (mislabel draws nothing at caption_noise 0, so that stream is the old one)
+        return [grammar.random_prompt(grammar.mislabel(a, rng, self.caption_noise), rng) for a in attrs], clips
 
 
 @dataclass(frozen=True)

@@ -7,16 +7,29 @@ The losses below see only those errors, so one implementation serves every param
 Notation: ``e_w``/``e_l`` are the policy's errors on the chosen/rejected sample, ``r_w``/``r_l`` the reference's on
 the same noisy input. An error below the reference's means the policy assigns the sample a higher likelihood.
 
-- :func:`dpo` — Diffusion-DPO (Wallace et al. 2024; IPO Eq. 3). With the timestep factor folded into ``beta``:
-  ``inside = -beta/2 * ((e_w - r_w) - (e_l - r_l))``, ``loss = -log sigmoid(inside)``; ``log 2`` at policy = reference.
-- :func:`kto` — Diffusion-KTO (Li et al. 2024; IPO Eq. 4). Implicit reward ``r = -beta * (e - e_ref)``; reference
-  point ``z0 = max(0, mean(r)).detach()`` over the batch; desirable items pay ``1 - sigmoid(r - z0)``, undesirable
-  items ``1 - sigmoid(z0 - r)``, weighted by ``lambda_d``/``lambda_u``.
-- :func:`nll` — the denoising loss (the NLL surrogate) used as IPO's regularizers (Eq. 5 and 6).
-- :func:`reward_weighted` — LiFT's reward-weighted denoising loss: ``mean(w * e)``.
+The likelihood surrogate (Diffusion-DPO, Wallace et al. 2024, Eq. 9-14): a sample's log-likelihood is replaced by the
+one-sample ELBO estimate ``l(x) = -T * w(t) * e(x, t)`` (T discrete timesteps, ``w`` the weighting, taken constant = 1
+as Diffusion-DPO does), so the DPO argument ``beta_paper * (l_w - l_w^ref - l_l + l_l^ref)`` becomes
+``-beta_paper * T * ((e_w - r_w) - (e_l - r_l))``. vipo folds ``2 * beta_paper * T`` into one ``beta``.
+
+- :func:`dpo` — Diffusion-DPO (IPO Eq. 3): ``inside = -beta/2 * ((e_w - r_w) - (e_l - r_l))``,
+  ``loss = -log sigmoid(inside)``; ``log 2`` at policy = reference. Pair weights (VideoDPO's alpha re-weighting) enter
+  as VideoDPO uses them: the plain mean of ``weight * loss`` (the pairs stage keeps the round's mean weight at 1).
+- :func:`kto` — Diffusion-KTO (Li et al. 2024, Eq. 8; IPO Eq. 4). Implicit reward ``r = -beta * (e - e_ref)``;
+  desirable items pay ``lambda_d * (1 - sigmoid(r - z0))``, undesirable ``lambda_u * (1 - sigmoid(z0 - r))``. The
+  reference point ``z0 = max(0, mean(reward)).detach()`` is Diffusion-KTO's (its ``kl`` term: the mean over the whole
+  batch, reduced across processes); the trainer estimates it over a pool of at least ``train.kto_kl_pool`` rewards
+  (:class:`RewardPool`) and passes it in, so it never rests on one micro-batch.
+- :func:`kto_class_weights` — the KTO paper's class-imbalance rule (Ethayarajh et al. 2024, Sec. 4.2; TRL's
+  KTOTrainer warns outside it): ``lambda_d * n_d / (lambda_u * n_u)`` within ``[1, 4/3]``.
+- :func:`nll` — the denoising loss (the NLL surrogate) used as IPO's regularizers (Eq. 5 and 6), and
+  :func:`nll_scale`, which puts it in the preference term's units.
+- :func:`reward_weighted` — LiFT's reward-weighted denoising loss: ``mean(w * e)``; :data:`LIFT_SCORES` LiFT's map
+  from labels to rewards.
 """
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 import torch
@@ -60,10 +73,11 @@ class LossOutput:
 
 
 def _mean(x: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """Plain mean of ``weight * x`` (VideoDPO's ``(weight * loss).mean()``): a weight scales its item's gradient
+    whatever its neighbours in the micro-batch; the caller keeps the mean weight at 1 over the round."""
     if weight is None:
         return x.mean()
-    w = weight.float()
-    return (x * w).sum() / w.sum().clamp(min=1e-12)
+    return (x * weight.float()).mean()
 
 
 def dpo(e_w: torch.Tensor, e_l: torch.Tensor, r_w: torch.Tensor, r_l: torch.Tensor, beta: float,
@@ -89,11 +103,23 @@ def dpo(e_w: torch.Tensor, e_l: torch.Tensor, r_w: torch.Tensor, r_l: torch.Tens
     return LossOutput(loss, metrics)
 
 
+def kto_rewards(e: torch.Tensor, r: torch.Tensor, beta: float) -> torch.Tensor:
+    """Diffusion-KTO's implicit reward ``-beta * (e - e_ref)`` (Diffusion-KTO Eq. 8 with the timestep factor folded
+    into beta)."""
+    return -beta * (e - r)
+
+
 def kto(e: torch.Tensor, r: torch.Tensor, desirable: torch.Tensor, beta: float, lambda_d: float = 1.0,
-        lambda_u: float = 1.0) -> LossOutput:
-    """Diffusion-KTO over single labelled samples (shape [N]); ``desirable`` is a bool tensor."""
-    reward = -beta * (e - r)
-    z0 = reward.mean().clamp(min=0).detach()
+        lambda_u: float = 1.0, z0: float | torch.Tensor | None = None) -> LossOutput:
+    """Diffusion-KTO over single labelled samples (shape [N]); ``desirable`` is a bool tensor.
+
+    ``z0`` is the reference point, estimated by the caller over a pool (:class:`RewardPool`); ``None`` takes the
+    clamped mean reward of this batch itself (the definition at batch scale, used by tests and by
+    ``train.kto_kl_pool: 0``)."""
+    reward = kto_rewards(e, r, beta)
+    if z0 is None:
+        z0 = reward.mean().clamp(min=0)
+    z0 = torch.as_tensor(z0, dtype=reward.dtype, device=reward.device).detach()
     des = desirable.bool()
     value = torch.where(des, torch.sigmoid(reward - z0), torch.sigmoid(z0 - reward))
     lam = torch.where(des, torch.full_like(reward, lambda_d), torch.full_like(reward, lambda_u))
@@ -111,9 +137,86 @@ def kto(e: torch.Tensor, r: torch.Tensor, desirable: torch.Tensor, beta: float, 
     return LossOutput(loss, metrics)
 
 
+class RewardPool:
+    """The KTO reference point estimated over the last ``size`` implicit rewards seen in training.
+
+    ``z0 = max(0, mean(pool))`` (Diffusion-KTO's clamped mean). The trainer reads :meth:`z0` once before an optimizer
+    step, uses it for every micro-batch of the step (so gradient accumulation gives the gradient of one large batch
+    with that reference point) and then :meth:`push`-es the step's rewards (detached), dropping the oldest. The pool
+    starts full of zeros, which is exact, not a guess: at step 0 the policy equals its reference (a LoRA starts with
+    B = 0, a full fine-tune from a copy), so every reward is 0. Each reward in the pool was computed by a policy at most
+    ``size / effective batch`` steps old. The pool is part of the resumable training state (:meth:`state`).
+    """
+
+    def __init__(self, size: int, values: list[float] | None = None):
+        if size < 2:
+            raise ValueError(f"a KTO reference point needs a pool of at least 2 rewards, got {size}")
+        self.values: deque[float] = deque([0.0] * size if values is None else values, maxlen=size)
+
+    def z0(self) -> float:
+        return max(0.0, sum(self.values) / len(self.values))
+
+    def push(self, rewards: torch.Tensor | list[float]) -> None:
+        self.values.extend(float(x) for x in (rewards.tolist() if torch.is_tensor(rewards) else rewards))
+
+    def state(self) -> list[float]:
+        return list(self.values)
+
+
+def kto_class_weights(n_desirable: int, n_undesirable: int, low: float = 1.0,
+                      high: float = 4 / 3) -> tuple[float, float]:
+    """``(lambda_d, lambda_u)`` by the KTO paper's rule (Ethayarajh et al. 2024, Sec. 4.2): the weighted class ratio
+    ``lambda_d * n_d / (lambda_u * n_u)`` must lie in ``[low, high] = [1, 4/3]``.
+
+    Inside the range both weights stay 1. Above it (more desirable examples) ``lambda_d`` shrinks so that the ratio is
+    ``high``; below it ``lambda_u`` shrinks so that the ratio is ``low``: the nearest edge of the range, and neither
+    weight above 1 (the step size does not grow). With one class absent there is nothing to balance: (1, 1).
+    """
+    if n_desirable <= 0 or n_undesirable <= 0:
+        return 1.0, 1.0
+    ratio = n_desirable / n_undesirable
+    if ratio > high:
+        return high / ratio, 1.0
+    if ratio < low:
+        return 1.0, ratio / low
+    return 1.0, 1.0
+
+
 def nll(e: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Denoising loss (the diffusion NLL bound up to constants) averaged over items."""
+    """Denoising loss (the diffusion NLL bound up to constants and the factor :func:`nll_scale`) averaged over
+    items."""
     return _mean(e, weight)
+
+
+NLL_UNITS = ("likelihood", "mse")
+
+
+def nll_scale(units: str, train_timesteps: int) -> float:
+    """The factor that puts :func:`nll` in the preference term's units.
+
+    ``likelihood``: ``T`` (the family's number of training timesteps). The DPO and KTO terms compare likelihood
+    surrogates ``l(x) = -T * e(x)`` (module docstring); IPO's Eq. 5/6 add ``lambda * (-log p(x))`` beside them, RPO's
+    way (Pang et al. 2024: the NLL a sibling of the log-ratio, not of the error), so the NLL in the same units is
+    ``T * e``. At beta 5000 and T = 1000 the DPO gradient on ``e_w`` starts at ``beta / 4 = 1250`` against ``T *
+    lambda_winner = 200`` for the winner NLL, the ~6:1 balance RPO has with beta 0.1 beside a per-token NLL.
+    ``mse``: 1, the plain mean squared error vipo used before (at beta 5000 the NLL terms then weigh ~1e-4 of the
+    preference term: measured, docs/results.md).
+    """
+    if units == "likelihood":
+        return float(train_timesteps)
+    if units == "mse":
+        return 1.0
+    raise ValueError(f"unknown NLL units {units!r} (known: {', '.join(NLL_UNITS)})")
+
+
+#: LiFT's map from a label to the reward of its reward-weighted loss (LiFT ``CogVideo/process_reward_score.py``); a
+#: sample's reward is the mean over the three dimensions
+LIFT_SCORES = {"Good": 0.9, "Normal": 0.2, "Bad": 0.05}
+
+
+def label_reward(labels: dict[str, str], scores: dict[str, float]) -> float:
+    """LiFT's sample reward: the mean of ``scores[label]`` over the sample's per-dimension labels."""
+    return sum(scores[v] for v in labels.values()) / len(labels)
 
 
 def reward_weighted(e: torch.Tensor, reward: torch.Tensor) -> LossOutput:

@@ -57,6 +57,13 @@ class VideoModel(abc.ABC):
     def denoiser(self) -> torch.nn.Module:
         """The network that is trained (LoRA attaches here)."""
 
+    @property
+    @abc.abstractmethod
+    def train_timesteps(self) -> int:
+        """T, the number of discrete timesteps of the family's training schedule: the factor of Diffusion-DPO's
+        likelihood surrogate ``-T * error`` that puts the NLL regularizers in the preference term's units
+        (``losses.nll_scale``)."""
+
     @abc.abstractmethod
     def encode_prompts(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         """Text conditioning for a batch, as a dict of tensors with a leading batch dimension (cacheable per row)."""

@@ -95,6 +95,10 @@ class PipelineModel(VideoModel):
     def vae(self):
         return self.pipe.vae
 
+    @property
+    def train_timesteps(self) -> int:
+        return int(self.pipe.scheduler.config.num_train_timesteps)
+
     def cache_key(self, part: str) -> str:
         from ..data.cache import fingerprint
 

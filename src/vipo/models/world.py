@@ -126,6 +126,10 @@ class WorldModel(VideoModel):
     def denoiser(self) -> torch.nn.Module:
         return self.unet
 
+    @property
+    def train_timesteps(self) -> int:
+        return int(self.scheduler.config.num_train_timesteps)
+
     # -- text ---------------------------------------------------------------------------------------------------
     def encode_prompts(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         tok = self.tokenizer(list(prompts), padding="max_length", max_length=MAX_TOKENS, truncation=True,

@@ -2,8 +2,9 @@
 
 Each variant is ``vipo run`` with a few extra flags, in ``OUT/<variant>``; runs resume like any run, so stopping
 ``ablate`` and starting it again continues. ``OUT/ablation.md`` has one table per study (the paper's Table 1:
-objective; Table 2: rounds; Table 5: the real-data NLL term; plus samples per prompt and alpha re-weighting), each
-row the last round's evaluation and the command that reproduces it.
+objective; Table 2: rounds; Table 5: the real-data NLL term with its real-only control; the NLL units, caption
+dropout, KTO's reference-point pool and class balance; samples per prompt and alpha re-weighting), each row the last
+round's evaluation with 95% intervals and the command that reproduces it.
 """
 from __future__ import annotations
 
@@ -12,19 +13,31 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..io import atomic
+from ..stats import fmt
 from .report import COLUMNS
 
 VARIANTS = {
-    "dpo": [], "kto": ["--method", "kto"], "no-nll": ["--set", "train.lambda_real=0"],
-    "nll-5": ["--set", "train.lambda_real=5"], "kto-nll-5": ["--method", "kto", "--set", "train.lambda_real=5"],
-    # the control for the two above: kto-nll-5's real-video NLL alone (beta 0.001 leaves the KTO term ~no gradient),
-    # i.e. supervised fine-tuning on the real videos with the same steps
-    "real-only": ["--method", "kto", "--set", "train.beta=0.001", "--set", "train.lambda_real=5"],
+    "dpo": [], "kto": ["--method", "kto"],
+    # IPO Table 5: the real-video NLL term off, and its control: that term alone (a KTO term at beta 1e-6 has ~no
+    # gradient) with the same steps, i.e. supervised fine-tuning on the world's real videos
+    "no-nll": ["--set", "train.lambda_real=0"],
+    "real-only": ["--method", "kto", "--set", "train.beta=0.000001"],
+    # the regularizers in the old units (plain error: ~1e-4 of the preference gradient at beta 5000)
+    "mse": ["--set", "train.nll_units=mse"],
+    "no-dropout": ["--set", "train.caption_dropout=0"],
+    "kto-no-dropout": ["--method", "kto", "--set", "train.caption_dropout=0"],
+    # KTO's reference point over a pool of 8 rewards (one micro-batch) instead of 128; class weights fixed at 1
+    "kto-pool-8": ["--method", "kto", "--set", "train.kto_kl_pool=8"],
+    "kto-no-balance": ["--method", "kto", "--set", "train.lambda_desirable=1", "--set", "train.lambda_undesirable=1"],
     "n3": ["--set", "generate.samples_per_prompt=3"], "n8": ["--set", "generate.samples_per_prompt=8"],
     "alpha-0.5": ["--set", "pairs.alpha=0.5"], "alpha-1": ["--set", "pairs.alpha=1"],
 }
-STUDIES = (("Objective (IPO Table 1)", ("dpo", "kto", "kto-nll-5")),
-           ("Real-data NLL term (IPO Table 5)", ("no-nll", "dpo", "nll-5", "kto", "kto-nll-5", "real-only")),
+STUDIES = (("Objective (IPO Table 1)", ("dpo", "kto")),
+           ("Real-data NLL term (IPO Table 5)", ("no-nll", "dpo", "real-only")),
+           ("NLL units", ("mse", "dpo")),
+           ("Caption dropout", ("no-dropout", "dpo", "kto-no-dropout", "kto")),
+           ("KTO reference point", ("kto-pool-8", "kto")),
+           ("KTO class balance", ("kto-no-balance", "kto")),
            ("Samples per prompt", ("n3", "dpo", "n8")),
            ("Alpha re-weighting (VideoDPO)", ("dpo", "alpha-0.5", "alpha-1")))
 
@@ -51,14 +64,15 @@ CELLS = tuple(("indist", c, f"indist {name}") for c, name in COLUMNS) + tuple(
 
 
 def _cells(e: dict) -> str:
-    return " | ".join(f"{100 * e[s][c]:.1f}" if c in e.get(s, {}) else "-" for s, c, _ in CELLS)
+    return " | ".join(fmt(e[s][c], e[s].get("ci95", {}).get(c)) if c in e.get(s, {}) else "-" for s, c, _ in CELLS)
 
 
 def tables(out: Path, variants: list[str], config: str | None, extra: list[str], cfg=None) -> str:
     head = "| {first} | " + " | ".join(name for _, _, name in CELLS) + " | command |\n|---|" + "---|" * (len(CELLS) + 1)
     evals = {v: atomic.read_json(out / v / "summary.json")["rounds"] for v in variants
              if (out / v / "summary.json").is_file()}
-    lines = [f"# Ablations in {out}", "", "Percent of evaluation clips; each row is the variant's last round.", ""]
+    lines = [f"# Ablations in {out}", "", "Percent of evaluation clips with 95% Wilson intervals; each row is the "
+             "variant's last round.", ""]
     for title, names in STUDIES:
         rows = [v for v in names if v in evals]
         if len(rows) < 2:

@@ -215,7 +215,7 @@ def _metric(ev: dict, cfg: RunConfig) -> float:
         return float("nan")
     if key not in ev[split]:
         raise UserError(f"eval.metric={name}: this run's evaluation has no {key!r} for {split} (it has "
-                        f"{', '.join(k for k in ev[split] if k != 'n')}); choose one of those or 'auto'")
+                        f"{', '.join(k for k in ev[split] if k not in ('n', 'ci95'))}); choose one of those or 'auto'")
     return float(ev[split][key])
 
 
@@ -265,7 +265,7 @@ class Round:
             if self.cfg.train.real_videos:
                 raise UserError("train.real_videos: the world family draws its real videos from its renderer; "
                                 "leave it empty")
-            return WorldRealVideos(policy.frames, policy.side)
+            return WorldRealVideos(policy.frames, policy.side, self.cfg.train.real_caption_noise)
         if not self.cfg.train.real_videos:
             return None
         cache = LatentCache(real_cache_dir(self.cfg), policy.cache_key("vae"))
@@ -301,10 +301,12 @@ class Round:
         self._require("judge")
         self._start("pairs")
         info = pairs_stage.build(self.ledger, self.k, self.dir, self.cfg.pairs)
-        log.info("round %d: %d pairs from %d prompts (%d without a clear winner, %d inconsistent verdicts%s); "
-                 "KTO labels %s", self.k, info["pairs"], info["prompts"], info["dropped_no_winner"],
-                 info["inconsistent"], f", {info['unjudged']} pairs ranked by pointwise scores only"
-                 if info.get("unjudged") else "", info["kto_labels"])
+        log.info("round %d: %d pairs from %d prompts (%d without a clear winner, %d with no consistent verdict; "
+                 "%d inconsistent verdicts%s%s); KTO labels %s", self.k, info["pairs"], info["prompts"],
+                 info["dropped_no_winner"], info["dropped_inconsistent"], info["inconsistent"],
+                 f", {info['unjudged']} pairs ranked by pointwise scores only" if info.get("unjudged") else "",
+                 f", {info['unparseable_samples']} samples without a parseable pointwise judgment left out"
+                 if info.get("unparseable_samples") else "", info["kto_labels"])
         self.ledger.mark_done(self.k, "pairs", info)
 
     def train(self) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io import atomic
+from ..stats import fmt
 
 COLUMNS = (("semantic_pass", "semantic pass"), ("color", "color"), ("shape", "shape"), ("direction", "direction"),
            ("fidelity_good", "fidelity Good"), ("motion_good", "motion Good"))
@@ -38,14 +39,44 @@ def write_report(run_dir: Path, evals: dict[int, dict], info: dict) -> Path:
                   "|---|" + "---|" * len(COLUMNS)]
         for k, e in sorted(evals.items()):
             if split in e:
-                lines.append(f"| {k} | " + " | ".join(f"{100 * e[split].get(c, 0):.1f}%" for c, _ in COLUMNS) + " |")
+                lines.append(f"| {k} | " + " | ".join(_cell(e[split], c) for c, _ in COLUMNS) + " |")
         lines.append("")
+    lines += ["Brackets: 95% Wilson intervals over the clips.", ""] + _training_lines(run_dir, sorted(evals))
     if info.get("stopped_early"):
         lines.append(f"Stopped early after round {info['last_round']}: no improvement for {info['patience']} rounds.")
     atomic.write_text(run_dir / "report.md", "\n".join(lines) + "\n")
     _plot(run_dir / "report.png", evals)
     write_html(run_dir, evals, info)
     return run_dir / "report.md"
+
+
+def _cell(split: dict, key: str) -> str:
+    """A rate with its interval (``53.1% [43.2, 62.8]``), or '-' where the run did not measure it."""
+    if key not in split:
+        return "-"
+    return fmt(split[key], split.get("ci95", {}).get(key))
+
+
+def _training_lines(run_dir: Path, rounds: list[int]) -> list[str]:
+    """Per trained round: the gradient norm of each loss term at its first step (what each weighs) and, for KTO,
+    the class weights; from ``round-K/checkpoint/train_summary.json``."""
+    rows = []
+    for k in rounds:
+        path = run_dir / f"round-{k}" / "checkpoint" / "train_summary.json"
+        if k == 0 or not path.is_file():
+            continue
+        t = atomic.read_json(path)
+        norms = [t.get(f"grad_norm_{n}") for n in ("preference", "winner_nll", "real_nll")]
+        ratio = " : ".join("-" if v is None else f"{v / norms[0]:.3g}" for v in norms) if norms[0] else "-"
+        kto = (f"{t['lambda_desirable']:.3g} / {t['lambda_undesirable']:.3g} ({t['n_desirable']} / "
+               f"{t['n_undesirable']})" if "lambda_desirable" in t else "-")
+        rows.append(f"| {k} | {t.get('steps', '-')} | " + " | ".join("-" if v is None else f"{v:.3g}" for v in norms)
+                    + f" | {ratio} | {t.get('grad_cos_preference_real', float('nan')):.2f} | {kto} |")
+    if not rows:
+        return []
+    return ["## Training", "", "Gradient norm of each weighted loss term at the round's first step, measured apart.", "",
+            "| round | steps | preference | winner NLL | real NLL | ratio pref : winner : real | cos(pref, real) | "
+            "KTO lambda D / U (n D / U) |", "|---|---|---|---|---|---|---|---|", *rows, ""]
 
 
 def _pyplot():
@@ -100,9 +131,15 @@ def _table(evals: dict[int, dict]) -> str:
     head = "".join(f'<th colspan="{len(COLUMNS)}">{s}</th>' for s in splits)
     sub = "".join(f"<th>{c}</th>" for _ in splits for _, c in COLUMNS)
     body = "".join("<tr><td>" + _round_name(k) + "</td>" + "".join(
-        f"<td>{100 * e[s][c]:.1f}</td>" if c in e.get(s, {}) else "<td>-</td>" for s in splits for c, _ in COLUMNS)
+        _html_cell(e[s], c) if c in e.get(s, {}) else "<td>-</td>" for s in splits for c, _ in COLUMNS)
         + "</tr>" for k, e in sorted(evals.items()))
     return f'<table id="metrics"><tr><th rowspan="2">model</th>{head}</tr><tr>{sub}</tr>{body}</table>'
+
+
+def _html_cell(split: dict, key: str) -> str:
+    ci = split.get("ci95", {}).get(key)
+    band = f'<br><small class="ci">[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]</small>' if ci else ""
+    return f"<td>{100 * split[key]:.1f}{band}</td>"
 
 
 def _label_plot(run_dir: Path, rounds: list[int]) -> bytes | None:

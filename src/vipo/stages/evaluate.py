@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import seeds
+from ..stats import wilson
 from ..config import EvalConfig
 from ..critics.base import CriticParseError, Video
 from ..io import atomic
@@ -83,21 +84,27 @@ def evaluate(model: VideoModel, out_dir: Path, cfg: EvalConfig, critic, progress
 
 
 def summarize(results: list[dict]) -> dict:
+    """Per split: the rates (fraction of judged clips), each with its 95% Wilson interval under ``ci95`` (clip count
+    ``n``; unparseable clips are counted apart and left out), and the mean scores."""
     out: dict = {}
     for split in SPLITS:
         rs = [r for r in results if r["split"] == split and "labels" in r]
         if not rs:
             continue
-        d = {"n": len(rs)}
+        d: dict = {"n": len(rs)}
         if any(r["split"] == split and "error" in r for r in results):
             d["unparseable"] = sum(r["split"] == split and "error" in r for r in results)
+        hits: dict[str, int] = {}
         if "passed" in rs[0]:
             for k in ("color_ok", "shape_ok", "direction_ok", "passed"):
-                d[k.replace("_ok", "")] = float(np.mean([r[k] for r in rs]))
-            d["semantic_pass"] = d.pop("passed")
+                hits["semantic_pass" if k == "passed" else k.replace("_ok", "")] = sum(bool(r[k]) for r in rs)
         for dim in ("semantic", "fidelity", "motion"):
-            d[f"{dim}_good"] = float(np.mean([r["labels"][dim] == "Good" for r in rs]))
+            hits[f"{dim}_good"] = sum(r["labels"][dim] == "Good" for r in rs)
+        for k, v in hits.items():
+            d[k] = v / len(rs)
+        for dim in ("semantic", "fidelity", "motion"):
             d[f"{dim}_score"] = float(np.mean([r["scores"].get(dim, 0.0) for r in rs]))
         d["score"] = float(np.mean([d[f"{dim}_score"] for dim in ("semantic", "fidelity", "motion")]))
+        d["ci95"] = {k: list(wilson(v, len(rs))) for k, v in hits.items()}
         out[split] = d
     return out

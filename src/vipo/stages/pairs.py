@@ -15,10 +15,13 @@ def build(ledger: Ledger, round_: int, round_dir: Path, cfg: PairsConfig) -> dic
     bad = ledger.quarantined(round_)
     samples = [s for s in ledger.rows("samples", round_) if s["id"] not in bad]
     judgments = [j for j in ledger.rows("judgments", round_) if j["a"] not in bad and j.get("b") not in bad]
+    pointwise = {j["a"]: j for j in judgments if j["kind"] == "pointwise" and "labels" in j}
+    # a sample whose pointwise judgment did not parse is left out of ranking (a score of 0 would make it the loser)
+    unparseable = [s["id"] for s in samples if s["id"] not in pointwise]
     groups: dict[int, list[str]] = defaultdict(list)
     for s in samples:
-        groups[s["prompt_id"]].append(s["id"])
-    pointwise = {j["a"]: j for j in judgments if j["kind"] == "pointwise" and "labels" in j}
+        if s["id"] in pointwise:
+            groups[s["prompt_id"]].append(s["id"])
     scores = {sid: j["overall"] for sid, j in pointwise.items()}
     verdicts = {(j["a"], j["b"]): j["overall"] for j in judgments if j["kind"] == "pairwise" and "overall" in j}
     pairs, stats = P.build_pairs(groups, verdicts, scores, alpha=cfg.alpha, filter_ratio=cfg.filter_ratio)
@@ -33,6 +36,7 @@ def build(ledger: Ledger, round_: int, round_dir: Path, cfg: PairsConfig) -> dic
     info = stats.as_dict()
     info["kto_labels"] = label_counts
     info["quarantined"] = len(bad)
+    info["unparseable_samples"] = len(unparseable)
     info["desirable"] = sum(e["desirable"] for e in examples)
     info["undesirable"] = sum(not e["desirable"] for e in examples)
     return info

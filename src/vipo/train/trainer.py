@@ -17,6 +17,15 @@ accelerator for the whole of training. A resumable state (see :mod:`.state`: wei
 position, config hash) is saved atomically every ``save_every`` steps and on SIGTERM; a killed run continues from it
 and reproduces the same steps, since every random draw is seeded by (run seed, round, step).
 
+The objectives follow their references (``vipo.losses`` names each equation): KTO's reference point comes from a pool
+of the last ``kto_kl_pool`` rewards, read once per optimizer step (:class:`~vipo.losses.RewardPool`), and its class
+weights from the round's label counts; a ``caption_dropout`` share of items trains on the family's empty-prompt
+conditioning (a DPO pair's two samples share the draw) so the unconditional branch classifier-free guidance uses
+keeps learning; the NLL regularizers are in the preference term's units (``nll_units``). At the first step of every
+round the gradient norms of the preference term, the winner NLL and the real-video NLL are measured apart and logged
+(``grad_norm_preference``, ``grad_norm_winner_nll``, ``grad_norm_real_nll`` in the first train_log.jsonl record and
+in the round's summary), so anyone can see what each term weighs.
+
 A step whose loss or gradient norm is not finite is skipped (no optimizer step; counted, logged, marked ``skipped``
 in the log); ``max_skipped_steps`` consecutive skips, or a loss above ``loss_spike_factor`` times the mean of the
 recent ones, stop the stage. Samples whose saved latent is not finite are quarantined and their items dropped.
@@ -32,6 +41,7 @@ import math
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .. import faults, losses, seeds
@@ -66,13 +76,26 @@ class Batcher:
         return perm[pos * self.batch:(pos + 1) * self.batch]
 
 
-def _items(method: str, ledger: Ledger, round_: int) -> list[dict]:
+def _items(cfg: TrainConfig, ledger: Ledger, round_: int) -> list[dict]:
     samples = {s["id"]: s for s in ledger.rows("samples", round_)}
-    if method == "dpo":
+    if cfg.method == "dpo":
         return [{"chosen": samples[p["chosen"]], "rejected": samples[p["rejected"]], "weight": p["weight"]}
                 for p in ledger.rows("pairs", round_)]
-    return [{"sample": samples[e["sample"]], "desirable": e["desirable"], "score": e["score"]}
+    # rwr's reward: LiFT's label map averaged over the dimensions (examples written before labels were kept: score)
+    return [{"sample": samples[e["sample"]], "desirable": e["desirable"],
+             "score": losses.label_reward(e["labels"], cfg.rwr_scores) if "labels" in e else e["score"]}
             for e in ledger.rows("examples", round_)]
+
+
+def kto_weights(cfg: TrainConfig, items: list[dict]) -> dict:
+    """The round's KTO class weights: as set, or (null) by the KTO paper's rule from its label counts."""
+    n_d = sum(bool(it["desirable"]) for it in items)
+    n_u = len(items) - n_d
+    auto_d, auto_u = losses.kto_class_weights(n_d, n_u)
+    lam_d = auto_d if cfg.lambda_desirable is None else cfg.lambda_desirable
+    lam_u = auto_u if cfg.lambda_undesirable is None else cfg.lambda_undesirable
+    return {"n_desirable": n_d, "n_undesirable": n_u, "lambda_desirable": lam_d, "lambda_undesirable": lam_u,
+            "weighted_ratio": lam_d * n_d / (lam_u * n_u) if lam_u * n_u else None}
 
 
 def _usable(items: list[dict], ledger: Ledger, round_: int, round_dir: Path, latent_cache: dict,
@@ -100,7 +123,7 @@ def train_round(model: VideoModel, cfg: TrainConfig, ledger: Ledger, round_: int
     fine-tuned denoiser); return a summary."""
     round_dir = Path(round_dir)
     latent_cache: dict[str, torch.Tensor] = {}
-    items = _usable(_items(cfg.method, ledger, round_), ledger, round_, round_dir, latent_cache, max_quarantined)
+    items = _usable(_items(cfg, ledger, round_), ledger, round_, round_dir, latent_cache, max_quarantined)
     if not items:
         raise StageAborted(f"round {round_} train: no {'pairs' if cfg.method == 'dpo' else 'examples'} to train on")
     device = next(model.denoiser.parameters()).device
@@ -111,7 +134,8 @@ def train_round(model: VideoModel, cfg: TrainConfig, ledger: Ledger, round_: int
              for s in range(total) for m in range(cfg.grad_accum)] if encoded else []
     captions = sorted({c for d in draws for c in real.captions(d)})
     # Text conditioning is computed once, without gradients (only the trainable weights get them).
-    prompts = sorted({it[k]["prompt"] for it in items for k in ("chosen", "rejected", "sample") if k in it})
+    prompts = sorted({it[k]["prompt"] for it in items for k in ("chosen", "rejected", "sample") if k in it}
+                     | ({""} if cfg.caption_dropout > 0 else set()))
     if text_cache is not None:
         cache = text_cache.rows(model, prompts + captions, device)
     else:
@@ -143,6 +167,15 @@ def _train(model, cfg, items, cache, latent, real, round_, round_dir, run_seed, 
     net = model.denoiser  # (after trainable: a low-precision full fine-tune swaps in its float32 master weights)
     opt = make_optimizer(cfg, params)
     ctx = StepContext(model, cfg, frozen, device)
+    extra: dict = {"nll_scale": ctx.nll_scale}
+    if cfg.method == "kto":
+        ctx.kto = kto_weights(cfg, items)
+        extra.update(ctx.kto)
+        log.info("round %d: KTO on %d desirable / %d undesirable examples, lambda_desirable %.3g, lambda_undesirable "
+                 "%.3g (weighted ratio %s)", round_, ctx.kto["n_desirable"], ctx.kto["n_undesirable"],
+                 ctx.kto["lambda_desirable"], ctx.kto["lambda_undesirable"],
+                 "n/a" if ctx.kto["weighted_ratio"] is None else f"{ctx.kto['weighted_ratio']:.3g}")
+    pool = losses.RewardPool(cfg.kto_kl_pool) if cfg.method == "kto" and cfg.kto_kl_pool else None
     batcher = Batcher(len(items), cfg.batch_size, seeds.stream_seed(run_seed, round_, "batches"))
     state_dir, log_path = round_dir / "train_state", round_dir / "train_log.jsonl"
     step, history, skipped, run_of_skips = 0, [], 0, 0
@@ -158,13 +191,16 @@ def _train(model, cfg, items, cache, latent, real, round_, round_dir, run_seed, 
         train_state.set_rng_state(st["rng"])
         info = st["info"]
         step, history, skipped, run_of_skips = info["step"], info["history"], info["skipped"], info["run_of_skips"]
+        if pool is not None:
+            pool = losses.RewardPool(cfg.kto_kl_pool, info["kto_pool"])
         log.info("round %d: resumed training at step %d/%d", round_, step, total)
 
     def save() -> None:
         trainable = {n: p for n, p in net.named_parameters() if p.requires_grad}
         train_state.save(state_dir, trainable, opt, {
             "step": step, "micro": 0, "data_position": step * cfg.grad_accum, "history": history,
-            "skipped": skipped, "run_of_skips": run_of_skips, "config_hash": chash})
+            "skipped": skipped, "run_of_skips": run_of_skips, "config_hash": chash,
+            "kto_pool": pool.state() if pool is not None else None})
         _write_log(log_path, history)
 
     net.train()
@@ -175,22 +211,29 @@ def _train(model, cfg, items, cache, latent, real, round_, round_dir, run_seed, 
             g["lr"] = lr
         opt.zero_grad(set_to_none=True)
         agg: dict[str, float] = {}
+        z0 = pool.z0() if pool is not None else None  # one reference point for every micro-batch of the step
+        rewards = []
         for micro in range(cfg.grad_accum):
             idx = batcher.micro(step * cfg.grad_accum + micro)
             batch = [items[i] for i in idx]
             gen = torch.Generator().manual_seed(seeds.stream_seed(run_seed, round_, "noise", step, micro))
-            loss, metrics = _micro_loss(ctx, batch, cache, latent, gen, real,
-                                        seeds.stream_seed(run_seed, round_, "real", step, micro))
-            loss = faults.value("train.loss", loss)
-            metrics["loss"] = loss.item()
+            terms = _micro_loss(ctx, batch, cache, latent, gen, real,
+                                seeds.stream_seed(run_seed, round_, "real", step, micro), z0)
+            if step == 0 and micro == 0:  # what each term weighs, measured apart once per round
+                terms.metrics.update(grad_norms(terms, params))
+            loss = faults.value("train.loss", terms.total)
+            terms.metrics["loss"] = loss.item()
             (loss / cfg.grad_accum).backward()
-            for k, v in metrics.items():
+            rewards.append(terms.rewards)
+            for k, v in terms.metrics.items():
                 agg[k] = agg.get(k, 0.0) + v / cfg.grad_accum
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else 1e12)
         if math.isfinite(agg["loss"]) and math.isfinite(float(grad_norm)):
             _check_spike(cfg, history, agg["loss"], round_, step)
             opt.step()
             run_of_skips = 0
+            if pool is not None:
+                pool.push(torch.cat(rewards))
         else:  # a NaN/Inf never reaches the weights or the optimizer's moments
             opt.zero_grad(set_to_none=True)
             skipped, run_of_skips = skipped + 1, run_of_skips + 1
@@ -227,7 +270,8 @@ def _train(model, cfg, items, cache, latent, real, round_, round_dir, run_seed, 
     return {"method": cfg.method, "steps": total, "items": len(items), "first_loss": first["loss"],
             "last_loss": last["loss"], "mean_loss_last_20pct": sum(h["loss"] for h in tail) / len(tail),
             "implicit_acc_last_20pct": sum(h.get("implicit_acc", 0.0) for h in tail) / len(tail),
-            "skipped_steps": skipped}
+            "skipped_steps": skipped, **extra,
+            **({k: v for k, v in history[0].items() if k.startswith("grad_")} if history else {})}
 
 
 SPIKE_WINDOW = 20
@@ -297,6 +341,11 @@ class StepContext:
 
     def __init__(self, model: VideoModel, cfg: TrainConfig, frozen: torch.nn.Module | None, device: torch.device):
         self.model, self.cfg, self.frozen, self.device = model, cfg, frozen, device
+        #: the NLL regularizers' factor: T in likelihood units (losses.nll_scale)
+        self.nll_scale = losses.nll_scale(cfg.nll_units, model.train_timesteps)
+        #: the round's KTO class weights (:func:`kto_weights`); set by the trainer for a KTO round
+        self.kto = {"lambda_desirable": cfg.lambda_desirable if cfg.lambda_desirable is not None else 1.0,
+                    "lambda_undesirable": cfg.lambda_undesirable if cfg.lambda_undesirable is not None else 1.0}
 
     def autocast(self):
         # bf16 matmuls in the forward pass; per_sample_error and the losses upcast to float32. Low-precision frozen
@@ -331,10 +380,52 @@ class StepContext:
         return losses.per_sample_error(pred, target)
 
 
-def _micro_loss(ctx: StepContext, batch, cache, latent, gen, real, real_seed):
+@dataclasses.dataclass
+class Terms:
+    """A micro-batch's loss in its parts, each already weighted: ``total`` is their sum."""
+
+    preference: torch.Tensor
+    winner_nll: torch.Tensor | None = None
+    real_nll: torch.Tensor | None = None
+    metrics: dict = dataclasses.field(default_factory=dict)
+    #: KTO's implicit rewards of the micro-batch (detached), for the reference-point pool
+    rewards: torch.Tensor = dataclasses.field(default_factory=lambda: torch.zeros(0))
+
+    @property
+    def total(self) -> torch.Tensor:
+        return sum((t for t in (self.winner_nll, self.real_nll) if t is not None), self.preference)
+
+
+def grad_norms(terms: Terms, params: list) -> dict[str, float]:
+    """The gradient norm of each weighted term apart, and the cosine between the preference and real-video ones."""
+    out, grads = {}, {}
+    for name in ("preference", "winner_nll", "real_nll"):
+        term = getattr(terms, name)
+        if term is None or not term.requires_grad:
+            continue
+        g = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
+        flat = torch.cat([(x if x is not None else torch.zeros_like(p)).flatten().float() for x, p in zip(g, params)])
+        grads[name] = flat
+        out[f"grad_norm_{name}"] = flat.norm().item()
+    if "preference" in grads and "real_nll" in grads:
+        out["grad_cos_preference_real"] = F.cosine_similarity(grads["preference"], grads["real_nll"], dim=0).item()
+    return out
+
+
+def _dropout(ctx: StepContext, conds: list[dict], cache: dict, gen: torch.Generator, n: int) -> list[dict]:
+    """Caption dropout: each of ``n`` items keeps its conditioning or (with probability ``caption_dropout``) takes the
+    empty prompt's; ``conds`` may hold ``k * n`` entries (a DPO batch: winners then losers), item i's draw applying to
+    entries i, i + n, ... so a pair's two samples share it. No draw at all when off (the old random stream)."""
+    if ctx.cfg.caption_dropout <= 0:
+        return conds
+    drop = (torch.rand(n, generator=gen) < ctx.cfg.caption_dropout).tolist()
+    return [cache[""] if drop[i % n] else c for i, c in enumerate(conds)]
+
+
+def _micro_loss(ctx: StepContext, batch, cache, latent, gen, real, real_seed, z0: float | None = None) -> Terms:
     model, cfg, device = ctx.model, ctx.cfg, ctx.device
+    n = len(batch)
     if cfg.method == "dpo":
-        n = len(batch)
         x = torch.cat([torch.stack([latent(b["chosen"]) for b in batch]),
                        torch.stack([latent(b["rejected"]) for b in batch])]).to(device)
         conds = [cache[b["chosen"]["prompt"]] for b in batch] + [cache[b["rejected"]["prompt"]] for b in batch]
@@ -345,42 +436,48 @@ def _micro_loss(ctx: StepContext, batch, cache, latent, gen, real, real_seed):
         x = torch.stack([latent(b["sample"]) for b in batch]).to(device)
         conds = [cache[b["sample"]["prompt"]] for b in batch]
         noise = torch.randn(tuple(x.shape), generator=gen).to(device)
-        t = model.sample_timesteps(len(batch), gen, tuple(cfg.timestep_window)).to(device)
-    cond = _cat(conds)
+        t = model.sample_timesteps(n, gen, tuple(cfg.timestep_window)).to(device)
+    cond = _cat(_dropout(ctx, conds, cache, gen, n))
     e = ctx.errors(x, cond, noise, t)
-    with torch.no_grad(), ctx.reference():
-        r = ctx.errors(x, cond, noise, t)
+    r = None
+    if cfg.method != "rwr":  # LiFT's reward-weighted loss has no reference
+        with torch.no_grad(), ctx.reference():
+            r = ctx.errors(x, cond, noise, t)
+    terms = Terms(preference=e.new_zeros(()))
     if cfg.method == "dpo":
-        n = len(batch)
         w = torch.tensor([b["weight"] for b in batch], device=device)
         out = losses.dpo(e[:n], e[n:], r[:n], r[n:], cfg.beta, weight=w)
-        loss = out.loss + cfg.lambda_winner * losses.nll(e[:n])
+        terms.preference = out.loss
+        if cfg.lambda_winner > 0:
+            terms.winner_nll = cfg.lambda_winner * ctx.nll_scale * losses.nll(e[:n])
         out.metrics["nll_winner"] = e[:n].mean().item()
     elif cfg.method == "kto":
         des = torch.tensor([b["desirable"] for b in batch], device=device)
-        out = losses.kto(e, r, des, cfg.beta, cfg.lambda_desirable, cfg.lambda_undesirable)
-        loss = out.loss
+        out = losses.kto(e, r, des, cfg.beta, ctx.kto["lambda_desirable"], ctx.kto["lambda_undesirable"], z0=z0)
+        terms.preference = out.loss
+        terms.rewards = losses.kto_rewards(e, r, cfg.beta).detach().float().cpu()
     else:
         reward = torch.tensor([b["score"] for b in batch], device=device)
         out = losses.reward_weighted(e, reward)
-        loss = out.loss
-    metrics = dict(out.metrics)
+        terms.preference = out.loss
+    terms.metrics = dict(out.metrics)
     if real is not None and cfg.real_batch_size > 0 and cfg.lambda_real > 0:
         if getattr(real, "encoded", False):
             prompts, xr = real.draw_latents(cfg.real_batch_size, real_seed)
-            xr, rc = xr.to(device), _cat([cache[p] for p in prompts])
+            xr, rconds = xr.to(device), [cache[p] for p in prompts]
         else:  # the world's renderer: pixels, encoded here (its "VAE" is the identity)
             prompts, clips = real.draw(cfg.real_batch_size, real_seed)
             xr = model.encode_video(clips).to(device)
             with torch.no_grad():
-                rc = model.encode_prompts(prompts)
+                enc = model.encode_prompts(prompts)
+            rconds = [{k: v[i:i + 1] for k, v in enc.items()} for i in range(len(prompts))]
         nr = torch.randn(tuple(xr.shape), generator=gen).to(device)
         tr = model.sample_timesteps(len(prompts), gen).to(device)
-        nll_real = losses.nll(ctx.errors(xr, rc, nr, tr))
-        loss = loss + cfg.lambda_real * nll_real
-        metrics["nll_real"] = nll_real.item()
-    metrics["loss"] = loss.item()
-    return loss, metrics
+        rc = _cat(_dropout(ctx, rconds, cache, gen, len(prompts)))
+        e_real = losses.nll(ctx.errors(xr, rc, nr, tr))
+        terms.real_nll = cfg.lambda_real * ctx.nll_scale * e_real
+        terms.metrics["nll_real"] = e_real.item()
+    return terms
 
 
 def _write_log(path: Path, history: list) -> None:
