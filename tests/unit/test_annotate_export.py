@@ -54,6 +54,11 @@ def test_confined_paths(tmp_path):
     meta.write_text(json.dumps({"file_name": "../secret.txt", "prompt": "p"}) + "\n")
     with pytest.raises(UserError, match=r"metadata.jsonl:1: file_name.*'\.\.'"):
         folder_items(root)
+    # the app refuses to serve such a folder, with one line and exit 2 (before binding anything)
+    assert main(["annotate", "serve", str(root), "--port", "0"]) == 2
+    meta.write_text(json.dumps({"file_name": "out.mp4", "prompt": "p"}) + "\n")
+    assert main(["annotate", "serve", str(root), "--port", "0"]) == 2
+    assert main(["annotate", "export", str(root), "--out", str(tmp_path / "o")]) == 2     # no database yet
 
 
 def _label_three(store, root):

@@ -96,3 +96,14 @@ def test_answers_are_checked_bounded_and_kept(app):
     assert client.post("/api/skip", json={"item": nxt["id"]}, headers=h).status_code == 200
     assert client.get("/api/next", headers=h).json()["id"] != nxt["id"]
     assert client.get("/api/next", headers=bearer(tokens["bob"])).json()["id"] == item["id"]
+
+
+def test_a_reset_token_replaces_the_old_one(app):
+    client, tokens, store = app
+    assert client.get("/api/me", headers=bearer(tokens["bob"])).status_code == 200
+    new = store.add_user("bob", reset=True)
+    assert client.get("/api/me", headers=bearer(tokens["bob"])).status_code == 401
+    assert client.get("/api/me", headers=bearer(new)).json()["name"] == "bob"
+    for bad in ("", "a:b", "x" * 65, "two\nlines"):
+        with pytest.raises(Exception, match="add-user"):
+            store.add_user(bad)
