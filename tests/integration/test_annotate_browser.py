@@ -199,7 +199,7 @@ def test_two_annotators_label_in_the_browser(browser, tmp_path, capsys):
         wait.until(lambda _: d.execute_script("return videos.every(v => v.currentTime > 0.3)"))
         d.find_element(By.ID, "play").click()             # one button pauses both, in step
         t = d.execute_script("return videos.map(v => [v.paused, v.currentTime])")
-        assert all(p for p, _ in t) and abs(t[0][1] - t[1][1]) < 0.15
+        assert all(p for p, _ in t) and abs(t[0][1] - t[1][1]) < 0.01 and t[0][1] > 0.3
         d.execute_script("const s = document.getElementById('scrub'); s.value = 500; "
                          "s.dispatchEvent(new Event('input'))")  # one scrubber moves both
         t = d.execute_script("return videos.map(v => v.currentTime)")

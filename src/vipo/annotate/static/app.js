@@ -86,6 +86,7 @@ function togglePlay() {
   if (!videos.length) return;
   if (playing()) {
     for (const v of videos) v.pause();
+    for (const v of videos.slice(1)) v.currentTime = videos[0].currentTime;   // paused on the same frame
   } else {
     const m = videos[0];
     if (m.currentTime >= duration() - 0.05) seek(0);
