@@ -171,3 +171,28 @@ def test_kto_pool_is_saved_in_the_resumable_state():
     pool = losses.RewardPool(8)
     pool.push([1.0, 2.0])
     assert losses.RewardPool(8, pool.state()).z0() == pytest.approx(3.0 / 8)
+
+
+def test_a_killed_kto_round_resumes_with_its_reward_pool(tmp_path, tiny_model_dir, monkeypatch):
+    """The pool is part of the resumable state: a KTO round stopped after step 3 (before that step was saved) and run
+    again trains exactly the adapter of an uninterrupted run."""
+    from safetensors.torch import load_file
+
+    from tests.conftest import TINY_RUN
+    from vipo import faults
+    from vipo.cli import main
+
+    args = ["--model", str(tiny_model_dir), "--rounds", "1", "--method", "kto", *TINY_RUN,
+            "--set", "train.epochs=6", "--set", "train.batch_size=1", "--set", "train.kto_kl_pool=4"]
+    assert main(["run", "--out", str(tmp_path / "ref"), *args]) == 0
+    monkeypatch.setattr(faults, "_PLAN", faults._parse("train.after_step:3=raise"))
+    monkeypatch.setattr(faults, "_hits", faults.Counter())
+    with pytest.raises(faults.InjectedFault):
+        main(["run", "--out", str(tmp_path / "cut"), *args])
+    monkeypatch.setattr(faults, "_PLAN", {})
+    assert main(["run", "--out", str(tmp_path / "cut"), *args]) == 0
+    name = "round-1/checkpoint/lora-round-1/pytorch_lora_weights.safetensors"
+    ref, cut = load_file(str(tmp_path / "ref" / name)), load_file(str(tmp_path / "cut" / name))
+    assert ref.keys() == cut.keys() and all(torch.equal(ref[k], cut[k]) for k in ref)
+    log = [__import__("json").loads(x) for x in (tmp_path / "cut/round-1/train_log.jsonl").read_text().splitlines()]
+    assert any(h["kto_z0"] > 0 for h in log)  # the pool moved during training
