@@ -25,6 +25,8 @@ def test_one_round_run_through_cli(tmp_path, tiny_model_dir, method, request):
         assert main(["run", "--model", str(tiny_model_dir), "--out", str(out), "--rounds", "1", "--method", method]
                     + TINY_RUN + ["--set", "train.batch_size=1", "--set", "train.kto_kl_pool=8"]) == 0
     assert (out / "config.yaml").is_file() and (out / "report.md").is_file() and (out / "report.png").is_file()
+    report = (out / "report.md").read_text()
+    assert "Change of semantic pass from the base, paired over the same 3 clips" in report and "## Training" in report
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["rounds"]) == {"0", "1"}
     for k in (0, 1):

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io import atomic
-from ..stats import fmt
+from ..stats import fmt, paired_difference
 
 COLUMNS = (("semantic_pass", "semantic pass"), ("color", "color"), ("shape", "shape"), ("direction", "direction"),
            ("fidelity_good", "fidelity Good"), ("motion_good", "motion Good"))
@@ -41,6 +41,7 @@ def write_report(run_dir: Path, evals: dict[int, dict], info: dict) -> Path:
             if split in e:
                 lines.append(f"| {k} | " + " | ".join(_cell(e[split], c) for c, _ in COLUMNS) + " |")
         lines.append("")
+        lines += _paired_lines(run_dir, sorted(evals), split)
     lines += ["Brackets: 95% Wilson intervals over the clips.", ""] + _training_lines(run_dir, sorted(evals))
     if info.get("stopped_early"):
         lines.append(f"Stopped early after round {info['last_round']}: no improvement for {info['patience']} rounds.")
@@ -55,6 +56,35 @@ def _cell(split: dict, key: str) -> str:
     if key not in split:
         return "-"
     return fmt(split[key], split.get("ci95", {}).get(key))
+
+
+def paired_change(run_dir: Path, k: int, split: str, base: int = 0) -> tuple[str, dict] | None:
+    """Round ``k``'s change from round ``base`` on the same evaluation clips (same prompt and seed, matched by file
+    name), paired: the world judge's semantic pass where it was measured, else the semantic Good rate."""
+    rows = [{r["file_name"]: r for r in _rows(run_dir / f"round-{j}" / "eval" / "results.jsonl")
+             if r.get("split") == split and "labels" in r} for j in (k, base)]
+    common = sorted(set(rows[0]) & set(rows[1]))
+    if not common:
+        return None
+    key = "passed" if all("passed" in rows[j][f] for j in (0, 1) for f in common) else None
+
+    def hit(r: dict) -> bool:
+        return bool(r["passed"]) if key else r["labels"]["semantic"] == "Good"
+
+    return ("semantic pass" if key else "semantic Good",
+            paired_difference([hit(rows[0][f]) for f in common], [hit(rows[1][f]) for f in common]))
+
+
+def _paired_lines(run_dir: Path, rounds: list[int], split: str) -> list[str]:
+    got = [(k, paired_change(run_dir, k, split)) for k in rounds if k > 0]
+    got = [(k, g) for k, g in got if g is not None]
+    if not got:
+        return []
+    name = got[0][1][0]
+    cells = ", ".join(f"round {k} {100 * d['diff']:+.1f} [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]"
+                      for k, (_, d) in got)
+    return [f"Change of {name} from the base, paired over the same {got[0][1][1]['n']} clips (Newcombe's interval): "
+            f"{cells}.", ""]
 
 
 def _training_lines(run_dir: Path, rounds: list[int]) -> list[str]:
