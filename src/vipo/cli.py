@@ -395,7 +395,8 @@ def cmd_ablate(args) -> int:
     cfg = _load_run_config(build_parser().parse_args(["run", "--out", str(Path(args.out) / "_"), *(
         ["--config", args.config] if args.config else []), *extra]))
     path = ablate(Path(args.out), args.variant or list(VARIANTS), args.config, extra,
-                  lambda argv: _dispatch(build_parser().parse_args(argv)), cfg)
+                  lambda argv: _dispatch(build_parser().parse_args(argv)), cfg,
+                  load=lambda argv: _load_run_config(build_parser().parse_args(argv)))
     print(f"tables: {path}")
     return 0
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..io import atomic
 from ..stats import fmt
+from .driver import adopt_base_eval
 from .report import COLUMNS
 
 VARIANTS = {
@@ -91,15 +92,23 @@ def tables(out: Path, variants: list[str], config: str | None, extra: list[str],
     return "\n".join(lines)
 
 
-def ablate(out: Path, variants: list[str], config: str | None, extra: list[str], run_one, cfg=None) -> Path:
+def ablate(out: Path, variants: list[str], config: str | None, extra: list[str], run_one, cfg=None,
+           load=None) -> Path:
     """Run each variant (``run_one(argv)`` runs ``vipo`` with argv) and write ``OUT/ablation.md``; ``cfg`` is the
-    recipe's RunConfig (with ``extra`` applied), used to size the kto variant."""
+    recipe's RunConfig (with ``extra`` applied), used to size the kto variant; ``load(argv)`` gives a variant's
+    RunConfig, so a variant whose base evaluation is another's (every variant of one recipe, as a rule) adopts it
+    instead of evaluating the same base again."""
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise UserError(f"--variant {unknown[0]!r}: one of {', '.join(VARIANTS)}")
     out = Path(out)
     for v in variants:
-        code = run_one(command(v, config, out, extra, cfg)[1:])
+        argv = command(v, config, out, extra, cfg)[1:]
+        if load is not None:
+            others = sorted(p for p in out.iterdir() if p.is_dir() and p.name != v) if out.is_dir() else []
+            vcfg = load(argv)
+            any(adopt_base_eval(vcfg, out / v, p) for p in others)
+        code = run_one(argv)
         if code:
             raise UserError(f"variant {v} stopped with exit code {code}; run the same command again to continue")
     atomic.write_text(out / "ablation.md", tables(out, variants, config, extra, cfg))

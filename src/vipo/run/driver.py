@@ -185,6 +185,50 @@ def evaluate_base(cfg: RunConfig, run_dir: Path, ledger: Ledger, device: str, pr
     return atomic.read_json(out / "eval.json")
 
 
+def base_eval_inputs(cfg: RunConfig) -> dict:
+    """What round 0's evaluation depends on: the base model (by name or path), its dtype, the eval options (less the
+    metric early stopping reads), the evaluating critic's options, the mp4 frame rate and the decoder settings."""
+    ev = to_dict(cfg.eval)
+    ev.pop("metric", None)
+    return {"model": cfg.model, "family": cfg.family, "model_dtype": cfg.model_dtype, "eval": ev,
+            "critic": to_dict(eval_judge(cfg)), "fps": cfg.generate.fps,
+            "vae": [cfg.generate.vae_tiling, cfg.generate.vae_slicing]}
+
+
+def adopt_base_eval(cfg: RunConfig, run_dir: Path, source: Path) -> bool:
+    """Copy run folder ``source``'s finished base evaluation into ``run_dir`` when both runs evaluate the same base
+    the same way (:func:`base_eval_inputs`), so a study of many variants of one recipe (``vipo ablate``) evaluates
+    its base once. Returns whether it did; a run that has its own base evaluation is left alone."""
+    run_dir, source = Path(run_dir), Path(source)
+    if not (source / "config.yaml").is_file() or not (source / "round-0" / "eval" / "eval.json").is_file():
+        return False
+    data = merge(to_dict(RunConfig()), yaml.safe_load((source / "config.yaml").read_text()) or {})
+    from ..config import build, validate_tree
+
+    src_cfg = build(RunConfig, data)
+    validate_tree(src_cfg)
+    if base_eval_inputs(src_cfg) != base_eval_inputs(cfg):
+        return False
+    with Ledger(source / "ledger.sqlite") as src:
+        info = src.stage_info(0, "eval") if src.is_done(0, "eval") else None
+    if info is None:
+        return False
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with Ledger(run_dir / "ledger.sqlite") as ledger:
+        if ledger.is_done(0, "eval"):
+            return False
+        out = run_dir / "round-0" / "eval"
+        if out.exists():
+            shutil.rmtree(out)  # an unfinished evaluation of the same clips (the ledger says it never finished)
+        with atomic.atomic_dir(out) as tmp:
+            for f in (source / "round-0" / "eval").iterdir():
+                if f.is_file():
+                    shutil.copy2(f, tmp / f.name)
+        ledger.mark_done(0, "eval", dict(info, adopted_from=str(source)))
+    log.info("round 0: the base evaluation of %s adopted (same base model, eval options and critic)", source)
+    return True
+
+
 def eval_critic(cfg: RunConfig, judge_critic=None):
     """The critic that judges the evaluation clips (``eval.critic``; the run's judge, ``judge_critic`` when made
     already, where it is empty or names the same options)."""
