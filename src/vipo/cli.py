@@ -155,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-dtype", choices=("float32", "bfloat16", "float16"), default=None,
                    help="the real families' weights in this dtype (default float32; with --round: model_dtype)")
     p.add_argument("--round", type=int, help="generate round K's training samples of the run in --out")
+    p.add_argument("--force", action="store_true", help="--out holds videos made with other inputs (model, LoRA, "
+                   "prompts, seed, sampler options): delete them and start over (with --round: continue the run "
+                   "with a changed config)")
     p.add_argument("--method", choices=("dpo", "kto", "rwr"), help=argparse.SUPPRESS)
     p.add_argument("--rounds", type=int, help=argparse.SUPPRESS)
 
@@ -174,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--steps", type=int)
     p.add_argument("--seed", type=int)
+    p.add_argument("--force", action="store_true", help="--out was started with another config: delete its saved "
+                   "state and start over")
     p = w.add_parser("render", help="render ground-truth clips of prompts as mp4")
     p.add_argument("--out", required=True)
     p.add_argument("--prompt", action="append", required=True)
@@ -277,11 +282,14 @@ def _setup_logging(verbose: bool, run_dir: Path | None = None) -> None:
 
 
 def cmd_run(args) -> int:
-    from .run.driver import run
+    from .run.driver import open_run, run
 
     cfg = _load_run_config(args)
-    _setup_logging(args.verbose, Path(args.out))
-    info = run(cfg, Path(args.out), progress=not args.quiet, force=args.force)
+    run_dir = Path(args.out)
+    _setup_logging(args.verbose)
+    with open_run(cfg, run_dir, args.force) as (critic, scorer):  # checked first: a typo writes nothing; locked
+        _setup_logging(args.verbose, run_dir)
+        info = run(cfg, run_dir, progress=not args.quiet, force=args.force, critic=critic, scorer=scorer)
     print(f"report: {Path(info['report']).with_name('report.html')} (markdown: {info['report']})")
     return 0
 
@@ -289,24 +297,24 @@ def cmd_run(args) -> int:
 def cmd_stage(args) -> int:
     from .data.ledger import Ledger
     from .device import resolve_device
-    from .run.driver import Round, _snapshot
+    from .run.driver import Round, evaluate_base, open_run
 
     cfg = _load_run_config(args)
     run_dir = Path(args.out)
-    _setup_logging(args.verbose, run_dir)
-    _snapshot(cfg, run_dir, getattr(args, "force", False))
+    _setup_logging(args.verbose)
     if args.round < 0 or args.round > cfg.rounds:
         raise UserError(f"--round must be between 0 and rounds={cfg.rounds}, got {args.round}")
-    with Ledger(run_dir / "ledger.sqlite") as ledger:
-        if args.verb == "eval" and args.round == 0:
-            from .run.driver import evaluate_base
-
+    if args.round == 0 and args.verb != "eval":
+        raise UserError("--round 0 is the base model's evaluation; only `vipo eval --round 0` applies")
+    with open_run(cfg, run_dir, getattr(args, "force", False), need_critic=args.verb == "judge") as (critic, _), \
+            Ledger(run_dir / "ledger.sqlite") as ledger:
+        _setup_logging(args.verbose, run_dir)
+        if args.round == 0:
             ev = evaluate_base(cfg, run_dir, ledger, resolve_device(cfg.device), not args.quiet)
             print(json.dumps(ev, indent=2))
             return 0
-        if args.round == 0:
-            raise UserError("--round 0 is the base model's evaluation; only `vipo eval --round 0` applies")
-        r = Round(cfg, run_dir, args.round, ledger, device=resolve_device(cfg.device), progress=not args.quiet)
+        r = Round(cfg, run_dir, args.round, ledger, critic, device=resolve_device(cfg.device),
+                  progress=not args.quiet)
         out = {"generate": r.generate, "judge": r.judge, "pairs": r.pairs, "train": r.train,
                "eval": r.evaluate}[args.verb]()
         info = ledger.stage_info(args.round, args.verb)
@@ -332,19 +340,12 @@ def _judge_config(args, flags=("critic", "base_url", "labels", "model")):
 
 
 def cmd_judge_dir(args) -> int:
-    from .data.ledger import Ledger
-    from .stages.judge import folder_samples, judge, make_critic
+    from .stages.judge import judge_folder
 
     _setup_logging(args.verbose)
-    cfg = _judge_config(args)
-    samples = folder_samples(Path(args.dir))
-    critic = make_critic(cfg)
     out = Path(args.out)
-    # the ledger beside the output makes an interrupted run resumable (delete it to start over)
-    with Ledger(out.with_name(out.name + ".ledger.sqlite")) as ledger:
-        info = judge(critic, samples, Path(args.dir), ledger, 0, pairwise=args.pairwise, progress=not args.quiet,
-                     max_unparseable=cfg.max_unparseable)
-        ledger.export("judgments", 0, out)
+    info = judge_folder(Path(args.dir), out, _judge_config(args), pairwise=args.pairwise, progress=not args.quiet,
+                        force=args.force)
     print(json.dumps(info, indent=2))
     print(f"judgments: {out}")
     return 0
@@ -352,14 +353,18 @@ def cmd_judge_dir(args) -> int:
 
 def cmd_eval_dir(args) -> int:
     from .critics.features import FLAGS
+    from .io.lock import folder_lock
     from .stages.metrics import evaluate_folder
 
     _setup_logging(args.verbose)
     out = Path(args.out) if args.out else Path(args.dir) / "vbench"
     # the feature models' paths: --config (a run recipe's judge: or bare judge keys) < --set < --dino/--clip/...
     judge = _judge_config(args, tuple(FLAGS))
-    score = evaluate_folder(Path(args.dir), out, args.backend, args.name, args.dimension,
-                            getattr(args, "device", None) or judge.device, judge)
+    if not Path(args.dir).is_dir():
+        raise UserError(f"{args.dir}: not a folder of videos")
+    with folder_lock(out):
+        score = evaluate_folder(Path(args.dir), out, args.backend, args.name, args.dimension,
+                                getattr(args, "device", None) or judge.device, judge)
     print(json.dumps(score, indent=2))
     print(f"results: {out / (args.name + '_eval_results.json')}, {out / (args.name + '_final_score.json')}")
     return 0
@@ -388,15 +393,19 @@ def cmd_prompts(args) -> int:
 
 
 def cmd_ablate(args) -> int:
+    from .io.lock import folder_lock
     from .run.ablate import VARIANTS, ablate
+    from .run.driver import preflight
 
     extra = [x for k in ("model", "rounds") if getattr(args, k) is not None for x in (f"--{k}", str(getattr(args, k)))]
     extra += [x for kv in args.set for x in ("--set", kv)] + (["--quiet"] if args.quiet else [])
     cfg = _load_run_config(build_parser().parse_args(["run", "--out", str(Path(args.out) / "_"), *(
         ["--config", args.config] if args.config else []), *extra]))
-    path = ablate(Path(args.out), args.variant or list(VARIANTS), args.config, extra,
-                  lambda argv: _dispatch(build_parser().parse_args(argv)), cfg,
-                  load=lambda argv: _load_run_config(build_parser().parse_args(argv)))
+    preflight(cfg)
+    with folder_lock(Path(args.out)):
+        path = ablate(Path(args.out), args.variant or list(VARIANTS), args.config, extra,
+                      lambda argv: _dispatch(build_parser().parse_args(argv)), cfg,
+                      load=lambda argv: _load_run_config(build_parser().parse_args(argv)))
     print(f"tables: {path}")
     return 0
 
@@ -451,10 +460,8 @@ def cmd_generate(args) -> int:
     if args.round is not None:
         return cmd_stage(args)
     from . import config as C
-    from .data.ledger import Ledger
     from .device import resolve_device
-    from .stages.generate import PromptItem, generate
-    from .train.lora import load_policy
+    from .stages.generate import standalone
 
     _setup_logging(args.verbose)
     over = C.parse_overrides(args.set)
@@ -474,15 +481,11 @@ def cmd_generate(args) -> int:
         prompts += [text for _, text in read_prompts(args.prompts, "--prompts")]
     if not prompts:
         raise UserError("no prompts: give --prompts FILE or --prompt TEXT")
-    model = load_policy(args.model or "world", args.lora, device=resolve_device(args.device or "auto"),
-                        dtype=args.model_dtype or "float32")
-    model.vae_memory(cfg.vae_tiling, cfg.vae_slicing)
     out = Path(args.out)
-    seed = 0 if args.seed is None else args.seed
-    items = [PromptItem(i, p) for i, p in enumerate(prompts)]
-    with Ledger(out / "ledger.sqlite") as ledger:
-        rows = generate(model, items, out, ledger, 0, cfg, seed, keep_latents=False, progress=not args.quiet)
-    print(f"{len(rows)} videos in {out / 'samples'} (metadata: {out / 'samples' / 'metadata.jsonl'})")
+    rows = standalone(args.model or "world", args.lora, prompts, out, cfg, 0 if args.seed is None else args.seed,
+                      resolve_device(args.device or "auto"), args.model_dtype or "float32", not args.quiet,
+                      args.force)
+    print(f"{len(rows)} videos in {out} (metadata: {out / 'metadata.jsonl'})")
     return 0
 
 
@@ -513,7 +516,7 @@ def cmd_world(args) -> int:
         return 0
     from . import config as C
     from .device import resolve_device
-    from .world.pretrain import evaluate_pass_rate, pretrain
+    from .world.pretrain import evaluate_pass_rate, open_folder, pretrain
 
     over = C.parse_overrides(args.set)
     for flag in ("steps", "seed"):
@@ -521,15 +524,32 @@ def cmd_world(args) -> int:
             over[flag] = getattr(args, flag)
     cfg = C.load(C.PretrainConfig, args.config, over)
     out = Path(args.out)
-    _setup_logging(args.verbose, out)
-    model = pretrain(cfg, out, device=resolve_device(args.device), progress=not args.quiet)
-    model.save(out / "model")
-    res = evaluate_pass_rate(model, cfg.eval_clips, cfg.eval_steps, cfg.eval_guidance)
-    from .io import atomic
+    _setup_logging(args.verbose)
+    with open_folder(cfg, out, args.force):
+        _setup_logging(args.verbose, out)
+        model = pretrain(cfg, out, device=resolve_device(args.device), progress=not args.quiet)
+        model.save(out / "model")
+        res = evaluate_pass_rate(model, cfg.eval_clips, cfg.eval_steps, cfg.eval_guidance)
+        from .io import atomic
 
-    atomic.write_json(out / "model" / "pretrain_eval.json", {"indist": res, "config": C.to_dict(cfg)})
+        atomic.write_json(out / "model" / "pretrain_eval.json", {"indist": res, "config": C.to_dict(cfg)})
     print(f"model: {out / 'model'}  in-distribution semantic pass {100 * res['pass']:.1f}%")
     return 0
+
+
+def _quiet_libraries() -> None:
+    """``--quiet``: also no progress bars from the Hugging Face libraries (hub downloads, transformers' weight
+    loading, diffusers' "Loading pipeline components")."""
+    import os
+
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # read by huggingface_hub and transformers at import
+    import diffusers.utils.logging
+    import transformers.utils.logging
+    from huggingface_hub.utils import disable_progress_bars
+
+    disable_progress_bars()
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -538,6 +558,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     set_allow_pickle(getattr(args, "allow_pickle", False))
+    if getattr(args, "quiet", False):
+        _quiet_libraries()
     previous = faults.install_term_handler()  # SIGTERM: finish the current item, save, exit 143
     try:
         return _dispatch(args)
@@ -594,6 +616,10 @@ def _dispatch(args) -> int:
         print(f"vipo: error: disk full ({e.strerror or e}); nothing partial was kept: free some space and run the "
               "same command again to continue", file=sys.stderr)
         return 3
+    except (FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
+        # a path that is a file where a folder belongs (or the other way round), or not ours to write
+        print(f"vipo: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("vipo: interrupted; run the same command again to continue where it stopped", file=sys.stderr)
         return 130

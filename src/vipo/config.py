@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import re
 import functools
 import inspect
 import textwrap
@@ -187,7 +188,11 @@ def parse_overrides(items: list[str]) -> dict:
         parts = key.strip().split(".")
         for p in parts[:-1]:
             node = node.setdefault(p, {})
-        node[parts[-1]] = yaml.safe_load(raw) if raw != "" else ""
+        try:
+            node[parts[-1]] = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as e:
+            raise UserError(f"--set {key.strip()}: {raw!r} is not a YAML value ({getattr(e, 'problem', None) or e}); "
+                            "quote it, or close its brackets") from None
     return out
 
 
@@ -228,7 +233,12 @@ def validate_tree(cfg: Any, where: str = "") -> None:
             cfg.validate()
         except UserError as e:
             msg = str(e)
-            raise UserError(f"{where}{msg}" if where and not msg.startswith(where) else msg) from None
+            if where and not msg.startswith(where):
+                # "judge." + "frames must be > 0"; a message that does not start with a field gets "judge: ..."
+                head = re.split(r"[\s:,.\[]", msg, maxsplit=1)[0]
+                fields = {f.name for f in dataclasses.fields(cfg)}
+                msg = f"{where}{msg}" if head in fields else f"{where.rstrip('.')}: {msg}"
+            raise UserError(msg) from None
 
 
 def load(cls: type, yaml_path: str | Path | None = None, overrides: dict | None = None) -> Any:
@@ -371,7 +381,13 @@ class JudgeConfig:
     """omniscore and ``vipo eval DIR``: frames per forward pass of the feature models"""
 
     def validate(self) -> None:
-        _check(self.critic in CRITICS, f"unknown critic {self.critic!r} (known: {', '.join(CRITICS)})")
+        _check(self.critic in CRITICS, f"critic: unknown critic {self.critic!r} (known: {', '.join(CRITICS)})")
+        # the variable's NAME goes here; a pasted key is refused without echoing it, before any config is written
+        _check(not self.api_key_env or (re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.api_key_env) is not None
+                                        and not _looks_like_a_key(self.api_key_env)),
+               "api_key_env: expects the name of an environment variable holding the key (e.g. OPENAI_API_KEY); "
+               "the value given is not one (not shown: it may be the key itself, which must never be put in a "
+               "config)")
         _positive(self, "frames", "frame_size", "max_tokens", "concurrency", "timeout_s", "batch_size",
                   "feature_batch")
         _check(self.image_format in ("png", "jpeg"), f"image_format must be png or jpeg, got {self.image_format!r}")
@@ -392,6 +408,11 @@ class JudgeConfig:
                 _check(isinstance(m, dict) and m.get("critic") not in (None, "ensemble"),
                        f"members[{i}] must be a mapping of judge options with a critic other than ensemble")
                 member(self, m).validate()
+
+
+def _looks_like_a_key(name: str) -> bool:
+    """A long mixed-case or digit-laden token with no underscore is a secret, not an environment variable's name."""
+    return len(name) >= 24 and "_" not in name and any(c.isdigit() for c in name) and not name.isupper()
 
 
 def member(cfg: JudgeConfig, over: dict) -> JudgeConfig:

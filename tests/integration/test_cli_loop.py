@@ -123,17 +123,17 @@ def test_standalone_generate(tmp_path, tiny_model_dir):
     out = tmp_path / "gen"
     assert main(["generate", "--model", str(tiny_model_dir), "--prompts", str(prompts), "--samples-per-prompt",
                  "2", "--seed", "5", "--steps", "2", "--out", str(out), "--quiet"]) == 0
-    meta = rows(out / "samples" / "metadata.jsonl")
+    meta = rows(out / "metadata.jsonl")  # the videofolder layout: mp4s and metadata.jsonl straight in --out
     assert len(meta) == 4 and {m["prompt"] for m in meta} == {"a red circle moving left", "a blue square moving up"}
     from vipo.io.video import read_mp4
 
-    frames = read_mp4(out / "samples" / meta[0]["file_name"])
+    frames = read_mp4(out / meta[0]["file_name"])
     assert frames.shape[0] == 9 and frames.dtype == np.uint8
     # same seed, same video
     out2 = tmp_path / "gen2"
     assert main(["generate", "--model", str(tiny_model_dir), "--prompts", str(prompts), "--samples-per-prompt",
                  "2", "--seed", "5", "--steps", "2", "--out", str(out2), "--quiet"]) == 0
-    assert np.array_equal(read_mp4(out2 / "samples" / meta[0]["file_name"]), frames)
+    assert np.array_equal(read_mp4(out2 / meta[0]["file_name"]), frames)
 
 
 def test_bad_input_fails_with_one_line(tmp_path, tiny_model_dir, capsys):

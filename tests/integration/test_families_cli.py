@@ -61,7 +61,7 @@ def test_one_round_run_through_cli(tmp_path, tiny_family_dir, monkeypatch, famil
     assert main(["generate", "--model", str(tiny_family_dir(family)), "--lora", str(ckpt), "--prompts",
                  str(prompts), "--samples-per-prompt", "1", "--steps", "2", "--out", str(tmp_path / "gen"),
                  "--quiet"]) == 0
-    assert len(list((tmp_path / "gen" / "samples").glob("*.mp4"))) == 1
+    assert len(list((tmp_path / "gen").glob("*.mp4"))) == 1
 
 
 def _record_encoder_calls(monkeypatch) -> list:

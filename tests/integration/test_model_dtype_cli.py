@@ -39,4 +39,4 @@ def test_two_bf16_rounds_through_cli(tmp_path, tiny_family_dir, finetune):
     assert main(["generate", "--model", str(tiny_family_dir("wan")), "--lora", str(out / "round-2" / "checkpoint"),
                  "--model-dtype", "bfloat16", "--prompt", "a red circle moving left", "--samples-per-prompt", "1",
                  "--steps", "2", "--out", str(tmp_path / "gen"), "--quiet"]) == 0
-    assert len(list((tmp_path / "gen" / "samples").glob("*.mp4"))) == 1
+    assert len(list((tmp_path / "gen").glob("*.mp4"))) == 1

@@ -118,9 +118,9 @@ def test_run_checks_and_old_snapshots(tmp_path):
     old = to_dict(RunConfig())  # a run folder started before the memory options existed resumes unchanged
     del old["train"]["finetune"], old["generate"]["vae_tiling"]
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
-    driver._snapshot(RunConfig(), tmp_path)
+    driver.snapshot(RunConfig(), tmp_path)
     with pytest.raises(UserError, match="train.finetune: 'lora' then, 'full' now"):
-        driver._snapshot(RunConfig(train=TrainConfig(finetune="full")), tmp_path)
+        driver.snapshot(RunConfig(train=TrainConfig(finetune="full")), tmp_path)
 
 
 def test_vae_tiling_and_slicing_decode(tiny_family_dir):

@@ -194,6 +194,6 @@ def test_model_dtype_is_validated_and_old_snapshots_load(tmp_path, tiny_model_di
     old = to_dict(RunConfig(model=cfg.model))  # a run folder started before the option existed resumes unchanged
     del old["model_dtype"]
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
-    driver._snapshot(RunConfig(model=cfg.model), tmp_path)
+    driver.snapshot(RunConfig(model=cfg.model), tmp_path)
     with pytest.raises(UserError, match="model_dtype: 'float32' then, 'bfloat16' now"):
-        driver._snapshot(cfg, tmp_path)
+        driver.snapshot(cfg, tmp_path)

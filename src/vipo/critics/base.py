@@ -138,6 +138,11 @@ class Critic(abc.ABC):
     def answer_pairwise(self, a: Video, b: Video) -> str:
         """Raw text with one A/B/Tie line per dimension, A being the video shown first."""
 
+    def unreadable(self, prompt: str) -> str | None:
+        """Why this critic cannot judge videos of ``prompt`` (None: it can). Verbs ask before they generate or judge
+        anything, so a prompt the critic cannot read is refused at start, not after minutes of work."""
+        return None
+
     def graded_scores(self, video: Video) -> dict[str, float]:
         """Graded per-dimension scores in [0, 1] where the critic has them (default: none, labels are used)."""
         return {}

@@ -30,6 +30,9 @@ class EnsembleCritic(Critic):
     def __init__(self, members: list[Critic], combine: str = "vote"):
         self.members, self.combine = members, combine
 
+    def unreadable(self, prompt: str) -> str | None:
+        return next((f"ensemble member {m.name}: {why}" for m in self.members if (why := m.unreadable(prompt))), None)
+
     def pointwise_many(self, videos: list[Video]) -> list[Pointwise | CriticParseError]:
         answers = [m.pointwise_many(videos) for m in self.members]
         return [self._point([a[i] for a in answers]) for i in range(len(videos))]

@@ -29,24 +29,39 @@ class HumanCritic(Critic):
     name = "human"
 
     def __init__(self, path: str | Path):
+        from ..io.paths import check_relative
+        from ..io.text import read_utf8
+
         path = Path(path)
         if not path.is_file():
             raise UserError(f"judge.labels: {path}: file not found")
         self.point: dict[str, dict] = {}
         self.pair: dict[tuple[str, str], dict] = {}
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        seen: dict[tuple, tuple[int, dict]] = {}  # a question -> (line, answer) of its first annotation
+        for n, line in enumerate(read_utf8(path).splitlines(), 1):
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
                 if "video" in row:
                     _valid(row["labels"], LABELS)
-                    self.point[PurePath(row["video"]).as_posix()] = row
+                    name = PurePath(check_relative(str(row["video"]), f"{path}:{n}: video")).as_posix()
+                    key, answer = ("video", name), dict(row["labels"])
+                    self.point[name] = row
                 else:
                     _valid(row["verdicts"], PAIR_VERDICTS)
-                    self.pair[(PurePath(row["a"]).as_posix(), PurePath(row["b"]).as_posix())] = row
-            except (ValueError, KeyError, TypeError) as e:
+                    a, b = (PurePath(check_relative(str(row[f]), f"{path}:{n}: {f}")).as_posix() for f in "ab")
+                    key, answer = ("pair", a, b), dict(row["verdicts"])
+                    if ("pair", b, a) in seen:  # the same pair annotated in the other order: compare it swapped
+                        key, answer = ("pair", b, a), {d: {"A": "B", "B": "A"}.get(v, v) for d, v in answer.items()}
+                    self.pair[(a, b)] = row
+            except (ValueError, KeyError, TypeError, AttributeError) as e:
                 raise UserError(f"{path}:{n}: not an annotation ({e}); see docs/critics.md for the keys") from None
+            first = seen.setdefault(key, (n, answer))
+            if first[1] != answer:
+                what = f"video {key[1]!r}" if key[0] == "video" else f"the pair {key[1]!r}, {key[2]!r}"
+                raise UserError(f"{path}:{n}: conflicts with line {first[0]}: two different annotations of {what} "
+                                f"({first[1]} and {answer}); keep one (or merge them before judging)")
 
     def _name(self, video: Video, known) -> str | None:
         return next((t for t in _tails(video.path) if t in known), None)

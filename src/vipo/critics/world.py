@@ -34,6 +34,12 @@ class WorldCritic(Critic):
     def __init__(self) -> None:
         self._cache: dict[tuple[str, str], Scores] = {}
 
+    def unreadable(self, prompt: str) -> str | None:
+        if grammar.parse(prompt) is None:
+            return "not a prompt of the world's grammar, which the world critic reads (e.g. 'a red circle moving " \
+                   "left'); choose another judge.critic for other prompts"
+        return None
+
     def scores(self, video: Video) -> Scores:
         key = (hashlib.sha1(video.frames.tobytes()).hexdigest(), video.prompt)
         if key not in self._cache:

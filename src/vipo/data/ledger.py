@@ -88,6 +88,12 @@ class Ledger:
         self.db.execute("INSERT OR IGNORE INTO quarantine VALUES (?,?,?)",
                         (sample_id, round_, json.dumps({"id": sample_id, "round": round_, "reason": reason})))
 
+    def forget(self, round_: int, judgments=(), quarantine=()) -> None:
+        """Delete judgments (by key) and quarantine entries (by sample id): a cache's answers about inputs that
+        changed (``vipo judge DIR``), to be asked again. Call inside :meth:`transaction`."""
+        self.db.executemany("DELETE FROM judgments WHERE round = ? AND key = ?", [(round_, k) for k in judgments])
+        self.db.executemany("DELETE FROM quarantine WHERE round = ? AND id = ?", [(round_, i) for i in quarantine])
+
     def mark_done(self, round_: int, stage: str, info: dict | None = None) -> None:
         self.db.execute("INSERT OR REPLACE INTO stages VALUES (?,?,?)", (round_, stage, json.dumps(info or {})))
 

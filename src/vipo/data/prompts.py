@@ -16,17 +16,13 @@ import unicodedata
 from pathlib import Path
 
 from ..errors import UserError
+from ..io.text import decode_utf8
 
 log = logging.getLogger(__name__)
 MAX_CHARS = 2000
 
 
-def _decode(data: bytes, name: str) -> str:
-    try:
-        return data.decode("utf-8").removeprefix("\ufeff")
-    except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
-        raise UserError(f"{name}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x}); save the file as UTF-8") from None
+_decode = decode_utf8
 
 
 def parse_prompts(data: bytes, name: str = "<prompts>") -> list[tuple[int, str]]:

@@ -6,8 +6,9 @@ word wrong with probability ``caption_noise`` (``train.real_caption_noise``, 0.3
 web data with web captions, the distribution the base was pretrained on; correct captions would make the real-data
 term supervised fine-tuning on the very answer the evaluation checks. For the real families they come from a dataset on disk — a folder of mp4 files with
 same-stem ``.txt`` captions, or a JSONL/CSV manifest in the style of VidGen-1M (``vid``, ``caption``) or OpenVid
-(``video``, ``caption``, ...; paths relative to the manifest) — and are VAE-encoded once into a :class:`LatentCache`
-keyed by the video's content hash and the model, then reused by every round and run.
+(``video``, ``caption``, ...; paths relative to the manifest and inside its folder, or absolute) — and are
+VAE-encoded once into a :class:`LatentCache` keyed by the video's content hash and the model, then reused by every
+round and run.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
+from ..io.paths import inside
 from ..io.video import read_mp4
 from ..world import grammar, render
 from .cache import LatentCache, file_digest
@@ -106,9 +108,9 @@ def _column(path: Path, line: int, row: dict, names: tuple[str, ...], what: str)
 def _clip(path: Path, line: int, row: dict) -> RealClip:
     name = _column(path, line, row, VIDEO_COLUMNS, "video")
     caption = _column(path, line, row, CAPTION_COLUMNS, "caption")
-    video = path.parent / name
-    if not video.suffix:  # VidGen-1M names videos by id
-        video = video.with_suffix(".mp4")
+    # relative paths stay inside the manifest's folder; absolute ones are the documented way to point elsewhere
+    rel = name if Path(name).suffix else name + ".mp4"  # VidGen-1M names videos by id
+    video = inside(path.parent, rel, f"{path}: line {line}: video", allow_absolute=True)
     if not video.is_file():
         raise UserError(f"{path}: line {line}: video {name!r}: file not found ({video})")
     return RealClip(video, caption.strip(), f"{path}: line {line}")

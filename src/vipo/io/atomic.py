@@ -1,7 +1,9 @@
 """Durable writes: every persistent file is written under a temporary name, fsynced, then renamed into place.
 
 A reader therefore sees either the old file or the whole new one, never a torn one. Folders (checkpoints) count only
-once their completion marker exists; the marker is written last.
+once their completion marker exists; the marker is written last. The temporary names are created private (mkstemp:
+0600, mkdtemp: 0700); what is renamed into place gets the mode a plain ``open``/``mkdir`` would give it under the
+process umask, so colleagues can read a shared run as they can read anything else the user writes.
 """
 from __future__ import annotations
 
@@ -15,6 +17,17 @@ from typing import Iterator
 
 TMP_PREFIX = ".tmp-"
 DONE_MARKER = "COMPLETE"
+
+
+def _read_umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it: put it straight back
+    os.umask(mask)
+    return mask
+
+
+UMASK = _read_umask()  # read once, at import (single-threaded), never changed by vipo
+FILE_MODE = 0o666 & ~UMASK
+DIR_MODE = 0o777 & ~UMASK
 
 
 def _fsync_dir(path: Path) -> None:
@@ -40,6 +53,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp_path, FILE_MODE)
         os.replace(tmp_path, path)
         _fsync_dir(path.parent)
     except BaseException:
@@ -109,6 +123,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
                 with open(f, "rb+") as fh:
                     os.fsync(fh.fileno())
         write_text(tmp / DONE_MARKER, "ok\n")
+        os.chmod(tmp, DIR_MODE)
         if path.exists():
             old = path.with_name(TMP_PREFIX + path.name + ".old")
             shutil.rmtree(old, ignore_errors=True)

@@ -71,11 +71,29 @@ def _from_hub(repo_id: str) -> Path:
     return path
 
 
-def detect_family(path: Path) -> str:
+def read_index(path: Path) -> dict:
+    """A model folder's ``model_index.json``, each component it names present as a sub-folder."""
+    file = path / "model_index.json"
     try:
-        index = json.loads((path / "model_index.json").read_text())
+        index = json.loads(file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise UserError(f"{path / 'model_index.json'}: line {e.lineno}: invalid JSON ({e.msg})") from None
+        raise UserError(f"{file}: line {e.lineno}: invalid JSON ({e.msg})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{file}: not UTF-8 text") from None
+    if not isinstance(index, dict):
+        raise UserError(f"{file}: expected a JSON object")
+    for name, spec in index.items():
+        # a component is ["library", "Class"]; [null, null] marks an optional one the pipeline was saved without
+        if name.startswith("_") or not isinstance(spec, list) or len(spec) != 2 or spec[1] is None:
+            continue
+        if not (path / name).is_dir():
+            raise UserError(f"{file}: component {name!r} ({spec[1]}) has no folder {path / name}; the model folder is "
+                            "incomplete")
+    return index
+
+
+def detect_family(path: Path) -> str:
+    index = read_index(path)
     if index.get("family"):
         return str(index["family"])
     name = str(index.get("_class_name", ""))
@@ -85,11 +103,13 @@ def detect_family(path: Path) -> str:
     raise UserError(f"{path / 'model_index.json'}: unknown model family {name!r}")
 
 
-def load_model(spec: str, device: str = "cpu", family: str = "auto", dtype: str = "float32") -> VideoModel:
-    """The model ``spec`` names, its weights in ``dtype`` (a ``model_dtype`` name; the family must support it)."""
+def check_model(spec: str, family: str = "auto", dtype: str = "float32") -> tuple[Path, type]:
+    """The folder and family class of model ``spec``, checked without loading a weight: the folder, its
+    model_index.json and components, the family, the dtype. Verbs call it before they write anything."""
     if dtype not in DTYPES:
         raise UserError(f"model_dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     path = resolve(spec)
+    read_index(path)
     fam = detect_family(path) if family == "auto" else family
     if fam not in FAMILIES:
         raise UserError(f"model family {fam!r} is not available in this build (known: {', '.join(FAMILIES)})")
@@ -97,4 +117,10 @@ def load_model(spec: str, device: str = "cpu", family: str = "auto", dtype: str 
     cls = getattr(importlib.import_module(f".{module}", __name__), name)
     if dtype not in cls.dtypes:
         raise UserError(f"model_dtype: the {fam} family loads in {' or '.join(cls.dtypes)} only, got {dtype!r}")
+    return path, cls
+
+
+def load_model(spec: str, device: str = "cpu", family: str = "auto", dtype: str = "float32") -> VideoModel:
+    """The model ``spec`` names, its weights in ``dtype`` (a ``model_dtype`` name; the family must support it)."""
+    path, cls = check_model(spec, family, dtype)
     return cls.load(path, device=device, dtype=DTYPES[dtype])

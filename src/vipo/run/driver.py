@@ -27,23 +27,24 @@ import logging
 import random
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
-import yaml
-
 from .. import faults, seeds
-from ..config import RunConfig, eval_judge, merge, to_dict
+from ..config import RunConfig, eval_judge, to_dict
 from ..data.cache import LatentCache, TextCache
 from ..data.ledger import Ledger
 from ..data.prompts import read_prompts
 from ..data.real import EncodedRealVideos, WorldRealVideos, read_dataset
 from ..device import resolve_device
 from ..errors import UserError
-from ..io import atomic
+from ..io import atomic, provenance
+from ..io.lock import folder_lock
+from ..models import check_model
 from ..stages import evaluate as eval_stage
 from ..stages import pairs as pairs_stage
 from ..stages.generate import PromptItem, generate
-from ..stages.judge import judge, make_critic
+from ..stages.judge import check_prompts, judge, make_critic
 from ..train import lora
 from ..train import trainer
 from ..train.state import config_hash
@@ -68,16 +69,8 @@ def round_prompts(cfg: RunConfig, round_: int) -> list[PromptItem]:
             text = a.prompt() if cfg.prompts.phrasing == "canonical" else grammar.random_prompt(a, rng)
             items.append(PromptItem(i, text, grammar.split_of(a)))
         return items
-    path = Path(cfg.prompts.source)
-    numbered = read_prompts(path, "prompts.source:")
-    line_of = {text: n for n, text in numbered}
-    lines = [text for _, text in numbered]
+    lines = [text for _, text in source_prompts(cfg)]
     chosen = rng.sample(lines, min(cfg.prompts.per_round, len(lines)))
-    for i, text in enumerate(chosen):
-        a = grammar.parse(text)
-        if a is not None and a in grammar.HELDOUT:
-            raise UserError(f"{path}:{line_of[text]}: prompt {text!r} is a held-out combination and may not be "
-                            "trained on")
     return [PromptItem(i, t, "") for i, t in enumerate(chosen)]
 
 
@@ -99,29 +92,54 @@ def real_cache_dir(cfg: RunConfig) -> Path:
     return (src if src.is_dir() else src.parent) / ".vipo-cache"
 
 
-def _snapshot(cfg: RunConfig, run_dir: Path, force: bool = False) -> None:
-    """Write the config snapshot, or refuse a config that differs from it (``force``: accept it and overwrite)."""
-    path = run_dir / "config.yaml"
-    text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
-    if path.is_file():
-        # options added since the snapshot was written count as their defaults
-        old = merge(to_dict(RunConfig()), yaml.safe_load(path.read_text()) or {})
-        diffs = _differences(old, to_dict(cfg))
-        if not diffs:
-            return
-        if not force:
-            raise UserError(f"{path}: this run folder was started with a different config ({'; '.join(diffs)}); "
-                            "re-run with the same config, choose another --out, or pass --force to continue "
-                            "with the new one")
-        log.warning("--force: continuing %s with a changed config: %s", run_dir, "; ".join(diffs))
-    atomic.write_text(path, text)
+def source_prompts(cfg: RunConfig) -> list[tuple[str, str]]:
+    """Every prompt a round may draw from ``prompts.source``, each with the file and line it came from; held-out
+    combinations refused (the world's own prompts: none, they are drawn from its in-distribution combinations)."""
+    if cfg.prompts.source == "world":
+        return []
+    path = Path(cfg.prompts.source)
+    out = []
+    for n, text in read_prompts(path, "prompts.source:"):
+        a = grammar.parse(text)
+        if a is not None and a in grammar.HELDOUT:
+            raise UserError(f"{path}:{n}: prompt {text!r} is a held-out combination and may not be trained on")
+        out.append((f"{path}:{n}", text))
+    return out
 
 
-def _differences(a, b, where: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        return [d for k in sorted(set(a) | set(b))
-                for d in _differences(a.get(k), b.get(k), f"{where}.{k}" if where else k)]
-    return [] if a == b else [f"{where}: {a!r} then, {b!r} now"]
+def preflight(cfg: RunConfig, critic=None) -> None:
+    """What can be checked before a run folder is written: the model folder (and its components), the optimizer's
+    package and the real videos (:func:`check`), the prompt file, and that ``critic`` can read its prompts."""
+    check_model(cfg.model, dtype=cfg.model_dtype)
+    check(cfg)
+    prompts = source_prompts(cfg)
+    if critic is not None:
+        check_prompts(critic, prompts)
+
+
+@contextmanager
+def open_run(cfg: RunConfig, run_dir: Path, force: bool = False, critic=None, need_critic: bool = True,
+             scorer=None):
+    """Check everything that can be checked (:func:`preflight`; a typo writes nothing), then hold the run folder's
+    lock and its config snapshot while the block writes it. Yields ``(critic, scorer)``: the judge's critic and
+    the evaluating one (``eval.critic``), made here when ``need_critic`` and not given, else None."""
+    if need_critic:
+        check_model(cfg.model, dtype=cfg.model_dtype)  # the cheap checks before a critic loads its weights
+        critic = critic if critic is not None else make_critic(cfg.judge)
+        scorer = scorer if scorer is not None else eval_critic(cfg, critic)
+    preflight(cfg, critic)
+    with folder_lock(run_dir):
+        snapshot(cfg, run_dir, force)
+        yield critic, scorer
+
+
+def snapshot(cfg: RunConfig, run_dir: Path, force: bool = False) -> None:
+    """Write the config snapshot, or refuse a config that differs from it (``force``: accept it and overwrite).
+    Options added since the snapshot was written count as their defaults."""
+    provenance.check(run_dir / "config.yaml", to_dict(cfg), force, defaults=to_dict(RunConfig()),
+                     refusal="this run folder was started with a different config ({changes}); re-run with the same "
+                             "config, choose another --out, or pass --force to continue with the new one",
+                     forced=f"--force: continuing {run_dir} with a changed config: {{changes}}")
 
 
 def before_stage(cfg: RunConfig, run_dir: Path, what: str) -> None:
@@ -133,39 +151,36 @@ def before_stage(cfg: RunConfig, run_dir: Path, what: str) -> None:
                         f"before {what}")
 
 
-def run(cfg: RunConfig, run_dir: Path, progress: bool = True, force: bool = False) -> dict:
+def run(cfg: RunConfig, run_dir: Path, progress: bool = True, force: bool = False, critic=None,
+        scorer=None) -> dict:
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _snapshot(cfg, run_dir, force)
-    device = resolve_device(cfg.device)
-    check(cfg)
-    critic = make_critic(cfg.judge)
-    scorer = eval_critic(cfg, critic)
-    t_start = time.time()
-    evals: dict[int, dict] = {}
-    info = {"method": cfg.train.method, "rounds_planned": cfg.rounds, "patience": cfg.patience,
-            "stopped_early": False, "model": cfg.model}
-    with Ledger(run_dir / "ledger.sqlite") as ledger:
-        evals[0] = evaluate_base(cfg, run_dir, ledger, device, progress, scorer)
-        best, best_round, since_best = _metric(evals[0], cfg), 0, 0
-        for k in range(1, cfg.rounds + 1):
-            rd = run_dir / f"round-{k}"
-            if not ledger.is_done(k, "round"):
-                Round(cfg, run_dir, k, ledger, critic, device, progress, scorer).all()
-            evals[k] = atomic.read_json(rd / "eval" / "eval.json")
-            m = _metric(evals[k], cfg)
-            if m > best or best != best:  # (best is NaN when the base's clips could not be judged)
-                best, best_round, since_best = m, k, 0
-            else:
-                since_best += 1
-            log.info("round %d: %s = %.3f (best %.3f at round %d)", k, metric_name(cfg), m, best, best_round)
-            if cfg.patience and since_best >= cfg.patience and k < cfg.rounds:
-                info.update(stopped_early=True, last_round=k)
-                log.info("stopping early: no improvement for %d rounds", since_best)
-                break
-        info.update(best_round=best_round, best_metric=best, metric=metric_name(cfg),
-                    elapsed_s_this_invocation=round(time.time() - t_start, 1))
-    report = write_report(run_dir, evals, info)
+    with open_run(cfg, run_dir, force, critic, scorer=scorer) as (critic, scorer):
+        device = resolve_device(cfg.device)
+        t_start = time.time()
+        evals: dict[int, dict] = {}
+        info = {"method": cfg.train.method, "rounds_planned": cfg.rounds, "patience": cfg.patience,
+                "stopped_early": False, "model": cfg.model}
+        with Ledger(run_dir / "ledger.sqlite") as ledger:
+            evals[0] = evaluate_base(cfg, run_dir, ledger, device, progress, scorer)
+            best, best_round, since_best = _metric(evals[0], cfg), 0, 0
+            for k in range(1, cfg.rounds + 1):
+                rd = run_dir / f"round-{k}"
+                if not ledger.is_done(k, "round"):
+                    Round(cfg, run_dir, k, ledger, critic, device, progress, scorer).all()
+                evals[k] = atomic.read_json(rd / "eval" / "eval.json")
+                m = _metric(evals[k], cfg)
+                if m > best or best != best:  # (best is NaN when the base's clips could not be judged)
+                    best, best_round, since_best = m, k, 0
+                else:
+                    since_best += 1
+                log.info("round %d: %s = %.3f (best %.3f at round %d)", k, metric_name(cfg), m, best, best_round)
+                if cfg.patience and since_best >= cfg.patience and k < cfg.rounds:
+                    info.update(stopped_early=True, last_round=k)
+                    log.info("stopping early: no improvement for %d rounds", since_best)
+                    break
+            info.update(best_round=best_round, best_metric=best, metric=metric_name(cfg),
+                        elapsed_s_this_invocation=round(time.time() - t_start, 1))
+        report = write_report(run_dir, evals, info)
     info["report"] = str(report)
     return info
 
@@ -336,7 +351,7 @@ class Round:
         counts = judge(self.critic, self.ledger.rows("samples", self.k), self.dir, self.ledger, self.k,
                        pairwise=self.cfg.train.method == "dpo", progress=self.progress,
                        max_unparseable=self.cfg.judge.max_unparseable,
-                       max_quarantined=self.cfg.generate.max_quarantined)
+                       max_quarantined=self.cfg.generate.max_quarantined, export=self.dir / "judgments.jsonl")
         self.ledger.mark_done(self.k, "judge", counts)
 
     def pairs(self) -> None:

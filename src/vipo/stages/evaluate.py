@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .. import seeds
+from .. import faults, seeds
 from ..stats import wilson
 from ..config import EvalConfig
 from ..critics.base import CriticParseError, Video
@@ -61,9 +61,11 @@ def evaluate(model: VideoModel, out_dir: Path, cfg: EvalConfig, critic, progress
         for r, f in zip(chunk, frames):
             write_mp4(out_dir / r["file_name"], f, fps=fps)
         bar.update(len(chunk))
+        faults.check_term("eval")  # SIGTERM: stop between batches; a re-run generates only the missing clips
     bar.close()
     results = []
     for i in range(0, len(rows), JUDGE_CHUNK):
+        faults.check_term("eval")
         chunk = rows[i:i + JUDGE_CHUNK]
         videos = [Video(r["prompt"], read_mp4(out_dir / r["file_name"]), str(out_dir / r["file_name"])) for r in chunk]
         for r, video, pw in zip(chunk, videos, critic.pointwise_many(videos)):

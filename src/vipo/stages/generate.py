@@ -22,6 +22,7 @@ from ..config import GenerateConfig
 from ..data.cache import TextCache
 from ..data.ledger import Ledger
 from ..data.prompts import warn_long
+from ..errors import UserError
 from ..io import atomic
 from ..io.video import write_mp4
 from ..models.base import VideoModel
@@ -58,13 +59,15 @@ def encode(model: VideoModel, prompts: list[str], text_cache: TextCache | None =
 
 def generate(model: VideoModel, prompts: list[PromptItem], out_dir: Path, ledger: Ledger, round_: int,
              cfg: GenerateConfig, run_seed: int, keep_latents: bool = True, progress: bool = True,
-             seed_fn=None, text_cache: TextCache | None = None) -> list[dict]:
-    """Generate what is missing and return the round's sample rows (ledger order)."""
+             seed_fn=None, text_cache: TextCache | None = None, videos: str = "samples") -> list[dict]:
+    """Generate what is missing and return the round's sample rows (ledger order). The mp4s and metadata.jsonl go
+    to ``out_dir/videos`` (a round's ``samples/``), or straight into ``out_dir`` when ``videos`` is empty."""
     out_dir = Path(out_dir)
-    (out_dir / "samples").mkdir(parents=True, exist_ok=True)
+    video_dir = out_dir / videos if videos else out_dir
+    video_dir.mkdir(parents=True, exist_ok=True)
     if keep_latents:
         (out_dir / "latents").mkdir(parents=True, exist_ok=True)
-    atomic.clean_temp(out_dir / "samples")
+    atomic.clean_temp(video_dir)
     atomic.clean_temp(out_dir / "latents")
     seed_fn = seed_fn or (lambda pid, k: seeds.sample_seed(run_seed, round_, pid, k))
     done = ledger.keys("samples", round_)
@@ -85,7 +88,7 @@ def generate(model: VideoModel, prompts: list[PromptItem], out_dir: Path, ledger
         rows = []
         for (p, k), seed, lat, fr in zip(chunk, sd, latents, frames):
             sid = sample_id(round_, p.prompt_id, k)
-            video = f"samples/{sid}.mp4"
+            video = f"{videos}/{sid}.mp4" if videos else f"{sid}.mp4"
             write_mp4(out_dir / video, fr, fps=cfg.fps)
             row = {"id": sid, "round": round_, "prompt_id": p.prompt_id, "sample_index": k, "prompt": p.prompt,
                    "seed": seed, "split": p.split, "file_name": video, "num_steps": cfg.num_steps,
@@ -106,11 +109,11 @@ def generate(model: VideoModel, prompts: list[PromptItem], out_dir: Path, ledger
         faults.check_term(f"round {round_} generate")
     bar.close()
     rows = ledger.rows("samples", round_)
-    _write_metadata(out_dir, rows)
+    _write_metadata(video_dir, rows)
     return rows
 
 
-def _write_metadata(out_dir: Path, rows: list[dict]) -> None:
+def _write_metadata(video_dir: Path, rows: list[dict]) -> None:
     """``metadata.jsonl`` beside the videos (file_name relative to the folder holding it, as datasets expects)."""
     import json
 
@@ -121,4 +124,69 @@ def _write_metadata(out_dir: Path, rows: list[dict]) -> None:
         if r.get("split"):
             meta["split"] = r["split"]
         lines.append(json.dumps(meta) + "\n")
-    atomic.write_text(out_dir / "samples" / "metadata.jsonl", "".join(lines))
+    atomic.write_text(video_dir / "metadata.jsonl", "".join(lines))
+
+
+PROVENANCE = "provenance.json"
+LEDGER = "ledger.sqlite"
+
+
+def standalone(model_spec: str, lora: str | None, prompts: list[str], out: Path, cfg: GenerateConfig, seed: int,
+               device: str, dtype: str = "float32", progress: bool = True, force: bool = False) -> list[dict]:
+    """``vipo generate --out DIR``: mp4s and ``metadata.jsonl`` straight into ``DIR`` (Hugging Face's videofolder
+    layout), resumable through ``DIR/ledger.sqlite``.
+
+    ``DIR/provenance.json`` records what made the videos (the model's and adapter's content hashes, prompts, seed,
+    sampler options); run again with other ones, it refuses naming the changed fields, and ``force`` deletes the
+    videos it made (nothing else in the folder) and starts over. The inputs are checked before anything is written,
+    and the folder is locked while it is written.
+    """
+    from ..config import to_dict
+    from ..io import provenance
+    from ..io.lock import folder_lock
+    from ..models import check_model
+    from ..train.lora import load_policy, policy_hash
+
+    path, _ = check_model(model_spec, dtype=dtype)
+    if lora is not None and not Path(lora).is_dir():
+        raise UserError(f"--lora {lora}: not a folder (a vipo round checkpoint or a diffusers LoRA folder)")
+    record = {"model_sha256": policy_hash(path)[:16], "lora_sha256": policy_hash(lora)[:16] if lora else None,
+              "model_dtype": dtype, "seed": seed, "prompts": list(prompts),
+              "generate": {k: v for k, v in to_dict(cfg).items() if k != "max_quarantined"}}
+    out = Path(out)
+    with folder_lock(out):
+        if not (out / PROVENANCE).is_file() and any((out / f).exists() for f in ("metadata.jsonl", LEDGER)):
+            if not force:
+                raise UserError(f"--out {out}: holds a metadata.jsonl or {LEDGER} with no {PROVENANCE} (from "
+                                "another tool or an older vipo); choose another --out, or pass --force to replace "
+                                "them")
+            _start_over(out)
+        provenance.check(out / PROVENANCE, record, force, start_over=lambda: _start_over(out),
+                         refusal=f"{out} holds videos made with other inputs ({{changes}}); choose another --out, "
+                                 "or pass --force to delete them and start over",
+                         forced=f"--force: deleting the videos in {out} and starting over ({{changes}})")
+        policy = load_policy(model_spec, lora, device=device, dtype=dtype)
+        policy.vae_memory(cfg.vae_tiling, cfg.vae_slicing)
+        items = [PromptItem(i, p) for i, p in enumerate(prompts)]
+        with Ledger(out / LEDGER) as ledger:
+            return generate(policy, items, out, ledger, 0, cfg, seed, keep_latents=False, progress=progress,
+                            videos="")
+
+
+def _start_over(out: Path) -> None:
+    """Delete what an earlier ``vipo generate`` wrote into ``out`` (the videos its ledger lists, metadata.jsonl,
+    the ledger): never another file of the folder."""
+    ledger = out / LEDGER
+    if ledger.is_file():
+        from ..io.paths import inside
+
+        with Ledger(ledger) as led:
+            names = [r["file_name"] for r in led.rows("samples")]
+        for name in names:
+            inside(out, name, f"{ledger}: file_name").unlink(missing_ok=True)
+        for sub in {Path(n).parent for n in names if Path(n).parent != Path(".")}:  # an older layout's samples/
+            (out / sub / "metadata.jsonl").unlink(missing_ok=True)
+            if (out / sub).is_dir() and not any((out / sub).iterdir()):
+                (out / sub).rmdir()
+    for name in ("metadata.jsonl", LEDGER, LEDGER + "-wal", LEDGER + "-shm", PROVENANCE):
+        (out / name).unlink(missing_ok=True)

@@ -28,7 +28,7 @@ from ..config import JudgeConfig
 from ..critics.base import DIMENSIONS, Critic, CriticParseError, Video
 from ..data.ledger import Ledger
 from ..data.pairs import consistent_verdict
-from ..errors import StageAborted
+from ..errors import StageAborted, UserError
 from ..io.video import read_mp4
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,16 @@ def make_critic(cfg: JudgeConfig | str) -> Critic:
         from ..critics.omniscore import OmniScoreCritic
 
         return OmniScoreCritic(cfg)
-    raise ValueError(f"unknown critic {name!r}")
+    raise UserError(f"judge.critic: unknown critic {name!r}")
+
+
+def check_prompts(critic: Critic, prompts) -> None:
+    """Refuse at start the first prompt the critic cannot read; ``prompts``: (where, prompt) pairs, ``where`` naming
+    the file and line ("prompts.txt:7") or the field it came from."""
+    for where, prompt in prompts:
+        why = critic.unreadable(prompt)
+        if why:
+            raise UserError(f"{where}: prompt {prompt!r}: the {critic.name} critic cannot judge it: {why}")
 
 
 def _row(row: dict, parsed, kind: str) -> dict:
@@ -99,7 +108,9 @@ def check_quarantine(ledger: Ledger, round_: int, n_samples: int, limit: float, 
 
 def judge(critic: Critic, samples: list[dict], round_dir: Path, ledger: Ledger, round_: int,
           pairwise: bool = True, progress: bool = True, max_unparseable: float = 1.0,
-          max_quarantined: float = 1.0) -> dict:
+          max_quarantined: float = 1.0, export: Path | None = None) -> dict:
+    """Judge what the ledger lacks; ``export``: where the judgments are exported (JSONL) before the stage stops on
+    ``max_unparseable``, so the message can point at them."""
     round_dir = Path(round_dir)
     done = {j["key"] for j in ledger.rows("judgments", round_) if "error" not in j}
     quarantined = ledger.quarantined(round_)
@@ -156,21 +167,24 @@ def judge(critic: Critic, samples: list[dict], round_dir: Path, ledger: Ledger, 
         if any("error" in r for r in rows):
             info = summarize(ledger.rows("judgments", round_))
             if info["judgments"] >= MIN_FOR_EARLY_ABORT:
-                _check_rate(info, max_unparseable, round_)
+                _check_rate(info, max_unparseable, round_, ledger, export)
     bar.close()
     info = summarize(ledger.rows("judgments", round_))
-    _check_rate(info, max_unparseable, round_)
+    _check_rate(info, max_unparseable, round_, ledger, export)
     log.info("round %d judged: %d judgments, %.1f%% unparseable, consistency %s; labels %s", round_,
              info["judgments"], 100 * info["unparseable_rate"],
              "n/a" if info["consistency_rate"] is None else f"{100 * info['consistency_rate']:.1f}%", info["labels"])
     return info
 
 
-def _check_rate(info: dict, limit: float, round_: int) -> None:
+def _check_rate(info: dict, limit: float, round_: int, ledger: Ledger, export: Path | None) -> None:
     if info["unparseable_rate"] > limit:
+        where = ledger.path
+        if export is not None:
+            where = ledger.export("judgments", round_, export)  # written first: the message points at it
         raise StageAborted(f"round {round_} judge: {info['parse_errors']} of {info['judgments']} judgments "
                            f"({100 * info['unparseable_rate']:.1f}%) unparseable, above judge.max_unparseable="
-                           f"{limit}; see the 'raw' text of the rows with an 'error' in the ledger or export")
+                           f"{limit}; see the 'raw' text of the rows with an 'error' in {where}")
 
 
 def summarize(judgments: list[dict]) -> dict:
@@ -190,27 +204,123 @@ def summarize(judgments: list[dict]) -> dict:
 
 def folder_samples(root: Path) -> list[dict]:
     """Samples of any folder of videos: ``metadata.jsonl`` rows with ``file_name`` and ``prompt`` (the layout of
-    Hugging Face video datasets and of ``vipo generate``); samples of one prompt form one group for pairs."""
-    import json
-
-    from ..errors import UserError
+    Hugging Face video datasets and of ``vipo generate``); samples of one prompt form one group for pairs. Each
+    ``file_name`` must stay inside the folder (:func:`vipo.io.paths.inside`); each sample keeps its ``line``."""
+    from ..io.paths import inside
+    from ..io.text import jsonl_objects
 
     meta = Path(root) / "metadata.jsonl"
     if not meta.is_file():
         raise UserError(f"{root}: no metadata.jsonl (one JSON object per line with file_name and prompt)")
     samples, prompt_ids = [], {}
-    for n, line in enumerate(meta.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
+    for n, row in jsonl_objects(meta):
         try:
-            row = json.loads(line)
             name, prompt = str(row["file_name"]), str(row["prompt"])
-        except (ValueError, KeyError, TypeError):
+        except KeyError:
             raise UserError(f"{meta}:{n}: expected a JSON object with file_name and prompt") from None
-        if not (Path(root) / name).is_file():
+        if not inside(root, name, f"{meta}:{n}: file_name").is_file():
             raise UserError(f"{meta}:{n}: {name}: file not found")
         pid = prompt_ids.setdefault(prompt, len(prompt_ids))
-        samples.append({"id": name, "prompt_id": pid, "prompt": prompt, "file_name": name})
+        samples.append({"id": name, "prompt_id": pid, "prompt": prompt, "file_name": name, "line": n})
     if not samples:
         raise UserError(f"{meta}: no videos listed")
     return samples
+
+
+# -- vipo judge DIR --out F: the judgments of a folder, kept as a cache beside F ------------------------------------
+#: judge options that change how a critic is reached, not what it answers (left out of the provenance record)
+OPERATIONAL = ("concurrency", "timeout_s", "http_retries", "backoff_s", "batch_size", "device", "max_unparseable",
+               "feature_batch", "api_key_env")
+
+
+def critic_record(cfg: JudgeConfig) -> dict:
+    """The critic and the options that decide its answers (with the labels file's content hash for the human critic):
+    what a folder's judgments depend on besides the videos and prompts."""
+    from ..config import to_dict
+    from ..data.cache import file_digest
+
+    rec = {k: v for k, v in to_dict(cfg).items() if k not in OPERATIONAL}
+    if cfg.labels and Path(cfg.labels).is_file():
+        rec["labels_sha256"] = file_digest(cfg.labels)[:16]
+    return rec
+
+
+def wanted_keys(samples: list[dict], pairwise: bool) -> set[str]:
+    """The judgment keys :func:`judge` asks for ``samples``."""
+    keys = {f"pw:{s['id']}" for s in samples}
+    if pairwise:
+        groups: dict[int, list[str]] = defaultdict(list)
+        for s in samples:
+            groups[s["prompt_id"]].append(s["id"])
+        keys |= {f"pair:{a}|{b}" for g in groups.values() for a, b in itertools.permutations(g, 2)}
+    return keys
+
+
+def refresh_cache(ledger: Ledger, root: Path, samples: list[dict], pairwise: bool) -> int:
+    """Forget the judgments a folder's re-run must ask again: those of a video whose prompt or bytes changed since it
+    was judged (and its quarantine entry), and those no longer asked (a video gone, pairs regrouped, ``pairwise``
+    off). Records the videos' fingerprints (sha256 of prompt and bytes) in the same transaction. Returns how many
+    videos changed."""
+    from ..data.cache import digest, file_digest
+
+    now = {s["id"]: digest(s["prompt"] + "\0" + file_digest(Path(root) / s["file_name"])) for s in samples}
+    before = ledger.stage_info(0, "inputs") or {}
+    changed = {sid for sid, d in now.items() if before.get(sid) not in (None, d)}
+    wanted = wanted_keys(samples, pairwise)
+    stale = [j["key"] for j in ledger.rows("judgments", 0)
+             if j["key"] not in wanted or j["a"] in changed or j.get("b") in changed]
+    with ledger.transaction():
+        ledger.forget(0, stale, [q["id"] for q in ledger.rows("quarantine", 0) if q["id"] in changed or
+                                 q["id"] not in now])
+        ledger.mark_done(0, "inputs", now)
+    if changed or stale:
+        log.info("%s: %d videos changed since they were judged; %d judgments to ask again", root, len(changed),
+                 len(stale))
+    return len(changed)
+
+
+def judge_folder(root: Path, out: Path, cfg: JudgeConfig, pairwise: bool = False, progress: bool = True,
+                 force: bool = False) -> dict:
+    """``vipo judge DIR --out F``: judge a folder's videos into the JSONL ``F``, kept as a cache beside it.
+
+    ``F.ledger.sqlite`` holds every answer (an interrupted run resumes) and ``F.provenance.json`` the critic and
+    the options that decide its answers. Run again, only what changed is asked: the videos whose prompt or bytes
+    changed, the new ones, the new pairs; answers about videos gone are dropped. Another critic or other options are
+    refused naming the changed fields; ``force`` drops every answer and starts over. ``F`` existing without that
+    ledger (not written by ``vipo judge``) is refused unless ``force``.
+    """
+    from ..io import provenance
+    from ..io.lock import ensure_folder, hold, lock_path_for_file
+
+    root, out = Path(root), Path(out)
+    if out.is_dir():
+        raise UserError(f"--out {out}: is a folder; --out names the judgments file (JSONL)")
+    samples = folder_samples(root)
+    critic = make_critic(cfg)
+    check_prompts(critic, [(f"{root / 'metadata.jsonl'}:{s['line']}", s["prompt"]) for s in samples])
+    ledger_path = out.with_name(out.name + ".ledger.sqlite")
+    record_path = out.with_name(out.name + ".provenance.json")
+
+    def start_over() -> None:
+        for p in (ledger_path, Path(f"{ledger_path}-wal"), Path(f"{ledger_path}-shm"), record_path):
+            p.unlink(missing_ok=True)
+
+    ensure_folder(out.parent, "--out")
+    with hold(lock_path_for_file(out), str(out)):
+        if out.exists() and not ledger_path.exists():
+            if not force:
+                raise UserError(f"--out {out}: exists and was not written by vipo judge (no {ledger_path.name} "
+                                "beside it); choose another --out, or pass --force to overwrite it")
+        if ledger_path.exists() and not record_path.exists():  # a ledger from before provenance: trust nothing
+            log.warning("%s: no record of the critic that filled it; judging everything again", ledger_path)
+            start_over()
+        provenance.check(record_path, {"critic": critic_record(cfg)}, force, start_over=start_over,
+                         refusal=f"{out} holds judgments of another critic or other options ({{changes}}); choose "
+                                 "another --out, or pass --force to judge everything again",
+                         forced=f"--force: judging everything in {root} again ({{changes}})")
+        with Ledger(ledger_path) as ledger:
+            refresh_cache(ledger, root, samples, pairwise)
+            info = judge(critic, samples, root, ledger, 0, pairwise=pairwise, progress=progress,
+                         max_unparseable=cfg.max_unparseable, export=out)
+            ledger.export("judgments", 0, out)
+    return info

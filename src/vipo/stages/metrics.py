@@ -26,9 +26,11 @@ from pathlib import Path
 import av
 import numpy as np
 
+from .. import faults
 from ..critics import omniscore as O
 from ..errors import UserError
 from ..io import atomic
+from ..io.paths import inside
 from .judge import folder_samples, read_checked
 
 log = logging.getLogger(__name__)
@@ -36,18 +38,25 @@ LONG_SECONDS = 5.0  # VBench-Long from this clip length on
 
 
 def clip_seconds(path: Path) -> float:
-    with av.open(str(path)) as box:
-        s = box.streams.video[0]
-        if s.duration and s.time_base:
-            return float(s.duration * s.time_base)
-        return float(s.frames / s.average_rate) if s.frames and s.average_rate else 0.0
+    """The clip's length from its container; a file that is not a readable video is refused with one line."""
+    try:
+        with av.open(str(path)) as box:
+            if not box.streams.video:
+                raise UserError(f"{path}: no video stream")
+            s = box.streams.video[0]
+            if s.duration and s.time_base:
+                return float(s.duration * s.time_base)
+            return float(s.frames / s.average_rate) if s.frames and s.average_rate else 0.0
+    except av.error.FFmpegError as e:  # corrupt, truncated, empty or not a video at all
+        raise UserError(f"{path}: unreadable video ({type(e).__name__}: {e})") from None
 
 
 def vbench_samples(root: Path) -> list[dict]:
     """A folder without metadata.jsonl: its videos named as VBench names them (``{prompt}-{index}.mp4``)."""
     from ..data.prompts import vbench_prompt
 
-    got = [{"file_name": p.name, "prompt": vbench_prompt(p.name)} for p in sorted(Path(root).glob("*.mp4"))]
+    got = [{"file_name": inside(root, p.name, f"{root}: {p.name}").name, "prompt": vbench_prompt(p.name)}
+           for p in sorted(Path(root).glob("*.mp4"))]
     if not got or any(s["prompt"] is None for s in got):
         raise UserError(f"{root}: no metadata.jsonl (file_name, prompt per line) and not every mp4 is named as "
                         "VBench names them ('prompt-index.mp4')")
@@ -68,6 +77,7 @@ def builtin(root: Path, samples: list[dict], features=None, dimensions=None) -> 
     names = [k for k in [*O.MEASURES, *(features.measures if features else ())] if not dimensions or k in dimensions]
     per_dim: dict[str, list[dict]] = {k: [] for k in names}
     for s in samples:
+        faults.check_term("vipo eval")  # SIGTERM: stop between clips
         frames = read_checked(root / s["file_name"])
         if isinstance(frames, str):
             raise UserError(f"{root / s['file_name']}: {frames}")

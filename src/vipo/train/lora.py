@@ -38,6 +38,7 @@ from safetensors.torch import load_file, save_file
 
 from ..errors import UserError
 from ..io import atomic
+from ..io.paths import inside
 from ..models import load_model
 from ..models.base import VideoModel
 from ..models.pipeline import dtype_kwargs
@@ -289,9 +290,20 @@ def read_policy(folder: Path) -> dict:
     if not path.is_file():
         raise UserError(f"{path}: not found; is {folder} a vipo round checkpoint?")
     try:
-        return json.loads(path.read_text())
+        policy = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise UserError(f"{path}: line {e.lineno}: invalid JSON ({e.msg})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text") from None
+    if not isinstance(policy, dict) or not isinstance(policy.get("adapters", []), list):
+        raise UserError(f"{path}: expected an object with a list of adapters")
+    policy.setdefault("adapters", [])
+    # the adapters and the denoiser are folders of the checkpoint: nothing outside it is read or copied
+    for i, rel in enumerate(policy["adapters"]):
+        inside(folder, str(rel), f"{path}: adapters[{i}]")
+    if policy.get("denoiser"):
+        inside(folder, str(policy["denoiser"]), f"{path}: denoiser")
+    return policy
 
 
 def load_policy(base: str, lora: str | Path | None = None, device: str = "cpu",

@@ -4,10 +4,11 @@ Plain denoising on freshly rendered in-distribution clips (never a held-out comb
 caption noise (``caption_noise``: attribute words swapped the way web captions are wrong), prompt dropout for
 classifier-free guidance, AdamW with warmup and cosine decay, an EMA copy that is what gets saved.
 Everything is drawn from generators seeded by ``seed``, so a run is reproducible; a resumable state is saved every
-``save_every`` steps and a killed run continues from it.
+``save_every`` steps (safetensors + JSON, no pickle: :mod:`vipo.train.state`) and a killed run continues from it.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -19,11 +20,40 @@ import numpy as np
 import torch
 
 from ..config import PretrainConfig
+from ..errors import UserError
 from ..io import atomic
+from ..train import state
 from ..models.world import WorldModel
 from . import grammar, render
 
 log = logging.getLogger(__name__)
+
+
+#: options a resumed pretraining may change: its length (nanoGPT-style, with ``lr_decay_steps`` fixing the schedule),
+#: logging, saving and the final evaluation; any other change would continue a state trained under another config
+RESUMABLE = ("steps", "log_every", "save_every", "eval_clips", "eval_steps", "eval_guidance")
+
+
+@contextlib.contextmanager
+def open_folder(cfg: PretrainConfig, out: Path, force: bool = False):
+    """Hold ``out``'s lock and its config record (``out/config.yaml``) while pretraining writes it: another config
+    (beyond :data:`RESUMABLE`) is refused naming the changed fields, and ``force`` deletes the saved state and
+    starts over."""
+    import shutil
+
+    from ..config import to_dict
+    from ..io import provenance
+    from ..io.lock import folder_lock
+
+    record = {k: v for k, v in to_dict(cfg).items() if k not in RESUMABLE}
+    with folder_lock(out):
+        provenance.check(out / "config.yaml", record, force, start_over=lambda: shutil.rmtree(out / "state",
+                                                                                               ignore_errors=True),
+                         refusal="this pretraining folder was started with a different config ({changes}); re-run "
+                                 f"with the same one (only {', '.join(RESUMABLE)} may change), choose another --out, "
+                                 "or pass --force to delete its state and start over",
+                         forced=f"--force: deleting the pretraining state in {out} and starting over ({{changes}})")
+        yield out
 
 
 def _batch(rng: random.Random, cfg: PretrainConfig, step: int) -> tuple[list[str], np.ndarray]:
@@ -65,16 +95,16 @@ def pretrain(cfg: PretrainConfig, out: Path, device: str = "cpu", progress: bool
     gen = torch.Generator().manual_seed(cfg.seed)
     step = 0
     state_dir = out / "state"
-    if atomic.is_complete(state_dir):
-        state = torch.load(state_dir / "state.pt", weights_only=False)
-        model.unet.load_state_dict(state["unet"])
-        model.text_encoder.load_state_dict(state["text_encoder"])
-        ema.unet.load_state_dict(state["ema_unet"])
-        ema.text_encoder.load_state_dict(state["ema_text_encoder"])
-        opt.load_state_dict(state["opt"])
-        rng.setstate(state["rng"])
-        gen.set_state(state["gen"])
-        step = state["step"]
+    got = _load_state(state_dir)
+    if got is not None:
+        for name, part in (("unet", model.unet), ("text_encoder", model.text_encoder), ("ema_unet", ema.unet),
+                           ("ema_text_encoder", ema.text_encoder)):
+            part.load_state_dict({k[len(name) + 1:]: v for k, v in got["params"].items() if k.startswith(name + ".")})
+        opt.load_state_dict(got["opt"])
+        version, internal, gauss = got["info"]["rng"]
+        rng.setstate((version, tuple(internal), gauss))
+        gen.set_state(got["params"]["gen"])
+        step = got["info"]["step"]
         log.info("resumed pretraining at step %d", step)
     n_params = sum(p.numel() for p in model.unet.parameters())
     log.info("pretraining world model: %.2fM UNet parameters, %d steps of %d clips", n_params / 1e6, cfg.steps,
@@ -112,15 +142,39 @@ def pretrain(cfg: PretrainConfig, out: Path, device: str = "cpu", progress: bool
             bar.set_postfix(loss=f"{np.mean(losses):.4f}")
             t0, losses = time.time(), []
         if step % cfg.save_every == 0 and step < cfg.steps:
-            with atomic.atomic_dir(state_dir) as tmp:
-                torch.save({"unet": model.unet.state_dict(), "text_encoder": model.text_encoder.state_dict(),
-                            "ema_unet": ema.unet.state_dict(), "ema_text_encoder": ema.text_encoder.state_dict(),
-                            "opt": opt.state_dict(), "rng": rng.getstate(), "gen": gen.get_state(), "step": step},
-                           tmp / "state.pt")
+            params = {f"{name}.{k}": v.clone() for name, part in (
+                ("unet", model.unet), ("text_encoder", model.text_encoder), ("ema_unet", ema.unet),
+                ("ema_text_encoder", ema.text_encoder)) for k, v in part.state_dict().items()}
+            version, internal, gauss = rng.getstate()
+            state.save(state_dir, dict(params, gen=gen.get_state()), opt,
+                       {"step": step, "rng": [version, list(internal), gauss]})
     bar.close()
     ema.unet.eval()
     ema.text_encoder.eval()
     return ema
+
+
+def _load_state(folder: Path) -> dict | None:
+    """The resumable state (safetensors + JSON, :mod:`vipo.train.state`), or None. A pickle ``state.pt`` from an
+    older vipo is refused unless ``--allow-pickle``, and even then read with torch's restricted unpickler."""
+    legacy = folder / "state.pt"
+    if atomic.is_complete(folder) and legacy.is_file() and not (folder / "state.json").is_file():
+        from ..models import allow_pickle
+
+        if not allow_pickle():
+            raise UserError(f"{legacy}: a pickle-format state (from an older vipo), which can run arbitrary code when "
+                            f"loaded; delete {folder} to start over, or pass --allow-pickle if you wrote it yourself")
+        try:
+            old = torch.load(legacy, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001  (the restricted unpickler refuses anything but tensors and plain data)
+            raise UserError(f"{legacy}: not a plain pretraining state ({type(e).__name__}); delete {folder} to start "
+                            "over") from None
+        params = {f"{name}.{k}": v for name in ("unet", "text_encoder", "ema_unet", "ema_text_encoder")
+                  for k, v in old[name].items()}
+        version, internal, gauss = old["rng"]
+        return {"params": dict(params, gen=old["gen"]), "opt": old["opt"],
+                "info": {"step": old["step"], "rng": [version, list(internal), gauss]}}
+    return state.load(folder)
 
 
 def evaluate_pass_rate(model: WorldModel, n: int, steps: int, guidance: float, split: str = "indist",
