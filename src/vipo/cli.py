@@ -306,7 +306,8 @@ def cmd_stage(args) -> int:
         raise UserError(f"--round must be between 0 and rounds={cfg.rounds}, got {args.round}")
     if args.round == 0 and args.verb != "eval":
         raise UserError("--round 0 is the base model's evaluation; only `vipo eval --round 0` applies")
-    with open_run(cfg, run_dir, getattr(args, "force", False), need_critic=args.verb == "judge") as (critic, _), \
+    with open_run(cfg, run_dir, getattr(args, "force", False), need_critic=args.verb == "judge",
+                  need_scorer=False) as (critic, _), \
             Ledger(run_dir / "ledger.sqlite") as ledger:
         _setup_logging(args.verbose, run_dir)
         if args.round == 0:
@@ -353,18 +354,14 @@ def cmd_judge_dir(args) -> int:
 
 def cmd_eval_dir(args) -> int:
     from .critics.features import FLAGS
-    from .io.lock import folder_lock
     from .stages.metrics import evaluate_folder
 
     _setup_logging(args.verbose)
     out = Path(args.out) if args.out else Path(args.dir) / "vbench"
     # the feature models' paths: --config (a run recipe's judge: or bare judge keys) < --set < --dino/--clip/...
     judge = _judge_config(args, tuple(FLAGS))
-    if not Path(args.dir).is_dir():
-        raise UserError(f"{args.dir}: not a folder of videos")
-    with folder_lock(out):
-        score = evaluate_folder(Path(args.dir), out, args.backend, args.name, args.dimension,
-                                getattr(args, "device", None) or judge.device, judge)
+    score = evaluate_folder(Path(args.dir), out, args.backend, args.name, args.dimension,
+                            getattr(args, "device", None) or judge.device, judge)
     print(json.dumps(score, indent=2))
     print(f"results: {out / (args.name + '_eval_results.json')}, {out / (args.name + '_final_score.json')}")
     return 0
@@ -416,12 +413,15 @@ def cmd_critic_eval(args) -> int:
     from .critics.agreement import agreement
     from .critics.base import Video
     from .io import atomic
-    from .stages.judge import folder_samples, make_critic, read_checked
+    from .stages.judge import check_prompts, folder_samples, make_critic, read_checked
 
     _setup_logging(args.verbose)
     root = Path(args.dir)
+    if args.out and Path(args.out).is_dir():
+        raise UserError(f"--out {args.out}: is a folder; --out names the result file (JSON)")
     samples = folder_samples(root)
     critic = make_critic(_judge_config(args))
+    check_prompts(critic, [(f"{root / 'metadata.jsonl'}:{s['line']}", s["prompt"]) for s in samples])
     if args.truth:
         from .critics.human import HumanCritic
 
@@ -618,7 +618,7 @@ def _dispatch(args) -> int:
         return 3
     except (FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
         # a path that is a file where a folder belongs (or the other way round), or not ours to write
-        print(f"vipo: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        print(f"vipo: error: {e.filename2 or e.filename or ''}: {e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("vipo: interrupted; run the same command again to continue where it stopped", file=sys.stderr)

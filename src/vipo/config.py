@@ -237,7 +237,10 @@ def validate_tree(cfg: Any, where: str = "") -> None:
                 # "judge." + "frames must be > 0"; a message that does not start with a field gets "judge: ..."
                 head = re.split(r"[\s:,.\[]", msg, maxsplit=1)[0]
                 fields = {f.name for f in dataclasses.fields(cfg)}
-                msg = f"{where}{msg}" if head in fields else f"{where.rstrip('.')}: {msg}"
+                if where.endswith(f".{head}.") and msg.startswith(f"{head}:"):  # "eval.critic." + "critic: ..."
+                    msg = where.rstrip(".") + msg[len(head):]
+                else:
+                    msg = f"{where}{msg}" if head in fields else f"{where.rstrip('.')}: {msg}"
             raise UserError(msg) from None
 
 

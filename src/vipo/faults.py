@@ -4,6 +4,7 @@
 its own process, and every pass from the 2nd on poison the loss. Actions:
 
 - ``raise``: raise :class:`InjectedFault`;  ``kill``: SIGKILL this process;  ``term``: send it SIGTERM;
+- ``hang``: sleep until killed (a live process holding its locks, for the concurrency tests);
 - ``enospc``: raise ``OSError(ENOSPC)``, as a full disk would;
 - value points only (:func:`value`): ``nan``, ``inf``, ``x<factor>`` (multiply, e.g. ``x1000``).
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import time
 from collections import Counter
 
 ENV = "VIPO_FAULTS"
@@ -54,6 +56,9 @@ def point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     elif action == "term":
         os.kill(os.getpid(), signal.SIGTERM)
+    elif action == "hang":
+        while True:
+            time.sleep(60)
     elif action == "enospc":
         raise OSError(errno.ENOSPC, f"No space left on device (injected at {name})")
     elif action is not None:

@@ -185,6 +185,8 @@ def test_row3_unparseable_empty_and_timed_out_answers(judge_world, tmp_path):
                 env={"VIPO_KEY": SECRET})
     assert proc.returncode == 2
     assert "unparseable" in one_line_error(proc) and "max_unparseable=0.01" in proc.stderr
+    export = strict / "round-1" / "judgments.jsonl"  # the file the message points at was written first
+    assert one_line_error(proc).endswith(f"in {export}") and "error" in export.read_text()
 
 
 def test_row4_corrupt_truncated_wrong_length_and_nan(tiny_model_dir, tmp_path):

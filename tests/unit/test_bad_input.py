@@ -1,6 +1,7 @@
 """Bad input fails with one line naming the file, line or field (no traceback, exit 2); what vipo loads is safe."""
 import json
 import logging
+import re
 
 import pytest
 from hypothesis import given, settings
@@ -59,8 +60,11 @@ def test_prompts_longer_than_the_text_encoder_warn(tiny_model_dir, caplog):
                                                                   "samples_per_prompt"),
     ("generate.samples_per_prompt=2", "samples_per_prompt"), ("train.max_skipped_steps=0", "max_skipped_steps"),
     ("train.loss_spike_factor=0.5", "loss_spike_factor"), ("generate.max_quarantined=2", "max_quarantined"),
-    ("min_free_gb=-1", "min_free_gb"), ("eval.critic=oracle", "eval.critic.unknown critic 'oracle'"),
-    ("eval.critic=openai", "eval.critic.the openai critic needs base_url and model"),
+    ("min_free_gb=-1", "min_free_gb"), ("eval.critic=oracle", "eval.critic: unknown critic 'oracle'"),
+    ("eval.critic=openai", "eval.critic: the openai critic needs base_url and model"),
+    ("judge.critic=gpt", "judge.critic: unknown critic 'gpt' (known: world,"),
+    ("judge.critic=openai", "judge: the openai critic needs base_url and model"),
+    ("judge.frames=0", "judge.frames must be > 0"),
     ("eval.critic={critic: world, frame: 3}", "eval.critic.frame"),
 ])
 def test_config_fields(tmp_path, capsys, setting, field):
@@ -169,3 +173,214 @@ def test_prompt_parser_refuses_any_bytes_with_a_user_error(data):
         parse_prompts(data, "p.txt")
     except UserError as e:
         assert str(e).startswith("p.txt")
+
+
+# -- issue 14: every user error one line, checked before anything is written, nothing read from outside ------------
+def _clips(root, names=("a.mp4", "b.mp4"), prompt="a red circle moving left"):
+    """A folder of two rendered world clips with metadata.jsonl naming ``prompt`` (no model)."""
+    import random
+
+    from vipo.io.video import write_mp4
+    from vipo.world import grammar, render
+
+    root.mkdir(parents=True)
+    for i, name in enumerate(names):
+        write_mp4(root / name, render.random_clip(grammar.ALL[i], random.Random(i), 32, 9))
+    (root / "metadata.jsonl").write_text("".join(json.dumps({"file_name": n, "prompt": prompt}) + "\n" for n in names))
+    return root
+
+
+@pytest.mark.parametrize("content, said", [(b"", "unreadable video"), (b"\x00" * 300, "unreadable video")])
+def test_eval_dir_with_a_zero_byte_or_corrupt_mp4_is_one_line(tmp_path, capsys, content, said):
+    root = _clips(tmp_path / "v")
+    (root / "b.mp4").write_bytes(content)
+    assert main(["eval", str(root), "--quiet"]) == 2
+    err = one_line(capsys)
+    assert str(root / "b.mp4") in err and said in err
+
+
+def test_non_utf8_metadata_and_labels_name_file_and_line(tmp_path, capsys):
+    root = _clips(tmp_path / "v")
+    meta = root / "metadata.jsonl"
+    good = meta.read_bytes()
+    meta.write_bytes(good + b'{"file_name": "a.mp4", "prompt": "caf\xe9"}\n')
+    for verb in (["judge", str(root), "--out", str(tmp_path / "j.jsonl")], ["eval", str(root)]):
+        assert main([*verb, "--quiet"]) == 2
+        assert f"{meta}:3: not UTF-8 text (byte 0xe9)" in one_line(capsys)
+    meta.write_bytes(good)
+    labels = tmp_path / "labels.jsonl"
+    labels.write_bytes(b'{"video": "a.mp4", "labels": {"semantic": "Good", "fidelity": "Good", "motion": "Bad"}}\n'
+                       b'\xff\n')
+    assert main(["judge", str(root), "--out", str(tmp_path / "j.jsonl"), "--critic", "human", "--labels",
+                 str(labels), "--quiet"]) == 2
+    assert f"{labels}:2: not UTF-8 text (byte 0xff)" in one_line(capsys)
+    assert not (tmp_path / "j.jsonl").exists()
+
+
+def test_conflicting_human_labels_name_both_lines(tmp_path, capsys):
+    from vipo.critics.human import HumanCritic
+
+    good = {"semantic": "Good", "fidelity": "Good", "motion": "Good"}
+    rows = [{"video": "a.mp4", "labels": good}, {"video": "b.mp4", "labels": good},
+            {"video": "a.mp4", "labels": dict(good, motion="Bad")}]
+    path = tmp_path / "labels.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(UserError, match=r"labels.jsonl:3: conflicts with line 1: two different annotations of "
+                                        r"video 'a.mp4'"):
+        HumanCritic(path)
+    verdicts = {"semantic": "A", "fidelity": "Tie", "motion": "B"}
+    pairs = [{"a": "a.mp4", "b": "b.mp4", "verdicts": verdicts},
+             {"b": "a.mp4", "a": "b.mp4", "verdicts": {"semantic": "B", "fidelity": "Tie", "motion": "A"}},
+             {"a": "a.mp4", "b": "b.mp4", "verdicts": dict(verdicts, motion="A")}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows[:2] + pairs))
+    with pytest.raises(UserError, match=r"labels.jsonl:5: conflicts with line 3"):  # line 4 agrees, swapped
+        HumanCritic(path)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows[:2] * 2 + pairs[:2]))  # repeated, same answers
+    assert len(HumanCritic(path).point) == 2
+
+
+def test_out_naming_an_existing_file_is_one_line(tmp_path, tiny_model_dir, capsys):
+    root = _clips(tmp_path / "v")
+    taken = tmp_path / "taken"
+    taken.write_text("a file")
+    model = ["--model", str(tiny_model_dir)]
+    for argv in (["run", "--out", str(taken), *model], ["generate", "--out", str(taken), "--prompt", "x", *model],
+                 ["eval", str(root), "--out", str(taken)], ["world", "pretrain", "--out", str(taken)],
+                 ["ablate", "--out", str(taken), *model], ["critic", "eval", str(root), "--out", str(tmp_path)]):
+        assert main([*argv, "--quiet"]) == 2, argv
+        err = one_line(capsys)
+        assert str(taken if argv[0] != "critic" else tmp_path) in err, err
+    assert taken.read_text() == "a file"
+    # vipo judge's --out is a file: one vipo did not write is never overwritten without --force
+    assert main(["judge", str(root), "--out", str(taken), "--quiet"]) == 2
+    assert "was not written by vipo judge" in one_line(capsys) and taken.read_text() == "a file"
+    assert main(["judge", str(root), "--out", str(taken), "--quiet", "--force"]) == 0
+    assert '"critic": "world"' in taken.read_text()
+
+
+def test_model_folder_with_missing_components_is_one_line(tmp_path, tiny_model_dir, capsys):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    shutil.rmtree(model / "text_encoder")
+    assert main(["generate", "--model", str(model), "--prompt", "a red circle moving left", "--out",
+                 str(tmp_path / "g"), "--quiet"]) == 2
+    assert "component 'text_encoder' (CLIPTextModel) has no folder" in one_line(capsys)
+    assert not (tmp_path / "g").exists()
+
+
+def test_inputs_are_checked_before_the_run_folder_is_written(tmp_path, tiny_model_dir, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "--out", str(out), "--model", "/no/such/path", "--quiet"]) == 2
+    assert "/no/such/path" in one_line(capsys) and not out.exists()  # the corrected command is not "a changed config"
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle moving left\na cat playing the piano\n")
+    assert main(["run", "--out", str(out), "--model", str(tiny_model_dir), "--set", f"prompts.source={prompts}",
+                 "--quiet"]) == 2
+    err = one_line(capsys)
+    assert f"{prompts}:2: prompt 'a cat playing the piano': the world critic cannot judge it" in err
+    assert not out.exists()
+    assert main(["run", "--out", str(out), "--model", str(tiny_model_dir), "--set", "judge.critic=human", "--set",
+                 f"judge.labels={tmp_path / 'none.jsonl'}", "--quiet"]) == 2
+    assert "judge.labels" in one_line(capsys) and not out.exists()
+    root = _clips(tmp_path / "v", prompt="a cat playing the piano")  # and vipo judge DIR, naming metadata's line
+    assert main(["judge", str(root), "--out", str(tmp_path / "j.jsonl"), "--quiet"]) == 2
+    assert f"{root / 'metadata.jsonl'}:1: prompt 'a cat" in one_line(capsys)
+
+
+def test_an_api_key_pasted_as_the_variable_name_is_refused_unechoed(tmp_path, capsys):
+    for key in ("sk-proj-4f9c2Ab8d1e0F7a6b5c4", "4f9c2ab8d1e0f7a6b5c4d3e2f1a0b9c8"):
+        out = tmp_path / "run"
+        assert main(["run", "--out", str(out), "--set", "judge.critic=openai", "--set", "judge.base_url=http://h/v1",
+                     "--set", "judge.model=m", "--set", f"judge.api_key_env={key}"]) == 2
+        err = capsys.readouterr().err
+        assert "judge.api_key_env: expects the name of an environment variable" in err and key not in err
+        assert not out.exists()
+
+
+def test_paths_in_user_files_stay_in_their_folder(tmp_path, tiny_model_dir, capsys):
+    from vipo.data.real import read_dataset
+    from vipo.io.paths import inside
+    from vipo.train.lora import read_policy
+
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    for entry, said in (({"adapters": ["../../elsewhere"]}, "adapters[0]: '../../elsewhere': must stay inside"),
+                        ({"adapters": [], "denoiser": "/etc"}, "denoiser: '/etc': must be a path relative")):
+        (ckpt / "policy.json").write_text(json.dumps({"base": str(tiny_model_dir), **entry}))
+        with pytest.raises(UserError, match=re.escape(said)):
+            read_policy(ckpt)
+    assert main(["generate", "--model", str(tiny_model_dir), "--lora", str(ckpt), "--prompt", "a red circle moving "
+                 "left", "--out", str(tmp_path / "g"), "--quiet"]) == 2
+    assert "policy.json: denoiser" in one_line(capsys)
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text(json.dumps({"video": "../x.mp4", "labels": {"semantic": "Good", "fidelity": "Good",
+                                                                  "motion": "Good"}}) + "\n")
+    from vipo.critics.human import HumanCritic
+
+    with pytest.raises(UserError, match=r"labels.jsonl:1: video: '../x.mp4': must stay inside"):
+        HumanCritic(labels)
+    # real-video manifests: relative paths confined to the manifest's folder, absolute ones allowed (documented)
+    data = tmp_path / "data"
+    data.mkdir()
+    (tmp_path / "v.mp4").write_bytes(b"x")
+    manifest = data / "m.jsonl"
+    manifest.write_text(json.dumps({"video": "../v.mp4", "caption": "c"}) + "\n")
+    with pytest.raises(UserError, match=r"m.jsonl: line 1: video: '../v.mp4': must stay inside"):
+        read_dataset(manifest)
+    manifest.write_text(json.dumps({"video": str(tmp_path / "v.mp4"), "caption": "c"}) + "\n")
+    assert read_dataset(manifest)[0].video == tmp_path / "v.mp4"
+    (data / "in.mp4").symlink_to(data / "m.jsonl")  # a symlink that stays inside is fine
+    assert inside(data, "in.mp4", "x") == data / "in.mp4"
+
+
+def test_report_gallery_file_name_stays_in_the_eval_folder(tiny_run_dir, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run_dir, run)
+    meta = run / "round-0" / "eval" / "metadata.jsonl"
+    rows = [json.loads(x) for x in meta.read_text().splitlines()]
+    rows[0]["file_name"] = "../../../ledger.sqlite"
+    meta.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["report", str(run)]) == 2
+    assert f"{meta}:1: file_name: '../../../ledger.sqlite': must stay inside" in one_line(capsys)
+
+
+def test_run_lock_refuses_a_second_holder_and_is_freed_by_its_exit(tmp_path):
+    import subprocess
+    import sys
+
+    from vipo.io.lock import LOCK_NAME, folder_lock
+
+    hold = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+            "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, str(os.getpid()).encode()); print('held', flush=True); "
+            "time.sleep(60)")
+    tmp_path.joinpath("run").mkdir()
+    other = subprocess.Popen([sys.executable, "-c", hold, str(tmp_path / "run" / LOCK_NAME)], stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert other.stdout.readline().strip() == "held"
+        with pytest.raises(UserError, match=rf"run: in use by another vipo process \(pid {other.pid}\)"):
+            with folder_lock(tmp_path / "run"):
+                pass
+    finally:
+        other.kill()
+        other.wait()
+    with folder_lock(tmp_path / "run"), folder_lock(tmp_path / "run"):  # free again; re-entrant in one process
+        assert (tmp_path / "run" / LOCK_NAME).read_text().strip() == str(__import__("os").getpid())
+
+
+def test_atomic_writes_follow_the_umask(tmp_path):
+    import os
+    import stat
+
+    from vipo.io import atomic
+
+    atomic.write_text(tmp_path / "f.txt", "x")
+    with atomic.atomic_dir(tmp_path / "d") as d:
+        (d / "y").write_text("y")
+    assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == 0o666 & ~atomic.UMASK
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o777 & ~atomic.UMASK
+    assert atomic.UMASK == os.umask(atomic.UMASK)  # read without changing it

@@ -119,14 +119,17 @@ def preflight(cfg: RunConfig, critic=None) -> None:
 
 @contextmanager
 def open_run(cfg: RunConfig, run_dir: Path, force: bool = False, critic=None, need_critic: bool = True,
-             scorer=None):
+             scorer=None, need_scorer: bool | None = None):
     """Check everything that can be checked (:func:`preflight`; a typo writes nothing), then hold the run folder's
     lock and its config snapshot while the block writes it. Yields ``(critic, scorer)``: the judge's critic and
-    the evaluating one (``eval.critic``), made here when ``need_critic`` and not given, else None."""
-    if need_critic:
+    the evaluating one (``eval.critic``), each made here when needed (``need_scorer`` defaults to ``need_critic``)
+    and not given, else None."""
+    if need_critic or need_scorer:
         check_model(cfg.model, dtype=cfg.model_dtype)  # the cheap checks before a critic loads its weights
-        critic = critic if critic is not None else make_critic(cfg.judge)
-        scorer = scorer if scorer is not None else eval_critic(cfg, critic)
+    if need_critic and critic is None:
+        critic = make_critic(cfg.judge)
+    if (need_critic if need_scorer is None else need_scorer) and scorer is None:
+        scorer = eval_critic(cfg, critic)
     preflight(cfg, critic)
     with folder_lock(run_dir):
         snapshot(cfg, run_dir, force)

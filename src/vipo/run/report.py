@@ -7,13 +7,17 @@
 - implicit accuracy and reward margin during training (``round-K/train_log.jsonl``);
 - a gallery: the same evaluation prompt and seed across the base model and every round (frame strips, with links
   to the mp4s).
+
+Every value read from the run's records is escaped before it is written into the page or the markdown (a record is a
+file anyone could have edited: a ``<script>`` in a seed must show as text, never run); a value that should be a
+number and is not is left out of plots and intervals and shown as text in the tables; a gallery ``file_name`` must
+stay inside its folder.
 """
 from __future__ import annotations
 
 import base64
 import html
 import io
-import json
 from pathlib import Path
 
 import numpy as np
@@ -25,26 +29,50 @@ COLUMNS = (("semantic_pass", "semantic pass"), ("color", "color"), ("shape", "sh
            ("fidelity_good", "fidelity Good"), ("motion_good", "motion Good"))
 
 
+def _num(v) -> float | None:
+    """``v`` as a number, or None when it is not one (a record edited by hand, or a value the run never wrote)."""
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _esc(v) -> str:
+    return html.escape(str(v))
+
+
+def _split(e, split: str) -> dict:
+    got = e.get(split) if isinstance(e, dict) else None
+    return got if isinstance(got, dict) else {}
+
+
+def _ci(split: dict, key: str) -> tuple[float, float] | None:
+    ci = split.get("ci95")
+    ci = ci.get(key) if isinstance(ci, dict) else None
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(_num(x) is not None for x in ci):
+        return float(ci[0]), float(ci[1])
+    return None
+
+
 def write_report(run_dir: Path, evals: dict[int, dict], info: dict) -> Path:
     run_dir = Path(run_dir)
     summary = dict(info)
     summary["rounds"] = {str(k): v for k, v in sorted(evals.items())}
     atomic.write_json(run_dir / "summary.json", summary)
-    lines = [f"# vipo run: {run_dir.name}", "", f"method: {info.get('method')}, rounds evaluated: {len(evals) - 1}",
-             "", "Judge pass rates on fixed evaluation seeds (round 0 = base model).", ""]
+    # (markdown passes HTML through to whatever renders it: the records are escaped here too)
+    lines = [f"# vipo run: {_esc(run_dir.name)}", "", f"method: {_esc(info.get('method'))}, rounds evaluated: "
+             f"{len(evals) - 1}", "", "Judge pass rates on fixed evaluation seeds (round 0 = base model).", ""]
     for split in ("indist", "heldout"):
-        n = next((e[split]["n"] for e in evals.values() if split in e), 0)
-        lines += [f"## {split} ({n} clips per round)", "",
+        n = next((_split(e, split).get("n") for e in evals.values() if _split(e, split)), 0)
+        lines += [f"## {split} ({_esc(n)} clips per round)", "",
                   "| round | " + " | ".join(c[1] for c in COLUMNS) + " |",
                   "|---|" + "---|" * len(COLUMNS)]
         for k, e in sorted(evals.items()):
-            if split in e:
-                lines.append(f"| {k} | " + " | ".join(_cell(e[split], c) for c, _ in COLUMNS) + " |")
+            if _split(e, split):
+                lines.append(f"| {k} | " + " | ".join(_cell(_split(e, split), c) for c, _ in COLUMNS) + " |")
         lines.append("")
         lines += _paired_lines(run_dir, sorted(evals), split)
     lines += ["Brackets: 95% Wilson intervals over the clips.", ""] + _training_lines(run_dir, sorted(evals))
     if info.get("stopped_early"):
-        lines.append(f"Stopped early after round {info['last_round']}: no improvement for {info['patience']} rounds.")
+        lines.append(f"Stopped early after round {_esc(info.get('last_round'))}: no improvement for "
+                     f"{_esc(info.get('patience'))} rounds.")
     atomic.write_text(run_dir / "report.md", "\n".join(lines) + "\n")
     _plot(run_dir / "report.png", evals)
     write_html(run_dir, evals, info)
@@ -55,21 +83,22 @@ def _cell(split: dict, key: str) -> str:
     """A rate with its interval (``53.1% [43.2, 62.8]``), or '-' where the run did not measure it."""
     if key not in split:
         return "-"
-    return fmt(split[key], split.get("ci95", {}).get(key))
+    v = _num(split[key])
+    return fmt(v, _ci(split, key)) if v is not None else _esc(split[key])
 
 
 def paired_change(run_dir: Path, k: int, split: str, base: int = 0) -> tuple[str, dict] | None:
     """Round ``k``'s change from round ``base`` on the same evaluation clips (same prompt and seed, matched by file
     name), paired: the world judge's semantic pass where it was measured, else the semantic Good rate."""
-    rows = [{r["file_name"]: r for r in _rows(run_dir / f"round-{j}" / "eval" / "results.jsonl")
-             if r.get("split") == split and "labels" in r} for j in (k, base)]
+    rows = [{str(r.get("file_name")): r for r in _rows(run_dir / f"round-{j}" / "eval" / "results.jsonl")
+             if r.get("split") == split and isinstance(r.get("labels"), dict)} for j in (k, base)]
     common = sorted(set(rows[0]) & set(rows[1]))
     if not common:
         return None
     key = "passed" if all("passed" in rows[j][f] for j in (0, 1) for f in common) else None
 
     def hit(r: dict) -> bool:
-        return bool(r["passed"]) if key else r["labels"]["semantic"] == "Good"
+        return r["passed"] is True if key else r["labels"].get("semantic") == "Good"
 
     return ("semantic pass" if key else "semantic Good",
             paired_difference([hit(rows[0][f]) for f in common], [hit(rows[1][f]) for f in common]))
@@ -95,13 +124,15 @@ def _training_lines(run_dir: Path, rounds: list[int]) -> list[str]:
         path = run_dir / f"round-{k}" / "checkpoint" / "train_summary.json"
         if k == 0 or not path.is_file():
             continue
-        t = atomic.read_json(path)
-        norms = [t.get(f"grad_norm_{n}") for n in ("preference", "winner_nll", "real_nll")]
+        t = _record(path)
+        norms = [_num(t.get(f"grad_norm_{n}")) for n in ("preference", "winner_nll", "real_nll")]
         ratio = " : ".join("-" if v is None else f"{v / norms[0]:.3g}" for v in norms) if norms[0] else "-"
-        kto = (f"{t['lambda_desirable']:.3g} / {t['lambda_undesirable']:.3g} ({t['n_desirable']} / "
-               f"{t['n_undesirable']})" if "lambda_desirable" in t else "-")
-        rows.append(f"| {k} | {t.get('steps', '-')} | " + " | ".join("-" if v is None else f"{v:.3g}" for v in norms)
-                    + f" | {ratio} | {t.get('grad_cos_preference_real', float('nan')):.2f} | {kto} |")
+        g = lambda key, spec=".3g": "-" if (v := _num(t.get(key))) is None else f"{v:{spec}}"  # noqa: E731
+        kto = (f"{g('lambda_desirable')} / {g('lambda_undesirable')} ({_esc(t.get('n_desirable'))} / "
+               f"{_esc(t.get('n_undesirable'))})" if "lambda_desirable" in t else "-")
+        rows.append(f"| {k} | {_esc(t.get('steps', '-'))} | " + " | ".join("-" if v is None else f"{v:.3g}"
+                                                                           for v in norms)
+                    + f" | {ratio} | {g('grad_cos_preference_real', '.2f')} | {kto} |")
     if not rows:
         return []
     return ["## Training", "", "Gradient norm of each weighted loss term at the round's first step, measured apart.", "",
@@ -124,7 +155,8 @@ def _plot(path: Path, evals: dict[int, dict]) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for split, style in (("indist", "-o"), ("heldout", "--s")):
         for key, label in (("semantic_pass", "semantic pass"), ("fidelity_good", "fidelity Good")):
-            ys = [100 * evals[r].get(split, {}).get(key, float("nan")) for r in rounds]
+            ys = [100 * (v if (v := _num(_split(evals[r], split).get(key))) is not None else float("nan"))
+                  for r in rounds]
             ax.plot(rounds, ys, style, label=f"{split} {label}")
     ax.set_xlabel("round")
     ax.set_ylabel("% of eval clips")
@@ -145,7 +177,23 @@ def _save(fig, path: Path) -> bytes:
 
 
 def _rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    """The objects of a JSONL record (none where it is missing); anything else is refused naming the line."""
+    from ..io.text import jsonl_objects
+
+    return [row for _, row in jsonl_objects(path)] if path.is_file() else []
+
+
+def _record(path: Path) -> dict:
+    """A JSON record (an object), or one line saying why not."""
+    from ..errors import UserError
+
+    try:
+        got = atomic.read_json(path)
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        raise UserError(f"{path}: not a JSON record ({e})") from None
+    if not isinstance(got, dict):
+        raise UserError(f"{path}: expected a JSON object")
+    return got
 
 
 def _img(png: bytes, alt: str) -> str:
@@ -157,25 +205,25 @@ def _round_name(k: int) -> str:
 
 
 def _table(evals: dict[int, dict]) -> str:
-    splits = [s for s in ("indist", "heldout") if any(s in e for e in evals.values())]
+    splits = [s for s in ("indist", "heldout") if any(_split(e, s) for e in evals.values())]
     head = "".join(f'<th colspan="{len(COLUMNS)}">{s}</th>' for s in splits)
     sub = "".join(f"<th>{c}</th>" for _ in splits for _, c in COLUMNS)
     body = "".join("<tr><td>" + _round_name(k) + "</td>" + "".join(
-        _html_cell(e[s], c) if c in e.get(s, {}) else "<td>-</td>" for s in splits for c, _ in COLUMNS)
+        _html_cell(_split(e, s), c) if c in _split(e, s) else "<td>-</td>" for s in splits for c, _ in COLUMNS)
         + "</tr>" for k, e in sorted(evals.items()))
     return f'<table id="metrics"><tr><th rowspan="2">model</th>{head}</tr><tr>{sub}</tr>{body}</table>'
 
 
 def _html_cell(split: dict, key: str) -> str:
-    ci = split.get("ci95", {}).get(key)
+    v, ci = _num(split[key]), _ci(split, key)
     band = f'<br><small class="ci">[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]</small>' if ci else ""
-    return f"<td>{100 * split[key]:.1f}{band}</td>"
+    return f"<td>{100 * v:.1f}{band}</td>" if v is not None else f"<td>{_esc(split[key])}</td>"
 
 
 def _label_plot(run_dir: Path, rounds: list[int]) -> bytes | None:
     counts = {}  # (round, dimension) -> {label: fraction}
     for k in rounds:
-        rs = [r for r in _rows(run_dir / f"round-{k}" / "eval" / "results.jsonl") if "labels" in r]
+        rs = [r for r in _rows(run_dir / f"round-{k}" / "eval" / "results.jsonl") if isinstance(r.get("labels"), dict)]
         for dim in ("semantic", "fidelity", "motion"):
             if rs:
                 counts[k, dim] = {lab: np.mean([r["labels"].get(dim) == lab for r in rs])
@@ -197,7 +245,8 @@ def _label_plot(run_dir: Path, rounds: list[int]) -> bytes | None:
 
 
 def _gap_plot(run_dir: Path, rounds: list[int]) -> bytes | None:
-    gaps = {k: [p["gap"] for p in _rows(run_dir / f"round-{k}" / "pairs.jsonl") if "gap" in p] for k in rounds}
+    gaps = {k: [g for p in _rows(run_dir / f"round-{k}" / "pairs.jsonl") if (g := _num(p.get("gap"))) is not None]
+            for k in rounds}
     gaps = {k: g for k, g in gaps.items() if g}
     if not gaps:
         return None
@@ -222,7 +271,7 @@ def _train_plot(run_dir: Path, rounds: list[int]) -> bytes | None:
     for ax, key in zip(axes, ("implicit_acc", "reward_margin")):
         start = 0
         for k, h in logs.items():
-            pts = [(start + i, r[key]) for i, r in enumerate(h) if key in r]
+            pts = [(start + i, v) for i, r in enumerate(h) if (v := _num(r.get(key))) is not None]
             if pts:
                 ax.plot(*zip(*pts), label=f"round {k}")
             start += len(h)
@@ -246,20 +295,25 @@ def frame_strip(frames: np.ndarray, n: int = 5) -> bytes:
 
 
 def _gallery(run_dir: Path, rounds: list[int], per_split: int = 2) -> str:
+    from ..io.paths import inside
+    from ..io.text import jsonl_objects
     from ..io.video import read_mp4
 
-    meta = _rows(run_dir / "round-0" / "eval" / "metadata.jsonl")
+    path = run_dir / "round-0" / "eval" / "metadata.jsonl"
+    meta = [dict(m, line=n) for n, m in jsonl_objects(path)] if path.is_file() else []
     picked = [m for s in ("indist", "heldout") for m in [m for m in meta if m.get("split") == s][:per_split]]
     out = []
     for m in picked:
         cells = []
+        name = str(m.get("file_name"))
         for k in rounds:
-            rel = f"round-{k}/eval/{m['file_name']}"
-            if (run_dir / rel).is_file():
-                cells.append(f'<td>{_img(frame_strip(read_mp4(run_dir / rel)), rel)}<br>'
+            video = inside(run_dir / f"round-{k}" / "eval", name, f"{path}:{m['line']}: file_name")
+            if video.is_file():
+                rel = video.relative_to(run_dir).as_posix()
+                cells.append(f'<td>{_img(frame_strip(read_mp4(video)), rel)}<br>'
                              f'<a href="{html.escape(rel)}">{_round_name(k)}</a></td>')
-        out.append(f'<tr><th>{html.escape(m["prompt"])}<br><small>{m["split"]}, seed {m["seed"]}</small></th>'
-                   + "".join(cells) + "</tr>")
+        out.append(f'<tr><th>{_esc(m.get("prompt"))}<br><small>{_esc(m.get("split"))}, seed {_esc(m.get("seed"))}'
+                   "</small></th>" + "".join(cells) + "</tr>")
     return '<table id="gallery">' + "".join(out) + "</table>"
 
 
@@ -290,15 +344,17 @@ def write_html(run_dir: Path, evals: dict[int, dict], info: dict) -> Path:
 
 def rerender(run_dir: Path) -> Path:
     """Write the report of an existing run folder again from its records (``vipo report RUN``)."""
-    run_dir = Path(run_dir)
-    evals = {int(p.parent.parent.name.split("-")[1]): atomic.read_json(p)
-             for p in run_dir.glob("round-*/eval/eval.json")}
-    if 0 not in evals:
-        from ..errors import UserError
+    import re
 
+    from ..errors import UserError
+
+    run_dir = Path(run_dir)
+    evals = {int(p.parent.parent.name.split("-")[1]): _record(p) for p in run_dir.glob("round-*/eval/eval.json")
+             if re.fullmatch(r"round-\d+", p.parent.parent.name)}
+    if 0 not in evals:
         raise UserError(f"{run_dir}: no round-0/eval/eval.json (not a vipo run folder, or its base evaluation is "
                         "not done yet)")
-    info = atomic.read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else {}
+    info = _record(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else {}
     info.pop("rounds", None)
     write_report(run_dir, evals, info)
     return run_dir / "report.html"

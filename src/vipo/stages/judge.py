@@ -267,11 +267,15 @@ def refresh_cache(ledger: Ledger, root: Path, samples: list[dict], pairwise: boo
     before = ledger.stage_info(0, "inputs") or {}
     changed = {sid for sid, d in now.items() if before.get(sid) not in (None, d)}
     wanted = wanted_keys(samples, pairwise)
-    stale = [j["key"] for j in ledger.rows("judgments", 0)
-             if j["key"] not in wanted or j["a"] in changed or j.get("b") in changed]
+    rows = ledger.rows("judgments", 0)
+    stale = [j["key"] for j in rows if j["key"] not in wanted or j["a"] in changed or j.get("b") in changed]
+    pid = {s["id"]: s["prompt_id"] for s in samples}
+    moved = [dict(j, prompt_id=pid[j["a"]]) for j in rows if j["key"] not in stale and j["prompt_id"] != pid[j["a"]]]
     with ledger.transaction():
         ledger.forget(0, stale, [q["id"] for q in ledger.rows("quarantine", 0) if q["id"] in changed or
                                  q["id"] not in now])
+        for j in moved:  # an unchanged video whose prompt's number moved (another prompt changed before it)
+            ledger.add_judgment(j, replace=True)
         ledger.mark_done(0, "inputs", now)
     if changed or stale:
         log.info("%s: %d videos changed since they were judged; %d judgments to ask again", root, len(changed),
@@ -314,7 +318,7 @@ def judge_folder(root: Path, out: Path, cfg: JudgeConfig, pairwise: bool = False
         if ledger_path.exists() and not record_path.exists():  # a ledger from before provenance: trust nothing
             log.warning("%s: no record of the critic that filled it; judging everything again", ledger_path)
             start_over()
-        provenance.check(record_path, {"critic": critic_record(cfg)}, force, start_over=start_over,
+        provenance.check(record_path, {"judge": critic_record(cfg)}, force, start_over=start_over,
                          refusal=f"{out} holds judgments of another critic or other options ({{changes}}); choose "
                                  "another --out, or pass --force to judge everything again",
                          forced=f"--force: judging everything in {root} again ({{changes}})")

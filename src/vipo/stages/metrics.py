@@ -28,8 +28,10 @@ import numpy as np
 
 from .. import faults
 from ..critics import omniscore as O
+from ..data.cache import file_digest
 from ..errors import UserError
 from ..io import atomic
+from ..io.lock import folder_lock
 from ..io.paths import inside
 from .judge import folder_samples, read_checked
 
@@ -137,13 +139,21 @@ def evaluate_folder(root: Path, out: Path, backend: str = "builtin", name: str =
     """``judge``: a :class:`vipo.config.JudgeConfig` whose model paths (``dino``, ``clip``, ``aesthetic_clip``,
     ``aesthetic_head``, ``musiq``, ``xclip``) and ``feature_batch`` the builtin backend uses."""
     from ..config import JudgeConfig
-    from ..critics.features import FLAGS, FeatureModels
-    from ..device import resolve_device
 
     root, out = Path(root), Path(out)
+    if not root.is_dir():
+        raise UserError(f"{root}: not a folder of videos")
     judge = judge if judge is not None else JudgeConfig()
     samples = folder_samples(root) if (root / "metadata.jsonl").is_file() else vbench_samples(root)
     seconds = [clip_seconds(root / s["file_name"]) for s in samples]
+    with folder_lock(out):  # the inputs are checked: now the output folder may be written
+        return _evaluate(root, out, samples, seconds, backend, name, dimensions, device, judge)
+
+
+def _evaluate(root, out, samples, seconds, backend, name, dimensions, device, judge) -> dict:
+    from ..critics.features import FLAGS, FeatureModels
+    from ..device import resolve_device
+
     long = sum(t >= LONG_SECONDS for t in seconds)
     if long:
         log.warning("%d of %d clips last %.0f s or more: VBench's numbers need VBench-Long for them%s", long,
@@ -172,4 +182,9 @@ def evaluate_folder(root: Path, out: Path, backend: str = "builtin", name: str =
     score = final_score({k: float(v[0]) for k, v in results.items()})
     score.update(backend=backend, videos=len(samples), long_clips=long, max_seconds=max(seconds), **extra)
     atomic.write_json(out / f"{name}_final_score.json", score)
+    # what produced these numbers (recomputed on every run, so never stale): the videos, prompts and options
+    atomic.write_json(out / "provenance.json", {
+        "videos": {s["file_name"]: file_digest(root / s["file_name"])[:16] for s in samples},
+        "prompts": {s["file_name"]: s["prompt"] for s in samples}, "backend": backend, "name": name,
+        "dimensions": dimensions, "features": {k: getattr(judge, k) for k in FLAGS}})
     return score
