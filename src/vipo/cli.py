@@ -183,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--prompt", action="append", required=True)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="--out holds clips rendered from other prompts or another "
+                   "seed: delete them and render again")
     return ap
 
 
@@ -506,12 +508,26 @@ def cmd_world(args) -> int:
         from .io.video import write_mp4
         from .world import grammar, render
 
+        from .io import provenance
+        from .io.lock import folder_lock
+
         out = Path(args.out)
-        for i, p in enumerate(args.prompt):
-            a = grammar.parse(p)
+        attrs = [grammar.parse(p) for p in args.prompt]
+        for p, a in zip(args.prompt, attrs):
             if a is None:
                 raise UserError(f"--prompt {p!r}: not a prompt of the world's grammar (e.g. 'a red circle moving left')")
-            write_mp4(out / f"{i:03d}.mp4", render.random_clip(a, random.Random(args.seed + i), 32, 9))
+        record, path = {"prompts": args.prompt, "seed": args.seed}, out / "provenance.json"
+
+        def start_over() -> None:  # the clips an earlier render wrote, nothing else
+            for i in range(len((provenance.read(path) or {}).get("prompts", []))):
+                (out / f"{i:03d}.mp4").unlink(missing_ok=True)
+
+        with folder_lock(out):
+            provenance.check(path, record, args.force, start_over=start_over,
+                             refusal=f"{out} holds clips rendered from other prompts ({{changes}}); choose another "
+                                     "--out, or pass --force to delete them and render again")
+            for i, a in enumerate(attrs):
+                write_mp4(out / f"{i:03d}.mp4", render.random_clip(a, random.Random(args.seed + i), 32, 9))
         print(f"{len(args.prompt)} clips in {out}")
         return 0
     from . import config as C

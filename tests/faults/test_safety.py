@@ -167,8 +167,8 @@ def test_row15_paths_leading_out_of_the_folder_are_refused(tmp_path):
     meta = root / "metadata.jsonl"
     lines = meta.read_text().splitlines()
     (root / "link.mp4").symlink_to(secret)
-    for bad, verb, said in (("../outside.mp4", "judge", "no '..'"), (str(secret), "eval", "no absolute path"),
-                            ("link.mp4", "judge", "a symlink leading outside")):
+    for bad, verb, said in (("../outside.mp4", "judge", "'..' is refused"), (str(secret), "eval", "absolute paths "
+                            "are refused"), ("link.mp4", "judge", "a symlink leads outside")):
         meta.write_text(lines[0] + "\n" + json.dumps({"file_name": bad, "prompt": PROMPTS[0]}) + "\n")
         args = [verb, root, "--out", tmp_path / f"{verb}-out", "--quiet"]
         proc = cli(*args)
@@ -222,11 +222,14 @@ def test_row17_script_in_every_report_field_shows_as_text(tiny_run_dir, chromium
         ev = json.loads((run / f"round-{k}" / "eval" / "eval.json").read_text())
         ev["indist"] = {key: XSS.format(f"eval{k}.{key}") for key in [*ev["indist"], "n"]}
         ev["heldout"] = XSS.format(f"eval{k}.heldout")
+        if k:  # round 0's intervals are text, round 1's a mapping of text
+            ev["indist"]["ci95"] = {"semantic_pass": XSS.format("ci"), "color": [XSS.format("lo"), 1]}
         (run / f"round-{k}" / "eval" / "eval.json").write_text(json.dumps(ev))
         res = run / f"round-{k}" / "eval" / "results.jsonl"
         rows = [json.loads(x) for x in res.read_text().splitlines()]
         rows[0]["labels"] = XSS.format("labels")
         rows[1]["labels"] = {d: XSS.format(f"label.{d}") for d in ("semantic", "fidelity", "motion")}
+        rows[2].update(passed=XSS.format("passed"), file_name=XSS.format("results.file_name"))
         res.write_text("".join(json.dumps(r) + "\n" for r in rows))
     meta = run / "round-0" / "eval" / "metadata.jsonl"
     rows = [json.loads(x) for x in meta.read_text().splitlines()]
@@ -235,6 +238,10 @@ def test_row17_script_in_every_report_field_shows_as_text(tiny_run_dir, chromium
     rows[1]["split"] = XSS.format("split")
     rows[2]["file_name"] = XSS.format("file_name").replace("</script>", "")  # no such file: a row without strips
     meta.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    summary_file = run / "round-1" / "checkpoint" / "train_summary.json"
+    train = json.loads(summary_file.read_text())
+    summary_file.write_text(json.dumps({key: XSS.format(f"train.{key}") for key in [
+        *train, "steps", "grad_norm_preference", "grad_norm_winner_nll", "lambda_desirable", "n_desirable"]}))
     for name, keys in (("pairs.jsonl", ("gap",)), ("train_log.jsonl", ("implicit_acc", "reward_margin"))):
         path = run / "round-1" / name
         rows = [dict(json.loads(x), **{key: XSS.format(key) for key in keys}) for x in path.read_text().splitlines()]

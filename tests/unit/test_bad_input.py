@@ -306,8 +306,8 @@ def test_paths_in_user_files_stay_in_their_folder(tmp_path, tiny_model_dir, caps
 
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
-    for entry, said in (({"adapters": ["../../elsewhere"]}, "adapters[0]: '../../elsewhere': must stay inside"),
-                        ({"adapters": [], "denoiser": "/etc"}, "denoiser: '/etc': must be a path relative")):
+    for entry, said in (({"adapters": ["../../elsewhere"]}, "adapters[0]: '../../elsewhere': '..' is refused"),
+                        ({"adapters": [], "denoiser": "/etc"}, "denoiser: '/etc': absolute paths are refused")):
         (ckpt / "policy.json").write_text(json.dumps({"base": str(tiny_model_dir), **entry}))
         with pytest.raises(UserError, match=re.escape(said)):
             read_policy(ckpt)
@@ -319,7 +319,7 @@ def test_paths_in_user_files_stay_in_their_folder(tmp_path, tiny_model_dir, caps
                                                                   "motion": "Good"}}) + "\n")
     from vipo.critics.human import HumanCritic
 
-    with pytest.raises(UserError, match=r"labels.jsonl:1: video: '../x.mp4': must stay inside"):
+    with pytest.raises(UserError, match=r"labels.jsonl:1: video: '../x.mp4': '..' is refused"):
         HumanCritic(labels)
     # real-video manifests: relative paths confined to the manifest's folder, absolute ones allowed (documented)
     data = tmp_path / "data"
@@ -327,7 +327,7 @@ def test_paths_in_user_files_stay_in_their_folder(tmp_path, tiny_model_dir, caps
     (tmp_path / "v.mp4").write_bytes(b"x")
     manifest = data / "m.jsonl"
     manifest.write_text(json.dumps({"video": "../v.mp4", "caption": "c"}) + "\n")
-    with pytest.raises(UserError, match=r"m.jsonl: line 1: video: '../v.mp4': must stay inside"):
+    with pytest.raises(UserError, match=r"m.jsonl: line 1: video: '../v.mp4': '..' is refused"):
         read_dataset(manifest)
     manifest.write_text(json.dumps({"video": str(tmp_path / "v.mp4"), "caption": "c"}) + "\n")
     assert read_dataset(manifest)[0].video == tmp_path / "v.mp4"
@@ -345,7 +345,7 @@ def test_report_gallery_file_name_stays_in_the_eval_folder(tiny_run_dir, tmp_pat
     rows[0]["file_name"] = "../../../ledger.sqlite"
     meta.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert main(["report", str(run)]) == 2
-    assert f"{meta}:1: file_name: '../../../ledger.sqlite': must stay inside" in one_line(capsys)
+    assert f"{meta}:1: file_name: '../../../ledger.sqlite': '..' is refused" in one_line(capsys)
 
 
 def test_run_lock_refuses_a_second_holder_and_is_freed_by_its_exit(tmp_path):
@@ -384,3 +384,13 @@ def test_atomic_writes_follow_the_umask(tmp_path):
     assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == 0o666 & ~atomic.UMASK
     assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o777 & ~atomic.UMASK
     assert atomic.UMASK == os.umask(atomic.UMASK)  # read without changing it
+
+
+def test_world_render_refuses_other_prompts_and_force_renders_again(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(["world", "render", "--out", str(out), "--prompt", "a red circle moving left", "--prompt",
+                 "a blue square moving up"]) == 0
+    assert main(["world", "render", "--out", str(out), "--prompt", "a red circle moving left"]) == 2
+    assert "prompts: ['a red circle moving left', 'a blue square moving up'] then" in one_line(capsys)
+    assert main(["world", "render", "--out", str(out), "--prompt", "a red circle moving left", "--force"]) == 0
+    assert sorted(p.name for p in out.glob("*.mp4")) == ["000.mp4"]  # the stale 001.mp4 is gone
