@@ -505,11 +505,10 @@ def cmd_world(args) -> int:
     if args.world_verb == "render":
         import random
 
-        from .io.video import write_mp4
-        from .world import grammar, render
-
         from .io import provenance
         from .io.lock import folder_lock
+        from .io.video import write_mp4
+        from .world import grammar, render
 
         out = Path(args.out)
         attrs = [grammar.parse(p) for p in args.prompt]
@@ -626,16 +625,16 @@ def _dispatch(args) -> int:
         print(f"vipo: stopped by SIGTERM ({e}); state saved: run the same command again to continue",
               file=sys.stderr)
         return faults.EXIT_TERM
+    except (FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
+        # a path that is a file where a folder belongs (or the other way round), or not ours to write
+        print(f"vipo: error: {e.filename2 or e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        return 2
     except OSError as e:
         if e.errno != errno.ENOSPC:
             raise
         print(f"vipo: error: disk full ({e.strerror or e}); nothing partial was kept: free some space and run the "
               "same command again to continue", file=sys.stderr)
         return 3
-    except (FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
-        # a path that is a file where a folder belongs (or the other way round), or not ours to write
-        print(f"vipo: error: {e.filename2 or e.filename or ''}: {e.strerror or e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("vipo: interrupted; run the same command again to continue where it stopped", file=sys.stderr)
         return 130

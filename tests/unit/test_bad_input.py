@@ -251,6 +251,8 @@ def test_out_naming_an_existing_file_is_one_line(tmp_path, tiny_model_dir, capsy
         err = one_line(capsys)
         assert str(taken if argv[0] != "critic" else tmp_path) in err, err
     assert taken.read_text() == "a file"
+    assert main(["prompts", "build", "--out", str(tmp_path), "-n", "2"]) == 2  # any other verb: the OS's one line
+    assert one_line(capsys) == f"vipo: error: {tmp_path}: Is a directory"
     # vipo judge's --out is a file: one vipo did not write is never overwritten without --force
     assert main(["judge", str(root), "--out", str(taken), "--quiet"]) == 2
     assert "was not written by vipo judge" in one_line(capsys) and taken.read_text() == "a file"
