@@ -43,7 +43,8 @@ def _run_args(p: argparse.ArgumentParser, out_required: bool = True) -> None:
     p.add_argument("--seed", type=int, help="run seed")
     p.add_argument("--device", help="auto, cpu or cuda")
     p.add_argument("--force", action="store_true", help="continue a run folder with a config that differs from its "
-                   "snapshot (the changed fields are logged)")
+                   "snapshot (the changed fields are logged); vipo judge DIR: judge everything again with another "
+                   "critic or options, or overwrite an --out file vipo judge did not write")
 
 
 def _critic_args(p: argparse.ArgumentParser) -> None:
