@@ -79,7 +79,12 @@ def check(path: str | Path, record: dict, force: bool, refusal: str, forced: str
     ``start_over()`` (when given: it removes the old outputs), then rewrites the record; returns the changes.
     ``defaults``: fields an older record lacks count as these."""
     path = Path(path)
-    old = read(path)
+    try:
+        old = read(path)
+    except UserError:
+        if not force:
+            raise
+        old = {"(unreadable record)": True}  # --force: start over from whatever is there
     diffs = [] if old is None else differences(_merge(defaults, old) if defaults else old, record)
     if old is not None and not diffs:
         return []
