@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .. import faults, seeds
-from ..config import RunConfig, eval_judge, to_dict
+from ..config import RunConfig, eval_judge, merge, to_dict
 from ..data.cache import LatentCache, TextCache
 from ..data.ledger import Ledger
 from ..data.prompts import read_prompts
@@ -220,7 +220,7 @@ def adopt_base_eval(cfg: RunConfig, run_dir: Path, source: Path) -> bool:
     run_dir, source = Path(run_dir), Path(source)
     if not (source / "config.yaml").is_file() or not (source / "round-0" / "eval" / "eval.json").is_file():
         return False
-    data = merge(to_dict(RunConfig()), yaml.safe_load((source / "config.yaml").read_text()) or {})
+    data = merge(to_dict(RunConfig()), provenance.read(source / "config.yaml") or {})
     from ..config import build, validate_tree
 
     src_cfg = build(RunConfig, data)
@@ -231,8 +231,7 @@ def adopt_base_eval(cfg: RunConfig, run_dir: Path, source: Path) -> bool:
         info = src.stage_info(0, "eval") if src.is_done(0, "eval") else None
     if info is None:
         return False
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with Ledger(run_dir / "ledger.sqlite") as ledger:
+    with folder_lock(run_dir), Ledger(run_dir / "ledger.sqlite") as ledger:  # (a run of that folder may be live)
         if ledger.is_done(0, "eval"):
             return False
         out = run_dir / "round-0" / "eval"
