@@ -152,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--steps", type=int, default=None, help="sampler steps")
     p.add_argument("--guidance", type=float, default=None)
+    for dim in ("frames", "height", "width"):
+        p.add_argument(f"--{dim}", type=int, default=None, help=f"clip {dim} (default: the model's; generate.{dim})")
     p.add_argument("--device", default=None)
     p.add_argument("--model-dtype", choices=("float32", "bfloat16", "float16"), default=None,
                    help="the real families' weights in this dtype (default float32; with --round: model_dtype)")
@@ -475,6 +477,9 @@ def cmd_generate(args) -> int:
         cfg.num_steps = args.steps
     if args.guidance is not None:
         cfg.guidance = args.guidance
+    for dim in ("frames", "height", "width"):
+        if getattr(args, dim) is not None:
+            setattr(cfg, dim, getattr(args, dim))
     if cfg.samples_per_prompt < 1:
         raise UserError("--samples-per-prompt must be at least 1")
     prompts = list(args.prompt)

@@ -92,6 +92,12 @@ def _check(ok: bool, message: str) -> None:
         raise UserError(message)
 
 
+def _sizes(cfg: Any) -> None:
+    for n in ("frames", "height", "width"):
+        _check(isinstance(getattr(cfg, n), int) and getattr(cfg, n) >= 0, f"{n} must be >= 0 (0 = the model's "
+               f"default), got {getattr(cfg, n)!r}")
+
+
 def _positive(cfg: Any, *names: str) -> None:
     for n in names:
         v = getattr(cfg, n)
@@ -286,6 +292,16 @@ class GenerateConfig:
     """videos per sampler batch"""
     fps: int = 8
     """frame rate written into the mp4 files"""
+    frames: int = 0
+    """frames per clip (0 = the model folder's vipo.json, else the family's published count: CogVideoX 49, Wan 81,
+    LTX 161); checked at start against the family's rule (8k+1 for CogVideoX, whose VAE decodes an odd number of
+    4x-compressed latent frames; 4k+1 for Wan; 8k+1 for LTX) and the transformer's positional limits. Training, real-video caching and evaluation
+    follow it"""
+    height: int = 0
+    """clip height in pixels (0 = the folder's or family's default: CogVideoX 480, Wan 480, LTX 512); a multiple
+    of the VAE's spatial factor times the patch (16 for CogVideoX and Wan, 32 for LTX)"""
+    width: int = 0
+    """clip width in pixels (0 = the folder's or family's default: CogVideoX 720, Wan 832, LTX 704); as height"""
     vae_tiling: bool = False
     """decode (here and in eval) in overlapping spatial tiles where the family's VAE supports it: far less memory
     for large clips, a little slower"""
@@ -297,6 +313,7 @@ class GenerateConfig:
 
     def validate(self) -> None:
         _positive(self, "num_steps", "batch_size", "fps")
+        _sizes(self)
         _check(0 <= self.max_quarantined <= 1, f"max_quarantined must be in [0, 1], got {self.max_quarantined}")
         _check(self.samples_per_prompt >= 3, f"samples_per_prompt must be at least 3, got {self.samples_per_prompt}")
         _check(self.guidance >= 1, f"guidance must be >= 1, got {self.guidance}")
@@ -577,6 +594,12 @@ class EvalConfig:
     """eval seed family (eval seeds live in a range training seeds never use)"""
     batch_size: int = 48
     """videos per sampler batch"""
+    frames: int = 0
+    """frames per evaluation clip (0 = the run's, ``generate.frames``)"""
+    height: int = 0
+    """evaluation clip height (0 = the run's, ``generate.height``)"""
+    width: int = 0
+    """evaluation clip width (0 = the run's, ``generate.width``)"""
     metric: str = "auto"
     """the validation metric early stopping watches: SPLIT_KEY with SPLIT indist or heldout and KEY a number of the
     split in eval.json (pass = semantic_pass, the world judge's; score = the mean of the three dimension scores,
@@ -590,6 +613,7 @@ class EvalConfig:
 
     def validate(self) -> None:
         _positive(self, "clips_per_split", "num_steps", "batch_size")
+        _sizes(self)
         _check(isinstance(self.critic, (str, dict)), f"critic must be a critic name or a mapping of judge options, "
                f"got {self.critic!r}")
         split, _, key = self.metric.partition("_")

@@ -151,3 +151,26 @@ def test_full_fine_tune_checkpoint_is_the_next_rounds_policy_and_reference(tmp_p
     first = json.loads((out / "round-2" / "train_log.jsonl").read_text().splitlines()[0])
     assert first["dpo_loss"] == pytest.approx(np.log(2), abs=1e-6)
     assert first["err_ref_chosen"] == pytest.approx(first["err_policy_chosen"], abs=1e-7)
+
+
+def test_clip_size_through_the_cli(tmp_path, capsys, tiny_model_dir):
+    """A Wan folder saved by plain diffusers (no vipo.json) at its published 81 x 480 x 832 does not fit the tiny
+    transformer's rotary table: one line naming the nearest size, exit 2; at a chosen size it generates. The world's
+    clips have one size only."""
+    import tiny_families
+    from vipo.io.video import read_mp4
+
+    torch.manual_seed(0)
+    tiny_families.build("wan").save_pretrained(tmp_path / "wan")
+    args = ["generate", "--model", str(tmp_path / "wan"), "--prompt", "a cat surfing a wave", "--samples-per-prompt",
+            "1", "--steps", "2", "--out", str(tmp_path / "gen"), "--quiet"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("vipo: error: generate.width=832 (the default): above 512 (nearest: 512).")
+    assert main(args + ["--frames", "13", "--height", "32", "--width", "48"]) == 0
+    (video,) = (tmp_path / "gen" / "samples").glob("*.mp4")
+    assert read_mp4(video).shape == (13, 64, 96, 3)  # (small clips are written upscaled by an integer)
+    capsys.readouterr()
+    assert main(["run", "--model", str(tiny_model_dir), "--out", str(tmp_path / "run"), "--set", "eval.frames=25"]
+                + TINY_RUN) == 2
+    assert "eval.frames=25: the world model's clips are always 9 x 32 x 32" in capsys.readouterr().err

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+import tiny_families
 from tiny_families import FAMILIES, VIDEO  # tests/ is on sys.path (rootdir conftest)
 from vipo import losses
 from vipo.models import detect_family, load_model
@@ -50,6 +51,31 @@ def test_generation_returns_latents_and_each_seed_stands_alone(tmp_path, model, 
     g = torch.Generator().manual_seed(0)
     t, hi = model.sample_timesteps(2000, g).float(), model.sample_timesteps(2000, g, (0.8, 1.0)).float()
     assert 0 <= t.min() < 200 and 800 < t.max() <= 1000 and 800 <= hi.min() and hi.max() <= 1000
+
+
+def test_a_plain_diffusers_folder_generates_at_the_size_it_is_given(tmp_path, family):
+    """No vipo.json: the family's published size, checked against the model (the tiny Wan's rotary table is 32
+    positions per axis, so 832 wide does not fit); a chosen small size samples and encodes in seconds."""
+    from vipo.errors import UserError
+
+    torch.manual_seed(0)
+    tiny_families.build(family).save_pretrained(tmp_path / "plain")
+    model = load_model(str(tmp_path / "plain"))
+    assert model.clip_size() == {"cogvideox": (9, 64, 64), "wan": (81, 480, 832), "ltx": (161, 512, 704)}[family]
+    if family == "wan":
+        with pytest.raises(UserError, match=r"generate.width=832 \(the default\): above 512 \(nearest: 512\)"):
+            model.set_size()
+    step = {"cogvideox": 16, "wan": 16, "ltx": 32}[family]
+    with pytest.raises(UserError) as bad:
+        model.set_size(11, 42, 8 * step + 1, where="eval")
+    frames = "8k+1 (nearest: 9 or 17)" if family == "cogvideox" else "4k+1 (nearest: 9 or 13)"
+    assert str(bad.value).startswith(f"eval.frames=11: not {frames}; eval.height=42: not a multiple of {step}")
+    assert f"eval.width={8 * step + 1}: not a multiple of {step} (nearest: {8 * step} or {9 * step})" in str(bad.value)
+    assert "\n" not in str(bad.value) and model.clip_size()[0] != 11  # refused: nothing changed
+    model.set_size(9, 32, 2 * step)
+    latents = model.sample(_cond(model, PROMPTS[:1]), _cond(model, [""]), [3], num_steps=2, guidance=3.0)
+    frames = model.decode(latents)
+    assert frames.shape == (1, 9, 32, 2 * step, 3) and model.encode_video(frames).shape == latents.shape
 
 
 def test_cogvideox_velocity_target_with_and_without_rotary_embeddings(tmp_path, tiny_family_dir):

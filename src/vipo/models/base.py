@@ -96,6 +96,21 @@ class VideoModel(abc.ABC):
     def save(self, path: str | Path) -> None:
         """Write the whole model as a diffusers-style folder."""
 
+    def clip_size(self) -> tuple[int, int, int]:
+        """(frames, height, width) of the clips the model samples and encodes now."""
+        return self.frames, self.height, self.width  # type: ignore[attr-defined]
+
+    def set_size(self, frames: int = 0, height: int = 0, width: int = 0, where: str = "generate") -> None:
+        """Sample and encode clips of this size from now on (0 keeps a dimension as it is). A family whose network
+        is built for one size (the embedded world) refuses any other with one line naming ``where``'s fields."""
+        now = self.clip_size()
+        for name, want, have in zip(("frames", "height", "width"), (frames, height, width), now):
+            if want and want != have:
+                from ..errors import UserError
+
+                raise UserError(f"{where}.{name}={want}: the {self.family} model's clips are always "
+                                f"{' x '.join(map(str, now))} (frames x height x width); leave {where}.{name} at 0")
+
     # -- optional hooks (the defaults suit a model with no separate frozen encoders) ---------------------------------
     def cache_key(self, part: str) -> str:
         """Fingerprint of what a cache of ``part`` ('text': conditioning, 'vae': real-video latents) depends on."""

@@ -37,7 +37,22 @@ class CogVideoXModel(PipelineModel):
 
     def default_size(self):
         cfg, s = self.pipe.transformer.config, self.pipe.vae_scale_factor_spatial
+        if cfg.patch_size_t:  # 1.5: its sample size is the rotary table's extent, not the published 81 x 768 x 1360
+            return 81, min(768, cfg.sample_height * s), min(1360, cfg.sample_width * s)
         return cfg.sample_frames, cfg.sample_height * s, cfg.sample_width * s
+
+    def size_rules(self):
+        cfg, p = self.pipe.transformer.config, self.pipe
+        t, s = p.vae_scale_factor_temporal, p.vae_scale_factor_spatial
+        # the VAE decodes latent frames in pairs after the first: an even latent count decodes to 8k frames, not the
+        # 8k - 3 asked for (measured: 5 frames come back as 8, 13 as 16), so frames are 2t k + 1 (49, 81, 161)
+        why = f"VAE {t}x in time decoding an odd number of latent frames, {s}x in space, patch {cfg.patch_size}"
+        if not cfg.patch_size_t:  # 1.0: sin-cos or rotary embeddings computed for any size
+            return 2 * t, s * cfg.patch_size, (None, None, None), why
+        # 1.5: rotary positions are sliced from a table of sample_height x sample_width patches
+        top = (cfg.sample_height // cfg.patch_size * cfg.patch_size * s,
+               cfg.sample_width // cfg.patch_size * cfg.patch_size * s)
+        return 2 * t, s * cfg.patch_size, (None, *top), why + f", rotary table {top[0]} x {top[1]} pixels"
 
     @property
     def max_tokens(self) -> int:

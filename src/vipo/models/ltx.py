@@ -37,6 +37,15 @@ class LTXModel(PipelineModel):
     def default_size(self):
         return 161, 512, 704  # LTXPipeline's defaults
 
+    def size_rules(self):
+        p = self.pipe
+        t, s = p.vae_temporal_compression_ratio, p.vae_spatial_compression_ratio
+        pt, ps = p.transformer_temporal_patch_size, p.transformer_spatial_patch_size
+        # rotary positions are computed from the latent grid's coordinates: no table, no size limit; LTXPipeline
+        # itself refuses sides that are not multiples of 32, whatever its VAE
+        return t * pt, math.lcm(32, s * ps), (None, None, None), (f"VAE {t}x in time, {s}x in space, patch "
+                                                                  f"{pt}x{ps}x{ps}; LTXPipeline takes multiples of 32")
+
     def _latent_size(self, frames: int, height: int, width: int) -> tuple[int, int, int]:
         p = self.pipe
         return ((frames - 1) // p.vae_temporal_compression_ratio + 1, height // p.vae_spatial_compression_ratio,

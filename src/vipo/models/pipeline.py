@@ -9,7 +9,11 @@ Weights load in the run's ``model_dtype`` (diffusers' ``dtype``, formerly ``torc
 it, as ``Pipeline.from_pretrained(base, dtype=...)`` does; latents come back float32 whatever the dtype.
 
 Clip size (frames, height, width) is not part of a diffusers folder: a folder may carry a ``vipo.json`` with it
-(``save`` writes one); otherwise each family uses its pipeline's defaults.
+(``save`` writes one); otherwise each family uses its published size. A run sets it (``generate.frames/height/width``,
+``eval.*``) through :meth:`PipelineModel.set_size`, which checks it against what the family takes before anything
+runs: frames ``t k + 1`` for a VAE that compresses time ``t``-fold (its first frame is encoded alone), height and
+width multiples of the VAE's spatial factor times the transformer's patch, and the transformer's positional limits
+(:meth:`PipelineModel.size_rules`); a size outside them is one line naming the nearest sizes that fit.
 """
 from __future__ import annotations
 
@@ -58,6 +62,38 @@ class PipelineModel(VideoModel):
     @abc.abstractmethod
     def default_size(self) -> tuple[int, int, int]:
         """(frames, height, width) of the pipeline's own defaults."""
+
+    @abc.abstractmethod
+    def size_rules(self) -> tuple[int, int, tuple[int | None, int | None, int | None], str]:
+        """(frame step ``t``: frames are ``t k + 1``; spatial multiple for height and width; the most (frames,
+        height, width) the transformer's positional embeddings take, None where unlimited; why those numbers)."""
+
+    def set_size(self, frames: int = 0, height: int = 0, width: int = 0, where: str = "generate") -> None:
+        """Sample and encode clips of this size from now on (0 keeps a dimension as it is, at first the folder's or
+        the family's default), after checking it: one line naming ``where``'s fields and the nearest sizes that fit."""
+        want = tuple(w or h for w, h in zip((frames, height, width), self.clip_size()))
+        step, mult, most, why = self.size_rules()
+        problems = []
+        for name, value, asked, top in zip(("frames", "height", "width"), want, (frames, height, width), most):
+            unit, base = (step, 1) if name == "frames" else (mult, 0)
+            fits = (value - base) % unit == 0 and value >= unit + base
+            if fits and (top is None or value <= top):
+                continue
+            below = max(unit + base, (value - base) // unit * unit + base)
+            near = [below] + ([below + unit] if below < value else [])
+            if top is not None:
+                near = [n for n in near if n <= top] or [(top - base) // unit * unit + base]
+            what = f"not {step}k+1" if name == "frames" and not fits else f"not a multiple of {mult}" if not fits \
+                else f"above {top}"
+            problems.append(f"{where}.{name}={value}{'' if asked else ' (the default)'}: {what} (nearest: "
+                            f"{' or '.join(map(str, near))})")
+        if problems:
+            from ..errors import UserError
+
+            limits = "".join(f", at most {t} {n}" for n, t in zip(("frames", "high", "wide"), most) if t)
+            raise UserError(f"{'; '.join(problems)}. The {self.family} model takes {step}k+1 frames and sides in "
+                            f"multiples of {mult}{limits} ({why})")
+        self.frames, self.height, self.width = want
 
     def encode_prompts(self, prompts):
         """The pipeline's own prompt encoder, without its CFG half (the empty prompt is encoded as a prompt)."""

@@ -32,6 +32,14 @@ class WanModel(PipelineModel):
     def default_size(self):
         return 81, 480, 832  # WanPipeline's defaults (480p)
 
+    def size_rules(self):
+        p, cfg = self.pipe, self.pipe.transformer.config
+        t, s = p.vae_scale_factor_temporal, p.vae_scale_factor_spatial
+        pt, ph, pw = cfg.patch_size
+        n = cfg.rope_max_seq_len  # rotary table length: positions per axis (frames, rows, columns of patches)
+        why = f"VAE {t}x in time, {s}x in space, patch {pt}x{ph}x{pw}, rope_max_seq_len {n}"
+        return t, s * ph, ((n * pt - 1) * t + 1, n * s * ph, n * s * pw), why
+
     @property
     def shift(self) -> float:
         cfg = self.pipe.scheduler.config

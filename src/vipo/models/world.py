@@ -91,7 +91,7 @@ class WorldModel(VideoModel):
         self.scheduler = scheduler
         self.device = device
         self.frames = unet.config.out_channels // 3
-        self.side = unet.config.sample_size
+        self.side = self.height = self.width = unet.config.sample_size
         self.coords = unet.config.in_channels - unet.config.out_channels
         lin = torch.linspace(-1, 1, self.side)
         self._grid = torch.stack(torch.meshgrid(lin, lin, indexing="xy"))[: self.coords].to(device)  # [2, H, W]

@@ -195,8 +195,7 @@ def evaluate_base(cfg: RunConfig, run_dir: Path, ledger: Ledger, device: str, pr
     if not ledger.is_done(0, "eval"):
         before_stage(cfg, Path(run_dir), "round 0 eval")
         log.info("round 0: evaluating the base model")
-        base = lora.load_policy(cfg.model, None, device=device, dtype=cfg.model_dtype)
-        base.vae_memory(cfg.generate.vae_tiling, cfg.generate.vae_slicing)
+        base = load(cfg, None, device, "eval")
         ev = eval_stage.evaluate(base, out, cfg.eval, critic or eval_critic(cfg), progress,
                                  cfg.generate.fps, text_cache(base, run_dir))
         ledger.mark_done(0, "eval", ev)
@@ -244,6 +243,18 @@ def adopt_base_eval(cfg: RunConfig, run_dir: Path, source: Path) -> bool:
         ledger.mark_done(0, "eval", dict(info, adopted_from=str(source)))
     log.info("round 0: the base evaluation of %s adopted (same base model, eval options and critic)", source)
     return True
+
+
+def load(cfg: RunConfig, checkpoint: Path | None, device: str, stage: str = "generate"):
+    """The base (``checkpoint`` None) or a round's policy, at the run's clip size (``generate.frames/height/width``;
+    for ``stage`` 'eval' the evaluation's, ``eval.*``, where set), checked against what the family takes."""
+    model = lora.load_policy(cfg.model, checkpoint, device=device, dtype=cfg.model_dtype)
+    model.vae_memory(cfg.generate.vae_tiling, cfg.generate.vae_slicing)
+    g, e = cfg.generate, cfg.eval
+    model.set_size(g.frames, g.height, g.width, "generate")
+    if stage == "eval":
+        model.set_size(e.frames, e.height, e.width, "eval")
+    return model
 
 
 def eval_critic(cfg: RunConfig, judge_critic=None):
@@ -315,9 +326,7 @@ class Round:
         if self._policy is None:
             if self.previous is not None and not atomic.is_complete(self.previous):
                 raise UserError(f"{self.previous}: round {self.k - 1} has no finished checkpoint")
-            self._policy = lora.load_policy(self.cfg.model, self.previous, device=self.device,
-                                            dtype=self.cfg.model_dtype)
-            self._policy.vae_memory(self.cfg.generate.vae_tiling, self.cfg.generate.vae_slicing)
+            self._policy = load(self.cfg, self.previous, self.device)
         return self._policy
 
     def real_videos(self, policy):
@@ -397,9 +406,7 @@ class Round:
         if not self.ledger.is_done(self.k, "eval"):
             self._require("train")
             self._start("eval")
-            trained = lora.load_policy(self.cfg.model, self.dir / "checkpoint", device=self.device,
-                                       dtype=self.cfg.model_dtype)
-            trained.vae_memory(self.cfg.generate.vae_tiling, self.cfg.generate.vae_slicing)
+            trained = load(self.cfg, self.dir / "checkpoint", self.device, "eval")
             ev = eval_stage.evaluate(trained, self.dir / "eval", self.cfg.eval, self.scorer, self.progress,
                                      self.cfg.generate.fps, text_cache(trained, self.run_dir))
             self.ledger.mark_done(self.k, "eval", ev)

@@ -80,7 +80,8 @@ def evaluate(model: VideoModel, out_dir: Path, cfg: EvalConfig, critic, progress
     atomic.write_text(out_dir / "results.jsonl", "".join(json.dumps(r) + "\n" for r in results))
     summary = summarize(results)
     summary["config"] = {"clips_per_split": cfg.clips_per_split, "num_steps": cfg.num_steps,
-                         "guidance": cfg.guidance, "seed": cfg.seed, "critic": critic.name}
+                         "guidance": cfg.guidance, "seed": cfg.seed, "critic": critic.name,
+                         "size": list(model.clip_size())}
     atomic.write_json(out_dir / "eval.json", summary)
     return summary
 

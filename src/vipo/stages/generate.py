@@ -167,6 +167,7 @@ def standalone(model_spec: str, lora: str | None, prompts: list[str], out: Path,
                          forced=f"--force: deleting the videos in {out} and starting over ({{changes}})")
         policy = load_policy(model_spec, lora, device=device, dtype=dtype)
         policy.vae_memory(cfg.vae_tiling, cfg.vae_slicing)
+        policy.set_size(cfg.frames, cfg.height, cfg.width)
         items = [PromptItem(i, p) for i, p in enumerate(prompts)]
         with Ledger(out / LEDGER) as ledger:
             return generate(policy, items, out, ledger, 0, cfg, seed, keep_latents=False, progress=progress,
