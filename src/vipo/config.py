@@ -584,8 +584,21 @@ class TrainConfig:
 class EvalConfig:
     """Evaluation on fixed seeds never used in training (the ``eval`` stage)."""
 
+    prompts: str = "auto"
+    """the evaluation prompts: 'world' (the embedded world's grammar: splits indist and heldout), a prompt file (one
+    per line, e.g. from ``vipo prompts build|import``: split heldout), or 'auto' (= prompts.source). When it is the
+    training file itself, ``heldout_fraction`` of its prompts are held out (drawn with ``seed``) and training never
+    sees them; a separate file may share no prompt with training (docs/evaluation.md)"""
+    heldout_fraction: float = 0.2
+    """training and evaluation from one file: the share of its distinct prompts held out for evaluation"""
+    vbench: str = ""
+    """an extra evaluation split 'vbench': a prompt file, e.g. VBench's per-dimension lists through ``vipo prompts
+    import FILE --format vbench``; it may share no prompt with training"""
+    versus_base: bool = True
+    """win rate against the base: the evaluating critic judges each round's clip against the base model's clip of
+    the same prompt and seed, in both orders (2 pairwise questions per clip); only consistent verdicts count"""
     clips_per_split: int = 96
-    """clips per split (in-distribution and held-out)"""
+    """clips per split (in-distribution and held-out; a suite's splits cycle over their prompts)"""
     num_steps: int = 15
     """sampler steps"""
     guidance: float = 2.0
@@ -601,10 +614,11 @@ class EvalConfig:
     width: int = 0
     """evaluation clip width (0 = the run's, ``generate.width``)"""
     metric: str = "auto"
-    """the validation metric early stopping watches: SPLIT_KEY with SPLIT indist or heldout and KEY a number of the
-    split in eval.json (pass = semantic_pass, the world judge's; score = the mean of the three dimension scores,
-    any critic; also color, shape, direction, semantic_good, motion_score, ...); 'auto' = indist_pass with the
-    world critic, else indist_score"""
+    """the validation metric early stopping watches: SPLIT_KEY with SPLIT indist, heldout or vbench and KEY a number
+    of the split in eval.json (pass = semantic_pass, the world judge's; score = the mean of the three dimension
+    scores, any critic; win_rate against the base; also color, shape, direction, semantic_good, motion_score,
+    vbench_quality, ...); 'auto' = on the world's prompts indist_pass with the world critic, else indist_score; on a
+    prompt suite heldout_score"""
 
     critic: Any = ""
     """the critic that judges the evaluation clips when it is not the run's judge: a critic name ('world') or a
@@ -617,8 +631,10 @@ class EvalConfig:
         _check(isinstance(self.critic, (str, dict)), f"critic must be a critic name or a mapping of judge options, "
                f"got {self.critic!r}")
         split, _, key = self.metric.partition("_")
-        _check(self.metric == "auto" or (split in ("indist", "heldout") and key != ""),
-               f"metric must be 'auto' or indist_KEY / heldout_KEY (e.g. indist_pass, indist_score), got {self.metric!r}")
+        _check(self.metric == "auto" or (split in ("indist", "heldout", "vbench") and key != ""),
+               f"metric must be 'auto' or SPLIT_KEY with SPLIT indist, heldout or vbench (e.g. indist_pass, "
+               f"heldout_score, heldout_win_rate), got {self.metric!r}")
+        _check(0 < self.heldout_fraction < 1, f"heldout_fraction must be in (0, 1), got {self.heldout_fraction}")
 
 
 @dataclass

@@ -234,6 +234,11 @@ class LLMExpander:
         return self.tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip().strip('"').splitlines()[0]
 
 
+def prompt_key(text: str) -> str:
+    """What makes two prompts the same prompt: case, spacing and punctuation ignored."""
+    return _key(text)
+
+
 def _key(text: str) -> str:
     return " ".join("".join(c for c in text.casefold() if c.isalnum() or c.isspace()).split())
 

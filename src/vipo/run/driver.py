@@ -34,7 +34,7 @@ from .. import faults, seeds
 from ..config import RunConfig, eval_judge, merge, to_dict
 from ..data.cache import LatentCache, TextCache
 from ..data.ledger import Ledger
-from ..data.prompts import read_prompts
+from ..data import suites
 from ..data.real import EncodedRealVideos, WorldRealVideos, read_dataset
 from ..device import resolve_device
 from ..errors import UserError
@@ -75,7 +75,9 @@ def round_prompts(cfg: RunConfig, round_: int) -> list[PromptItem]:
 
 
 def check(cfg: RunConfig) -> None:
-    """What can fail late, checked before hours of generation: the optimizer's package, the real-video dataset."""
+    """What can fail late, checked before hours of generation: the optimizer's package, the real-video dataset, the
+    prompt files and that no evaluation prompt is a training prompt."""
+    suites.resolve(cfg)
     if cfg.train.optimizer == "adamw8bit":
         trainer.bitsandbytes()
     if cfg.train.real_videos:
@@ -99,7 +101,7 @@ def source_prompts(cfg: RunConfig) -> list[tuple[str, str]]:
         return []
     path = Path(cfg.prompts.source)
     out = []
-    for n, text in read_prompts(path, "prompts.source:"):
+    for n, text in suites.resolve(cfg).train:  # a file shared with the evaluation: its training part only
         a = grammar.parse(text)
         if a is not None and a in grammar.HELDOUT:
             raise UserError(f"{path}:{n}: prompt {text!r} is a held-out combination and may not be trained on")
@@ -197,7 +199,8 @@ def evaluate_base(cfg: RunConfig, run_dir: Path, ledger: Ledger, device: str, pr
         log.info("round 0: evaluating the base model")
         base = load(cfg, None, device, "eval")
         ev = eval_stage.evaluate(base, out, cfg.eval, critic or eval_critic(cfg), progress,
-                                 cfg.generate.fps, text_cache(base, run_dir))
+                                 cfg.generate.fps, text_cache(base, run_dir), rows=eval_rows(cfg),
+                                 features=eval_features(cfg, device))
         ledger.mark_done(0, "eval", ev)
     return atomic.read_json(out / "eval.json")
 
@@ -257,6 +260,22 @@ def load(cfg: RunConfig, checkpoint: Path | None, device: str, stage: str = "gen
     return model
 
 
+def eval_rows(cfg: RunConfig) -> list[dict]:
+    """The evaluation clips (file_name, prompt, split, seed): the world grammar's splits or the suite's held-out
+    prompts, and the vbench split where ``eval.vbench`` names one (:mod:`vipo.data.suites`)."""
+    p = suites.resolve(cfg)
+    rows = eval_stage.eval_prompts(cfg.eval) if p.splits is None else []
+    return rows + suites.rows({**(p.splits or {}), **p.extra}, cfg.eval.clips_per_split, cfg.eval.seed)
+
+
+def eval_features(cfg: RunConfig, device: str):
+    """The VBench feature models the evaluating critic's options name (``dino``, ``clip``, ...; none: the
+    weight-free dimensions only), loaded once per evaluation."""
+    from ..critics.features import FeatureModels
+
+    return FeatureModels(eval_judge(cfg), device)
+
+
 def eval_critic(cfg: RunConfig, judge_critic=None):
     """The critic that judges the evaluation clips (``eval.critic``; the run's judge, ``judge_critic`` when made
     already, where it is empty or names the same options)."""
@@ -276,6 +295,8 @@ def metric_name(cfg: RunConfig) -> str:
     evaluating critic, ``eval.critic``)."""
     if cfg.eval.metric != "auto":
         return cfg.eval.metric
+    if suites.eval_source(cfg) != suites.WORLD:
+        return "heldout_score"
     return "indist_pass" if eval_judge(cfg).critic == "world" else "indist_score"
 
 
@@ -285,9 +306,10 @@ def _metric(ev: dict, cfg: RunConfig) -> float:
     key = {"pass": "semantic_pass"}.get(key, key)
     if split not in ev:  # every clip of the split unjudged (e.g. human labels, which eval clips never have)
         return float("nan")
-    if key not in ev[split]:
+    if not isinstance(ev[split].get(key), (int, float)):
+        have = [k for k, v in ev[split].items() if isinstance(v, (int, float)) and k != "n"]
         raise UserError(f"eval.metric={name}: this run's evaluation has no {key!r} for {split} (it has "
-                        f"{', '.join(k for k in ev[split] if k not in ('n', 'ci95'))}); choose one of those or 'auto'")
+                        f"{', '.join(have)}); choose one of those or 'auto'")
     return float(ev[split][key])
 
 
@@ -408,7 +430,9 @@ class Round:
             self._start("eval")
             trained = load(self.cfg, self.dir / "checkpoint", self.device, "eval")
             ev = eval_stage.evaluate(trained, self.dir / "eval", self.cfg.eval, self.scorer, self.progress,
-                                     self.cfg.generate.fps, text_cache(trained, self.run_dir))
+                                     self.cfg.generate.fps, text_cache(trained, self.run_dir),
+                                     rows=eval_rows(self.cfg), base_dir=self.run_dir / "round-0" / "eval",
+                                     features=eval_features(self.cfg, self.device))
             self.ledger.mark_done(self.k, "eval", ev)
         return atomic.read_json(self.dir / "eval" / "eval.json")
 

@@ -1,7 +1,10 @@
 """The run's report: ``summary.json``, a markdown table and a PNG plot of every round's evaluation, and
 ``report.html``, one self-contained page (PNGs embedded as base64, also written beside it as ``report-*.png``):
 
-- metrics per round, shaped like the IPO paper's Table 2 (rows: base, round 1..R; columns per split);
+- metrics per round, shaped like the IPO paper's Table 2 (rows: base, round 1..R; columns per split). The columns
+  are what the run measured (:func:`columns`): the world judge's exact attribute checks where it evaluated, else the
+  critic's Good rates and mean score; then the win rate against the base (wins, ties, losses over consistent
+  verdicts, with 95% Wilson intervals) and VBench's quality score;
 - the critic's label distributions per round (on the evaluation clips, ``round-K/eval/results.jsonl``);
 - the pairs' score-gap histogram per round (VideoDPO's Fig. 3; ``round-K/pairs.jsonl``);
 - implicit accuracy and reward margin during training (``round-K/train_log.jsonl``);
@@ -27,6 +30,51 @@ from ..stats import fmt, paired_difference
 
 COLUMNS = (("semantic_pass", "semantic pass"), ("color", "color"), ("shape", "shape"), ("direction", "direction"),
            ("fidelity_good", "fidelity Good"), ("motion_good", "motion Good"))
+#: a critic other than the world judge: its Good rates and mean score
+CRITIC_COLUMNS = (("semantic_good", "semantic Good"), ("fidelity_good", "fidelity Good"),
+                  ("motion_good", "motion Good"), ("score", "mean score"))
+#: every evaluation, where measured: the win rate against the base, VBench's quality score
+MORE_COLUMNS = (("win_rate", "win vs base"), ("tie_rate", "tie"), ("loss_rate", "loss"),
+                ("vbench_quality", "VBench quality"))
+NOT_RATES = ("score", "vbench_quality")
+
+
+def splits(evals: dict[int, dict]) -> list[str]:
+    """The evaluation's splits: indist, heldout, vbench, then any other."""
+    found = dict.fromkeys(s for e in evals.values() if isinstance(e, dict) for s, v in e.items()
+                          if s != "config" and isinstance(v, dict))
+    order = ("indist", "heldout", "vbench")
+    return sorted(found, key=lambda s: order.index(s) if s in order else len(order))
+
+
+def columns(evals: dict[int, dict], split: str) -> list[tuple[str, str]]:
+    """The columns of ``split``: what some round measured there (a world attribute only where the world judge
+    evaluated)."""
+    have = {k for e in evals.values() for k in _split(e, split)}
+    base = COLUMNS if "semantic_pass" in have else CRITIC_COLUMNS
+    return [c for c in (*base, *MORE_COLUMNS) if c[0] in have]
+
+
+def cell(split: dict, key: str) -> str:
+    """A rate with its interval (``53.1% [43.2, 62.8]``), a score with 3 decimals, '-' where not measured, or the
+    escaped text of a value that is not a number (a record edited by hand)."""
+    if key not in split:
+        return "-"
+    v = _num(split[key])
+    if v is None:
+        return _esc(split[key])
+    return f"{v:.3f}" if key in NOT_RATES else fmt(v, _ci(split, key))
+
+
+def versus(split: dict) -> str:
+    """``W/T/L`` against the base, with the inconsistent and unjudged clips."""
+    c = split.get("versus_base")
+    if not isinstance(c, dict) or not c:
+        return "-"
+    n = {k: _esc(c.get(k, 0)) for k in ("wins", "ties", "losses", "inconsistent", "unjudged")}
+    return (f"{n['wins']}/{n['ties']}/{n['losses']}" + (f", {n['inconsistent']} inconsistent"
+                                                        if c.get("inconsistent") else "")
+            + (f", {n['unjudged']} unjudged" if c.get("unjudged") else ""))
 
 
 def _num(v) -> float | None:
@@ -58,15 +106,18 @@ def write_report(run_dir: Path, evals: dict[int, dict], info: dict) -> Path:
     atomic.write_json(run_dir / "summary.json", summary)
     # (markdown passes HTML through to whatever renders it: the records are escaped here too)
     lines = [f"# vipo run: {_esc(run_dir.name)}", "", f"method: {_esc(info.get('method'))}, rounds evaluated: "
-             f"{len(evals) - 1}", "", "Judge pass rates on fixed evaluation seeds (round 0 = base model).", ""]
-    for split in ("indist", "heldout"):
+             f"{len(evals) - 1}", "", "Judge pass rates on fixed evaluation seeds (round 0 = base model); win/tie/loss "
+             "against the base over the clips whose two orders agreed (W/T/L).", ""]
+    for split in splits(evals):
         n = next((_split(e, split).get("n") for e in evals.values() if _split(e, split)), 0)
-        lines += [f"## {split} ({_esc(n)} clips per round)", "",
-                  "| round | " + " | ".join(c[1] for c in COLUMNS) + " |",
-                  "|---|" + "---|" * len(COLUMNS)]
+        cols = columns(evals, split)
+        lines += [f"## {_esc(split)} ({_esc(n)} clips per round)", "",
+                  "| round | " + " | ".join(c[1] for c in cols) + " | W/T/L vs base |",
+                  "|---|" + "---|" * (len(cols) + 1)]
         for k, e in sorted(evals.items()):
             if _split(e, split):
-                lines.append(f"| {k} | " + " | ".join(_cell(_split(e, split), c) for c, _ in COLUMNS) + " |")
+                lines.append(f"| {k} | " + " | ".join(cell(_split(e, split), c) for c, _ in cols)
+                             + f" | {versus(_split(e, split))} |")
         lines.append("")
         lines += _paired_lines(run_dir, sorted(evals), split)
     lines += ["Brackets: 95% Wilson intervals over the clips.", ""] + _training_lines(run_dir, sorted(evals))
@@ -77,14 +128,6 @@ def write_report(run_dir: Path, evals: dict[int, dict], info: dict) -> Path:
     _plot(run_dir / "report.png", evals)
     write_html(run_dir, evals, info)
     return run_dir / "report.md"
-
-
-def _cell(split: dict, key: str) -> str:
-    """A rate with its interval (``53.1% [43.2, 62.8]``), or '-' where the run did not measure it."""
-    if key not in split:
-        return "-"
-    v = _num(split[key])
-    return fmt(v, _ci(split, key)) if v is not None else _esc(split[key])
 
 
 def paired_change(run_dir: Path, k: int, split: str, base: int = 0) -> tuple[str, dict] | None:
@@ -153,8 +196,8 @@ def _plot(path: Path, evals: dict[int, dict]) -> None:
     plt = _pyplot()
     rounds = sorted(evals)
     fig, ax = plt.subplots(figsize=(6, 4))
-    for split, style in (("indist", "-o"), ("heldout", "--s")):
-        for key, label in (("semantic_pass", "semantic pass"), ("fidelity_good", "fidelity Good")):
+    for split, style in zip(splits(evals), ("-o", "--s", ":^", "-.v")):
+        for key, label in [c for c in columns(evals, split) if c[0] not in NOT_RATES][:2]:
             ys = [100 * (v if (v := _num(_split(evals[r], split).get(key))) is not None else float("nan"))
                   for r in rounds]
             ax.plot(rounds, ys, style, label=f"{split} {label}")
@@ -205,19 +248,26 @@ def _round_name(k: int) -> str:
 
 
 def _table(evals: dict[int, dict]) -> str:
-    splits = [s for s in ("indist", "heldout") if any(_split(e, s) for e in evals.values())]
-    head = "".join(f'<th colspan="{len(COLUMNS)}">{s}</th>' for s in splits)
-    sub = "".join(f"<th>{c}</th>" for _ in splits for _, c in COLUMNS)
+    cols = {s: columns(evals, s) for s in splits(evals)}
+    head = "".join(f'<th colspan="{len(c)}">{_esc(s)}</th>' for s, c in cols.items())
+    sub = "".join(f"<th>{c}</th>" for cs in cols.values() for _, c in cs)
     body = "".join("<tr><td>" + _round_name(k) + "</td>" + "".join(
-        _html_cell(_split(e, s), c) if c in _split(e, s) else "<td>-</td>" for s in splits for c, _ in COLUMNS)
+        _html_cell(_split(e, s), c) for s, cs in cols.items() for c, _ in cs)
         + "</tr>" for k, e in sorted(evals.items()))
     return f'<table id="metrics"><tr><th rowspan="2">model</th>{head}</tr><tr>{sub}</tr>{body}</table>'
 
 
 def _html_cell(split: dict, key: str) -> str:
-    v, ci = _num(split[key]), _ci(split, key)
-    band = f'<br><small class="ci">[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]</small>' if ci else ""
-    return f"<td>{100 * v:.1f}{band}</td>" if v is not None else f"<td>{_esc(split[key])}</td>"
+    if key not in split:
+        return "<td>-</td>"
+    v = _num(split[key])
+    if v is None:
+        return f"<td>{_esc(split[key])}</td>"
+    if key in NOT_RATES:
+        return f"<td>{v:.3f}</td>"
+    ci = _ci(split, key)
+    band = f'<br><small class="ci">[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]</small>' if ci and ci[0] == ci[0] else ""
+    return f"<td>{100 * v:.1f}{band}</td>"
 
 
 def _label_plot(run_dir: Path, rounds: list[int]) -> bytes | None:
@@ -301,7 +351,8 @@ def _gallery(run_dir: Path, rounds: list[int], per_split: int = 2) -> str:
 
     path = run_dir / "round-0" / "eval" / "metadata.jsonl"
     meta = [dict(m, line=n) for n, m in jsonl_objects(path)] if path.is_file() else []
-    picked = [m for s in ("indist", "heldout") for m in [m for m in meta if m.get("split") == s][:per_split]]
+    picked = [m for s in dict.fromkeys(m.get("split") for m in meta) for m in
+              [m for m in meta if m.get("split") == s][:per_split]]
     out = []
     for m in picked:
         cells = []

@@ -1,8 +1,12 @@
-"""``eval``: judge pass rates per dimension on fixed evaluation seeds, in-distribution and held-out separately.
+"""``eval``: judge pass rates per dimension on fixed evaluation seeds, per split (the world's in-distribution and
+held-out combinations, or a prompt suite's held-out prompts and VBench's, :mod:`vipo.data.suites`).
 
 Evaluation seeds come from a range training never draws from (``vipo.seeds``). Every clip is written as an mp4 to
 ``eval/`` with a ``metadata.jsonl`` (file_name, prompt, seed, split) so anyone can re-check the numbers with their own
-reader; the critic judges the decoded mp4 pixels, exactly what such a reader sees.
+reader; the critic judges the decoded mp4 pixels, exactly what such a reader sees. Per split, ``eval.json`` holds the
+critic's Good rate per dimension and mean scores (:func:`summarize`; the world judge's exact attribute checks where it
+evaluates), the win rate against the base's clips of the same prompts and seeds (:mod:`vipo.stages.winrate`, from
+round 1 on) and VBench-style dimensions (:func:`vipo.stages.metrics.split_scores`, in ``eval/vbench/`` too).
 """
 from __future__ import annotations
 
@@ -22,6 +26,8 @@ from ..io import atomic
 from ..io.video import read_mp4, write_mp4
 from ..models.base import VideoModel
 from .generate import encode
+from .metrics import split_scores
+from .winrate import versus_base
 from ..world import grammar
 
 log = logging.getLogger(__name__)
@@ -41,13 +47,17 @@ def eval_prompts(cfg: EvalConfig) -> list[dict]:
 
 
 def evaluate(model: VideoModel, out_dir: Path, cfg: EvalConfig, critic, progress: bool = True,
-             fps: int = 8, text_cache=None) -> dict:
+             fps: int = 8, text_cache=None, rows: list[dict] | None = None, base_dir: Path | None = None,
+             features=None) -> dict:
+    """Generate, judge and summarize the evaluation clips ``rows`` (default: the world's, :func:`eval_prompts`);
+    ``base_dir``: the base's evaluation folder, for the win rate; ``features``: the VBench feature models
+    (:class:`vipo.critics.features.FeatureModels`; default: the weight-free dimensions only)."""
     out_dir = Path(out_dir)
     if (out_dir / "eval.json").is_file():
         return atomic.read_json(out_dir / "eval.json")
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic.clean_temp(out_dir)
-    rows = eval_prompts(cfg)
+    rows = eval_prompts(cfg) if rows is None else rows
     atomic.write_text(out_dir / "metadata.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     todo = [r for r in rows if not (out_dir / r["file_name"]).is_file()]
     uncond = encode(model, [""], text_cache)
@@ -79,6 +89,14 @@ def evaluate(model: VideoModel, out_dir: Path, cfg: EvalConfig, critic, progress
             results.append(res)
     atomic.write_text(out_dir / "results.jsonl", "".join(json.dumps(r) + "\n" for r in results))
     summary = summarize(results)
+    extra = [split_scores(out_dir, rows, device=model.device, features=features)]
+    if base_dir is not None and cfg.versus_base:
+        extra.append(versus_base(critic, out_dir, base_dir, rows, progress))
+    for blocks in extra:
+        for split, block in blocks.items():
+            d = summary.setdefault(split, {})
+            d.setdefault("ci95", {}).update(block.pop("ci95", {}))
+            d.update(block)
     summary["config"] = {"clips_per_split": cfg.clips_per_split, "num_steps": cfg.num_steps,
                          "guidance": cfg.guidance, "seed": cfg.seed, "critic": critic.name,
                          "size": list(model.clip_size())}
@@ -90,7 +108,7 @@ def summarize(results: list[dict]) -> dict:
     """Per split: the rates (fraction of judged clips), each with its 95% Wilson interval under ``ci95`` (clip count
     ``n``; unparseable clips are counted apart and left out), and the mean scores."""
     out: dict = {}
-    for split in SPLITS:
+    for split in dict.fromkeys(r["split"] for r in results):
         rs = [r for r in results if r["split"] == split and "labels" in r]
         if not rs:
             continue

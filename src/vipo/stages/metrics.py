@@ -188,3 +188,30 @@ def _evaluate(root, out, samples, seconds, backend, name, dimensions, device, ju
         "prompts": {s["file_name"]: s["prompt"] for s in samples}, "backend": backend, "name": name,
         "dimensions": dimensions, "features": {k: getattr(judge, k) for k in FLAGS}})
     return score
+
+
+def split_scores(root: Path, rows: list[dict], judge=None, device: str = "cpu", features=None) -> dict[str, dict]:
+    """VBench-style dimensions of an evaluation folder per split (``rows``: file_name, prompt, split), measured once
+    per clip with the builtin backend (the weight-free dimensions; those whose local model paths ``judge`` gives, or
+    ``features`` already loaded). Writes ``root/vbench/{split}_eval_results.json`` and ``{split}_final_score.json``
+    in ``vipo eval DIR``'s layout and returns, per split, ``vbench_<dimension>`` (the raw means) and
+    ``vbench_quality`` / ``vbench_total`` (VBench's normalized aggregates)."""
+    from ..config import JudgeConfig
+    from ..critics.features import FeatureModels
+
+    root = Path(root)
+    features = features or FeatureModels(judge if judge is not None else JudgeConfig(), device)
+    chosen, skipped = builtin_plan(features, None)
+    per_dim = builtin(root, rows, features, chosen)
+    out: dict[str, dict] = {}
+    for split in dict.fromkeys(r["split"] for r in rows):
+        names = {r["file_name"] for r in rows if r["split"] == split}
+        results = {k: [dimension_mean(v), v] for k, v in
+                   ((k, [x for x in v if x["video_path"] in names]) for k, v in per_dim.items())}
+        score = final_score({k: float(v[0]) for k, v in results.items()})
+        score.update(backend="builtin", videos=len(names), measured=chosen, skipped=skipped)
+        atomic.write_json(root / "vbench" / f"{split}_eval_results.json", results)
+        atomic.write_json(root / "vbench" / f"{split}_final_score.json", score)
+        out[split] = {**{f"vbench_{k}": float(v[0]) for k, v in results.items()},
+                      "vbench_quality": score["quality score"], "vbench_total": score["total score"]}
+    return out
