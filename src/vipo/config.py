@@ -319,7 +319,7 @@ class GenerateConfig:
         _check(self.guidance >= 1, f"guidance must be >= 1, got {self.guidance}")
 
 
-CRITICS = ("world", "metric", "vlm", "openai", "human", "ensemble", "omniscore")
+CRITICS = ("world", "metric", "vlm", "openai", "human", "ensemble", "omniscore", "reward")
 
 
 @dataclass
@@ -330,9 +330,11 @@ class JudgeConfig:
     """which critic: 'world' (the embedded world's exact judge), 'metric' (a placeholder pixel metric that does not
     read the prompt, for smoke runs), 'vlm' (a local transformers image-text-to-text model), 'openai' (an
     OpenAI-compatible chat-completions endpoint: vLLM, SGLang, hosted), 'human' (labels from a JSONL file),
-    'ensemble' (vote or mean over ``members``) or 'omniscore' (VideoDPO's VBench-based score)"""
+    'ensemble' (vote or mean over ``members``), 'omniscore' (VideoDPO's VBench-based score) or 'reward' (a video
+    reward model with a score per dimension: VideoAlign's VideoReward or a sequence-classification VLM)"""
     model: str = ""
-    """vlm: a local model folder (or hub id already in the local cache); openai: the served model name"""
+    """vlm: a local model folder (or hub id already in the local cache); openai: the served model name; reward: the
+    reward model's local folder (VideoAlign's layout, or a transformers sequence-classification VLM)"""
     base_url: str = ""
     """openai: the endpoint's base URL, e.g. http://127.0.0.1:8000/v1 (``/chat/completions`` is appended)"""
     api_key_env: str = ""
@@ -363,13 +365,13 @@ class JudgeConfig:
     backoff_s: float = 1.0
     """openai: first backoff delay (doubled each attempt, at most 60 s; a Retry-After header takes precedence)"""
     batch_size: int = 4
-    """vlm: questions per generate() batch"""
+    """vlm: questions per generate() batch; reward: clips per forward pass"""
     device: str = "auto"
-    """vlm: 'auto', 'cpu' or 'cuda'"""
+    """vlm, reward: 'auto', 'cpu' or 'cuda'"""
     trust_remote_code: bool = False
     """vlm: let transformers run the model folder's own Python code (only for a model you trust)"""
     dtype: str = "auto"
-    """vlm: 'auto' (bf16 on CUDA, else float32), 'bfloat16', 'float16' or 'float32'"""
+    """vlm, reward: 'auto' (bf16 on CUDA, else float32), 'bfloat16', 'float16' or 'float32'"""
     labels: str = ""
     """human: JSONL of annotations (docs/critics.md gives the keys)"""
     members: list = field(default_factory=list)
@@ -399,6 +401,16 @@ class JudgeConfig:
     normalized with ViCLIP's constant; empty = no semantic dimension"""
     feature_batch: int = 32
     """omniscore and ``vipo eval DIR``: frames per forward pass of the feature models"""
+    reward_base: str = ""
+    """reward, VideoAlign layout: the base VLM's local folder (Qwen2-VL-2B-Instruct); empty = its
+    model_config.json's model_name_or_path, as a folder or in the local Hugging Face cache (never downloaded)"""
+    reward_checkpoint: str = ""
+    """reward, VideoAlign layout: the checkpoint-N subfolder to load (empty = the highest N)"""
+    reward_thresholds: list = field(default_factory=lambda: [-0.5, 0.5])
+    """reward: [bad_below, good_from] on each dimension's normalised score: Bad below the first, Good from the
+    second, Normal between (VideoAlign's scores are normalised to mean 0, std 1 over its training pairs)"""
+    reward_tie_margin: float = 0.1
+    """reward: pairwise Tie when two clips' normalised scores differ by this much or less"""
 
     def validate(self) -> None:
         _check(self.critic in CRITICS, f"critic: unknown critic {self.critic!r} (known: {', '.join(CRITICS)})")
@@ -420,6 +432,12 @@ class JudgeConfig:
             _check(bool(self.base_url and self.model), "the openai critic needs base_url and model")
         if self.critic == "vlm":
             _check(bool(self.model), "the vlm critic needs model (a local model folder)")
+        if self.critic == "reward":
+            _check(bool(self.model), "the reward critic needs model (a local reward-model folder)")
+        t = self.reward_thresholds
+        _check(isinstance(t, list) and len(t) == 2 and all(isinstance(x, (int, float)) for x in t) and t[0] <= t[1],
+               f"reward_thresholds must be [bad_below, good_from] with bad_below <= good_from, got {t!r}")
+        _check(self.reward_tie_margin >= 0, f"reward_tie_margin must be >= 0, got {self.reward_tie_margin}")
         if self.critic == "human":
             _check(bool(self.labels), "the human critic needs labels (a JSONL of annotations)")
         if self.critic == "ensemble":

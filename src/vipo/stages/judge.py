@@ -63,6 +63,10 @@ def make_critic(cfg: JudgeConfig | str) -> Critic:
         from ..critics.ensemble import EnsembleCritic
 
         return EnsembleCritic([make_critic(member(cfg, m)) for m in cfg.members], cfg.combine)
+    if name == "reward":
+        from ..critics.reward import RewardCritic
+
+        return RewardCritic(cfg)
     if name == "omniscore":
         from ..critics.omniscore import OmniScoreCritic
 
