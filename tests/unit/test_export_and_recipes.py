@@ -67,9 +67,17 @@ RECIPES = [("cogvideox-2b-dpo.yaml", "THUDM/CogVideoX-2b", "dpo"),
 
 
 @pytest.mark.parametrize("name,model,method", RECIPES)
-def test_gpu_recipes_validate_and_are_documented(name, model, method):
+def test_gpu_recipes_validate_and_are_documented(name, model, method, monkeypatch):
     cfg = C.load(C.RunConfig, ROOT / "configs" / name)  # validation only: nothing is downloaded
     assert (cfg.model, cfg.train.method, cfg.device) == (model, method, "cuda")
     assert cfg.train.mixed_precision == "bf16" and cfg.train.gradient_checkpointing
     assert cfg.model_dtype == "bfloat16"  # frozen weights in bf16 (docs/models.md: memory)
     assert f"configs/{name}" in (ROOT / "docs" / "models.md").read_text()
+    # a prompt-reading critic; evaluation on the suite's held-out prompts and VBench's, never a training prompt
+    assert cfg.judge.critic in ("openai", "reward")
+    from vipo.data import suites
+
+    monkeypatch.chdir(ROOT)  # the recipes name their prompt files relative to the repository
+    got = suites.resolve(cfg)
+    assert got.heldout_of == cfg.prompts.source and len(got.splits["heldout"]) >= 30 and len(got.extra["vbench"]) == 66
+    assert (cfg.generate.frames, cfg.generate.height) == ((81, 480) if "wan" in name else (49, 480))
