@@ -48,7 +48,7 @@ def _run_args(p: argparse.ArgumentParser, out_required: bool = True) -> None:
 
 
 def _critic_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--critic", help="judge.critic: world, metric, vlm, openai, human, ensemble, omniscore")
+    p.add_argument("--critic", help="judge.critic: world, metric, vlm, openai, human, ensemble, omniscore, reward")
     p.add_argument("--base-url", help="judge.base_url of an OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--labels", help="judge.labels: the human critic's JSONL")
 

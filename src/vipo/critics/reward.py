@@ -137,7 +137,7 @@ def clip_fps(video: Video, default: float = 8.0) -> float:
                 rate = box.streams.video[0].average_rate
                 if rate:
                     return float(rate)
-        except (av.error.FFmpegError, IndexError):  # noqa: PERF203
+        except (av.error.FFmpegError, IndexError):  # unreadable: the default rate
             pass
     return default
 
