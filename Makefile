@@ -20,8 +20,10 @@ demo: $(STAMP)
 	$(VENV)/bin/vipo run --config configs/world.yaml --out $(RUN)
 	@echo "report: $(RUN)/report.html (open it in a browser; also report.md and report*.png)"
 
+# the suite runs on TEST_WORKERS processes (pytest-xdist; 2 = the cores of the reference machine); 0 = one process
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 clean-demo:
 	rm -rf $(RUN)

@@ -54,13 +54,18 @@ def _apt_install(packages: list[str], what: str) -> None:
     if shutil.which("apt-get") is None or os.geteuid() != 0:
         pytest.skip(f"{what} is not installed and apt-get cannot run here (not Debian, or not root): "
                     f"`apt-get install -y {' '.join(packages)}` to run the browser tests")
+    import fcntl
+
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]
-    if subprocess.run(install, env=env, capture_output=True).returncode:
-        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True)
-        got = subprocess.run(install, env=env, capture_output=True, text=True)
-        if got.returncode:
-            pytest.skip(f"apt-get install {' '.join(packages)} failed: {got.stderr.strip().splitlines()[-1:]}")
+    # pytest-xdist's workers may both get here: one installs while the other waits (dpkg takes one at a time)
+    with open("/tmp/vipo-tests-apt.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if subprocess.run(install, env=env, capture_output=True).returncode:
+            subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True)
+            got = subprocess.run(install, env=env, capture_output=True, text=True)
+            if got.returncode:
+                pytest.skip(f"apt-get install {' '.join(packages)} failed: {got.stderr.strip().splitlines()[-1:]}")
 
 
 @pytest.fixture(scope="session")
