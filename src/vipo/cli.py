@@ -148,10 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lora", help="a vipo round checkpoint folder or a diffusers LoRA folder")
     p.add_argument("--prompts", help="text file, one prompt per line")
     p.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
-    p.add_argument("--samples-per-prompt", type=int, default=None)
+    p.add_argument("--samples-per-prompt", type=int, default=None, help="generate.samples_per_prompt")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--steps", type=int, default=None, help="sampler steps")
-    p.add_argument("--guidance", type=float, default=None)
+    p.add_argument("--steps", type=int, default=None, help="sampler steps: generate.num_steps")
+    p.add_argument("--guidance", type=float, default=None, help="generate.guidance")
     for dim in ("frames", "height", "width"):
         p.add_argument(f"--{dim}", type=int, default=None, help=f"clip {dim} (default: the model's; generate.{dim})")
     p.add_argument("--device", default=None)
@@ -465,23 +465,17 @@ def cmd_generate(args) -> int:
     if args.round is not None:
         return cmd_stage(args)
     from . import config as C
-    from .device import resolve_device
-    from .stages.generate import standalone
 
     _setup_logging(args.verbose)
     over = C.parse_overrides(args.set)
-    cfg = C.load(C.GenerateConfig, args.config, over)
-    if args.samples_per_prompt is not None:
-        cfg.samples_per_prompt = args.samples_per_prompt
-    if args.steps is not None:
-        cfg.num_steps = args.steps
-    if args.guidance is not None:
-        cfg.guidance = args.guidance
-    for dim in ("frames", "height", "width"):
-        if getattr(args, dim) is not None:
-            setattr(cfg, dim, getattr(args, dim))
-    if cfg.samples_per_prompt < 1:
-        raise UserError("--samples-per-prompt must be at least 1")
+    for flag, name in (("samples_per_prompt", "samples_per_prompt"), ("steps", "num_steps"), ("guidance", "guidance"),
+                       ("frames", "frames"), ("height", "height"), ("width", "width")):
+        if getattr(args, flag) is not None:  # a flag overrides its field and meets the field's checks
+            over[name] = getattr(args, flag)
+    cfg = C.load(C.GenerateConfig, args.config, over)  # checked before the heavy imports below
+    from .device import resolve_device
+    from .stages.generate import standalone
+
     prompts = list(args.prompt)
     if args.prompts:
         from .data.prompts import read_prompts

@@ -1,7 +1,9 @@
 """Typed configs: one dataclass field per option, its docstring is its help; defaults < YAML < CLI.
 
 A run's config is a tree of dataclasses. YAML files and ``--set a.b=c`` overrides are merged onto the defaults and
-validated on load: an unknown key or an out-of-range value fails at start with one line naming the field.
+validated on load: an unknown key or an out-of-range value fails at start with one line naming the field. Each
+section checks itself on construction (``Section.__post_init__`` runs its ``validate()``, as TRL, litgpt and torchtitan
+do), so a config made from YAML, ``--set``, a CLI flag or Python meets the same checks.
 """
 from __future__ import annotations
 
@@ -21,8 +23,19 @@ import yaml
 from .errors import UserError
 
 
+class Section:
+    """Base of every config section: making one (YAML, ``--set``, a CLI flag, Python, ``dataclasses.replace``) runs
+    its ``validate()``. A field changed after construction is not re-checked: build a new section instead."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``UserError`` naming the field when a value is out of range; sections override it."""
+
+
 @dataclass
-class PretrainConfig:
+class PretrainConfig(Section):
     """Pretraining of the embedded world's base model (``vipo world pretrain``)."""
 
     steps: int = 6000
@@ -174,9 +187,9 @@ def build(cls: type, data: dict, where: str = "") -> Any:
             raise UserError(f"unknown config key '{path}' (known: {', '.join(sorted(names))})")
         kwargs[key] = _coerce(value, hints[key], path)
     try:
-        return cls(**kwargs)
+        return cls(**kwargs)  # the section's __post_init__ checks it
     except UserError as e:
-        raise UserError(f"{where}: {e}" if where else str(e)) from None
+        raise UserError(_prefixed(cls, f"{where}." if where else "", str(e))) from None
 
 
 def to_dict(cfg: Any) -> dict:
@@ -238,32 +251,34 @@ def validate_tree(cfg: Any, where: str = "") -> None:
         try:
             cfg.validate()
         except UserError as e:
-            msg = str(e)
-            if where and not msg.startswith(where):
-                # "judge." + "frames must be > 0"; a message that does not start with a field gets "judge: ..."
-                head = re.split(r"[\s:,.\[]", msg, maxsplit=1)[0]
-                fields = {f.name for f in dataclasses.fields(cfg)}
-                if where.endswith(f".{head}.") and msg.startswith(f"{head}:"):  # "eval.critic." + "critic: ..."
-                    msg = where.rstrip(".") + msg[len(head):]
-                else:
-                    msg = f"{where}{msg}" if head in fields else f"{where.rstrip('.')}: {msg}"
-            raise UserError(msg) from None
+            raise UserError(_prefixed(type(cfg), where, str(e))) from None
+
+
+def _prefixed(cls: type, where: str, msg: str) -> str:
+    """A section's message under its path ``where`` (ending in '.'), said once."""
+    if where and not msg.startswith(where):
+        # "judge." + "frames must be > 0"; a message that does not start with a field gets "judge: ..."
+        head = re.split(r"[\s:,.\[]", msg, maxsplit=1)[0]
+        fields = {f.name for f in dataclasses.fields(cls)}
+        if where.endswith(f".{head}.") and msg.startswith(f"{head}:"):  # "eval.critic." + "critic: ..."
+            msg = where.rstrip(".") + msg[len(head):]
+        else:
+            msg = f"{where}{msg}" if head in fields else f"{where.rstrip('.')}: {msg}"
+    return msg
 
 
 def load(cls: type, yaml_path: str | Path | None = None, overrides: dict | None = None) -> Any:
     data = load_yaml(yaml_path) if yaml_path else {}
     if overrides:
         data = merge(data, overrides)
-    cfg = build(cls, data)
-    validate_tree(cfg)
-    return cfg
+    return build(cls, data)  # every section validates itself as it is built
 
 
 # -- the IPO loop ------------------------------------------------------------------------------------------------
 
 
 @dataclass
-class PromptConfig:
+class PromptConfig(Section):
     """Where a round's training prompts come from."""
 
     source: str = "world"
@@ -279,11 +294,11 @@ class PromptConfig:
 
 
 @dataclass
-class GenerateConfig:
+class GenerateConfig(Section):
     """Sampling the policy (the ``generate`` stage)."""
 
     samples_per_prompt: int = 4
-    """videos per prompt (IPO ranks several per prompt; at least 3 so the middle can be excluded)"""
+    """videos per prompt (a run ranks several per prompt: at least 3 so the middle can be excluded)"""
     num_steps: int = 15
     """sampler steps"""
     guidance: float = 2.0
@@ -312,10 +327,9 @@ class GenerateConfig:
     (unreadable or truncated video, wrong frame count, non-finite latent)"""
 
     def validate(self) -> None:
-        _positive(self, "num_steps", "batch_size", "fps")
+        _positive(self, "samples_per_prompt", "num_steps", "batch_size", "fps")
         _sizes(self)
         _check(0 <= self.max_quarantined <= 1, f"max_quarantined must be in [0, 1], got {self.max_quarantined}")
-        _check(self.samples_per_prompt >= 3, f"samples_per_prompt must be at least 3, got {self.samples_per_prompt}")
         _check(self.guidance >= 1, f"guidance must be >= 1, got {self.guidance}")
 
 
@@ -323,7 +337,7 @@ CRITICS = ("world", "metric", "vlm", "openai", "human", "ensemble", "omniscore",
 
 
 @dataclass
-class JudgeConfig:
+class JudgeConfig(Section):
     """The critic (the ``judge`` stage and ``vipo judge DIR``); docs/critics.md describes each critic."""
 
     critic: str = "world"
@@ -460,7 +474,7 @@ def member(cfg: JudgeConfig, over: dict) -> JudgeConfig:
 
 
 @dataclass
-class PairsConfig:
+class PairsConfig(Section):
     """Turning judgments into training data (the ``pairs`` stage)."""
 
     alpha: float = 0.0
@@ -474,7 +488,7 @@ class PairsConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Section):
     """Preference training of the policy (the ``train`` stage)."""
 
     method: str = "dpo"
@@ -599,7 +613,7 @@ class TrainConfig:
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(Section):
     """Evaluation on fixed seeds never used in training (the ``eval`` stage)."""
 
     prompts: str = "auto"
@@ -656,7 +670,7 @@ class EvalConfig:
 
 
 @dataclass
-class RunConfig:
+class RunConfig(Section):
     """A whole IPO run: R rounds of generate -> judge -> pairs -> train -> eval."""
 
     model: str = "world"
@@ -688,6 +702,9 @@ class RunConfig:
 
     def validate(self) -> None:
         _positive(self, "rounds")
+        # a run ranks several videos per prompt and leaves the middle out; standalone `vipo generate` may sample one
+        _check(self.generate.samples_per_prompt >= 3,
+               f"generate.samples_per_prompt must be at least 3, got {self.generate.samples_per_prompt}")
         _check(self.patience >= 0, f"patience must be >= 0, got {self.patience}")
         _check(self.min_free_gb >= 0, f"min_free_gb must be >= 0, got {self.min_free_gb}")
         _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),

@@ -1,0 +1,69 @@
+"""config: every section checks itself where it is made (Python, YAML, --set, CLI flags), naming the field."""
+import dataclasses
+
+import pytest
+
+from vipo import config as C
+from vipo.cli import main
+from vipo.errors import UserError
+
+
+@pytest.mark.parametrize("cls, kwargs, field", [
+    (C.TrainConfig, {"beta": -1.0}, "beta"),
+    (C.TrainConfig, {"method": "ppo"}, "method"),
+    (C.GenerateConfig, {"num_steps": 0}, "num_steps"),
+    (C.GenerateConfig, {"guidance": 0.5}, "guidance"),
+    (C.JudgeConfig, {"critic": "oracle"}, "oracle"),
+    (C.JudgeConfig, {"critic": "openai"}, "base_url"),
+    (C.PairsConfig, {"filter_ratio": 1.0}, "filter_ratio"),
+    (C.EvalConfig, {"metric": "pass"}, "metric"),
+    (C.PromptConfig, {"phrasing": "poetic"}, "phrasing"),
+    (C.PretrainConfig, {"side": 36}, "side"),
+    (C.RunConfig, {"rounds": 0}, "rounds"),
+])
+def test_a_section_made_in_python_is_checked(cls, kwargs, field):
+    with pytest.raises(UserError, match=field):
+        cls(**kwargs)
+    cls()  # the defaults pass
+    with pytest.raises(UserError, match=field):
+        dataclasses.replace(cls(), **kwargs)  # so does every other way of making one
+
+
+def test_a_nested_error_names_its_path_once():
+    with pytest.raises(UserError) as e:
+        C.build(C.RunConfig, {"train": {"beta": -1}})
+    assert str(e.value) == "train.beta must be > 0, got -1.0"
+    with pytest.raises(UserError) as e:
+        C.load(C.RunConfig, overrides=C.parse_overrides(["eval.critic=openai"]))
+    assert str(e.value) == "eval.critic: the openai critic needs base_url and model"
+
+
+def test_yaml_meets_the_same_checks(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("generate:\n  guidance: 0.5\n")
+    with pytest.raises(UserError, match="generate.guidance must be >= 1"):
+        C.load(C.RunConfig, path)
+
+
+def test_samples_per_prompt_is_a_run_rule_not_a_sampling_rule():
+    C.GenerateConfig(samples_per_prompt=1)  # standalone inference may draw one video per prompt
+    with pytest.raises(UserError, match="generate.samples_per_prompt must be at least 3"):
+        C.RunConfig(generate=C.GenerateConfig(samples_per_prompt=2))
+    with pytest.raises(UserError, match="samples_per_prompt must be > 0"):
+        C.GenerateConfig(samples_per_prompt=0)
+
+
+@pytest.mark.parametrize("flags, field", [
+    (["--steps", "0"], "num_steps must be > 0, got 0"),
+    (["--guidance", "0.5"], "guidance must be >= 1, got 0.5"),
+    (["--samples-per-prompt", "0"], "samples_per_prompt must be > 0"),
+    (["--set", "num_steps=0"], "num_steps must be > 0"),
+])
+def test_generate_flags_are_overrides_of_checked_fields(tmp_path, capsys, flags, field):
+    assert main(["generate", "--out", str(tmp_path / "g"), "--prompt", "a red circle moving left", *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err, err
+    line = err.splitlines()[-1]
+    assert line.startswith("vipo: error: ") and field in line
+    assert not (tmp_path / "g").exists()  # refused before anything was loaded or written
+
