@@ -47,6 +47,16 @@ def _run_args(p: argparse.ArgumentParser, out_required: bool = True) -> None:
                    "critic or options, or overwrite an --out file vipo judge did not write")
 
 
+def _options_epilog(p: argparse.ArgumentParser, section: str | None) -> None:
+    """``--help`` ends with the options of the verb's config section(s), their defaults and docs (config.describe)."""
+    from . import config as C
+
+    names = "every config option" if section is None else f"the options of the '{section}' section"
+    p.epilog = (f"{names} (--set KEY=VALUE or a --config YAML; `vipo config [SECTION]` prints them alone):\n\n"
+                + C.describe(section))
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+
+
 def _critic_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--critic", help="judge.critic: world, metric, vlm, openai, human, ensemble, omniscore, reward")
     p.add_argument("--base-url", help="judge.base_url of an OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
@@ -62,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="R rounds of generate -> judge -> pairs -> train -> eval (resumable)")
     _run_args(p)
+    _options_epilog(p, None)
 
     p = sub.add_parser("judge", help="judge a round's samples (pointwise and, for DPO, pairwise in both orders), or "
                        "any folder of videos: vipo judge DIR --out judgments.jsonl")
@@ -71,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--round", type=int, help="round number (run folders)")
     _critic_args(p)
     p.add_argument("--pairwise", action="store_true", help="DIR: also judge each prompt's pairs in both orders")
+    _options_epilog(p, "judge")
 
     c = sub.add_parser("critic", help="critics").add_subparsers(dest="critic_verb", required=True)
     p = c.add_parser("eval", help="agreement of a critic with ground truth: human labels (--labels) or, on the "
@@ -87,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(verb, help=text)
         _run_args(p)
         p.add_argument("--round", type=int, required=True, help="round number")
+        _options_epilog(p, verb)
     p = sub.add_parser("eval", help="evaluate a round's checkpoint (round 0 = the base model), or VBench-style "
                        "metrics on any folder of videos: vipo eval DIR")
     p.add_argument("dir", nargs="?", help="a folder of videos: metadata.jsonl (file_name, prompt) or VBench's "
@@ -109,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
                        ("xclip", "a local XCLIPModel folder: overall_consistency_xclip, a stand-in for VBench's "
                         "ViCLIP overall consistency")):
         p.add_argument(f"--{flag}", help=f"DIR, builtin: judge.{flag.replace('-', '_')}, {text}")
+    _options_epilog(p, "eval")
 
     p = sub.add_parser("report", help="write a run folder's report again (report.html, report.md, PNGs)")
     p.add_argument("run_dir", help="run folder")
@@ -163,8 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "with a changed config)")
     p.add_argument("--method", choices=("dpo", "kto", "rwr"), help=argparse.SUPPRESS)
     p.add_argument("--rounds", type=int, help=argparse.SUPPRESS)
+    _options_epilog(p, "generate")
 
-    p = sub.add_parser("export", help="write a round checkpoint's policy as one merged model folder")
+    p = sub.add_parser("export", help="write a round checkpoint's policy as one merged model folder, with a "
+                       "model card (README.md: Hub metadata, the run's eval table, the command that reproduces it)")
     p.add_argument("--merge", required=True, metavar="CHECKPOINT", help="a vipo round checkpoint folder")
     p.add_argument("--out", required=True, help="new folder for the merged model (a diffusers pipeline folder)")
     p.add_argument("--model", default=None, help="base model (default: the one the checkpoint names)")
@@ -596,6 +612,11 @@ def _dispatch(args) -> int:
             return cmd_world(args)
         if args.verb == "export":
             return cmd_export(args)
+        if args.verb == "config":
+            from .config import describe
+
+            print(describe(args.section), end="")
+            return 0
         if args.verb == "annotate":
             return cmd_annotate(args)
         if args.verb == "critic":

@@ -731,3 +731,49 @@ def eval_judge(cfg: RunConfig) -> JudgeConfig:
     if over.get("critic", data["critic"]) != "ensemble":
         data.pop("members")
     return build(JudgeConfig, merge(data, over), "eval.critic")
+
+
+# -- the options a person can set, with their docs (``vipo config``, ``--help``) -----------------------------------
+
+
+def sections() -> dict[str, type]:
+    """Section name -> dataclass: ``run`` (the run's own fields), each nested section of ``RunConfig`` under its field
+    name, and ``pretrain`` (``vipo world pretrain``)."""
+    out: dict[str, type] = {"run": RunConfig}
+    hints = typing.get_type_hints(RunConfig)
+    out.update({f.name: hints[f.name] for f in dataclasses.fields(RunConfig) if dataclasses.is_dataclass(hints[f.name])})
+    out["pretrain"] = PretrainConfig
+    return out
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
+
+
+def describe(section: str | None = None, width: int = 100) -> str:
+    """Every option of ``section`` (all sections when None) with its YAML default and its docstring, as
+    ``vipo config`` prints it: the key to give ``--set`` (``train.beta=500``) or to write under the section in YAML."""
+    known = sections()
+    if section is not None and section not in known:
+        raise UserError(f"unknown config section {section!r} (known: {', '.join(known)})")
+    blocks = []
+    for name, cls in known.items():
+        if section is not None and name != section:
+            continue
+        prefix = "" if name in ("run", "pretrain") else f"{name}."
+        head = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        where = " (`vipo world pretrain --set KEY=VALUE`)" if name == "pretrain" else ""
+        lines = [f"[{name}] {head}{where}"]
+        docs = field_docs(cls)
+        for f in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(_default(f)):
+                continue  # a nested section: listed under its own name
+            value = yaml.safe_dump(_default(f), default_flow_style=True, width=10**6).strip()
+            value = value.removesuffix("\n...").removesuffix("...").strip()
+            lines.append(f"  {prefix}{f.name}: {value}")
+            text = " ".join(docs.get(f.name, "").split())
+            lines += textwrap.wrap(text, width, initial_indent="      ", subsequent_indent="      ")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"

@@ -67,3 +67,39 @@ def test_generate_flags_are_overrides_of_checked_fields(tmp_path, capsys, flags,
     assert line.startswith("vipo: error: ") and field in line
     assert not (tmp_path / "g").exists()  # refused before anything was loaded or written
 
+
+# -- the option docs reach users: `vipo config [SECTION]` and --help ------------------------------------------------
+
+
+def test_vipo_config_prints_each_option_with_its_default_and_docs(capsys):
+    assert main(["config", "train"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("[train] Preference training of the policy")
+    assert "  train.beta: 5000.0\n      DPO/KTO temperature" in out
+    assert "  train.timestep_window: [0.0, 1.0]\n" in out and "  train.real_videos: ''\n" in out
+    assert "[generate]" not in out
+    assert main(["config"]) == 0
+    out = capsys.readouterr().out
+    for section in C.sections():
+        assert f"[{section}] " in out
+    assert "  rounds: 3\n      IPO rounds" in out and "  judge.critic: world\n" in out
+    doc = C.field_docs(C.EvalConfig)["metric"]
+    assert " ".join(doc.split())[:60] in " ".join(out.split())  # every field's docstring, unwrapped
+    assert main(["config", "trian"]) == 2
+    assert "unknown config section 'trian' (known: run, prompts" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("verb, shown, absent", [
+    (["run"], ["vipo config", "train.beta: 5000.0", "generate.num_steps: 15", "eval.clips_per_split: 96"], []),
+    (["train", "--round", "1"], ["vipo config", "train.lora_rank: 16"], ["generate.num_steps"]),
+    (["generate"], ["generate.guidance: 2.0", "classifier-free guidance scale"], ["train.lora_rank"]),
+])
+def test_help_shows_the_options_with_their_docs(capsys, verb, shown, absent):
+    with pytest.raises(SystemExit) as e:
+        main([*verb, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for text in shown:
+        assert text in out
+    for text in absent:
+        assert text not in out
