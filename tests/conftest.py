@@ -36,12 +36,13 @@ def tiny_family_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_run_dir(tmp_path_factory, tiny_model_dir):
-    """One tiny 1-round DPO run through the CLI, shared by the tests that only read its folder."""
+    """One tiny 1-round DPO run through the CLI, shared by the tests that only read its folder (it mirrors its
+    metrics to TensorBoard, which test_tracking reads back)."""
     from vipo.cli import main
 
     out = tmp_path_factory.mktemp("tinyrun") / "run"
     assert main(["run", "--model", str(tiny_model_dir), "--out", str(out), "--rounds", "1", "--method", "dpo"]
-                + TINY_RUN) == 0
+                + TINY_RUN + ["--set", "train.tracker=tensorboard"]) == 0
     return out
 
 

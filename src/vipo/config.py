@@ -580,9 +580,16 @@ class TrainConfig(Section):
     loss_spike_factor: float = 0.0
     """stop the stage before a step whose loss is more than this many times the mean of the last 20 good steps
     (0 = off)"""
+    tracker: str = "none"
+    """experiment tracker that mirrors the per-step training metrics and each round's eval metrics (and a few eval
+    clips): 'none', 'tensorboard' (event files in RUN/tensorboard), 'wandb' (offline in RUN/wandb unless WANDB_MODE is
+    set) or 'trackio' (local, RUN/trackio); written by the first process only, and not part of what decides whether a
+    round trains again (vipo.tracking)"""
 
     def validate(self) -> None:
         _check(self.method in ("dpo", "kto", "rwr"), f"method must be dpo, kto or rwr, got {self.method!r}")
+        _check(self.tracker in ("none", "tensorboard", "wandb", "trackio"),
+               f"tracker must be none, tensorboard, wandb or trackio, got {self.tracker!r}")
         _check(self.finetune in ("lora", "full"), f"finetune must be lora or full, got {self.finetune!r}")
         _check(not self.ref_offload or self.finetune == "full",
                "ref_offload applies to finetune: full only (a LoRA's reference is the base network itself)")
@@ -717,6 +724,12 @@ class RunConfig(Section):
                f"model_dtype: the embedded world model loads in float32 only, got {self.model_dtype!r}")
         if self.eval.critic:
             validate_tree(eval_judge(self), "eval.critic.")
+
+
+def training_inputs(train: TrainConfig) -> dict:
+    """The train options hashed into training states and round checkpoints: all but ``tracker`` (where the metrics
+    are mirrored), so turning a tracker on in a run folder neither retrains a round nor restarts one."""
+    return {k: v for k, v in to_dict(train).items() if k != "tracker"}
 
 
 def eval_judge(cfg: RunConfig) -> JudgeConfig:

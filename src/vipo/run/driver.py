@@ -10,6 +10,7 @@ Layout of a run folder::
                          eval/ (mp4 + metadata.jsonl + eval.json)
     cache/text/          each prompt's text conditioning, for the families that cache it (see TextCache)
     summary.json, report.md, report.png, report.html (+ report-*.png)
+    tensorboard/         with ``train.tracker: tensorboard``, the metrics mirrored as event files (vipo.tracking)
 
 Real videos for the real families' NLL term (``train.real_videos``) are VAE-encoded once into a cache outside the
 run (``train.real_cache``), shared by every run of the same model.
@@ -30,8 +31,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from .. import faults, seeds
-from ..config import RunConfig, eval_judge, merge, to_dict
+from .. import faults, seeds, tracking
+from ..config import RunConfig, eval_judge, merge, to_dict, training_inputs
 from ..data.cache import LatentCache, TextCache
 from ..data.ledger import Ledger
 from ..data import suites
@@ -80,6 +81,7 @@ def check(cfg: RunConfig) -> None:
     suites.resolve(cfg)
     if cfg.train.optimizer == "adamw8bit":
         trainer.bitsandbytes()
+    tracking.require(cfg.train.tracker)
     if cfg.train.real_videos:
         if cfg.model == "world":
             raise UserError("train.real_videos: the world family draws its real videos from its renderer; "
@@ -185,6 +187,7 @@ def run(cfg: RunConfig, run_dir: Path, progress: bool = True, force: bool = Fals
                     break
             info.update(best_round=best_round, best_metric=best, metric=metric_name(cfg),
                         elapsed_s_this_invocation=round(time.time() - t_start, 1))
+        tracking.finish()
         report = write_report(run_dir, evals, info)
     info["report"] = str(report)
     return info
@@ -202,6 +205,8 @@ def evaluate_base(cfg: RunConfig, run_dir: Path, ledger: Ledger, device: str, pr
                                  cfg.generate.fps, text_cache(base, run_dir), rows=eval_rows(cfg),
                                  features=eval_features(cfg, device))
         ledger.mark_done(0, "eval", ev)
+        track(cfg, run_dir)
+        tracking.eval_round(0, ev, out, cfg.generate.fps)
     return atomic.read_json(out / "eval.json")
 
 
@@ -276,6 +281,11 @@ def eval_features(cfg: RunConfig, device: str):
     return FeatureModels(eval_judge(cfg), device)
 
 
+def track(cfg: RunConfig, run_dir: Path) -> None:
+    """Start the run's tracker (``train.tracker``) in this process, once (vipo.tracking)."""
+    tracking.start(cfg.train.tracker, Path(run_dir), to_dict(cfg))
+
+
 def eval_critic(cfg: RunConfig, judge_critic=None):
     """The critic that judges the evaluation clips (``eval.critic``; the run's judge, ``judge_critic`` when made
     already, where it is empty or names the same options)."""
@@ -322,6 +332,7 @@ class Round:
         self._critic, self._scorer = critic, scorer
         self.device, self.progress = device, progress
         self.dir = self.run_dir / f"round-{k}"
+        track(cfg, self.run_dir)
         self.previous = self.run_dir / f"round-{k - 1}" / "checkpoint" if k > 1 else None
         self._policy = None
 
@@ -405,7 +416,7 @@ class Round:
         if self.ledger.is_done(self.k, "train"):
             return
         self._require("pairs")
-        ckpt, chash = self.dir / "checkpoint", config_hash(to_dict(self.cfg.train), self.cfg.seed, self.k)
+        ckpt, chash = self.dir / "checkpoint", config_hash(training_inputs(self.cfg.train), self.cfg.seed, self.k)
         summary = lora.finished_training(ckpt, chash)
         if summary is not None:
             log.info("round %d: %s is complete (trained before the run could record it); not training again",
@@ -434,6 +445,7 @@ class Round:
                                      rows=eval_rows(self.cfg), base_dir=self.run_dir / "round-0" / "eval",
                                      features=eval_features(self.cfg, self.device))
             self.ledger.mark_done(self.k, "eval", ev)
+            tracking.eval_round(self.k, ev, self.dir / "eval", self.cfg.generate.fps)
         return atomic.read_json(self.dir / "eval" / "eval.json")
 
     def all(self) -> dict:

@@ -44,8 +44,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .. import faults, losses, seeds
-from ..config import TrainConfig
+from .. import faults, losses, seeds, tracking
+from ..config import TrainConfig, training_inputs
 from ..data.cache import TextCache
 from ..data.ledger import Ledger
 from ..errors import StageAborted, UserError
@@ -179,7 +179,7 @@ def _train(model, cfg, items, cache, latent, real, round_, round_dir, run_seed, 
     batcher = Batcher(len(items), cfg.batch_size, seeds.stream_seed(run_seed, round_, "batches"))
     state_dir, log_path = round_dir / "train_state", round_dir / "train_log.jsonl"
     step, history, skipped, run_of_skips = 0, [], 0, 0
-    chash = train_state.config_hash(dataclasses.asdict(cfg), run_seed, round_, len(items))
+    chash = train_state.config_hash(training_inputs(cfg), run_seed, round_, len(items))
     st = train_state.load(state_dir)
     if st is not None and st["info"]["config_hash"] != chash:
         log.warning("round %d: %s was saved under another train config or data; training from step 0",
@@ -247,6 +247,7 @@ def _train(model, cfg, items, cache, latent, real, round_, round_dir, run_seed, 
         step += 1
         agg.update(step=step, lr=lr, grad_norm=float(grad_norm))
         history.append(agg)
+        tracking.train_step(round_, agg)
         faults.point("train.after_step")
         bar.update(1)
         bar.set_postfix(loss=f"{agg['loss']:.4f}", acc=f"{agg.get('implicit_acc', 0):.2f}")
@@ -260,6 +261,7 @@ def _train(model, cfg, items, cache, latent, real, round_, round_dir, run_seed, 
             faults.check_term(f"round {round_} train at step {step}")
     bar.close()
     _write_log(log_path, history)
+    tracking.flush()
     net.eval()
     if cfg.gradient_checkpointing:
         net.disable_gradient_checkpointing()
