@@ -189,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     _annotate_parsers(sub)
 
+    p = sub.add_parser("config", help="every config option with its default and docs (all sections, or one)")
+    p.add_argument("section", nargs="?", help="run, prompts, generate, judge, pairs, train, eval or pretrain")
+
     w = sub.add_parser("world", help="the embedded world").add_subparsers(dest="world_verb", required=True)
     p = w.add_parser("pretrain", help="pretrain the embedded base model from scratch (resumable)")
     _common(p)
@@ -509,11 +512,16 @@ def cmd_generate(args) -> int:
 
 def cmd_export(args) -> int:
     from .device import resolve_device
-    from .train.lora import export_merged
+    from .run.card import model_card
+    from .train.lora import export_merged, read_policy
 
     _setup_logging(args.verbose)
-    model = export_merged(Path(args.merge), Path(args.out), args.model, device=resolve_device(args.device))
-    print(f"merged {model.family} model: {args.out}")
+    policy = read_policy(Path(args.merge))
+    base = args.model or policy["base"]
+    card = model_card(Path(args.merge), Path(args.out), base, policy.get("family", "unknown"), policy)
+    model = export_merged(Path(args.merge), Path(args.out), args.model, device=resolve_device(args.device),
+                          readme=card)
+    print(f"merged {model.family} model: {args.out} (model card: {Path(args.out) / 'README.md'})")
     return 0
 
 

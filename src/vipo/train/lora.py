@@ -274,14 +274,18 @@ def master_denoiser(model: VideoModel) -> torch.nn.Module:
     return master.to(next(net.parameters()).device)
 
 
-def export_merged(checkpoint: Path, out: Path, base: str | None = None, device: str = "cpu") -> VideoModel:
-    """Write a round checkpoint's policy (base + fine-tuned denoiser + adapter chain, fused) as one model folder."""
+def export_merged(checkpoint: Path, out: Path, base: str | None = None, device: str = "cpu",
+                  readme: str | None = None) -> VideoModel:
+    """Write a round checkpoint's policy (base + fine-tuned denoiser + adapter chain, fused) as one model folder,
+    with ``readme`` (its model card) as README.md in it."""
     out = Path(out)
     if out.exists():
         raise UserError(f"--out {out}: already exists; choose a new folder")
     model = load_policy(base or read_policy(checkpoint)["base"], checkpoint, device=device)
     with atomic.atomic_dir(out) as tmp:
         model.save(tmp)
+        if readme is not None:
+            atomic.write_text(tmp / "README.md", readme)
     return model
 
 
