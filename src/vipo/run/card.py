@@ -15,12 +15,9 @@ from pathlib import Path
 import yaml
 
 from ..io import atomic
-from ..stats import fmt
-from .report import COLUMNS
+from . import report
 
-SPLITS = (("indist", "in-distribution prompts"), ("heldout", "held-out combinations"))
-EXTRA = (("score", "mean score"),)
-"""columns any critic has (COLUMNS are the world judge's rates)"""
+SPLITS = {"indist": "in-distribution prompts", "heldout": "held-out prompts", "vbench": "VBench prompts"}
 
 
 def _run_dir(checkpoint: Path) -> Path | None:
@@ -38,31 +35,23 @@ def hub_id(base: str) -> str | None:
 
 
 def eval_table(run_dir: Path, last_round: int) -> list[str]:
-    """Markdown rows: one per evaluated round 0..last_round, the rates with their intervals, per split."""
+    """Markdown tables, one per split: a row per evaluated round 0..last_round with the columns the report shows (the
+    rates with their 95% intervals; report.columns and report.cell)."""
     evals = {}
     for k in range(last_round + 1):
         path = run_dir / f"round-{k}" / "eval" / "eval.json"
         if path.is_file():
             evals[k] = atomic.read_json(path)
     lines: list[str] = []
-    for split, title in SPLITS:
+    for split in report.splits(evals):
         rows = {k: e[split] for k, e in evals.items() if isinstance(e.get(split), dict)}
-        if not rows:
-            continue
-        cols = [(c, name) for c, name in COLUMNS + EXTRA if any(c in r for r in rows.values())]
-        n = max(r.get("n", 0) for r in rows.values())
-        lines += [f"**{split}** ({title}, {n} clips per round)", "",
+        cols = report.columns(evals, split)
+        n = max((r.get("n", 0) for r in rows.values() if isinstance(r.get("n"), int)), default=0)
+        lines += [f"**{split}** ({SPLITS.get(split, split)}, {n} clips per round)", "",
                   "| model | " + " | ".join(name for _, name in cols) + " |", "|---|" + "---|" * len(cols)]
         for k, r in sorted(rows.items()):
-            cells = []
-            for c, _ in cols:
-                if c not in r:
-                    cells.append("-")
-                elif c in r.get("ci95", {}) or c in dict(COLUMNS):
-                    cells.append(fmt(r[c], r.get("ci95", {}).get(c)))
-                else:
-                    cells.append(f"{r[c]:.3f}")
-            lines.append(f"| {'base' if k == 0 else f'round {k}'} | " + " | ".join(cells) + " |")
+            lines.append(f"| {'base' if k == 0 else f'round {k}'} | "
+                         + " | ".join(report.cell(r, c) for c, _ in cols) + " |")
         lines.append("")
     return lines
 
