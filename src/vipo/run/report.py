@@ -195,7 +195,7 @@ def _pyplot():
 def _plot(path: Path, evals: dict[int, dict]) -> None:
     plt = _pyplot()
     rounds = sorted(evals)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(7.5, 4))
     for split, style in zip(splits(evals), ("-o", "--s", ":^", "-.v")):
         for key, label in [c for c in columns(evals, split) if c[0] not in NOT_RATES][:2]:
             ys = [100 * (v if (v := _num(_split(evals[r], split).get(key))) is not None else float("nan"))
@@ -205,8 +205,13 @@ def _plot(path: Path, evals: dict[int, dict]) -> None:
     ax.set_ylabel("% of eval clips")
     ax.set_xticks(rounds)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _legend(ax)
     _save(fig, path)
+
+
+def _legend(ax) -> None:
+    """The legend to the right of the plotting area, where it can never cover a line or a bar."""
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
 
 
 def _save(fig, path: Path) -> bytes:
@@ -290,7 +295,7 @@ def _label_plot(run_dir: Path, rounds: list[int]) -> bytes | None:
             bottom += ys
         ax.set_title(dim)
     axes[0].set_ylabel("% of eval clips")
-    axes[-1].legend(fontsize=8)
+    _legend(axes[-1])
     return _save(fig, run_dir / "report-labels.png")
 
 
@@ -307,7 +312,7 @@ def _gap_plot(run_dir: Path, rounds: list[int]) -> bytes | None:
         ax.hist(g, bins=bins, histtype="step", linewidth=1.5, label=f"round {k} ({len(g)} pairs)")
     ax.set_xlabel("score gap, chosen - rejected")
     ax.set_ylabel("pairs")
-    ax.legend(fontsize=8)
+    _legend(ax)
     return _save(fig, run_dir / "report-gaps.png")
 
 
@@ -322,13 +327,13 @@ def _train_plot(run_dir: Path, rounds: list[int]) -> bytes | None:
         start = 0
         for k, h in logs.items():
             pts = [(start + i, v) for i, r in enumerate(h) if (v := _num(r.get(key))) is not None]
-            if pts:
-                ax.plot(*zip(*pts), label=f"round {k}")
+            if pts:  # a marker where a round has a single step (a line of one point draws nothing)
+                ax.plot(*zip(*pts), marker="o" if len(pts) == 1 else None, label=f"round {k}")
             start += len(h)
         ax.set_xlabel("training step (all rounds)")
         ax.set_title(key.replace("_", " "))
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    _legend(axes[-1])
     return _save(fig, run_dir / "report-train.png")
 
 
@@ -354,6 +359,8 @@ def _gallery(run_dir: Path, rounds: list[int], per_split: int = 2) -> str:
     picked = [m for s in dict.fromkeys(m.get("split") for m in meta) for m in
               [m for m in meta if m.get("split") == s][:per_split]]
     out = []
+    judged = {k: {r.get("file_name"): r for r in _rows(run_dir / f"round-{k}" / "eval" / "results.jsonl")}
+              for k in rounds}
     for m in picked:
         cells = []
         name = str(m.get("file_name"))
@@ -361,16 +368,37 @@ def _gallery(run_dir: Path, rounds: list[int], per_split: int = 2) -> str:
             video = inside(run_dir / f"round-{k}" / "eval", name, f"{path}:{m['line']}: file_name")
             if video.is_file():
                 rel = video.relative_to(run_dir).as_posix()
+                kind, text, words = verdict(judged[k].get(name))
                 cells.append(f'<td>{_img(frame_strip(read_mp4(video)), rel)}<br>'
-                             f'<a href="{html.escape(rel)}">{_round_name(k)}</a></td>')
+                             f'<a href="{html.escape(rel)}">{_round_name(k)}</a><br>'
+                             f'<span class="verdict {kind}" title="{_esc(words)}">{_esc(text)}</span></td>')
         out.append(f'<tr><th>{_esc(m.get("prompt"))}<br><small>{_esc(m.get("split"))}, seed {_esc(m.get("seed"))}'
                    "</small></th>" + "".join(cells) + "</tr>")
     return '<table id="gallery">' + "".join(out) + "</table>"
 
 
+def verdict(row: dict | None) -> tuple[str, str, str]:
+    """A gallery clip's verdict from its ``results.jsonl`` row: (``pass``/``fail``/``''``, a short reason, the
+    critic's own words for the tooltip). The world judge says which attribute was wrong; another critic's verdict is
+    its semantic label, shown with all three labels."""
+    if not isinstance(row, dict):
+        return "", "not judged", ""
+    words = str(row.get("raw") or "")[:400]
+    if "error" in row:
+        return "fail", "unparseable answer", str(row["error"])[:400]
+    if "passed" in row:
+        wrong = [a for a in ("color", "shape", "direction") if row.get(f"{a}_ok") is False]
+        if row["passed"]:
+            return "pass", "pass", words
+        return "fail", "fail: wrong " + ", ".join(wrong) if wrong else "fail", words
+    labels = row.get("labels") if isinstance(row.get("labels"), dict) else {}
+    text = ", ".join(f"{d} {labels[d]}" for d in ("semantic", "fidelity", "motion") if d in labels)
+    return ("pass" if labels.get("semantic") == "Good" else "fail"), (text or "no labels"), words
+
+
 CSS = ("body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse}"
        "td,th{border:1px solid #ccc;padding:3px 6px;text-align:center}#gallery img{height:64px}#gallery th{min-width:9em}"
-       "figure{margin:1em 0}")
+       "figure{margin:1em 0}.verdict{font-size:small}.pass{color:#2e7d32}.fail{color:#c62828}")
 
 
 def write_html(run_dir: Path, evals: dict[int, dict], info: dict) -> Path:
