@@ -85,14 +85,19 @@ def build_parser() -> argparse.ArgumentParser:
     _options_epilog(p, "judge")
 
     c = sub.add_parser("critic", help="critics").add_subparsers(dest="critic_verb", required=True)
-    p = c.add_parser("eval", help="agreement of a critic with ground truth: human labels (--labels) or, on the "
-                     "embedded world, the world judge")
-    p.add_argument("dir", help="a folder of videos with metadata.jsonl (file_name, prompt)")
+    p = c.add_parser("eval", help="a critic's accuracy (IPO's Table 6, with 95%% intervals): on critic-training "
+                     "records (DATA.jsonl: their voted labels, or --against world), or on a folder of videos against "
+                     "human labels (--truth) or the world judge")
+    p.add_argument("dir", help="critic-training records (DATA.jsonl), or a folder of videos with metadata.jsonl")
     _common(p)
-    p.add_argument("--truth", help="JSONL of human annotations (default: the world judge)")
+    p.add_argument("--truth", help="folder: JSONL of human annotations (default: the world judge)")
+    p.add_argument("--split", default="test", choices=("test", "train", "all"), help="DATA.jsonl: records scored")
+    p.add_argument("--against", default="labels", choices=("labels", "world"),
+                   help="DATA.jsonl: the records' voted labels, or the exact world judge on the same videos")
     p.add_argument("--model", help="the critic's model")
     _critic_args(p)
     p.add_argument("--out", help="also write the result here (JSON)")
+    _critic_learn_parsers(c)
 
     for verb, text in (("pairs", "build a round's DPO pairs and KTO examples from its judgments"),
                        ("train", "train a round's LoRA on its pairs/examples")):
@@ -207,7 +212,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="--out holds clips rendered from other prompts or another "
                    "seed: delete them and render again")
+    p = w.add_parser("annotate", help="simulated annotators (the world judge's verdicts, flipped at --error) label "
+                     "world clips; the annotation export's votes and critic-training records")
+    p.add_argument("--out", required=True, help="folder: OUT/clips (generated clips), OUT/export (the export)")
+    p.add_argument("--videos", help="label this folder of world videos (metadata.jsonl) instead of generating")
+    p.add_argument("--model", default="world", help="the model whose samples are labelled (default: the world base)")
+    p.add_argument("--lora", help="a round checkpoint or LoRA folder on top of --model")
+    p.add_argument("--repeats", type=int, default=4, help="random phrasings of every combination (default 4)")
+    p.add_argument("--samples-per-prompt", type=int, default=4, help="videos per phrasing (default 4)")
+    p.add_argument("--annotators", type=int, default=3, help="simulated annotators per item (default 3)")
+    p.add_argument("--error", type=float, default=None, help="chance that an annotator's verdict on a dimension is "
+                   "another one, drawn uniformly (default 0.15)")
+    p.add_argument("--pairs-per-prompt", type=int, default=None, help="at most N pairs per prompt (default: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     return ap
+
+
+def _critic_learn_parsers(c) -> None:
+    p = c.add_parser("train", help="train a critic on critic-training records (vipo annotate export, vipo world "
+                     "annotate, vipo critic import): a LoRA-tuned VLM, or the learned world critic")
+    p.add_argument("data", help="critic-training records (DATA.jsonl)")
+    p.add_argument("--out", required=True, help="the critic's folder")
+    p.add_argument("--arch", choices=("auto", "world", "vlm"), help="world, vlm or auto (default)")
+    p.add_argument("--model", help="vlm: the base image-text-to-text model")
+    p.add_argument("--epochs", type=float, help="passes over the training records")
+    _common(p)
+    p = c.add_parser("import", help="critic-training records from LiFT-HRA, VideoGen-RewardBench or vipo judge output")
+    p.add_argument("kind", choices=("lift", "videogen-rewardbench", "judgments"))
+    p.add_argument("src", help="LiFT-HRA-data.json, videogen-rewardbench.csv, or a judgments JSONL")
+    p.add_argument("--out", required=True, help="records to write (DATA.jsonl)")
+    p.add_argument("--videos", help="judgments: the folder of videos `vipo judge DIR` judged")
+    p.add_argument("--test-fraction", type=float, default=0.1, help="share of prompts in the test split (0.1)")
 
 
 def _annotate_parsers(sub) -> None:
@@ -431,6 +468,22 @@ def cmd_ablate(args) -> int:
     return 0
 
 
+def cmd_critic(args) -> int:
+    from .critics.learn import commands as L
+
+    _setup_logging(args.verbose)
+    if args.critic_verb == "train":
+        cfg = L.train_config(args.config, args.set, {"arch": args.arch, "model": args.model, "epochs": args.epochs})
+        return L.train(args.data, args.out, cfg, progress=not args.quiet)
+    if args.critic_verb == "import":
+        return L.import_records(args.kind, args.src, args.out, args.videos, args.test_fraction)
+    if Path(args.dir).is_file():
+        from .stages.judge import make_critic
+
+        return L.eval_records(args.dir, make_critic(_judge_config(args)), args.split, args.against, args.out)
+    return cmd_critic_eval(args)
+
+
 def cmd_critic_eval(args) -> int:
     import itertools
 
@@ -526,6 +579,14 @@ def cmd_export(args) -> int:
 
 
 def cmd_world(args) -> int:
+    if args.world_verb == "annotate":
+        from .critics.learn.commands import world_annotate
+        from .world.annotators import DEFAULT_ERROR
+
+        _setup_logging(False)
+        return world_annotate(args.out, args.videos, args.model, args.lora, args.repeats, args.samples_per_prompt,
+                              args.annotators, DEFAULT_ERROR if args.error is None else args.error, args.seed,
+                              args.pairs_per_prompt, args.device, progress=not args.quiet)
     if args.world_verb == "render":
         import random
 
@@ -628,7 +689,7 @@ def _dispatch(args) -> int:
         if args.verb == "annotate":
             return cmd_annotate(args)
         if args.verb == "critic":
-            return cmd_critic_eval(args)
+            return cmd_critic(args)
         if args.verb == "judge" and args.dir is not None:
             return cmd_judge_dir(args)
         if args.verb == "eval" and args.dir is not None:

@@ -333,7 +333,7 @@ class GenerateConfig(Section):
         _check(self.guidance >= 1, f"guidance must be >= 1, got {self.guidance}")
 
 
-CRITICS = ("world", "metric", "vlm", "openai", "human", "ensemble", "omniscore", "reward")
+CRITICS = ("world", "metric", "vlm", "openai", "human", "ensemble", "omniscore", "reward", "learned")
 
 
 @dataclass
@@ -344,11 +344,15 @@ class JudgeConfig(Section):
     """which critic: 'world' (the embedded world's exact judge), 'metric' (a placeholder pixel metric that does not
     read the prompt, for smoke runs), 'vlm' (a local transformers image-text-to-text model), 'openai' (an
     OpenAI-compatible chat-completions endpoint: vLLM, SGLang, hosted), 'human' (labels from a JSONL file),
-    'ensemble' (vote or mean over ``members``), 'omniscore' (VideoDPO's VBench-based score) or 'reward' (a video
-    reward model with a score per dimension: VideoAlign's VideoReward or a sequence-classification VLM)"""
+    'ensemble' (vote or mean over ``members``), 'omniscore' (VideoDPO's VBench-based score), 'reward' (a video
+    reward model with a score per dimension: VideoAlign's VideoReward or a sequence-classification VLM) or 'learned'
+    (a world critic trained by ``vipo critic train`` on labels)"""
     model: str = ""
     """vlm: a local model folder (or hub id already in the local cache); openai: the served model name; reward: the
-    reward model's local folder (VideoAlign's layout, or a transformers sequence-classification VLM)"""
+    reward model's local folder (VideoAlign's layout, or a transformers sequence-classification VLM); learned: the
+    folder ``vipo critic train`` wrote"""
+    adapter: str = ""
+    """vlm: a LoRA adapter folder that ``vipo critic train`` wrote for ``model`` (merged in at load); empty = none"""
     base_url: str = ""
     """openai: the endpoint's base URL, e.g. http://127.0.0.1:8000/v1 (``/chat/completions`` is appended)"""
     api_key_env: str = ""
@@ -454,6 +458,8 @@ class JudgeConfig(Section):
         _check(self.reward_tie_margin >= 0, f"reward_tie_margin must be >= 0, got {self.reward_tie_margin}")
         if self.critic == "human":
             _check(bool(self.labels), "the human critic needs labels (a JSONL of annotations)")
+        if self.critic == "learned":
+            _check(bool(self.model), "the learned critic needs model (the folder `vipo critic train` wrote)")
         if self.critic == "ensemble":
             _check(bool(self.members), "the ensemble critic needs members")
             for i, m in enumerate(self.members):

@@ -1,0 +1,121 @@
+"""What ``vipo critic train|import|eval DATA.jsonl`` and ``vipo world annotate`` do once the CLI has parsed them."""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+from ...errors import UserError
+from ...io import atomic
+
+log = logging.getLogger(__name__)
+
+
+def train_config(config: str | None, sets: list[str], flags: dict):
+    """CriticTrainConfig: defaults < ``--config`` (a ``critic_train:`` section or bare keys) < ``--set`` < flags."""
+    from ... import config as C
+    from .train import CriticTrainConfig
+
+    data = C.load_yaml(config) if config else {}
+    if isinstance(data.get("critic_train"), dict):
+        data = data["critic_train"]
+    over = C.parse_overrides(sets)
+    over = over.get("critic_train", over) if isinstance(over.get("critic_train"), dict) else over
+    over.update({k: v for k, v in flags.items() if v is not None})
+    cfg = C.build(CriticTrainConfig, C.merge(data, over), "critic_train")
+    C.validate_tree(cfg, "critic_train.")
+    return cfg
+
+
+def train(data: str, out: str, cfg, progress: bool = True) -> int:
+    from .train import train_critic
+
+    info = train_critic(data, out, cfg, progress)
+    print(json.dumps({k: info[k] for k in ("arch", "records", "train_seconds", "final_loss", "eval") if k in info},
+                     indent=2))
+    how = (f"--critic learned --model {out}" if info["arch"] == "world"
+           else f"--critic vlm --model {info.get('base', cfg.model)} --set adapter={out}")
+    print(f"critic: {out} (vipo judge DIR {how}; loss curve {Path(out) / 'loss.png'})")
+    return 0
+
+
+def import_records(kind: str, src: str, out: str, folder: str | None, test_fraction: float) -> int:
+    from . import importers
+
+    if not 0 <= test_fraction <= 1:
+        raise UserError(f"critic import --test-fraction: {test_fraction} must be in [0, 1]")
+    if kind == "judgments":
+        if not folder:
+            raise UserError("critic import judgments: give --videos DIR (the folder `vipo judge DIR` judged)")
+        rows = importers.judgments(src, folder, out, test_fraction)
+    else:
+        rows = importers.IMPORTERS[kind](src, out, test_fraction)
+    splits = {s: sum(r["split"] == s for r in rows) for s in ("train", "test")}
+    print(f"{len(rows)} records ({splits['train']} train, {splits['test']} test) in {out}")
+    return 0
+
+
+def eval_records(data: str, critic, split: str, against: str, out: str | None) -> int:
+    from .accuracy import table_rows
+    from .data import read_records
+    from .train import evaluate_records
+
+    records = read_records(data, split=None if split == "all" else split)
+    if not records:
+        raise UserError(f"{data}: no records in the {split} split")
+    res = evaluate_records(critic, records, truth=against)
+    res.update(critic=critic.name, truth=against, data=str(data), split=split, records=len(records))
+    if out:
+        atomic.write_json(Path(out), res)
+    for name, cell in table_rows(res):
+        print(f"{name:32s} {cell}", file=sys.stderr)
+    print(json.dumps(res, indent=2))
+    return 0
+
+
+def world_annotate(out: str, videos: str | None, model: str, lora: str | None, repeats: int,
+                   samples_per_prompt: int, annotators: int, error: float, seed: int, pairs_per_prompt: int | None,
+                   device: str, progress: bool = True) -> int:
+    """Generate world clips (unless ``videos`` names a folder of them), then simulated annotators label them."""
+    from ...world.annotators import annotate
+
+    out_dir = Path(out)
+    root = Path(videos) if videos else generate_world_clips(out_dir / "clips", model, lora, repeats,
+                                                            samples_per_prompt, seed, device, progress)
+    summary = annotate(root, out_dir / "export", annotators, error, seed, pairs_per_prompt, progress=progress)
+    sim = summary["simulated"]
+    print(json.dumps({"questions": summary["questions"], "critic_train_records": summary["critic_train_records"],
+                      "simulated": sim}, indent=1))
+    for task, per in summary["agreement"].items():
+        for d, a in per["dimensions"].items():
+            pa = a["percent_agreement"]
+            print(f"{task} {d}: percent agreement {'n/a' if pa is None else f'{100 * pa:.1f}%'}")
+    print(f"labels: {out_dir / 'export' / 'critic_train.jsonl'} (vipo critic train "
+          f"{out_dir / 'export' / 'critic_train.jsonl'} --out CRITIC)")
+    return 0
+
+
+def generate_world_clips(out: Path, model: str, lora: str | None, repeats: int, samples_per_prompt: int, seed: int,
+                         device: str, progress: bool) -> Path:
+    """Samples of every world combination (in-distribution and held-out), ``repeats`` random phrasings each,
+    ``samples_per_prompt`` videos per phrasing, from ``model`` (+ ``lora``): resumable (a ledger in ``out``)."""
+    import random
+
+    from ...config import GenerateConfig
+    from ...data.ledger import Ledger
+    from ...device import resolve_device
+    from ...stages.generate import PromptItem, generate
+    from ...train.lora import load_policy
+    from ...world import grammar
+
+    if repeats < 1 or samples_per_prompt < 2:
+        raise UserError("world annotate: --repeats >= 1 and --samples-per-prompt >= 2 (pairs need two) are needed")
+    rng = random.Random(seed)
+    items = [PromptItem(len(grammar.ALL) * r + i, grammar.random_prompt(a, rng), grammar.split_of(a))
+             for r in range(repeats) for i, a in enumerate(grammar.ALL)]
+    policy = load_policy(model, lora, device=resolve_device(device))
+    with Ledger(out / "ledger.sqlite") as ledger:
+        generate(policy, items, out, ledger, 0, GenerateConfig(samples_per_prompt=samples_per_prompt), seed,
+                 keep_latents=False, progress=progress)
+    return out / "samples"
