@@ -67,6 +67,10 @@ def make_critic(cfg: JudgeConfig | str) -> Critic:
         from ..critics.reward import RewardCritic
 
         return RewardCritic(cfg)
+    if name == "learned":
+        from ..critics.learned import LearnedWorldCritic
+
+        return LearnedWorldCritic(cfg)
     if name == "omniscore":
         from ..critics.omniscore import OmniScoreCritic
 
