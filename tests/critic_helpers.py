@@ -4,6 +4,8 @@ import json
 import random
 
 import numpy as np
+import torch
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 
 from vipo.io.video import write_mp4
 from vipo.world import grammar, render
@@ -84,3 +86,50 @@ def check_round(out, critic):
     assert info["pairwise"] == len(both) and info["pointwise"] == len(samples)
     assert (rd / "eval" / "eval.json").is_file() and (out / "report.md").is_file()
     return judgments, pairs, info
+
+
+SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
+           "<|video_pad|>"]
+TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% for c in m['content'] %}"
+            "{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>{% else %}{{ c['text'] }}"
+            "{% endif %}{% endfor %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+            "{% endif %}")
+
+
+def tiny_qwen2_vl(path, head_std: float | None = None):
+    """A tiny random Qwen2-VL (char-level tokenizer, 1 layer, 32 wide) saved in the transformers layout, with an images
+    processor and a chat template. ``head_std``: re-draw the output layer with this spread, so that a fine-tuned
+    adapter can make it confident (at the default 0.02 a 32-wide model's logits cannot move beyond ~0.6)."""
+    from transformers import (PreTrainedTokenizerFast, Qwen2VLConfig, Qwen2VLForConditionalGeneration,
+                              Qwen2VLImageProcessorPil)
+
+    vocab = {t: i for i, t in enumerate(SPECIAL + [chr(i) for i in range(32, 127)] + ["\n", "<unk>"])}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tok.add_special_tokens(SPECIAL)
+    tok.decoder = decoders.Fuse()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<|endoftext|>", eos_token="<|im_end|>",
+                                   unk_token="<unk>")
+    fast.save_pretrained(path)
+    image_processor = Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=56 * 56)
+    image_processor.save_pretrained(path)
+    for name in ("processor_config.json", "preprocessor_config.json"):
+        cfg = json.loads((path / name).read_text()) if (path / name).is_file() else {}
+        cfg["processor_class"] = "Qwen2VLProcessor"
+        (path / name).write_text(json.dumps(cfg))
+    (path / "chat_template.json").write_text(json.dumps({"chat_template": TEMPLATE}))
+    config = Qwen2VLConfig(
+        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=4096,
+                         rope_scaling={"type": "mrope", "mrope_section": [4, 2, 2]}),
+        vision_config=dict(depth=1, embed_dim=32, hidden_size=32, num_heads=2, mlp_ratio=2, patch_size=14,
+                           spatial_merge_size=2, temporal_patch_size=2),
+        image_token_id=vocab["<|image_pad|>"], video_token_id=vocab["<|video_pad|>"],
+        vision_start_token_id=vocab["<|vision_start|>"], vision_end_token_id=vocab["<|vision_end|>"],
+        bos_token_id=0, eos_token_id=vocab["<|im_end|>"], pad_token_id=0)
+    torch.manual_seed(0)
+    model = Qwen2VLForConditionalGeneration(config)
+    if head_std is not None:
+        torch.nn.init.normal_(model.lm_head.weight, std=head_std)
+    model.save_pretrained(path)
+    return path

@@ -5,51 +5,9 @@ Its answers are random characters: every question is unparseable, retried, recor
 import json
 
 import pytest
-import torch
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 
-from tests.critic_helpers import check_round, pixel_verdict, run_one_round, split_videos, video_folder
+from tests.critic_helpers import check_round, pixel_verdict, run_one_round, split_videos, tiny_qwen2_vl, video_folder
 from vipo.cli import main
-
-SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
-           "<|video_pad|>"]
-TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% for c in m['content'] %}"
-            "{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>{% else %}{{ c['text'] }}"
-            "{% endif %}{% endfor %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
-            "{% endif %}")
-
-
-def tiny_qwen2_vl(path):
-    from transformers import (PreTrainedTokenizerFast, Qwen2VLConfig, Qwen2VLForConditionalGeneration,
-                              Qwen2VLImageProcessorPil)
-
-    vocab = {t: i for i, t in enumerate(SPECIAL + [chr(i) for i in range(32, 127)] + ["\n", "<unk>"])}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    tok.add_special_tokens(SPECIAL)
-    tok.decoder = decoders.Fuse()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<|endoftext|>", eos_token="<|im_end|>",
-                                   unk_token="<unk>")
-    fast.save_pretrained(path)
-    image_processor = Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=56 * 56)
-    image_processor.save_pretrained(path)
-    for name in ("processor_config.json", "preprocessor_config.json"):
-        cfg = json.loads((path / name).read_text()) if (path / name).is_file() else {}
-        cfg["processor_class"] = "Qwen2VLProcessor"
-        (path / name).write_text(json.dumps(cfg))
-    (path / "chat_template.json").write_text(json.dumps({"chat_template": TEMPLATE}))
-    config = Qwen2VLConfig(
-        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=4096,
-                         rope_scaling={"type": "mrope", "mrope_section": [4, 2, 2]}),
-        vision_config=dict(depth=1, embed_dim=32, hidden_size=32, num_heads=2, mlp_ratio=2, patch_size=14,
-                           spatial_merge_size=2, temporal_patch_size=2),
-        image_token_id=vocab["<|image_pad|>"], video_token_id=vocab["<|video_pad|>"],
-        vision_start_token_id=vocab["<|vision_start|>"], vision_end_token_id=vocab["<|vision_end|>"],
-        bos_token_id=0, eos_token_id=vocab["<|im_end|>"], pad_token_id=0)
-    torch.manual_seed(0)
-    Qwen2VLForConditionalGeneration(config).save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="module")

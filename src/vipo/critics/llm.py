@@ -75,18 +75,15 @@ def load_templates(override_dir: str = "") -> dict[str, str]:
     return out
 
 
-class LLMCritic(Critic):
-    """Base of the LLM critics; subclasses implement :meth:`complete`."""
+class Questions:
+    """The questions an LLM critic is asked, built from ``cfg`` (frames, frame_size, prompts_dir): the one code path
+    that both judging and critic training (:mod:`vipo.critics.learn.sft`) use, so a trained critic is shown exactly
+    what it was trained on."""
 
     def __init__(self, cfg: JudgeConfig):
         self.cfg = cfg
         self.templates = load_templates(cfg.prompts_dir)
 
-    @abc.abstractmethod
-    def complete(self, queries: list[Query]) -> list[str | Exception]:
-        """One answer per query, in order; an answer that could not be had at all is the exception saying why."""
-
-    # -- questions -----------------------------------------------------------------------------------------------
     def frames(self, video: Video) -> list[np.ndarray]:
         return [letterbox(f, self.cfg.frame_size) for f in sample_frames(video.frames, self.cfg.frames)]
 
@@ -102,6 +99,14 @@ class LLMCritic(Critic):
         fa, fb = self.frames(a), self.frames(b)
         return Query(self.templates["system"], ["Video A:"] + fa + ["Video B:"] + fb +
                      [self._text(f"pairwise_{dim}", a.prompt, len(fa), retry)])
+
+
+class LLMCritic(Questions, Critic):
+    """Base of the LLM critics; subclasses implement :meth:`complete`."""
+
+    @abc.abstractmethod
+    def complete(self, queries: list[Query]) -> list[str | Exception]:
+        """One answer per query, in order; an answer that could not be had at all is the exception saying why."""
 
     # -- asking, parsing, retrying -------------------------------------------------------------------------------
     def _ask(self, n_items: int, allowed: tuple[str, ...], make) -> list[tuple[dict, dict, dict] | CriticParseError]:

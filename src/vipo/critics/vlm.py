@@ -76,6 +76,27 @@ def load_processor(path: str, trust_remote_code: bool = False):
                                  template or getattr(tok, "chat_template", None))
 
 
+def chat_messages(q: Query) -> list[dict]:
+    """A question as chat messages: the system text, then the user's text and image placeholders in order (the
+    images themselves go to the processor separately, in the same order)."""
+    content = [{"type": "text", "text": p} if isinstance(p, str) else {"type": "image"} for p in q.parts]
+    return [{"role": "system", "content": [{"type": "text", "text": q.system}]},
+            {"role": "user", "content": content}]
+
+
+def with_adapter(model, adapter: str):
+    """The model with a PEFT LoRA adapter folder (``vipo critic train``'s output) merged in."""
+    from peft import PeftModel
+
+    path = Path(adapter)
+    if not (path / "adapter_config.json").is_file():
+        raise UserError(f"judge.adapter: {adapter}: not a PEFT adapter folder (no adapter_config.json)")
+    meta = path / "critic.json"
+    if meta.is_file():
+        log.info("vlm critic: adapter %s (trained on %s)", adapter, json.loads(meta.read_text()).get("data", "?"))
+    return PeftModel.from_pretrained(model, str(path)).merge_and_unload()
+
+
 class VLMCritic(LLMCritic):
     name = "vlm"
 
@@ -95,15 +116,15 @@ class VLMCritic(LLMCritic):
                 check_weights(Path(cfg.model))
             model = AutoModelForImageTextToText.from_pretrained(cfg.model, dtype=dtype, use_safetensors=not
                                                                 allow_pickle(), trust_remote_code=cfg.trust_remote_code)
+        if cfg.adapter:
+            model = with_adapter(model, cfg.adapter)
         self.model = model.to(device).eval()
         self.processor = processor or load_processor(cfg.model, cfg.trust_remote_code)
         self.processor.tokenizer.padding_side = "left"
         self.device = device
 
     def messages(self, q: Query) -> list[dict]:
-        content = [{"type": "text", "text": p} if isinstance(p, str) else {"type": "image"} for p in q.parts]
-        return [{"role": "system", "content": [{"type": "text", "text": q.system}]},
-                {"role": "user", "content": content}]
+        return chat_messages(q)
 
     @torch.no_grad()
     def complete(self, queries: list[Query]) -> list[str | Exception]:
