@@ -17,6 +17,7 @@ TRAIN = [grammar.Attributes(c, s, d) for c, s, d in [
     ("white", "square", "right"), ("magenta", "triangle", "left"), ("red", "square", "down"),
     ("green", "circle", "right"), ("blue", "circle", "down"), ("yellow", "triangle", "left"),
     ("white", "triangle", "down"), ("magenta", "circle", "up")]]
+COLORS = list(grammar.COLORS)
 TEST = [grammar.Attributes("red", "triangle", "up"), grammar.Attributes("blue", "square", "up")]  # held out
 
 
@@ -91,6 +92,16 @@ def test_world_annotate_then_train_a_critic_that_beats_chance(tmp_path, capsys):
     assert res["pairwise"]["position_consistency"]["overall"]["rate"] == 1.0
 
     critic = LearnedWorldCritic(JudgeConfig(critic="learned", model=str(out)))
+    # and on fresh clips of the training prompts (new seeds): right ones Good, wrong-coloured ones not (chance 50%)
+    fresh, want = [], []
+    for k, a in enumerate(TRAIN):
+        for right in (True, False):
+            shown = a if right else grammar.Attributes(COLORS[(COLORS.index(a.color) + 2) % 6], a.shape, a.direction)
+            clip = render.random_clip(shown, random.Random(1000 + 2 * k + right), 32, 9)
+            fresh.append(Video(a.prompt(), clip.repeat(4, 1).repeat(4, 2)))
+            want.append(right)
+    got = [p.labels["semantic"] == "Good" for p in critic.pointwise_many(fresh)]
+    assert sum(g == w for g, w in zip(got, want)) >= 18  # of 24: chance would do this 1% of the time
     a, b = (Video(TEST[0].prompt(), render.random_clip(x, random.Random(7), 32, 9).repeat(4, 1).repeat(4, 2))
             for x in (TEST[0], grammar.Attributes("green", "triangle", "up")))
     p = critic.pointwise(a)
