@@ -18,6 +18,7 @@ import importlib
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -41,8 +42,8 @@ class Tracker:
     def scalars(self, metrics: dict[str, float], step: int) -> None:
         raise NotImplementedError
 
-    def clip(self, tag: str, path: Path, frames: np.ndarray, step: int, fps: int) -> None:
-        """One eval clip: ``frames`` (T, H, W, 3) uint8 as read from ``path`` (the mp4)."""
+    def clip(self, tag: str, path: Path, frames: np.ndarray, step: int, fps: int, caption: str = "") -> None:
+        """One eval clip: ``frames`` (T, H, W, 3) uint8 as read from ``path`` (the mp4); ``caption`` its prompt."""
 
     def flush(self) -> None:
         pass
@@ -68,7 +69,7 @@ class TensorBoardTracker(Tracker):
         for k, v in metrics.items():
             self.writer.add_scalar(k, v, step)
 
-    def clip(self, tag, path, frames, step, fps):
+    def clip(self, tag, path, frames, step, fps, caption=""):
         self.writer.add_image(tag, np.concatenate(list(frames), axis=1), step, dataformats="HWC")
 
     def flush(self):
@@ -95,8 +96,8 @@ class WandbTracker(Tracker):
     def scalars(self, metrics, step):
         self.run.log(metrics, step=step)
 
-    def clip(self, tag, path, frames, step, fps):
-        self.run.log({tag: self.wandb.Video(str(path), format="mp4")}, step=step)
+    def clip(self, tag, path, frames, step, fps, caption=""):
+        self.run.log({tag: self.wandb.Video(str(path), caption=caption, format="mp4")}, step=step)
 
     def close(self):
         self.run.finish()
@@ -119,9 +120,9 @@ class TrackioTracker(Tracker):
     def scalars(self, metrics, step):
         self.trackio.log(metrics, step=step)
 
-    def clip(self, tag, path, frames, step, fps):
+    def clip(self, tag, path, frames, step, fps, caption=""):
         if hasattr(self.trackio, "Video"):
-            self.trackio.log({tag: self.trackio.Video(str(path))}, step=step)
+            self.trackio.log({tag: self.trackio.Video(str(path), caption=caption)}, step=step)
 
     def close(self):
         self.trackio.finish()
@@ -248,7 +249,9 @@ def _clips(eval_dir: Path, step: int, fps: int) -> None:
             continue
         seen[split] = seen.get(split, 0) + 1
         path = eval_dir / r["file_name"]
-        _active.clip(f"clips/{split}/{seen[split]}: {r['prompt']}", path, read_mp4(path), step, fps)
+        # the prompt in the tag too (TensorBoard has no captions), as a name any file system takes
+        slug = re.sub(r"[^A-Za-z0-9.-]+", "_", str(r["prompt"])).strip("_")[:60]
+        _active.clip(f"clips/{split}/{seen[split]}_{slug}", path, read_mp4(path), step, fps, str(r["prompt"]))
 
 
 def flush() -> None:

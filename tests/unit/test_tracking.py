@@ -19,7 +19,7 @@ class Recorder(tracking.Tracker):
     def scalars(self, metrics, step):
         self.logged.append((step, dict(metrics)))
 
-    def clip(self, tag, path, frames, step, fps):
+    def clip(self, tag, path, frames, step, fps, caption=""):
         self.clips.append((tag, frames.shape, step))
 
 
