@@ -23,8 +23,9 @@ def test_export_writes_a_model_card_with_metadata_eval_table_and_command(tmp_pat
         ev = json.loads((tiny_run_dir / f"round-{k}" / "eval" / "eval.json").read_text())["indist"]
         row = f"| {'base' if k == 0 else 'round 1'} | {fmt(ev['semantic_pass'], ev['ci95']['semantic_pass'])} |"
         assert row in body, (row, body)
-    assert f"vipo run --config {tiny_run_dir / 'config.yaml'} --out {tiny_run_dir}" in body
-    assert f"vipo export --merge {ckpt} --out {out}" in body
+    again = tiny_run_dir.with_name(tiny_run_dir.name + "-reproduced")
+    assert f"vipo run --config {tiny_run_dir / 'config.yaml'} --out {again}\n" in body
+    assert f"vipo export --merge {again / 'round-1' / 'checkpoint'} --out {out}-reproduced\n" in body
     assert (tiny_run_dir / "config.yaml").read_text().strip() in body
 
 

@@ -99,9 +99,11 @@ def model_card(checkpoint: Path, out: Path, base: str, family: str, policy: dict
                       f"Fixed evaluation seeds never used in training ({ev.get('num_steps', '?')} sampler steps, "
                       f"guidance {ev.get('guidance', '?')}), judged by the run's evaluating critic. Brackets: 95% "
                       "Wilson intervals over the clips.", ""] + table
+        again = run_dir.with_name(run_dir.name + "-reproduced")  # a new folder: the same one would only resume
         lines += ["## Reproduce", "", "```bash",
-                  f"vipo run --config {run_dir / 'config.yaml'} --out {run_dir}",
-                  f"vipo export --merge {checkpoint} --out {out}", "```", "",
+                  f"vipo run --config {run_dir / 'config.yaml'} --out {again}",
+                  f"vipo export --merge {again / checkpoint.resolve().parent.name / 'checkpoint'} "
+                  f"--out {out.with_name(out.name + '-reproduced')}", "```", "",
                   "<details><summary>the run's resolved config.yaml</summary>", "", "```yaml",
                   (run_dir / "config.yaml").read_text(encoding="utf-8").rstrip(), "```", "", "</details>", ""]
     else:
