@@ -5,6 +5,7 @@ import pytest
 
 from vipo import config as C
 from vipo.cli import main
+from vipo.critics.learn.train import CriticTrainConfig
 from vipo.errors import UserError
 
 
@@ -20,6 +21,7 @@ from vipo.errors import UserError
     (C.PromptConfig, {"phrasing": "poetic"}, "phrasing"),
     (C.PretrainConfig, {"side": 36}, "side"),
     (C.RunConfig, {"rounds": 0}, "rounds"),
+    (CriticTrainConfig, {"fraction": 2.0}, "fraction"),
 ])
 def test_a_section_made_in_python_is_checked(cls, kwargs, field):
     with pytest.raises(UserError, match=field):

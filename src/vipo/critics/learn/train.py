@@ -24,6 +24,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ...config import Section
 from ...errors import UserError
 from ...io import atomic
 from ...world import grammar
@@ -34,7 +35,7 @@ ARCHS = ("auto", "world", "vlm")
 
 
 @dataclass
-class CriticTrainConfig:
+class CriticTrainConfig(Section):
     """Critic training (``vipo critic train``): defaults < ``--config`` < ``--set key=value`` < flags."""
 
     arch: str = "auto"
