@@ -29,7 +29,8 @@ def test_tally_by_hand():
     # 2/10: [0.0567, 0.5098]
     assert t["ci95"]["loss_rate"] == pytest.approx([0.0567, 0.5098], abs=1e-4)
     empty = winrate.tally(["unjudged"])
-    assert empty["n"] == 0 and np.isnan(empty["win_rate"])
+    # nothing to rate: null in eval.json (JSON has no NaN), '-' in the report
+    assert empty["n"] == 0 and empty["win_rate"] is None and empty["ci95"]["win_rate"] is None
 
 
 class Brighter:

@@ -111,14 +111,22 @@ def source_prompts(cfg: RunConfig) -> list[tuple[str, str]]:
     return out
 
 
-def preflight(cfg: RunConfig, critic=None) -> None:
+def preflight(cfg: RunConfig, critic=None, scorer=None) -> None:
     """What can be checked before a run folder is written: the model folder (and its components), the optimizer's
-    package and the real videos (:func:`check`), the prompt file, and that ``critic`` can read its prompts."""
+    package and the real videos (:func:`check`), the prompt file, that ``critic`` can read the training prompts and
+    that ``scorer`` (the evaluating critic) can read the evaluation's."""
     check_model(cfg.model, dtype=cfg.model_dtype)
     check(cfg)
     prompts = source_prompts(cfg)
     if critic is not None:
         check_prompts(critic, prompts)
+    if scorer is not None:
+        p = suites.resolve(cfg)
+        where = {"heldout": f"eval.prompts ({p.heldout_of or suites.eval_source(cfg)})",
+                 "vbench": f"eval.vbench ({cfg.eval.vbench})"}
+        check_prompts(scorer, [(where.get(split, f"eval split {split}"), text)
+                               for split, texts in {**(p.splits or {}), **p.extra}.items()
+                               for text in dict.fromkeys(texts)])
 
 
 @contextmanager
@@ -134,7 +142,7 @@ def open_run(cfg: RunConfig, run_dir: Path, force: bool = False, critic=None, ne
         critic = make_critic(cfg.judge)
     if (need_critic if need_scorer is None else need_scorer) and scorer is None:
         scorer = eval_critic(cfg, critic)
-    preflight(cfg, critic)
+    preflight(cfg, critic, scorer)
     with folder_lock(run_dir):
         snapshot(cfg, run_dir, force)
         yield critic, scorer
@@ -215,9 +223,12 @@ def base_eval_inputs(cfg: RunConfig) -> dict:
     metric early stopping reads), the evaluating critic's options, the mp4 frame rate and the decoder settings."""
     ev = to_dict(cfg.eval)
     ev.pop("metric", None)
+    g, e = cfg.generate, cfg.eval
     return {"model": cfg.model, "family": cfg.family, "model_dtype": cfg.model_dtype, "eval": ev,
             "critic": to_dict(eval_judge(cfg)), "fps": cfg.generate.fps,
-            "vae": [cfg.generate.vae_tiling, cfg.generate.vae_slicing]}
+            "vae": [cfg.generate.vae_tiling, cfg.generate.vae_slicing],
+            # the clips themselves (a held-out split drawn from prompts.source) and their size (eval.* 0 = the run's)
+            "rows": eval_rows(cfg), "size": [e.frames or g.frames, e.height or g.height, e.width or g.width]}
 
 
 def adopt_base_eval(cfg: RunConfig, run_dir: Path, source: Path) -> bool:
@@ -315,6 +326,8 @@ def _metric(ev: dict, cfg: RunConfig) -> float:
     split, _, key = name.partition("_")
     key = {"pass": "semantic_pass"}.get(key, key)
     if split not in ev:  # every clip of the split unjudged (e.g. human labels, which eval clips never have)
+        return float("nan")
+    if key in ev[split] and ev[split][key] is None:  # measured, but nothing to rate (no consistent verdict)
         return float("nan")
     if not isinstance(ev[split].get(key), (int, float)):
         have = [k for k, v in ev[split].items() if isinstance(v, (int, float)) and k != "n"]

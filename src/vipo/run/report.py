@@ -58,7 +58,7 @@ def columns(evals: dict[int, dict], split: str) -> list[tuple[str, str]]:
 def cell(split: dict, key: str) -> str:
     """A rate with its interval (``53.1% [43.2, 62.8]``), a score with 3 decimals, '-' where not measured, or the
     escaped text of a value that is not a number (a record edited by hand)."""
-    if key not in split:
+    if split.get(key) is None:
         return "-"
     v = _num(split[key])
     if v is None:
@@ -263,7 +263,7 @@ def _table(evals: dict[int, dict]) -> str:
 
 
 def _html_cell(split: dict, key: str) -> str:
-    if key not in split:
+    if split.get(key) is None:
         return "<td>-</td>"
     v = _num(split[key])
     if v is None:

@@ -153,6 +153,11 @@ def standalone(model_spec: str, lora: str | None, prompts: list[str], out: Path,
     record = {"model_sha256": policy_hash(path)[:16], "lora_sha256": policy_hash(lora)[:16] if lora else None,
               "model_dtype": dtype, "seed": seed, "prompts": list(prompts),
               "generate": {k: v for k, v in to_dict(cfg).items() if k != "max_quarantined"}}
+    # the model, its adapter and the clip size load and check before anything is written (a typo in --frames
+    # must not leave a record that refuses the corrected command)
+    policy = load_policy(model_spec, lora, device=device, dtype=dtype)
+    policy.vae_memory(cfg.vae_tiling, cfg.vae_slicing)
+    policy.set_size(cfg.frames, cfg.height, cfg.width)
     out = Path(out)
     with folder_lock(out):
         if not (out / PROVENANCE).is_file() and any((out / f).exists() for f in ("metadata.jsonl", LEDGER)):
@@ -165,9 +170,6 @@ def standalone(model_spec: str, lora: str | None, prompts: list[str], out: Path,
                          refusal=f"{out} holds videos made with other inputs ({{changes}}); choose another --out, "
                                  "or pass --force to delete them and start over",
                          forced=f"--force: deleting the videos in {out} and starting over ({{changes}})")
-        policy = load_policy(model_spec, lora, device=device, dtype=dtype)
-        policy.vae_memory(cfg.vae_tiling, cfg.vae_slicing)
-        policy.set_size(cfg.frames, cfg.height, cfg.width)
         items = [PromptItem(i, p) for i, p in enumerate(prompts)]
         with Ledger(out / LEDGER) as ledger:
             return generate(policy, items, out, ledger, 0, cfg, seed, keep_latents=False, progress=progress,

@@ -21,10 +21,12 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from .. import faults
 from ..critics.base import DIMENSIONS, CriticParseError, Pairwise, Video
 from ..data.pairs import consistent_verdict
 from ..errors import UserError
 from ..io import atomic
+from ..io.text import jsonl_objects
 from ..io.video import read_mp4
 from ..stats import wilson
 
@@ -48,8 +50,9 @@ def tally(outcomes: list[str]) -> dict:
            "inconsistent": counts["inconsistent"], "unjudged": counts["unjudged"], "n": n}
     out["ci95"] = {}
     for key, k in (("win_rate", "win"), ("tie_rate", "tie"), ("loss_rate", "loss")):
-        out[key] = counts[k] / n if n else float("nan")
-        out["ci95"][key] = list(wilson(counts[k], n))
+        # no consistent verdict at all: no rate (null, not NaN, which JSON does not have)
+        out[key] = counts[k] / n if n else None
+        out["ci95"][key] = list(wilson(counts[k], n)) if n else None
     return out
 
 
@@ -89,6 +92,7 @@ def versus_base(critic, out_dir: Path, base_dir: Path, rows: list[dict], progres
     records = []
     bar = tqdm(total=len(rows), disable=not progress, desc="versus base", unit="clip")
     for i in range(0, len(rows), CHUNK):
+        faults.check_term("eval")  # SIGTERM stops between chunks of questions, as the eval stage does between clips
         chunk = rows[i:i + CHUNK]
         mine = [Video(r["prompt"], read_mp4(out_dir / r["file_name"]), str(out_dir / r["file_name"])) for r in chunk]
         base = [Video(r["prompt"], read_mp4(base_dir / r["file_name"]), str(base_dir / r["file_name"]))
@@ -114,4 +118,4 @@ def _metadata(folder: Path) -> dict[str, dict]:
     path = folder / "metadata.jsonl"
     if not path.is_file():
         raise UserError(f"{path}: not found; the win rate against the base needs round 0's evaluation clips")
-    return {r["file_name"]: r for r in (json.loads(x) for x in path.read_text().splitlines() if x.strip())}
+    return {r.get("file_name"): r for _, r in jsonl_objects(path)}
