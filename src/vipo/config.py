@@ -564,6 +564,12 @@ class TrainConfig(Section):
     real-video term for them. The world family always draws its real videos from its renderer"""
     real_cache: str = ""
     """folder of the real videos' VAE latents, shared by rounds and runs (empty = .vipo-cache beside the videos)"""
+    ref_cache: int = 0
+    """cached reference errors (DPO, KTO): each item gets this many fixed (noise, timestep, caption-dropout) draws,
+    the reference's errors on them are computed once before the first step (round-K/ref_cache.safetensors, resumable)
+    and epoch e trains on every item's draw e mod K, so the step runs no reference forward; the loss on a draw equals
+    the live one. It trades fresh draws every epoch for K per item (docs/performance.md measures it). 0 = the
+    reference runs live in every step, on fresh draws"""
     finetune: str = "lora"
     """'lora' (an adapter per round; the reference is the adapter-disabled network) or 'full' (every denoiser weight
     trains; the reference is a frozen copy and the round checkpoint holds the whole denoiser)"""
@@ -617,6 +623,9 @@ class TrainConfig(Section):
             _check(self.kto_kl_pool >= 2 or (self.kto_kl_pool == 0 and self.batch_size >= 2),
                    f"kto_kl_pool={self.kto_kl_pool} with batch_size={self.batch_size}: KTO's reference point would rest "
                    "on fewer than 2 rewards (give kto_kl_pool >= 2, e.g. 128)")
+        _check(self.ref_cache >= 0, f"ref_cache must be >= 0, got {self.ref_cache}")
+        _check(self.ref_cache == 0 or self.method != "rwr",
+               f"ref_cache={self.ref_cache}: rwr has no reference to cache; set ref_cache: 0")
         _check(0 <= self.caption_dropout < 1, f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
         _check(0 <= self.real_caption_noise < 1, f"real_caption_noise must be in [0, 1), got {self.real_caption_noise}")
         _check(self.nll_units in ("likelihood", "mse"), f"nll_units must be likelihood or mse, got {self.nll_units!r}")

@@ -68,8 +68,12 @@ def per_sample_error(pred: torch.Tensor, target: torch.Tensor, weight: torch.Ten
 
 @dataclass
 class LossOutput:
+    """The loss and its metrics. Metrics are detached 0-d float32 tensors on the loss's device, never Python floats:
+    reading a value back waits for the accelerator, so the trainer reads all of a step's metrics in one transfer
+    after the backward pass (``float(m)`` gives the number)."""
+
     loss: torch.Tensor
-    metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def _mean(x: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
@@ -90,17 +94,21 @@ def dpo(e_w: torch.Tensor, e_l: torch.Tensor, r_w: torch.Tensor, r_l: torch.Tens
         reward_w = -0.5 * beta * (e_w - r_w)
         reward_l = -0.5 * beta * (e_l - r_l)
         metrics = {
-            "dpo_loss": loss.item(),
-            "implicit_acc": ((inside > 0).float() + 0.5 * (inside == 0).float()).mean().item(),
-            "reward_margin": (reward_w - reward_l).mean().item(),
-            "reward_chosen": reward_w.mean().item(),
-            "reward_rejected": reward_l.mean().item(),
-            "err_policy_chosen": e_w.mean().item(),
-            "err_policy_rejected": e_l.mean().item(),
-            "err_ref_chosen": r_w.mean().item(),
-            "err_ref_rejected": r_l.mean().item(),
+            "dpo_loss": loss.detach(),
+            "implicit_acc": ((inside > 0).float() + 0.5 * (inside == 0).float()).mean(),
+            "reward_margin": (reward_w - reward_l).mean(),
+            "reward_chosen": reward_w.mean(),
+            "reward_rejected": reward_l.mean(),
+            "err_policy_chosen": e_w.mean(),
+            "err_policy_rejected": e_l.mean(),
+            "err_ref_chosen": r_w.mean(),
+            "err_ref_rejected": r_l.mean(),
         }
     return LossOutput(loss, metrics)
+
+
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return torch.where(mask, x, torch.zeros_like(x)).sum() / mask.sum().clamp(min=1)
 
 
 def kto_rewards(e: torch.Tensor, r: torch.Tensor, beta: float) -> torch.Tensor:
@@ -126,13 +134,14 @@ def kto(e: torch.Tensor, r: torch.Tensor, desirable: torch.Tensor, beta: float, 
     loss = (lam * (1 - value)).mean()
     with torch.no_grad():
         metrics = {
-            "kto_loss": loss.item(),
-            "kto_z0": z0.item(),
-            "reward_desirable": reward[des].mean().item() if des.any() else 0.0,
-            "reward_undesirable": reward[~des].mean().item() if (~des).any() else 0.0,
-            "implicit_acc": ((reward > z0) == des).float().mean().item(),
-            "err_policy": e.mean().item(),
-            "err_ref": r.mean().item(),
+            "kto_loss": loss.detach(),
+            "kto_z0": z0.float(),
+            # masked means (0 for an absent class), not reward[des]: boolean indexing waits for the accelerator
+            "reward_desirable": _masked_mean(reward, des),
+            "reward_undesirable": _masked_mean(reward, ~des),
+            "implicit_acc": ((reward > z0) == des).float().mean(),
+            "err_policy": e.mean(),
+            "err_ref": r.mean(),
         }
     return LossOutput(loss, metrics)
 
@@ -222,5 +231,5 @@ def label_reward(labels: dict[str, str], scores: dict[str, float]) -> float:
 def reward_weighted(e: torch.Tensor, reward: torch.Tensor) -> LossOutput:
     """LiFT's reward-weighted denoising loss: each sample's error times its critic score (no normalisation)."""
     loss = (reward.float() * e).mean()
-    return LossOutput(loss, {"rw_loss": loss.item(), "reward_mean": reward.float().mean().item(),
-                             "err_policy": e.mean().item()})
+    return LossOutput(loss, {"rw_loss": loss.detach(), "reward_mean": reward.float().mean().detach(),
+                             "err_policy": e.detach().mean()})

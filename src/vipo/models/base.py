@@ -8,6 +8,7 @@ parameterization; the trainer turns them into per-sample errors and the losses o
 from __future__ import annotations
 
 import abc
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,6 +122,13 @@ class VideoModel(abc.ABC):
 
     def vae_memory(self, tiling: bool = False, slicing: bool = False) -> None:
         """Decode in tiles / one video at a time, where the family's VAE supports it."""
+
+    @contextlib.contextmanager
+    def pinned(self):
+        """A stretch (a training round) in which the denoisers' dtypes and the clip's shape stay fixed, so whatever a
+        forward pass derives from them (a diffusers model's ``dtype``, which walks every submodule; rotary tables) is
+        resolved once and reused. Nothing to pin by default."""
+        yield
 
     def denoiser_slot(self) -> tuple[object, str]:
         """(owner, attribute) holding the denoiser: a full fine-tune's checkpoint loads there and its frozen

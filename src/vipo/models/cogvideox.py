@@ -98,10 +98,11 @@ class CogVideoXModel(PipelineModel):
         target = sched.get_velocity(latents, noise, t)
         rotary = None
         if net.config.use_rotary_positional_embeddings:
-            s = self.pipe.vae_scale_factor_spatial
-            rotary = self.pipe._prepare_rotary_positional_embeddings(latents.shape[-2] * s, latents.shape[-1] * s,
-                                                                     latents.shape[1], latents.device)
-        pred = net(hidden_states=noisy.to(net.dtype), encoder_hidden_states=cond["prompt_embeds"].to(net.dtype),
+            s, (f, h, w) = self.pipe.vae_scale_factor_spatial, (latents.shape[1], *latents.shape[-2:])
+            rotary = self.pin(("rotary", f, h, w, latents.device),
+                              lambda: self.pipe._prepare_rotary_positional_embeddings(h * s, w * s, f, latents.device))
+        dtype = self.net_dtype(net)
+        pred = net(hidden_states=noisy.to(dtype), encoder_hidden_states=cond["prompt_embeds"].to(dtype),
                    timestep=t, image_rotary_emb=rotary, return_dict=False)[0]
         return pred, target
 

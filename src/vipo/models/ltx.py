@@ -119,7 +119,8 @@ class LTXModel(PipelineModel):
         f, h, w = latents.shape[2:]
         scale = (p.vae_temporal_compression_ratio / self.frame_rate, p.vae_spatial_compression_ratio,
                  p.vae_spatial_compression_ratio)
-        pred = net(hidden_states=self._pack(noisy).to(net.dtype), encoder_hidden_states=cond["prompt_embeds"].to(
-            net.dtype), timestep=t, encoder_attention_mask=cond["prompt_attention_mask"], num_frames=f, height=h,
+        dtype = self.net_dtype(net)
+        pred = net(hidden_states=self._pack(noisy).to(dtype), encoder_hidden_states=cond["prompt_embeds"].to(dtype),
+                   timestep=t, encoder_attention_mask=cond["prompt_attention_mask"], num_frames=f, height=h,
             width=w, rope_interpolation_scale=scale, return_dict=False)[0]
         return self._unpack(pred, f, h, w), losses.target("flow", latents, noise)

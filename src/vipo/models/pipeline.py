@@ -18,6 +18,7 @@ width multiples of the VAE's spatial factor times the transformer's patch, and t
 from __future__ import annotations
 
 import abc
+import contextlib
 import json
 from pathlib import Path
 
@@ -58,6 +59,30 @@ class PipelineModel(VideoModel):
         self.device, self.dtype = device, dtype or pipe.transformer.dtype  # (the dtype it was loaded in)
         default = self.default_size()
         self.frames, self.height, self.width = frames or default[0], height or default[1], width or default[2]
+
+    #: what :meth:`pinned` resolved once (None outside it)
+    _pins: dict | None = None
+
+    @contextlib.contextmanager
+    def pinned(self):
+        self._pins = {}
+        try:
+            yield
+        finally:
+            self._pins = None
+
+    def pin(self, key, make):
+        """``make()``, computed once per :meth:`pinned` stretch for ``key`` (every time outside one)."""
+        if self._pins is None:
+            return make()
+        if key not in self._pins:
+            self._pins[key] = make()
+        return self._pins[key]
+
+    def net_dtype(self, net: torch.nn.Module) -> torch.dtype:
+        """``net.dtype`` (diffusers walks every submodule for it), pinned per denoiser object: the policy and a full
+        fine-tune's frozen reference are two."""
+        return self.pin(("dtype", net), lambda: net.dtype)  # (the module itself: its id could be reused)
 
     @abc.abstractmethod
     def default_size(self) -> tuple[int, int, int]:

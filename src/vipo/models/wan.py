@@ -87,6 +87,7 @@ class WanModel(PipelineModel):
         t = timesteps.float().to(latents.device)
         s = (t / 1000).view(-1, *[1] * (latents.dim() - 1))
         noisy = (1 - s) * latents + s * noise
-        pred = net(hidden_states=noisy.to(net.dtype), timestep=t, encoder_hidden_states=cond["prompt_embeds"].to(
-            net.dtype), return_dict=False)[0]
+        dtype = self.net_dtype(net)
+        pred = net(hidden_states=noisy.to(dtype), timestep=t, encoder_hidden_states=cond["prompt_embeds"].to(dtype),
+                   return_dict=False)[0]
         return pred, losses.target("flow", latents, noise)

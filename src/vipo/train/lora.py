@@ -115,6 +115,45 @@ def without(model: VideoModel, name: str = ADAPTER):
         _activate(net, others + [name], name)
 
 
+class ReferenceSwitch:
+    """:func:`without`, resolved once: the adapter layers, the other active adapters and the frozen chain's weights
+    are looked up when the switch is made (once per round), so a micro-batch's reference forward only flips each
+    layer. ``without`` asks diffusers, which checks peft's installed version (package metadata) and walks every module
+    of the denoiser on each call. The switch leaves exactly the state ``without`` leaves: the same active adapters and
+    the same ``requires_grad`` flags."""
+
+    def __init__(self, model: VideoModel, name: str = ADAPTER):
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        net = model.denoiser
+        self.name = name
+        self.others = [a for a in net.active_adapters() if a != name]
+        self.layers = [m for m in net.modules() if isinstance(m, BaseTunerLayer)]
+        #: the frozen chain's adapter weights: peft's set_adapter marks every active adapter trainable
+        self.frozen = [p for n, p in net.named_parameters() if "lora_" in n and not _owned(n, name)]
+
+    @contextlib.contextmanager
+    def off(self):
+        if not self.others:
+            for m in self.layers:
+                m.enable_adapters(False)
+            try:
+                yield
+            finally:
+                for m in self.layers:
+                    m.enable_adapters(True)
+            return
+        for m in self.layers:
+            m.set_adapter(self.others, inference_mode=True)
+        try:
+            yield
+        finally:
+            for m in self.layers:
+                m.set_adapter(self.others + [self.name])
+            for p in self.frozen:
+                p.requires_grad_(False)
+
+
 def lora_state(model: VideoModel, name: str = ADAPTER) -> dict:
     return {n: p.detach().clone() for n, p in model.denoiser.named_parameters() if _owned(n, name)}
 

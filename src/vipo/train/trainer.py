@@ -46,13 +46,13 @@ from tqdm.auto import tqdm
 
 from .. import faults, losses, seeds, tracking
 from ..config import TrainConfig, training_inputs
-from ..data.cache import TextCache
+from ..data.cache import TextCache, fingerprint
 from ..data.ledger import Ledger
 from ..errors import StageAborted, UserError
 from ..io import atomic
 from ..models.base import VideoModel
 from ..stages.generate import load_latent
-from . import lora
+from . import lora, refcache
 from . import state as train_state
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,9 @@ class Batcher:
         g = torch.Generator().manual_seed(seeds.stream_seed(self.seed, "perm", epoch))
         perm = torch.randperm(self.n, generator=g).tolist()
         return perm[pos * self.batch:(pos + 1) * self.batch]
+
+    def epoch(self, index: int) -> int:
+        return index // max(1, math.ceil(self.n / self.batch))
 
 
 def _items(cfg: TrainConfig, ledger: Ledger, round_: int) -> list[dict]:
@@ -155,14 +158,19 @@ def train_round(model: VideoModel, cfg: TrainConfig, ledger: Ledger, round_: int
             latent_cache[s["id"]] = load_latent(round_dir / s["latent"])
         return latent_cache[s["id"]]
 
+    # the reference's identity for the cached reference errors (before an adapter is attached: the reference itself)
+    reference = fingerprint(model.denoiser) if cfg.ref_cache and cfg.method != "rwr" else ""
     model.encoders_to("cpu")
     try:
-        return _train(model, cfg, items, cache, latent, real, round_, round_dir, run_seed, progress, total, device)
+        with model.pinned():  # dtypes and rotary tables resolved once for the round, not per forward
+            return _train(model, cfg, items, cache, latent, real, round_, round_dir, run_seed, progress, total,
+                          device, reference)
     finally:
         model.encoders_to(device)
 
 
-def _train(model, cfg, items, cache, latent, real, round_, round_dir, run_seed, progress, total, device) -> dict:
+def _train(model, cfg, items, cache, latent, real, round_, round_dir, run_seed, progress, total, device,
+           reference: str = "") -> dict:
     params, frozen = trainable(model, cfg, seeds.stream_seed(run_seed, round_, "lora"))
     net = model.denoiser  # (after trainable: a low-precision full fine-tune swaps in its float32 master weights)
     opt = make_optimizer(cfg, params)
@@ -204,48 +212,62 @@ def _train(model, cfg, items, cache, latent, real, round_, round_dir, run_seed, 
         _write_log(log_path, history)
 
     net.train()
+    cached = None
+    if cfg.ref_cache and cfg.method != "rwr":
+        cached = reference_cache(ctx, items, cache, latent, round_dir, run_seed, round_, reference, progress)
+        extra["ref_cache_draws"] = cached[0].shape[1]
     bar = tqdm(total=total, initial=step, disable=not progress, desc=f"train r{round_} {cfg.method}", unit="step")
     while step < total:
         lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
         for g in opt.param_groups:
             g["lr"] = lr
         opt.zero_grad(set_to_none=True)
-        agg: dict[str, float] = {}
         z0 = pool.z0() if pool is not None else None  # one reference point for every micro-batch of the step
-        rewards = []
+        rewards, metrics = [], []
         for micro in range(cfg.grad_accum):
-            idx = batcher.micro(step * cfg.grad_accum + micro)
+            index = step * cfg.grad_accum + micro
+            idx = batcher.micro(index)
             batch = [items[i] for i in idx]
             gen = torch.Generator().manual_seed(seeds.stream_seed(run_seed, round_, "noise", step, micro))
-            terms = _micro_loss(ctx, batch, cache, latent, gen, real,
-                                seeds.stream_seed(run_seed, round_, "real", step, micro), z0)
+            draws = ref = None
+            if cached is not None:  # epoch e trains on every item's draw e mod K
+                errors, draws_for = cached
+                k = batcher.epoch(index) % errors.shape[1]
+                draws, ref = draws_for(idx, [k] * len(idx)), errors[idx, k].T.reshape(-1)
+            terms = micro_loss(ctx, batch, cache, latent, gen, real,
+                                seeds.stream_seed(run_seed, round_, "real", step, micro), z0, draws, ref)
             if step == 0 and micro == 0:  # what each term weighs, measured apart once per round
                 terms.metrics.update(grad_norms(terms, params))
             loss = faults.value("train.loss", terms.total)
-            terms.metrics["loss"] = loss.item()
+            terms.metrics["loss"] = loss.detach()
             (loss / cfg.grad_accum).backward()
             rewards.append(terms.rewards)
-            for k, v in terms.metrics.items():
-                agg[k] = agg.get(k, 0.0) + v / cfg.grad_accum
+            metrics.append(terms.metrics)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else 1e12)
-        if math.isfinite(agg["loss"]) and math.isfinite(float(grad_norm)):
+        # the step's one read-back from the accelerator (the skip rule below needs the loss before opt.step())
+        metrics, grad_norm, step_rewards = read_back(metrics, grad_norm, rewards)
+        agg: dict[str, float] = {}
+        for m in metrics:
+            for k, v in m.items():
+                agg[k] = agg.get(k, 0.0) + v / cfg.grad_accum
+        if math.isfinite(agg["loss"]) and math.isfinite(grad_norm):
             _check_spike(cfg, history, agg["loss"], round_, step)
             opt.step()
             run_of_skips = 0
             if pool is not None:
-                pool.push(torch.cat(rewards))
+                pool.push(step_rewards)
         else:  # a NaN/Inf never reaches the weights or the optimizer's moments
             opt.zero_grad(set_to_none=True)
             skipped, run_of_skips = skipped + 1, run_of_skips + 1
             agg["skipped"] = True
             log.warning("round %d step %d: loss %s, grad norm %s: step skipped (%d in a row, %d in all)", round_,
-                        step + 1, agg["loss"], float(grad_norm), run_of_skips, skipped)
+                        step + 1, agg["loss"], grad_norm, run_of_skips, skipped)
             if run_of_skips >= cfg.max_skipped_steps:
                 raise StageAborted(f"round {round_} train: {run_of_skips} consecutive steps with a non-finite loss or "
                                    f"gradient (train.max_skipped_steps={cfg.max_skipped_steps}); lower train.lr or "
                                    "check the data")
         step += 1
-        agg.update(step=step, lr=lr, grad_norm=float(grad_norm))
+        agg.update(step=step, lr=lr, grad_norm=grad_norm)
         history.append(agg)
         tracking.train_step(round_, agg)
         faults.point("train.after_step")
@@ -274,6 +296,31 @@ def _train(model, cfg, items, cache, latent, real, round_, round_dir, run_seed, 
             "implicit_acc_last_20pct": sum(h.get("implicit_acc", 0.0) for h in tail) / len(tail),
             "skipped_steps": skipped, **extra,
             **({k: v for k, v in history[0].items() if k.startswith("grad_")} if history else {})}
+
+
+def reference_cache(ctx: StepContext, items: list[dict], cache: dict, latent, round_dir: Path, run_seed: int,
+                    round_: int, reference: str, progress: bool = True):
+    """The round's cached reference errors (:mod:`.refcache`), computed or read back, and the function that makes
+    the draws they belong to: ``(errors [items, K, width], draws_for(item indices, draw indices))``."""
+    cfg = ctx.cfg
+    k = refcache.draws_used(cfg)
+    keys = [refcache.item_key(it) for it in items]
+    width = 2 if cfg.method == "dpo" else 1
+    shapes = [tuple(latent(it["chosen"] if "chosen" in it else it["sample"]).shape) for it in items]
+
+    def draws_for(idx: list[int], ks: list[int]) -> list[refcache.Draw]:
+        return [refcache.draw(ctx.model, cfg, run_seed, round_, keys[i], j, shapes[i]) for i, j in zip(idx, ks)]
+
+    def reference_errors(idx: list[int], ks: list[int]) -> torch.Tensor:
+        x, cond, noise, t = inputs(ctx, [items[i] for i in idx], cache, latent, None, draws_for(idx, ks))
+        with ctx.reference():
+            r = ctx.errors(x, cond, noise, t)
+        return r.view(width, len(idx)).T  # a DPO batch is its winners, then its losers
+
+    want = refcache.key(cfg, run_seed, round_, items, reference, k)
+    errors = refcache.build(Path(round_dir) / refcache.FILE, want, len(items), k, width, reference_errors,
+                            cfg.batch_size, progress)
+    return errors, draws_for
 
 
 SPIKE_WINDOW = 20
@@ -343,6 +390,7 @@ class StepContext:
 
     def __init__(self, model: VideoModel, cfg: TrainConfig, frozen: torch.nn.Module | None, device: torch.device):
         self.model, self.cfg, self.frozen, self.device = model, cfg, frozen, device
+        self._switch: lora.ReferenceSwitch | None = None  # a LoRA's reference toggle, resolved at first use
         #: the NLL regularizers' factor: T in likelihood units (losses.nll_scale)
         self.nll_scale = losses.nll_scale(cfg.nll_units, model.train_timesteps)
         #: the round's KTO class weights (:func:`kto_weights`); set by the trainer for a KTO round
@@ -361,7 +409,9 @@ class StepContext:
     def reference(self):
         """The reference in the denoiser's place: the adapter disabled (LoRA) or the frozen copy swapped in."""
         if self.frozen is None:
-            with lora.without(self.model):
+            if self._switch is None:
+                self._switch = lora.ReferenceSwitch(self.model)
+            with self._switch.off():
                 yield
             return
         owner, name = self.model.denoiser_slot()
@@ -382,6 +432,16 @@ class StepContext:
         return losses.per_sample_error(pred, target)
 
 
+class Metrics(dict):
+    """A micro-batch's metrics: detached 0-d tensors on the training device, which the trainer reads back together
+    once per step (:func:`read_back`, through ``items()``). Indexing one gives its number, and waits for the device
+    to get it: for tests and debugging, not for the step."""
+
+    def __getitem__(self, key):
+        v = super().__getitem__(key)
+        return v.item() if torch.is_tensor(v) else v
+
+
 @dataclasses.dataclass
 class Terms:
     """A micro-batch's loss in its parts, each already weighted: ``total`` is their sum."""
@@ -389,7 +449,7 @@ class Terms:
     preference: torch.Tensor
     winner_nll: torch.Tensor | None = None
     real_nll: torch.Tensor | None = None
-    metrics: dict = dataclasses.field(default_factory=dict)
+    metrics: Metrics = dataclasses.field(default_factory=Metrics)
     #: KTO's implicit rewards of the micro-batch (detached), for the reference-point pool
     rewards: torch.Tensor = dataclasses.field(default_factory=lambda: torch.zeros(0))
 
@@ -424,62 +484,113 @@ def _dropout(ctx: StepContext, conds: list[dict], cache: dict, gen: torch.Genera
     return [cache[""] if drop[i % n] else c for i, c in enumerate(conds)]
 
 
-def _micro_loss(ctx: StepContext, batch, cache, latent, gen, real, real_seed, z0: float | None = None) -> Terms:
+def inputs(ctx: StepContext, batch, cache, latent, gen: torch.Generator | None,
+           draws: list[refcache.Draw] | None = None) -> tuple[torch.Tensor, dict, torch.Tensor, torch.Tensor]:
+    """A micro-batch's model inputs on the device: latents, conditioning (after caption dropout), noise, timesteps.
+
+    A DPO batch holds its winners, then its losers, each pair sharing noise, timestep and dropout. Noise, timesteps
+    and dropout come from ``gen`` (live: one stream for the micro-batch), or with ``draws`` from each item's fixed
+    draw (:mod:`.refcache`)."""
     model, cfg, device = ctx.model, ctx.cfg, ctx.device
     n = len(batch)
     if cfg.method == "dpo":
         x = torch.cat([torch.stack([latent(b["chosen"]) for b in batch]),
-                       torch.stack([latent(b["rejected"]) for b in batch])]).to(device)
+                       torch.stack([latent(b["rejected"]) for b in batch])])
         conds = [cache[b["chosen"]["prompt"]] for b in batch] + [cache[b["rejected"]["prompt"]] for b in batch]
-        noise = torch.randn((n,) + tuple(x.shape[1:]), generator=gen).to(device)
-        t = model.sample_timesteps(n, gen, tuple(cfg.timestep_window)).to(device)
-        noise, t = torch.cat([noise, noise]), torch.cat([t, t])
     else:
-        x = torch.stack([latent(b["sample"]) for b in batch]).to(device)
+        x = torch.stack([latent(b["sample"]) for b in batch])
         conds = [cache[b["sample"]["prompt"]] for b in batch]
-        noise = torch.randn(tuple(x.shape), generator=gen).to(device)
-        t = model.sample_timesteps(n, gen, tuple(cfg.timestep_window)).to(device)
-    cond = _cat(_dropout(ctx, conds, cache, gen, n))
+    if draws is None:
+        noise = torch.randn((n,) + tuple(x.shape[1:]), generator=gen)
+        t = model.sample_timesteps(n, gen, tuple(cfg.timestep_window))
+        conds = _dropout(ctx, conds, cache, gen, n)
+    else:
+        noise, t = torch.stack([d.noise for d in draws]), torch.cat([d.t for d in draws])
+        conds = [cache[""] if draws[i % n].drop else c for i, c in enumerate(conds)]
+    if cfg.method == "dpo":
+        noise, t = torch.cat([noise, noise]), torch.cat([t, t])
+    return to_device(x, device), _cat(conds), to_device(noise, device), to_device(t, device)
+
+
+def micro_loss(ctx: StepContext, batch, cache, latent, gen, real, real_seed, z0: float | None = None,
+               draws: list[refcache.Draw] | None = None, ref: torch.Tensor | None = None) -> Terms:
+    """A micro-batch's loss terms. With ``draws`` and ``ref`` (the reference's cached errors on those draws, in the
+    batch's order) no reference forward runs."""
+    model, cfg, device = ctx.model, ctx.cfg, ctx.device
+    n = len(batch)
+    x, cond, noise, t = inputs(ctx, batch, cache, latent, gen, draws)
     e = ctx.errors(x, cond, noise, t)
     r = None
-    if cfg.method != "rwr":  # LiFT's reward-weighted loss has no reference
+    if ref is not None:
+        r = to_device(ref, device)
+    elif cfg.method != "rwr":  # LiFT's reward-weighted loss has no reference
         with torch.no_grad(), ctx.reference():
             r = ctx.errors(x, cond, noise, t)
     terms = Terms(preference=e.new_zeros(()))
     if cfg.method == "dpo":
-        w = torch.tensor([b["weight"] for b in batch], device=device)
+        w = to_device(torch.tensor([b["weight"] for b in batch]), device)
         out = losses.dpo(e[:n], e[n:], r[:n], r[n:], cfg.beta, weight=w)
         terms.preference = out.loss
         if cfg.lambda_winner > 0:
             terms.winner_nll = cfg.lambda_winner * ctx.nll_scale * losses.nll(e[:n])
-        out.metrics["nll_winner"] = e[:n].mean().item()
+        out.metrics["nll_winner"] = e[:n].detach().mean()
     elif cfg.method == "kto":
-        des = torch.tensor([b["desirable"] for b in batch], device=device)
+        des = to_device(torch.tensor([b["desirable"] for b in batch]), device)
         out = losses.kto(e, r, des, cfg.beta, ctx.kto["lambda_desirable"], ctx.kto["lambda_undesirable"], z0=z0)
         terms.preference = out.loss
-        terms.rewards = losses.kto_rewards(e, r, cfg.beta).detach().float().cpu()
+        terms.rewards = losses.kto_rewards(e, r, cfg.beta).detach().float()
     else:
-        reward = torch.tensor([b["score"] for b in batch], device=device)
+        reward = to_device(torch.tensor([b["score"] for b in batch]), device)
         out = losses.reward_weighted(e, reward)
         terms.preference = out.loss
-    terms.metrics = dict(out.metrics)
+    terms.metrics = Metrics(out.metrics)
     if real is not None and cfg.real_batch_size > 0 and cfg.lambda_real > 0:
         if getattr(real, "encoded", False):
             prompts, xr = real.draw_latents(cfg.real_batch_size, real_seed)
-            xr, rconds = xr.to(device), [cache[p] for p in prompts]
+            xr, rconds = to_device(xr, device), [cache[p] for p in prompts]
         else:  # the world's renderer: pixels, encoded here (its "VAE" is the identity)
             prompts, clips = real.draw(cfg.real_batch_size, real_seed)
-            xr = model.encode_video(clips).to(device)
+            xr = to_device(model.encode_video(clips), device)
             with torch.no_grad():
                 enc = model.encode_prompts(prompts)
             rconds = [{k: v[i:i + 1] for k, v in enc.items()} for i in range(len(prompts))]
-        nr = torch.randn(tuple(xr.shape), generator=gen).to(device)
-        tr = model.sample_timesteps(len(prompts), gen).to(device)
+        nr = to_device(torch.randn(tuple(xr.shape), generator=gen), device)
+        tr = to_device(model.sample_timesteps(len(prompts), gen), device)
         rc = _cat(_dropout(ctx, rconds, cache, gen, len(prompts)))
         e_real = losses.nll(ctx.errors(xr, rc, nr, tr))
         terms.real_nll = cfg.lambda_real * ctx.nll_scale * e_real
-        terms.metrics["nll_real"] = e_real.item()
+        terms.metrics["nll_real"] = e_real.detach()
     return terms
+
+
+_micro_loss = micro_loss  # (its earlier name)
+
+
+def read_back(metrics: list[dict], grad_norm: torch.Tensor, rewards: list[torch.Tensor]
+              ) -> tuple[list[dict[str, float]], float, list[float]]:
+    """A step's metrics (one dict per micro-batch), gradient norm and KTO rewards as Python numbers, read back from
+    the device in one transfer: each ``.item()`` waits for the accelerator to finish everything queued before it."""
+    device = grad_norm.device
+    tensors = [{k: v for k, v in m.items() if torch.is_tensor(v)} for m in metrics]  # (items(): the raw values)
+    parts = [v.detach().float().reshape(1).to(device) for m in tensors for v in m.values()]
+    parts.append(grad_norm.detach().float().reshape(1))
+    parts += [r.detach().float().reshape(-1).to(device) for r in rewards if r.numel()]
+    flat = torch.cat(parts).tolist()
+    out, i = [], 0
+    for m, ts in zip(metrics, tensors):
+        row = dict(m.items())
+        for k in ts:
+            row[k], i = flat[i], i + 1
+        out.append(row)
+    return out, flat[i], flat[i + 1:]
+
+
+def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``x`` (drawn or stored on the CPU) on ``device``: through pinned memory and without waiting on a CUDA device
+    (a pageable copy blocks until the device has run everything queued before it); ``x`` itself on the CPU."""
+    if device.type != "cuda":
+        return x.to(device)
+    return x.pin_memory().to(device, non_blocking=True)
 
 
 def _write_log(path: Path, history: list) -> None:

@@ -1,0 +1,130 @@
+"""No wasted work in a training step: no value read back from the device inside a micro-batch, no reference forward
+where the loss has no reference, the reference toggle and the denoiser's attributes resolved once per round."""
+import pytest
+import torch
+
+import tiny_families
+from vipo.config import TrainConfig
+from vipo.models import load_model
+from vipo.models.world import WorldModel
+from vipo.train import lora, trainer
+from vipo.world import grammar
+
+META = torch.device("meta")
+
+
+def _batch(method, prompts):
+    if method == "dpo":
+        return [{"chosen": {"id": f"s{2 * i}", "prompt": p}, "rejected": {"id": f"s{2 * i + 1}", "prompt": p},
+                 "weight": 1.0} for i, p in enumerate(prompts)]
+    return [{"sample": {"id": f"s{i}", "prompt": prompts[i // 2]}, "desirable": i % 2 == 0, "score": 0.5}
+            for i in range(2 * len(prompts))]
+
+
+@pytest.mark.parametrize("method,cached", [("dpo", False), ("kto", False), ("rwr", False), ("dpo", True)])
+def test_a_micro_batch_never_reads_a_value_back(method, cached):
+    """On the meta device every read-back (.item(), bool(), .tolist(), .cpu()) raises: the forward, losses,
+    metrics and backward of a micro-batch run without one; the step reads everything back once (read_back)."""
+    model = WorldModel.fresh(widths=(16, 32, 32), text_width=32, seed=0)
+    prompts = [a.prompt() for a in grammar.INDIST[:2]]
+    with torch.no_grad():
+        enc = model.encode_prompts(prompts + [""])
+    cache = {p: {k: v[i:i + 1].to(META) for k, v in enc.items()} for i, p in enumerate(prompts + [""])}
+    model.unet.to(META)
+    model._grid, model.device = model._grid.to(META), META
+    params = lora.attach(model, 4, 4, seed=0)
+    g = torch.Generator().manual_seed(0)
+    latents = {f"s{i}": torch.randn(model.frames, 3, model.side, model.side, generator=g) for i in range(4)}
+    cfg = TrainConfig(method=method, caption_dropout=0.5, lambda_real=0)
+    ctx = trainer.StepContext(model, cfg, None, META)
+    batch = _batch(method, prompts)
+    draws = ref = None
+    if cached:
+        from vipo.train import refcache
+
+        draws = [refcache.draw(model, cfg, 0, 1, refcache.item_key(b), 0, (model.frames, 3, model.side, model.side))
+                 for b in batch]
+        ref = torch.rand(2 * len(batch))
+    terms = trainer.micro_loss(ctx, batch, cache, lambda s: latents[s["id"]], torch.Generator().manual_seed(1),
+                               None, 0, 0.0 if method == "kto" else None, draws, ref)
+    terms.total.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    assert terms.total.device == META
+    assert all(torch.is_tensor(v) and v.device == META for _, v in terms.metrics.items())
+
+
+def test_read_back_gives_the_step_s_numbers_in_one_transfer():
+    metrics = [trainer.Metrics(loss=torch.tensor(1.5), acc=torch.tensor(0.25)),
+               trainer.Metrics(loss=torch.tensor(0.5), acc=torch.tensor(0.75), grad_norm_preference=2.0)]
+    rows, norm, rewards = trainer.read_back(metrics, torch.tensor(3.0), [torch.tensor([1.0, -1.0]), torch.zeros(0)])
+    assert rows == [{"loss": 1.5, "acc": 0.25}, {"loss": 0.5, "acc": 0.75, "grad_norm_preference": 2.0}]
+    assert norm == 3.0 and rewards == [1.0, -1.0]
+    assert metrics[0]["loss"] == 1.5  # indexing a metric gives its number
+
+
+def test_rwr_runs_no_reference_forward(monkeypatch):
+    model = WorldModel.fresh(widths=(16, 32, 32), text_width=32, seed=0)
+    lora.attach(model, 4, 4, seed=0)
+    prompts = [a.prompt() for a in grammar.INDIST[:2]]
+    with torch.no_grad():
+        enc = model.encode_prompts(prompts + [""])
+    cache = {p: {k: v[i:i + 1] for k, v in enc.items()} for i, p in enumerate(prompts + [""])}
+    latents = {f"s{i}": torch.randn(model.frames, 3, model.side, model.side) for i in range(4)}
+    entered = []
+    original = trainer.StepContext.reference
+    monkeypatch.setattr(trainer.StepContext, "reference", lambda self: (entered.append(1), original(self))[1])
+    for method in ("rwr", "kto"):
+        ctx = trainer.StepContext(model, TrainConfig(method=method, lambda_real=0), None, torch.device("cpu"))
+        trainer.micro_loss(ctx, _batch(method, prompts), cache, lambda s: latents[s["id"]],
+                           torch.Generator().manual_seed(1), None, 0)
+        assert len(entered) == (0 if method == "rwr" else 1)
+
+
+@pytest.mark.parametrize("chain", [False, True])
+def test_the_reference_switch_equals_disabling_the_adapter_and_restores_every_flag(tiny_family_dir, chain):
+    dtype = "bfloat16" if chain else "float32"  # a low-precision policy keeps its earlier rounds as a frozen adapter
+    model = load_model(str(tiny_family_dir("cogvideox")), dtype=dtype)
+    if chain:
+        lora.attach(model, 4, 4, seed=1, name=lora.CHAIN)
+        for n, p in model.denoiser.named_parameters():
+            if "lora_B" in n:
+                torch.nn.init.normal_(p, std=0.05)
+        lora._activate(model.denoiser, [lora.CHAIN])
+    params = lora.attach(model, 4, 4, seed=0)
+    for p in params:
+        torch.nn.init.normal_(p, std=0.05)
+    batch = tiny_families.dpo_batch(model, ["a cat", "a dog"])
+    ctx = trainer.StepContext(model, TrainConfig(), None, torch.device("cpu"))
+    flags = {n: p.requires_grad for n, p in model.denoiser.named_parameters()}
+    with torch.no_grad():
+        with lora.without(model):
+            want = ctx.errors(*batch)
+        for _ in range(2):  # resolved once, used again
+            with ctx.reference():
+                got = ctx.errors(*batch)
+            assert torch.equal(got, want)
+            assert {n: p.requires_grad for n, p in model.denoiser.named_parameters()} == flags
+            assert model.denoiser.active_adapters() == ([lora.CHAIN, lora.ADAPTER] if chain else [lora.ADAPTER])
+        policy = ctx.errors(*batch)
+    assert not torch.equal(policy, want)
+
+
+def test_a_round_resolves_the_denoiser_s_dtype_and_rotary_tables_once(tiny_family_dir, monkeypatch):
+    model = load_model(str(tiny_family_dir("cogvideox")))
+    net = model.denoiser
+    reads, rotary = [], []
+    cls = type(net)
+    monkeypatch.setattr(cls, "dtype", property(lambda self: (reads.append(1), torch.float32)[1]), raising=False)
+    make = model.pipe._prepare_rotary_positional_embeddings
+    monkeypatch.setattr(model.pipe, "_prepare_rotary_positional_embeddings",
+                        lambda *a, **k: (rotary.append(1), make(*a, **k))[1])
+    x = torch.randn(2, 3, 4, 4, 4)
+    cond = {"prompt_embeds": torch.randn(2, 32, tiny_families.TEXT_WIDTH)}
+    t = torch.tensor([10, 500])
+    with model.pinned():
+        for _ in range(3):
+            model.predict_and_target(x, cond, torch.randn_like(x), t)
+    assert len(reads) == 1 and len(rotary) == 1
+    reads.clear()
+    model.predict_and_target(x, cond, torch.randn_like(x), t)  # outside a round: resolved every time, as before
+    assert len(reads) == 1
