@@ -193,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     _pickle_arg(p)
 
     _annotate_parsers(sub)
+    _bench_parser(sub)
 
     p = sub.add_parser("config", help="every config option with its default and docs (all sections, or one)")
     p.add_argument("section", nargs="?", help="run, prompts, generate, judge, pairs, train, eval or pretrain")
@@ -245,6 +246,49 @@ def _critic_learn_parsers(c) -> None:
     p.add_argument("--out", required=True, help="records to write (DATA.jsonl)")
     p.add_argument("--videos", help="judgments: the folder of videos `vipo judge DIR` judged")
     p.add_argument("--test-fraction", type=float, default=0.1, help="share of prompts in the test split (0.1)")
+
+
+def _bench_parser(sub) -> None:
+    p = sub.add_parser("bench", help="measure training steps, generation, judging and a round as interleaved ratios "
+                       "and write docs/benchmarks.md (--gpu: real-size models on one GPU, appended)")
+    p.add_argument("--out", default="docs/benchmarks.md", help="the Markdown report (raw numbers beside it as .json)")
+    p.add_argument("--repeats", type=int, default=5, help="interleaved rounds per figure")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (the CPU bench); --gpu always uses cuda")
+    p.add_argument("--only", action="append", choices=("steps", "generation", "judging", "round"),
+                   help="measure only this part (repeatable; default: all)")
+    p.add_argument("--round-config", default="configs/world.yaml", help="the recipe whose round 1 is timed by stage")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field of the round's recipe, e.g. --set train.ref_cache=4")
+    p.add_argument("--tiny", action="store_true", help="tiny sizes: checks the machinery in seconds (numbers "
+                   "meaningless); with --gpu, tiny models on the CPU")
+    p.add_argument("--gpu", action="store_true", help="real-size CogVideoX-2B/5B and Wan 2.1 1.3B (published configs, "
+                   "random weights) in bf16 on one GPU: step time, peak memory, MFU, generation; appends to --out")
+    p.add_argument("--budget-s", type=float, default=540.0, help="--gpu: stop starting new measurements after this "
+                   "many seconds")
+
+
+def cmd_bench(args) -> int:
+    import shlex
+
+    from . import bench
+    from .config import parse_overrides
+
+    _setup_logging(args.verbose)
+    command = "vipo " + " ".join(shlex.quote(a) for a in args.argv)
+    if args.repeats < 1 or args.threads < 1:
+        raise UserError("bench: --repeats and --threads must be at least 1")
+    if args.gpu:
+        from .bench import gpu
+
+        gpu.run(Path(args.out), tiny=args.tiny, budget_s=args.budget_s, command=command)
+        return 0
+    opts = bench.Options(out=Path(args.out), repeats=args.repeats, threads=args.threads, device=args.device,
+                         parts=tuple(args.only or bench.PARTS), round_config=args.round_config,
+                         round_set=parse_overrides(args.set), tiny=args.tiny, command=command)
+    bench.run(opts)
+    print(f"benchmarks: {args.out}")
+    return 0
 
 
 def _annotate_parsers(sub) -> None:
@@ -657,6 +701,7 @@ def main(argv: list[str] | None = None) -> int:
     from .models import set_allow_pickle
 
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # (the command line, as reports quote it)
     set_allow_pickle(getattr(args, "allow_pickle", False))
     if getattr(args, "quiet", False):
         _quiet_libraries()
@@ -705,6 +750,8 @@ def _dispatch(args) -> int:
             return cmd_prompts(args)
         if args.verb == "ablate":
             return cmd_ablate(args)
+        if args.verb == "bench":
+            return cmd_bench(args)
         if args.verb == "judge" and args.round is None:
             raise UserError("judge: give --round K (a run folder) or a folder of videos (vipo judge DIR --out FILE)")
         return cmd_stage(args)
