@@ -275,7 +275,7 @@ def cmd_bench(args) -> int:
     from .config import parse_overrides
 
     _setup_logging(args.verbose)
-    command = "vipo " + " ".join(shlex.quote(a) for a in args.argv)
+    command = "vipo " + " ".join(shlex.quote(a) for a in getattr(args, "argv", sys.argv[1:]))
     if args.repeats < 1 or args.threads < 1:
         raise UserError("bench: --repeats and --threads must be at least 1")
     if args.gpu:
