@@ -137,7 +137,7 @@ def round_stages(config: str | Path | None, overrides: dict | None = None, devic
     """Wall seconds of each stage of round 1 of the recipe ``config`` (the driver's own stages, in a scratch run)."""
     from ..config import RunConfig, load
     from ..data.ledger import Ledger
-    from ..run.driver import Round
+    from ..run.driver import Round, evaluate_base
 
     cfg = load(RunConfig, config, overrides)
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
@@ -145,6 +145,11 @@ def round_stages(config: str | Path | None, overrides: dict | None = None, devic
         run_dir.mkdir()
         times = {}
         with Ledger(run_dir / "ledger.sqlite") as ledger:
+            # round 0 first, as a run does: its clips are what round 1's win rate is measured against (once per run,
+            # so not a share of a round)
+            t0 = time.perf_counter()
+            evaluate_base(cfg, run_dir, ledger, device, progress=False)
+            base_eval = time.perf_counter() - t0
             r = Round(cfg, run_dir, 1, ledger, device=device, progress=False)
             for stage in STAGES:
                 t0 = time.perf_counter()
@@ -155,6 +160,6 @@ def round_stages(config: str | Path | None, overrides: dict | None = None, devic
             samples = len(ledger.rows("samples", 1))
             train = ledger.stage_info(1, "train") or {}
             ev = ledger.stage_info(1, "eval") or {}
-    return {"seconds": times, "samples": samples, "pairs": pairs, "examples": examples, "config": str(config),
+    return {"seconds": times, "base_eval_s": base_eval, "samples": samples, "pairs": pairs, "examples": examples, "config": str(config),
             "overrides": overrides or {}, "method": cfg.train.method, "ref_cache": cfg.train.ref_cache,
             "train_steps": train.get("steps"), "eval": {k: ev[k] for k in ("indist", "heldout") if k in ev}}

@@ -164,6 +164,8 @@ def _round(rd: dict) -> list[str]:
            "each timed.", "", "| stage | seconds | share |", "|---|---|---|"]
     out += [f"| {k} | {v:.1f} | {100 * v / total:.0f}% |" for k, v in rd["seconds"].items()]
     out += [f"| round | {total:.1f} | 100% |", ""]
+    if "base_eval_s" in rd:
+        out += [f"Round 0 (the base's evaluation, once per run, before round 1): {rd['base_eval_s']:.1f} s.", ""]
     return out
 
 
