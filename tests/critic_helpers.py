@@ -100,8 +100,12 @@ def tiny_qwen2_vl(path, head_std: float | None = None):
     """A tiny random Qwen2-VL (char-level tokenizer, 1 layer, 32 wide) saved in the transformers layout, with an images
     processor and a chat template. ``head_std``: re-draw the output layer with this spread, so that a fine-tuned
     adapter can make it confident (at the default 0.02 a 32-wide model's logits cannot move beyond ~0.6)."""
-    from transformers import (PreTrainedTokenizerFast, Qwen2VLConfig, Qwen2VLForConditionalGeneration,
-                              Qwen2VLImageProcessorPil)
+    from transformers import (
+        PreTrainedTokenizerFast,
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLImageProcessorPil,
+    )
 
     vocab = {t: i for i, t in enumerate(SPECIAL + [chr(i) for i in range(32, 127)] + ["\n", "<unk>"])}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))

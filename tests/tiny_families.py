@@ -37,8 +37,7 @@ def _t5(config_cls, model_cls, vocab: int):
 
 
 def cogvideox(rotary: bool = True):
-    from diffusers import (AutoencoderKLCogVideoX, CogVideoXDPMScheduler, CogVideoXPipeline,
-                           CogVideoXTransformer3DModel)
+    from diffusers import AutoencoderKLCogVideoX, CogVideoXDPMScheduler, CogVideoXPipeline, CogVideoXTransformer3DModel
 
     tok = tokenizer(32)
     transformer = CogVideoXTransformer3DModel(
@@ -70,8 +69,12 @@ def wan():
 
 
 def ltx():
-    from diffusers import (AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler, LTXPipeline,
-                           LTXVideoTransformer3DModel)
+    from diffusers import (
+        AutoencoderKLLTXVideo,
+        FlowMatchEulerDiscreteScheduler,
+        LTXPipeline,
+        LTXVideoTransformer3DModel,
+    )
 
     tok = tokenizer(32)
     transformer = LTXVideoTransformer3DModel(

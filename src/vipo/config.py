@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import re
 import functools
 import inspect
+import re
 import textwrap
 import typing
 from dataclasses import dataclass, field

@@ -159,6 +159,7 @@ def test_clip_size_through_the_cli(tmp_path, capsys, tiny_model_dir):
     transformer's rotary table: one line naming the nearest size, exit 2; at a chosen size it generates. The world's
     clips have one size only."""
     import tiny_families
+
     from vipo.io.video import read_mp4
 
     torch.manual_seed(0)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tiny_families
 import torch
 
-import tiny_families
 from tests.conftest import TINY_RUN
 from tests.critic_helpers import split_videos
 from tests.integration.test_openai_critic import Server

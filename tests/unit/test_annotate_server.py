@@ -6,8 +6,8 @@ import pytest
 
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
-
 from test_annotate_export import make_folder  # noqa: E402
+
 from vipo.annotate.items import folder_items  # noqa: E402
 from vipo.annotate.server import create_app  # noqa: E402
 from vipo.annotate.store import Store  # noqa: E402

@@ -6,8 +6,8 @@ import diffusers
 import numpy as np
 import pytest
 import torch
-
 from tiny_families import FAMILIES, VIDEO  # tests/ is on sys.path (rootdir conftest)
+
 from vipo import config as C
 from vipo.cli import main
 from vipo.models import load_model

@@ -5,10 +5,10 @@ import json
 import diffusers
 import numpy as np
 import pytest
-import torch
-
 import tiny_families
+import torch
 from tiny_families import FAMILIES, VIDEO  # tests/ is on sys.path (rootdir conftest)
+
 from vipo import losses
 from vipo.models import detect_family, load_model
 from vipo.train import lora

@@ -61,9 +61,9 @@ def test_simulated_annotators_flip_at_the_error_rate():
 
 def test_world_annotate_then_train_a_critic_that_beats_chance(tmp_path, capsys):
     from vipo.cli import main
+    from vipo.config import JudgeConfig
     from vipo.critics.learn import data as D
     from vipo.critics.learned import LearnedWorldCritic
-    from vipo.config import JudgeConfig
 
     folder = rendered_folder(tmp_path / "clips", TRAIN + TEST)
     assert main(["world", "annotate", "--videos", str(folder), "--out", str(tmp_path / "lab"), "--error", "0.1",

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from tiny_families import dpo_batch, dpo_loss  # tests/ is on sys.path (rootdir conftest)
+
 from vipo.config import RunConfig, TrainConfig, load, to_dict
 from vipo.data.cache import LatentCache, TextCache
 from vipo.data.real import EncodedRealVideos, load_clip, read_dataset

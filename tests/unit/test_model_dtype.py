@@ -7,8 +7,8 @@ import pytest
 import torch
 import yaml
 from safetensors import safe_open
-
 from tiny_families import FAMILIES, VIDEO, dpo_batch, dpo_loss  # tests/ is on sys.path (rootdir conftest)
+
 from vipo import losses
 from vipo.config import RunConfig, TrainConfig, load, to_dict
 from vipo.errors import UserError

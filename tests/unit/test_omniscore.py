@@ -1,7 +1,6 @@
 """OmniScore's weight-free dimensions on rendered clips whose answers are known, and its way into pairs."""
 import sys
 
-import numpy as np
 import pytest
 
 from vipo.critics import omniscore as O

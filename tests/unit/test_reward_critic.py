@@ -6,9 +6,9 @@ import math
 
 import numpy as np
 import pytest
+import tiny_reward
 import torch
 
-import tiny_reward
 from tests.critic_helpers import video_folder
 from vipo.cli import main
 from vipo.config import JudgeConfig

@@ -1,9 +1,9 @@
 """No wasted work in a training step: no value read back from the device inside a micro-batch, no reference forward
 where the loss has no reference, the reference toggle and the denoiser's attributes resolved once per round."""
 import pytest
+import tiny_families
 import torch
 
-import tiny_families
 from vipo.config import TrainConfig
 from vipo.models import load_model
 from vipo.models.world import WorldModel

@@ -1,14 +1,21 @@
 # Probe (docs/results.md): full fine-tune DPO on round 1 of runs/world-full-dpo (run `vipo run --config configs/world-full.yaml
 # --rounds 1 --out runs/world-full-dpo` first). Usage: python tools/probes/fullft.py LR STEPS [WINDOW_LOW]
-import sys, copy, random, torch
+import copy
+import random
+import sys
+
+import torch
+
 sys.path.insert(0, 'src')
 torch.set_num_threads(1)
 from pathlib import Path
+
 from vipo import losses
 from vipo.data.ledger import Ledger
 from vipo.models.world import WorldModel
 from vipo.stages.generate import load_latent
 from vipo.world.pretrain import evaluate_pass_rate
+
 lr, steps, window = float(sys.argv[1]), int(sys.argv[2]), (float(sys.argv[3]), 1.0) if len(sys.argv) > 3 else None
 run = Path('runs/world-full-dpo'); led = Ledger(run / 'ledger.sqlite')
 samples = {s['id']: s for s in led.rows('samples', 1)}

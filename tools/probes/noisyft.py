@@ -1,9 +1,16 @@
 """Probe (not part of the package): continue a world model on noisy captions. usage: noisyft.py SRC_MODEL OUT STEPS NOISE [LR]"""
-import sys, random, time, torch, numpy as np
+import random
+import sys
+import time
+
+import numpy as np
+import torch
+
 sys.path.insert(0, 'src')
 from vipo.models.world import WorldModel
 from vipo.world import grammar, render
 from vipo.world.pretrain import evaluate_pass_rate
+
 torch.set_num_threads(2)
 src, out, steps, q = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
 lr = float(sys.argv[5]) if len(sys.argv) > 5 else 2e-4

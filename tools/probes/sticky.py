@@ -1,10 +1,15 @@
 # Probe (docs/results.md): which way does the clip go for each direction word, same seeds. Usage: python tools/probes/sticky.py MODEL_DIR
-import sys, torch, collections
+import collections
+import sys
+
+import torch
+
 sys.path.insert(0, 'src')
 torch.set_num_threads(1)
 from vipo.models.world import WorldModel
 from vipo.world import grammar
 from vipo.world.judge import judge_clip
+
 m = WorldModel.load(sys.argv[1])
 u = m.encode_prompts([""])
 seeds = list(range(500, 548))

@@ -103,8 +103,16 @@ def peak_flops(name: str) -> float | None:
 def build(name: str, spec: dict, recipe: RunConfig, device: torch.device, tiny: bool):
     """vipo's family model around a pipeline with the real architecture (random weights, bf16 where the recipe asks),
     and the clip size (frames, height, width)."""
-    from diffusers import (AutoencoderKLCogVideoX, AutoencoderKLWan, CogVideoXDDIMScheduler, CogVideoXPipeline,
-                           CogVideoXTransformer3DModel, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel)
+    from diffusers import (
+        AutoencoderKLCogVideoX,
+        AutoencoderKLWan,
+        CogVideoXDDIMScheduler,
+        CogVideoXPipeline,
+        CogVideoXTransformer3DModel,
+        UniPCMultistepScheduler,
+        WanPipeline,
+        WanTransformer3DModel,
+    )
 
     from ..models.cogvideox import CogVideoXModel
     from ..models.wan import WanModel

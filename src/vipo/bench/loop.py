@@ -97,12 +97,12 @@ class StandInServer:
 def judging(samples: int, repeats: int, latency: float = 0.2, concurrency: int = 4, frames: int = 8,
             frame_size: int = 224) -> dict:
     """Seconds per pairwise judgment (3 dimensions) for a prompt's ``samples`` videos in both orders."""
+    import random
+
     from ..config import JudgeConfig
     from ..critics.base import Video
     from ..critics.openai import OpenAICritic
     from ..world import grammar, render
-
-    import random
 
     rng = random.Random(0)
     attrs = grammar.INDIST[0]

@@ -68,8 +68,7 @@ def tokenizer(max_length: int):
 
 def cogvideox_pipeline(size: Size = BENCH, seed: int = 0):
     """A random ``CogVideoXPipeline`` of ``size``."""
-    from diffusers import (AutoencoderKLCogVideoX, CogVideoXDPMScheduler, CogVideoXPipeline,
-                           CogVideoXTransformer3DModel)
+    from diffusers import AutoencoderKLCogVideoX, CogVideoXDPMScheduler, CogVideoXPipeline, CogVideoXTransformer3DModel
     from transformers import T5Config, T5EncoderModel
 
     with torch.random.fork_rng(devices=[]):

@@ -43,8 +43,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import UserError
 from ..device import resolve_device
+from ..errors import UserError
 from ..models import PICKLE_SUFFIXES, allow_pickle, check_weights
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,18 @@ import json
 from pathlib import Path, PurePath
 
 from ..errors import UserError
-from .base import DIMENSIONS, LABELS, PAIR_VERDICTS, Critic, CriticParseError, Pairwise, Pointwise, Video, \
-    format_answer, swap
+from .base import (
+    DIMENSIONS,
+    LABELS,
+    PAIR_VERDICTS,
+    Critic,
+    CriticParseError,
+    Pairwise,
+    Pointwise,
+    Video,
+    format_answer,
+    swap,
+)
 
 
 def _tails(path: str | None) -> list[str]:

@@ -23,8 +23,8 @@ from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, UNet2DConditio
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
 
-from ..world.grammar import vocabulary
 from .. import losses
+from ..world.grammar import vocabulary
 from .base import VideoModel
 
 SPECIAL = ["[PAD]", "[UNK]", "[BOS]", "[EOS]"]

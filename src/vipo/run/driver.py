@@ -33,9 +33,9 @@ from pathlib import Path
 
 from .. import faults, seeds, tracking
 from ..config import RunConfig, eval_judge, merge, to_dict, training_inputs
+from ..data import suites
 from ..data.cache import LatentCache, TextCache
 from ..data.ledger import Ledger
-from ..data import suites
 from ..data.real import EncodedRealVideos, WorldRealVideos, read_dataset
 from ..device import resolve_device
 from ..errors import UserError
@@ -46,8 +46,7 @@ from ..stages import evaluate as eval_stage
 from ..stages import pairs as pairs_stage
 from ..stages.generate import PromptItem, generate
 from ..stages.judge import check_prompts, judge, make_critic
-from ..train import lora
-from ..train import trainer
+from ..train import lora, trainer
 from ..train.state import config_hash
 from ..train.trainer import train_round
 from ..world import grammar

@@ -19,16 +19,16 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import faults, seeds
-from ..stats import wilson
 from ..config import EvalConfig
 from ..critics.base import CriticParseError, Video
 from ..io import atomic
 from ..io.video import read_mp4, write_mp4
 from ..models.base import VideoModel
+from ..stats import wilson
+from ..world import grammar
 from .generate import encode
 from .metrics import split_scores
 from .winrate import versus_base
-from ..world import grammar
 
 log = logging.getLogger(__name__)
 SPLITS = ("indist", "heldout")

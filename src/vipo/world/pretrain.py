@@ -22,8 +22,8 @@ import torch
 from ..config import PretrainConfig
 from ..errors import UserError
 from ..io import atomic
-from ..train import state
 from ..models.world import WorldModel
+from ..train import state
 from . import grammar, render
 
 log = logging.getLogger(__name__)

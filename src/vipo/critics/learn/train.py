@@ -237,8 +237,8 @@ def _train_world(train: list[D.Record], test: list[D.Record], out: Path, cfg: Cr
         (tmp / "loss.jsonl").write_text("".join(json.dumps(r) + "\n" for r in curve))
         plot_loss(curve, tmp / "loss.png", "epoch")
         if cfg.eval and test:
-            from ..learned import LearnedWorldCritic
             from ...config import JudgeConfig
+            from ..learned import LearnedWorldCritic
 
             critic = LearnedWorldCritic(JudgeConfig(critic="learned", model=str(tmp)), net=net)
             res = evaluate_records(critic, test, truth="labels")
