@@ -60,7 +60,8 @@ def run_one_round(model_dir, out, *sets):
     from tests.conftest import TINY_RUN
 
     return (["run", "--model", str(model_dir), "--out", str(out), "--rounds", "1", "--method", "dpo"] + TINY_RUN
-            + ["--set", "eval.clips_per_split=1"] + [a for s in sets for a in ("--set", s)])
+            + ["--set", "eval.clips_per_split=1", "--set", "eval.versus_base=false"]  # the judge's traffic only
+            + [a for s in sets for a in ("--set", s)])
 
 
 def check_round(out, critic):

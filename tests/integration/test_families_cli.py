@@ -170,7 +170,7 @@ def test_clip_size_through_the_cli(tmp_path, capsys, tiny_model_dir):
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("vipo: error: generate.width=832 (the default): above 512 (nearest: 512).")
     assert main(args + ["--frames", "13", "--height", "32", "--width", "48"]) == 0
-    (video,) = (tmp_path / "gen" / "samples").glob("*.mp4")
+    (video,) = (tmp_path / "gen").glob("*.mp4")  # the videofolder layout: mp4s straight in --out
     assert read_mp4(video).shape == (13, 64, 96, 3)  # (small clips are written upscaled by an integer)
     capsys.readouterr()
     assert main(["run", "--model", str(tiny_model_dir), "--out", str(tmp_path / "run"), "--set", "eval.frames=25"]

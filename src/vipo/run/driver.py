@@ -328,8 +328,10 @@ def _metric(ev: dict, cfg: RunConfig) -> float:
         return float("nan")
     if key in ev[split] and ev[split][key] is None:  # measured, but nothing to rate (no consistent verdict)
         return float("nan")
+    have = [k for k, v in ev[split].items() if isinstance(v, (int, float)) and k != "n"]
+    if key not in ev[split] and all(k.startswith("vbench_") for k in have):  # the critic judged no clip (human
+        return float("nan")  # labels, which eval clips never have): only the weight-free VBench dimensions ran
     if not isinstance(ev[split].get(key), (int, float)):
-        have = [k for k, v in ev[split].items() if isinstance(v, (int, float)) and k != "n"]
         raise UserError(f"eval.metric={name}: this run's evaluation has no {key!r} for {split} (it has "
                         f"{', '.join(have)}); choose one of those or 'auto'")
     return float(ev[split][key])
