@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import re
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,7 @@ CLIPS_PER_EVAL = 4
 """eval clips sent per round (the first of each split, in metadata order), as frame strips or videos"""
 
 
-class Tracker:
+class Tracker(ABC):
     """The narrow interface every tracker implements; ``package`` is what it imports (checked at start)."""
 
     package = ""
@@ -39,8 +40,9 @@ class Tracker:
     def __init__(self, run_dir: Path, config: dict):
         self.run_dir = Path(run_dir)
 
+    @abstractmethod
     def scalars(self, metrics: dict[str, float], step: int) -> None:
-        raise NotImplementedError
+        """Scalar metrics at ``step``."""
 
     def clip(self, tag: str, path: Path, frames: np.ndarray, step: int, fps: int, caption: str = "") -> None:
         """One eval clip: ``frames`` (T, H, W, 3) uint8 as read from ``path`` (the mp4); ``caption`` its prompt."""
