@@ -111,5 +111,8 @@ def ablate(out: Path, variants: list[str], config: str | None, extra: list[str],
         code = run_one(argv)
         if code:
             raise UserError(f"variant {v} stopped with exit code {code}; run the same command again to continue")
-    atomic.write_text(out / "ablation.md", tables(out, variants, config, extra, cfg))
+    from .. import dist
+
+    if dist.is_main():  # (under a launcher every variant ran on every rank; the tables are written once)
+        atomic.write_text(out / "ablation.md", tables(out, variants, config, extra, cfg))
     return out / "ablation.md"
