@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .. import faults, losses, seeds, tracking
+from .. import dist, faults, losses, seeds, tracking
 from ..config import TrainConfig, training_inputs
 from ..data.cache import TextCache
 from ..data.ledger import Ledger
@@ -122,8 +122,13 @@ def train_round(model: VideoModel, cfg: TrainConfig, ledger: Ledger, round_: int
     """Train this round's policy in place (``model`` ends with it: the adapter attached and active, or the fully
     fine-tuned denoiser); return a summary."""
     round_dir = Path(round_dir)
+    if dist.world() > 1 and cfg.method == "kto" and not cfg.kto_kl_pool:
+        raise UserError("train.kto_kl_pool: 0 takes each micro-batch's own mean reward as KTO's reference point, "
+                        "which processes holding parts of a micro-batch cannot compute alone; give kto_kl_pool >= 2 "
+                        "(e.g. 128) to train on several processes")
     latent_cache: dict[str, torch.Tensor] = {}
-    items = _usable(_items(cfg, ledger, round_), ledger, round_, round_dir, latent_cache, max_quarantined)
+    items = dist.from_main(lambda: _usable(_items(cfg, ledger, round_), ledger, round_, round_dir, latent_cache,
+                                           max_quarantined))  # (the main rank reads the ledger)
     if not items:
         raise StageAborted(f"round {round_} train: no {'pairs' if cfg.method == 'dpo' else 'examples'} to train on")
     device = next(model.denoiser.parameters()).device
@@ -137,6 +142,9 @@ def train_round(model: VideoModel, cfg: TrainConfig, ledger: Ledger, round_: int
     prompts = sorted({it[k]["prompt"] for it in items for k in ("chosen", "rejected", "sample") if k in it}
                      | ({""} if cfg.caption_dropout > 0 else set()))
     if text_cache is not None:
+        if dist.is_main():  # (one writer; the other ranks read what it stored)
+            text_cache.ensure(model, prompts + captions)
+        dist.barrier()
         cache = text_cache.rows(model, prompts + captions, device)
     else:
         prompts = sorted(set(prompts) | set(captions))
@@ -148,7 +156,9 @@ def train_round(model: VideoModel, cfg: TrainConfig, ledger: Ledger, round_: int
                 for j, pr in enumerate(chunk):
                     cache[pr] = {k: v[j:j + 1] for k, v in enc.items()}
     if encoded:
-        real.prepare(model, [i for d in draws for i in d])
+        if dist.is_main():
+            real.prepare(model, [i for d in draws for i in d])
+        dist.barrier()
 
     def latent(s: dict) -> torch.Tensor:
         if s["id"] not in latent_cache:
@@ -165,8 +175,13 @@ def train_round(model: VideoModel, cfg: TrainConfig, ledger: Ledger, round_: int
 def _train(model, cfg, items, cache, latent, real, round_, round_dir, run_seed, progress, total, device) -> dict:
     params, frozen = trainable(model, cfg, seeds.stream_seed(run_seed, round_, "lora"))
     net = model.denoiser  # (after trainable: a low-precision full fine-tune swaps in its float32 master weights)
+    sharded, plain_cls = _sharding(cfg, net, frozen, device), type(net)
+    if sharded:
+        params = list(net.parameters())  # (fully_shard made them DTensors)
+    names = [n for n, p in net.named_parameters() if p.requires_grad]  # the optimizer's order (full fine-tune)
     opt = make_optimizer(cfg, params)
     ctx = StepContext(model, cfg, frozen, device)
+    ctx.pad = sharded
     extra: dict = {"nll_scale": ctx.nll_scale}
     if cfg.method == "kto":
         ctx.kto = kto_weights(cfg, items)
@@ -180,14 +195,21 @@ def _train(model, cfg, items, cache, latent, real, round_, round_dir, run_seed, 
     state_dir, log_path = round_dir / "train_state", round_dir / "train_log.jsonl"
     step, history, skipped, run_of_skips = 0, [], 0, 0
     chash = train_state.config_hash(training_inputs(cfg), run_seed, round_, len(items))
-    st = train_state.load(state_dir)
+    if dist.is_main():  # (it cleans a save killed half-way: one rank, before any other reads)
+        st = train_state.load(state_dir)
+    dist.barrier()
+    if not dist.is_main():
+        st = train_state.load(state_dir, clean=False)
     if st is not None and st["info"]["config_hash"] != chash:
         log.warning("round %d: %s was saved under another train config or data; training from step 0",
                     round_, state_dir)
         st = None
     if st is not None:
-        lora.load_lora_state(model, st["params"])
-        opt.load_state_dict(st["opt"])
+        if sharded:
+            dist.fsdp_load(net, opt, st["params"], _named_optimizer_state(st["opt"], names))
+        else:
+            lora.load_lora_state(model, st["params"])
+            opt.load_state_dict(st["opt"])
         train_state.set_rng_state(st["rng"])
         info = st["info"]
         step, history, skipped, run_of_skips = info["step"], info["history"], info["skipped"], info["run_of_skips"]
@@ -196,8 +218,14 @@ def _train(model, cfg, items, cache, latent, real, round_, round_dir, run_seed, 
         log.info("round %d: resumed training at step %d/%d", round_, step, total)
 
     def save() -> None:
-        trainable = {n: p for n, p in net.named_parameters() if p.requires_grad}
-        train_state.save(state_dir, trainable, opt, {
+        if sharded:  # (every rank gathers; the main rank gets the whole weights and optimizer state)
+            trainable, osd = dist.fsdp_state(net, opt)
+            osd = _indexed_optimizer_state(osd, names)
+        if not dist.is_main():  # written once, in the one-process format: any N resumes it
+            return
+        if not sharded:
+            trainable, osd = {n: p for n, p in net.named_parameters() if p.requires_grad}, opt.state_dict()
+        train_state.save(state_dir, trainable, osd, {
             "step": step, "micro": 0, "data_position": step * cfg.grad_accum, "history": history,
             "skipped": skipped, "run_of_skips": run_of_skips, "config_hash": chash,
             "kto_pool": pool.state() if pool is not None else None})
@@ -210,30 +238,36 @@ def _train(model, cfg, items, cache, latent, real, round_, round_dir, run_seed, 
         for g in opt.param_groups:
             g["lr"] = lr
         opt.zero_grad(set_to_none=True)
-        agg: dict[str, float] = {}
         z0 = pool.z0() if pool is not None else None  # one reference point for every micro-batch of the step
-        rewards = []
+        batches, records, norms, unit, real_unit = [], [], {}, 0, 0
         for micro in range(cfg.grad_accum):
             idx = batcher.micro(step * cfg.grad_accum + micro)
             batch = [items[i] for i in idx]
             gen = torch.Generator().manual_seed(seeds.stream_seed(run_seed, round_, "noise", step, micro))
+            # this rank's share: the step's items (and real videos) counted across its micro-batches, j to rank j % N
+            n_real = cfg.real_batch_size if ctx.real_term(real) else 0
+            mine, mine_real = dist.shard_range(unit, len(batch)), dist.shard_range(real_unit, n_real)
+            unit, real_unit = unit + len(batch), real_unit + n_real
             terms = _micro_loss(ctx, batch, cache, latent, gen, real,
-                                seeds.stream_seed(run_seed, round_, "real", step, micro), z0)
-            if step == 0 and micro == 0:  # what each term weighs, measured apart once per round
-                terms.metrics.update(grad_norms(terms, params))
-            loss = faults.value("train.loss", terms.total)
-            terms.metrics["loss"] = loss.item()
-            (loss / cfg.grad_accum).backward()
-            rewards.append(terms.rewards)
-            for k, v in terms.metrics.items():
-                agg[k] = agg.get(k, 0.0) + v / cfg.grad_accum
+                                seeds.stream_seed(run_seed, round_, "real", step, micro), z0, mine, mine_real)
+            if step == 0 and micro == 0 and not sharded:  # what each term weighs, measured apart once per round
+                norms = grad_norms(terms, params)
+            scale = float(faults.value("train.loss", torch.tensor(1.0)))
+            if terms.total.requires_grad:  # (FSDP averages the ranks' gradients: its shares count N times)
+                (terms.total * (scale * (dist.world() if sharded else 1) / cfg.grad_accum)).backward()
+            batches.append(batch)
+            records.append(dict(terms.record, scale=scale))
+        if not sharded:
+            dist.sum_gradients(params)  # (every rank then holds the whole step's gradient and takes the same step)
+        agg, rewards = _step_metrics(ctx, batches, dist.all_gather(records), z0)
+        agg.update(norms)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else 1e12)
         if math.isfinite(agg["loss"]) and math.isfinite(float(grad_norm)):
             _check_spike(cfg, history, agg["loss"], round_, step)
             opt.step()
             run_of_skips = 0
             if pool is not None:
-                pool.push(torch.cat(rewards))
+                pool.push(rewards)
         else:  # a NaN/Inf never reaches the weights or the optimizer's moments
             opt.zero_grad(set_to_none=True)
             skipped, run_of_skips = skipped + 1, run_of_skips + 1
@@ -256,12 +290,15 @@ def _train(model, cfg, items, cache, latent, real, round_, round_dir, run_seed, 
                      " ".join(f"{k}={v:.4g}" for k, v in agg.items() if k not in ("step",)))
         if step % cfg.save_every == 0 and step < total:
             save()
-        if faults.term_requested():
+        if dist.any_true(faults.term_requested()):  # (every rank stops at this step)
             save()
-            faults.check_term(f"round {round_} train at step {step}")
+            raise faults.Terminated(f"round {round_} train at step {step}")
     bar.close()
-    _write_log(log_path, history)
+    if dist.is_main():
+        _write_log(log_path, history)
     tracking.flush()
+    if sharded:  # the main rank gets the trained denoiser whole, for the round checkpoint
+        net = _unshard(model, net, plain_cls)
     net.eval()
     if cfg.gradient_checkpointing:
         net.disable_gradient_checkpointing()
@@ -348,6 +385,8 @@ class StepContext:
         #: the round's KTO class weights (:func:`kto_weights`); set by the trainer for a KTO round
         self.kto = {"lambda_desirable": cfg.lambda_desirable if cfg.lambda_desirable is not None else 1.0,
                     "lambda_undesirable": cfg.lambda_undesirable if cfg.lambda_undesirable is not None else 1.0}
+        #: under FSDP: a rank with no item of a micro-batch still runs its passes (on a zero-weighted item)
+        self.pad = False
 
     def autocast(self):
         # bf16 matmuls in the forward pass; per_sample_error and the losses upcast to float32. Low-precision frozen
@@ -376,6 +415,10 @@ class StepContext:
             if self.cfg.ref_offload:
                 self.frozen.to("cpu")
 
+    def real_term(self, real) -> bool:
+        """Whether the micro-batches carry the real-video NLL term."""
+        return real is not None and self.cfg.real_batch_size > 0 and self.cfg.lambda_real > 0
+
     def errors(self, x, cond, noise, t) -> torch.Tensor:
         with self.autocast():
             pred, target = self.model.predict_and_target(x, cond, noise, t)
@@ -392,6 +435,8 @@ class Terms:
     metrics: dict = dataclasses.field(default_factory=dict)
     #: KTO's implicit rewards of the micro-batch (detached), for the reference-point pool
     rewards: torch.Tensor = dataclasses.field(default_factory=lambda: torch.zeros(0))
+    #: this rank's share of the micro-batch and its per-sample errors (detached, CPU), for :func:`_step_metrics`
+    record: dict = dataclasses.field(default_factory=dict)
 
     @property
     def total(self) -> torch.Tensor:
@@ -399,14 +444,19 @@ class Terms:
 
 
 def grad_norms(terms: Terms, params: list) -> dict[str, float]:
-    """The gradient norm of each weighted term apart, and the cosine between the preference and real-video ones."""
+    """The gradient norm of each weighted term apart, and the cosine between the preference and real-video ones.
+
+    Under a launcher each rank holds its share of the micro-batch's terms: the gradients are summed across ranks first
+    (a rank with no item of the micro-batch holds zero terms and adds zeros)."""
     out, grads = {}, {}
     for name in ("preference", "winner_nll", "real_nll"):
         term = getattr(terms, name)
-        if term is None or not term.requires_grad:
+        if term is None or (not term.requires_grad and dist.world() == 1):
             continue
-        g = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
-        flat = torch.cat([(x if x is not None else torch.zeros_like(p)).flatten().float() for x, p in zip(g, params)])
+        g = (torch.autograd.grad(term, params, retain_graph=True, allow_unused=True) if term.requires_grad
+             else [None] * len(params))
+        flat = dist.sum_tensor(torch.cat([(x if x is not None else torch.zeros_like(p)).flatten().float()
+                                          for x, p in zip(g, params)]))
         grads[name] = flat
         out[f"grad_norm_{name}"] = flat.norm().item()
     if "preference" in grads and "real_nll" in grads:
@@ -424,27 +474,97 @@ def _dropout(ctx: StepContext, conds: list[dict], cache: dict, gen: torch.Genera
     return [cache[""] if drop[i % n] else c for i, c in enumerate(conds)]
 
 
-def _micro_loss(ctx: StepContext, batch, cache, latent, gen, real, real_seed, z0: float | None = None) -> Terms:
+def _micro_loss(ctx: StepContext, batch, cache, latent, gen, real, real_seed, z0: float | None = None,
+                mine: list[int] | None = None, mine_real: list[int] | None = None) -> Terms:
+    """The micro-batch's loss terms, computed on this rank's share of it: items ``mine`` and real videos
+    ``mine_real`` (default: all).
+
+    Every random draw (noise, timesteps, caption dropout, real-video picks) is made for the whole micro-batch in the
+    one-process order and then sliced, so an item's draws are its own whatever rank computes it. Each loss is a plain
+    mean over items, so the terms are scaled by the share (``len(mine) / n``): summed over ranks they are the
+    micro-batch's terms, and so are their gradients. ``Terms.record`` keeps the share's per-sample errors for
+    :func:`_step_metrics`."""
     model, cfg, device = ctx.model, ctx.cfg, ctx.device
     n = len(batch)
+    mine = list(range(n)) if mine is None else list(mine)
+    # Under FSDP every rank must run the same passes: a rank with no item computes the first one, counted zero times
+    share = len(mine) / n  # (exactly 1.0 with one process)
+    record: dict = {"idx": mine}
+    if not mine and ctx.pad:
+        mine = [0]
     if cfg.method == "dpo":
-        x = torch.cat([torch.stack([latent(b["chosen"]) for b in batch]),
-                       torch.stack([latent(b["rejected"]) for b in batch])]).to(device)
-        conds = [cache[b["chosen"]["prompt"]] for b in batch] + [cache[b["rejected"]["prompt"]] for b in batch]
-        noise = torch.randn((n,) + tuple(x.shape[1:]), generator=gen).to(device)
-        t = model.sample_timesteps(n, gen, tuple(cfg.timestep_window)).to(device)
-        noise, t = torch.cat([noise, noise]), torch.cat([t, t])
+        shape = tuple(latent(batch[0]["chosen"]).shape)
+        noise = torch.randn((n,) + shape, generator=gen)
+        t = model.sample_timesteps(n, gen, tuple(cfg.timestep_window))
+        conds = _dropout(ctx, [cache[b["chosen"]["prompt"]] for b in batch]
+                         + [cache[b["rejected"]["prompt"]] for b in batch], cache, gen, n)
+        rows = mine + [n + i for i in mine]
+        if mine:
+            x = torch.cat([torch.stack([latent(batch[i]["chosen"]) for i in mine]),
+                           torch.stack([latent(batch[i]["rejected"]) for i in mine])]).to(device)
+            noise, t = torch.cat([noise[mine], noise[mine]]).to(device), torch.cat([t[mine], t[mine]]).to(device)
     else:
-        x = torch.stack([latent(b["sample"]) for b in batch]).to(device)
-        conds = [cache[b["sample"]["prompt"]] for b in batch]
-        noise = torch.randn(tuple(x.shape), generator=gen).to(device)
-        t = model.sample_timesteps(n, gen, tuple(cfg.timestep_window)).to(device)
-    cond = _cat(_dropout(ctx, conds, cache, gen, n))
-    e = ctx.errors(x, cond, noise, t)
-    r = None
-    if cfg.method != "rwr":  # LiFT's reward-weighted loss has no reference
-        with torch.no_grad(), ctx.reference():
-            r = ctx.errors(x, cond, noise, t)
+        shape = tuple(latent(batch[0]["sample"]).shape)
+        noise = torch.randn((n,) + shape, generator=gen)
+        t = model.sample_timesteps(n, gen, tuple(cfg.timestep_window))
+        conds = _dropout(ctx, [cache[b["sample"]["prompt"]] for b in batch], cache, gen, n)
+        rows = mine
+        if mine:
+            x = torch.stack([latent(batch[i]["sample"]) for i in mine]).to(device)
+            noise, t = noise[mine].to(device), t[mine].to(device)
+    if mine:
+        cond = _cat([conds[j] for j in rows])
+        e = ctx.errors(x, cond, noise, t)
+        r = None
+        if cfg.method != "rwr":  # LiFT's reward-weighted loss has no reference
+            with torch.no_grad(), ctx.reference():
+                r = ctx.errors(x, cond, noise, t)
+        terms = _terms(ctx, [batch[i] for i in mine], e, r, z0)
+        terms.preference = terms.preference * share
+        if terms.winner_nll is not None:
+            terms.winner_nll = terms.winner_nll * share
+        if record["idx"]:
+            record.update(e=e.detach().float().cpu(), r=None if r is None else r.detach().float().cpu())
+    else:  # no item of this micro-batch here: zero terms, so that the per-term gradient norms add up across ranks
+        zero = torch.zeros((), device=device)
+        terms = Terms(preference=zero, winner_nll=zero if cfg.method == "dpo" and cfg.lambda_winner > 0 else None)
+    if ctx.real_term(real):
+        nr = cfg.real_batch_size
+        mine_real = list(range(nr)) if mine_real is None else list(mine_real)
+        real_share = len(mine_real) / nr
+        record["real_idx"] = mine_real
+        if not mine_real and ctx.pad:
+            mine_real = [0]
+        if getattr(real, "encoded", False):
+            prompts, xr = real.draw_latents(nr, real_seed)
+            rconds = [cache[p] for p in prompts]
+        else:  # the world's renderer: pixels, encoded here (its "VAE" is the identity)
+            prompts, clips = real.draw(nr, real_seed)
+            xr = model.encode_video(clips)
+            with torch.no_grad():
+                enc = model.encode_prompts(prompts)
+            rconds = [{k: v[i:i + 1] for k, v in enc.items()} for i in range(len(prompts))]
+        nz = torch.randn(tuple(xr.shape), generator=gen)
+        tr = model.sample_timesteps(len(prompts), gen)
+        rc = _dropout(ctx, rconds, cache, gen, len(prompts))
+        if mine_real:
+            e_real = ctx.errors(xr[mine_real].to(device), _cat([rc[j] for j in mine_real]), nz[mine_real].to(device),
+                                tr[mine_real].to(device))
+            terms.real_nll = cfg.lambda_real * ctx.nll_scale * losses.nll(e_real) * real_share
+            terms.metrics["nll_real"] = losses.nll(e_real).item()
+            if record["real_idx"]:
+                record["e_real"] = e_real.detach().float().cpu()
+        else:
+            terms.real_nll = torch.zeros((), device=device)
+    terms.record = record
+    return terms
+
+
+def _terms(ctx: StepContext, batch: list, e: torch.Tensor, r: torch.Tensor | None, z0: float | None) -> Terms:
+    """A batch's preference terms from its per-sample errors ``e`` (policy) and ``r`` (reference); for DPO the
+    winners' rows first, then the losers'."""
+    cfg, device = ctx.cfg, e.device
+    n = len(batch)
     terms = Terms(preference=e.new_zeros(()))
     if cfg.method == "dpo":
         w = torch.tensor([b["weight"] for b in batch], device=device)
@@ -463,23 +583,95 @@ def _micro_loss(ctx: StepContext, batch, cache, latent, gen, real, real_seed, z0
         out = losses.reward_weighted(e, reward)
         terms.preference = out.loss
     terms.metrics = dict(out.metrics)
-    if real is not None and cfg.real_batch_size > 0 and cfg.lambda_real > 0:
-        if getattr(real, "encoded", False):
-            prompts, xr = real.draw_latents(cfg.real_batch_size, real_seed)
-            xr, rconds = xr.to(device), [cache[p] for p in prompts]
-        else:  # the world's renderer: pixels, encoded here (its "VAE" is the identity)
-            prompts, clips = real.draw(cfg.real_batch_size, real_seed)
-            xr = model.encode_video(clips).to(device)
-            with torch.no_grad():
-                enc = model.encode_prompts(prompts)
-            rconds = [{k: v[i:i + 1] for k, v in enc.items()} for i in range(len(prompts))]
-        nr = torch.randn(tuple(xr.shape), generator=gen).to(device)
-        tr = model.sample_timesteps(len(prompts), gen).to(device)
-        rc = _cat(_dropout(ctx, rconds, cache, gen, len(prompts)))
-        e_real = losses.nll(ctx.errors(xr, rc, nr, tr))
-        terms.real_nll = cfg.lambda_real * ctx.nll_scale * e_real
-        terms.metrics["nll_real"] = e_real.item()
     return terms
+
+
+def _step_metrics(ctx: StepContext, batches: list, records: list, z0: float | None) -> tuple[dict, torch.Tensor]:
+    """The step's logged metrics (mean over its micro-batches) and KTO rewards, from every rank's per-sample errors
+    (``records[rank][micro]``) put back in item order: the numbers a single process computes for the same step."""
+    cfg = ctx.cfg
+    agg: dict[str, float] = {}
+    rewards = []
+    for m, batch in enumerate(batches):
+        n = len(batch)
+        rows = 2 * n if cfg.method == "dpo" else n
+        e, r = torch.zeros(rows), torch.zeros(rows) if cfg.method != "rwr" else None
+        e_real, scale = None, 1.0
+        for rec in (per_rank[m] for per_rank in records):
+            scale *= rec["scale"]
+            idx = rec["idx"]
+            if idx:
+                at = idx + [n + i for i in idx] if cfg.method == "dpo" else idx
+                e[at] = rec["e"]
+                if r is not None:
+                    r[at] = rec["r"]
+            if rec.get("real_idx"):
+                if e_real is None:
+                    e_real = torch.zeros(cfg.real_batch_size)
+                e_real[rec["real_idx"]] = rec["e_real"]
+        terms = _terms(ctx, batch, e, r, z0)
+        if e_real is not None:
+            terms.real_nll = cfg.lambda_real * ctx.nll_scale * losses.nll(e_real)
+            terms.metrics["nll_real"] = losses.nll(e_real).item()
+        terms.metrics["loss"] = (terms.total * scale).item()
+        rewards.append(terms.rewards)
+        for k, v in terms.metrics.items():
+            agg[k] = agg.get(k, 0.0) + v / cfg.grad_accum
+    return agg, torch.cat(rewards)
+
+
+def _sharding(cfg: TrainConfig, net: torch.nn.Module, frozen, device) -> bool:
+    """Shard a full fine-tune's denoiser and frozen reference with FSDP2 when the launch asks for FSDP; return whether
+    it did. DeepSpeed is refused: FSDP2 shards what ZeRO-3 does, and one engine is what vipo can test."""
+    kind = dist.engine()
+    if kind == "deepspeed":
+        raise UserError("accelerate's DeepSpeed config: vipo shards a full fine-tune with FSDP2 (launch with "
+                        "configs/accelerate/fsdp.yaml: weights, gradients and optimizer state sharded, as ZeRO-3 does); "
+                        "a LoRA trains data-parallel (torchrun or configs/accelerate/ddp.yaml)")
+    if kind != "fsdp":
+        return False
+    if cfg.finetune != "full":
+        raise UserError("train.finetune: lora under an FSDP launch: a LoRA's weights are small and train "
+                        "data-parallel; launch with torchrun or configs/accelerate/ddp.yaml (FSDP is for "
+                        "finetune: full)")
+    if cfg.ref_offload:
+        raise UserError("train.ref_offload: under FSDP the frozen reference is sharded over the GPUs already; "
+                        "set ref_offload: false")
+    n = dist.world()
+    if cfg.batch_size % n or (cfg.real_batch_size % n and cfg.lambda_real > 0):
+        log.warning("FSDP on %d processes: train.batch_size %d / real_batch_size %d are not multiples of it; ranks "
+                    "without an item run padding passes (set batch_size to a multiple of %d and divide grad_accum "
+                    "for the same effective batch, faster)", n, cfg.batch_size, cfg.real_batch_size, n)
+    dist.fsdp_shard(net, device)
+    dist.fsdp_shard(frozen, device)
+    log.info("FSDP2: the denoiser and its reference sharded over %d processes", n)
+    return True
+
+
+def _unshard(model: VideoModel, net: torch.nn.Module, cls: type) -> torch.nn.Module:
+    """The FSDP-trained denoiser as one plain module in the model's denoiser slot (the main rank: the others keep
+    their shard, which nothing reads after training)."""
+    weights, _ = dist.fsdp_state(net)
+    if not dist.is_main():
+        return net
+    plain = cls.from_config(net.config)
+    plain.load_state_dict(weights)
+    owner, name = model.denoiser_slot()
+    setattr(owner, name, plain.to(model.device if isinstance(model.device, str) else "cpu"))
+    return plain
+
+
+def _indexed_optimizer_state(osd: dict, names: list[str]) -> dict:
+    """A name-keyed optimizer state (FSDP's) in ``torch.optim``'s own layout, parameters by their index."""
+    index = {n: i for i, n in enumerate(names)}
+    return {"state": {index[k]: v for k, v in osd["state"].items()},
+            "param_groups": [dict(g, params=[index[k] for k in g["params"]]) for g in osd["param_groups"]]}
+
+
+def _named_optimizer_state(osd: dict, names: list[str]) -> dict:
+    """The inverse of :func:`_indexed_optimizer_state`."""
+    return {"state": {names[int(k)]: v for k, v in osd["state"].items()},
+            "param_groups": [dict(g, params=[names[int(i)] for i in g["params"]]) for g in osd["param_groups"]]}
 
 
 def _write_log(path: Path, history: list) -> None:
