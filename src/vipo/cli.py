@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -700,6 +701,8 @@ def _dispatch(args) -> int:
             return 0
         dist.alone()
     try:
+        if dist.launched() and os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+            raise UserError(dist.DEEPSPEED_REFUSED)  # at start, not hours later when training begins
         if args.verb == "run":
             return cmd_run(args)
         if args.verb == "generate":

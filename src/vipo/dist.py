@@ -185,6 +185,13 @@ def sum_gradients(params) -> None:
             at += p.numel()
 
 
+#: DeepSpeed is refused (docs/scale.md): FSDP2 shards what ZeRO-3 shards, and its engine cannot run on a machine
+#: without CUDA, so vipo would ship it untested
+DEEPSPEED_REFUSED = ("accelerate's DeepSpeed config: vipo shards a full fine-tune with FSDP2 (launch with "
+                     "configs/accelerate/fsdp.yaml: weights, gradients and optimizer state sharded, as ZeRO-3 does); "
+                     "a LoRA trains data-parallel (torchrun or configs/accelerate/ddp.yaml)")
+
+
 # -- FSDP2: a full fine-tune sharded over the ranks (accelerate launch --config_file configs/accelerate/fsdp.yaml) ----
 def engine() -> str:
     """How a launch trains: 'fsdp' when accelerate's launcher set up FSDP (``ACCELERATE_USE_FSDP``), 'deepspeed' when

@@ -625,9 +625,7 @@ def _sharding(cfg: TrainConfig, net: torch.nn.Module, frozen, device) -> bool:
     it did. DeepSpeed is refused: FSDP2 shards what ZeRO-3 does, and one engine is what vipo can test."""
     kind = dist.engine()
     if kind == "deepspeed":
-        raise UserError("accelerate's DeepSpeed config: vipo shards a full fine-tune with FSDP2 (launch with "
-                        "configs/accelerate/fsdp.yaml: weights, gradients and optimizer state sharded, as ZeRO-3 does); "
-                        "a LoRA trains data-parallel (torchrun or configs/accelerate/ddp.yaml)")
+        raise UserError(dist.DEEPSPEED_REFUSED)
     if kind != "fsdp":
         return False
     if cfg.finetune != "full":
