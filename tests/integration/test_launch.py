@@ -112,12 +112,12 @@ def world_runs(tmp_path_factory, tiny_model_dir):
 
 
 def test_world_round_under_torchrun_equals_one_process(world_runs):
-    """A KTO round: its reference point comes from one pool of every rank's rewards (kto_z0 in the log equal)."""
+    """A KTO round under configs/accelerate/ddp.yaml's environment equals one process."""
     (one, _), (two, proc) = world_runs[1], world_runs[2]
     assert "generating 9 of 9 samples on 2 processes" in proc.stderr
     same_result(one, two)
-    log = [json.loads(x) for x in (two / "round-1" / "train_log.jsonl").read_text().splitlines()]
-    assert any(h["kto_z0"] > 0 for h in log)  # the pool moved
+    # KTO's pool holds every rank's rewards: the logged rewards and kto_z0 are equal above. (In this tiny round every
+    # reward stays <= 0, so the clamped z0 stays 0: a pool that moves z0 is not exercised here.)
     # written once: one config snapshot, one report, no stray temporary file
     assert (two / "report.md").is_file() and not list(two.rglob(".tmp-*"))
 
