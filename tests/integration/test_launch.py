@@ -173,6 +173,36 @@ def test_accelerate_configs_parse():
     assert env["FSDP_AUTO_WRAP_POLICY"] == "TRANSFORMER_BASED_WRAP"
 
 
+def full_weights(out):
+    return load_file(str(out / "round-1" / "checkpoint" / "unet" / "diffusion_pytorch_model.safetensors"))
+
+
+def test_fsdp_full_finetune_under_the_accelerate_config_equals_one_process(tmp_path, tiny_model_dir):
+    """A full fine-tune sharded by FSDP2 over 2 ranks (the environment of configs/accelerate/fsdp.yaml), its rank 1
+    killed after step 3 and launched again, trains what one process trains: the resumable state is gathered whole to
+    rank 0, written in the one-process format and sharded again on load."""
+    _, env = accelerate_env(CONFIGS / "fsdp.yaml")
+    args = ["--model", tiny_model_dir, "--rounds", 1, *ARGS, "--set", "train.finetune=full", "--set", "train.lr=1e-4"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    proc = launch(1, "run", "--out", one, *args, tmp=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    proc = launch(2, "run", "--out", two, *args, tmp=tmp_path, faults="train.after_step:3=kill@1", extra=env)
+    assert proc.returncode != 0 and (two / "round-1" / "train_state" / "COMPLETE").is_file()
+    proc = launch(2, "run", "--out", two, *args, tmp=tmp_path, extra=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "FSDP2: the denoiser and its reference sharded over 2 processes" in proc.stderr
+    assert "resumed training at step 2" in proc.stderr
+    log1, log2 = ([json.loads(x) for x in (o / "round-1" / "train_log.jsonl").read_text().splitlines()]
+                  for o in (one, two))
+    assert len(log1) == len(log2) > 1
+    for a, b in zip(log1, log2):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4, abs=1e-6) and b["grad_norm"] == pytest.approx(
+            a["grad_norm"], rel=1e-3)
+    a, b = full_weights(one), full_weights(two)
+    assert a.keys() == b.keys()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-5
+
+
 # LiFT's engine (DeepSpeed ZeRO-2), as a user would bring it: refused at start, every rank, one line, exit 2
 DEEPSPEED = """compute_environment: LOCAL_MACHINE
 distributed_type: DEEPSPEED
