@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -384,6 +385,9 @@ def _setup_logging(verbose: bool, run_dir: Path | None = None) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("httpx", "urllib3", "PIL", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from . import dist
+
+    dist.quiet_logging()
 
 
 def cmd_run(args) -> int:
@@ -395,11 +399,15 @@ def cmd_run(args) -> int:
     with open_run(cfg, run_dir, args.force) as (critic, scorer):  # checked first: a typo writes nothing; locked
         _setup_logging(args.verbose, run_dir)
         info = run(cfg, run_dir, progress=not args.quiet, force=args.force, critic=critic, scorer=scorer)
-    print(f"report: {Path(info['report']).with_name('report.html')} (markdown: {info['report']})")
+    from . import dist
+
+    if dist.is_main():
+        print(f"report: {Path(info['report']).with_name('report.html')} (markdown: {info['report']})")
     return 0
 
 
 def cmd_stage(args) -> int:
+    from . import dist
     from .data.ledger import Ledger
     from .device import resolve_device
     from .run.driver import Round, evaluate_base, open_run
@@ -413,18 +421,20 @@ def cmd_stage(args) -> int:
         raise UserError("--round 0 is the base model's evaluation; only `vipo eval --round 0` applies")
     with open_run(cfg, run_dir, getattr(args, "force", False), need_critic=args.verb == "judge",
                   need_scorer=False) as (critic, _), \
-            Ledger(run_dir / "ledger.sqlite") as ledger:
+            dist.on_main(Ledger, run_dir / "ledger.sqlite") as ledger:  # (open_run joined the process group)
         _setup_logging(args.verbose, run_dir)
         if args.round == 0:
             ev = evaluate_base(cfg, run_dir, ledger, resolve_device(cfg.device), not args.quiet)
-            print(json.dumps(ev, indent=2))
+            if dist.is_main():
+                print(json.dumps(ev, indent=2))
             return 0
         r = Round(cfg, run_dir, args.round, ledger, critic, device=resolve_device(cfg.device),
                   progress=not args.quiet)
         out = {"generate": r.generate, "judge": r.judge, "pairs": r.pairs, "train": r.train,
                "eval": r.evaluate}[args.verb]()
-        info = ledger.stage_info(args.round, args.verb)
-        print(json.dumps(out if isinstance(out, dict) else info, indent=2))
+        if dist.is_main():
+            info = ledger.stage_info(args.round, args.verb)
+            print(json.dumps(out if isinstance(out, dict) else info, indent=2))
     return 0
 
 
@@ -446,14 +456,19 @@ def _judge_config(args, flags=("critic", "base_url", "labels", "model")):
 
 
 def cmd_judge_dir(args) -> int:
+    from . import dist
+    from .device import resolve_device
     from .stages.judge import judge_folder
 
     _setup_logging(args.verbose)
     out = Path(args.out)
-    info = judge_folder(Path(args.dir), out, _judge_config(args), pairwise=args.pairwise, progress=not args.quiet,
+    cfg = _judge_config(args)
+    resolve_device(cfg.device if cfg.critic == "vlm" else "cpu")  # (under a launcher: joins the process group)
+    info = judge_folder(Path(args.dir), out, cfg, pairwise=args.pairwise, progress=not args.quiet,
                         force=args.force)
-    print(json.dumps(info, indent=2))
-    print(f"judgments: {out}")
+    if dist.is_main():
+        print(json.dumps(info, indent=2))
+        print(f"judgments: {out}")
     return 0
 
 
@@ -603,7 +618,10 @@ def cmd_generate(args) -> int:
     rows = standalone(args.model or "world", args.lora, prompts, out, cfg, 0 if args.seed is None else args.seed,
                       resolve_device(args.device or "auto"), args.model_dtype or "float32", not args.quiet,
                       args.force)
-    print(f"{len(rows)} videos in {out} (metadata: {out / 'metadata.jsonl'})")
+    from . import dist
+
+    if dist.is_main():
+        print(f"{len(rows)} videos in {out} (metadata: {out / 'metadata.jsonl'})")
     return 0
 
 
@@ -712,12 +730,23 @@ def main(argv: list[str] | None = None) -> int:
         faults.restore_term_handler(previous)
 
 
+#: the verbs that split their work across the processes of a launch (docs/scale.md); under torchrun or accelerate
+#: launch any other verb runs on rank 0 alone and the other ranks exit at once
+SPLIT = ("run", "generate", "judge", "pairs", "train", "ablate")
+
+
 def _dispatch(args) -> int:
     import errno
 
-    from . import faults
+    from . import dist, faults
 
+    if dist.launched() and not (args.verb in SPLIT or (args.verb == "eval" and args.dir is None)):
+        if dist.launch_rank() != 0:
+            return 0
+        dist.alone()
     try:
+        if dist.launched() and os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+            raise UserError(dist.DEEPSPEED_REFUSED)  # at start, not hours later when training begins
         if args.verb == "run":
             return cmd_run(args)
         if args.verb == "generate":

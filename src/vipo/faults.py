@@ -8,7 +8,11 @@ its own process, and every pass from the 2nd on poison the loss. Actions:
 - ``enospc``: raise ``OSError(ENOSPC)``, as a full disk would;
 - value points only (:func:`value`): ``nan``, ``inf``, ``x<factor>`` (multiply, e.g. ``x1000``).
 
-Points: ``generate.after_commit`` (per committed sample), ``judge.after_commit`` (per committed prompt group),
+Under a launcher an action may name the one rank it applies to (``generate.after_batch:2=kill@1``: rank 1's second
+batch), read from the launcher's ``RANK``; without ``@`` every rank counts its own passes.
+
+Points: ``generate.after_commit`` (per committed sample, on the main rank), ``generate.after_batch`` (per sampled
+batch, its files written, before the main rank commits it), ``judge.after_commit`` (per committed prompt group),
 ``judge.mid_record`` (inside the ledger transaction, rows added, not committed), ``train.after_step`` (optimizer
 step taken, not yet saved), ``train.mid_checkpoint`` (state files written, completion marker not), ``train.loss``,
 ``generate.latents`` (value), ``driver.after_train_before_record`` (round checkpoint complete, not yet in the ledger), and the writes
@@ -31,9 +35,13 @@ class InjectedFault(RuntimeError):
 
 def _parse(spec: str) -> dict[str, tuple[int, bool, str]]:
     plan = {}
+    me = os.environ.get("RANK", "0")
     for item in filter(None, (s.strip() for s in spec.split(","))):
         where, _, action = item.partition("=")
         name, _, k = where.partition(":")
+        action, _, only = action.partition("@")
+        if only and only != me:
+            continue
         plan[name] = (int(k.rstrip("+") or 1), k.endswith("+"), action or "raise")
     return plan
 

@@ -35,7 +35,7 @@ class Server:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with outer.lock:
                     outer.requests.append({"auth": self.headers.get("Authorization"), "path": self.path,
-                                           "body": body})
+                                           "body": body, "t": time.time()})
                     act = outer.script.pop(0) if outer.script else outer.default
                 if callable(act):
                     act = act(body)
@@ -185,8 +185,13 @@ def test_openai_critic_through_vipo_run(tmp_path, server, monkeypatch, tiny_mode
     out = tmp_path / "run"
     assert main(["-v"] + run_one_round(
         tiny_model_dir, out, "judge.critic=openai", f"judge.base_url={srv.url}", "judge.model=qwen-vl",
-        "judge.api_key_env=VIPO_TEST_KEY", "judge.frames=2", "judge.frame_size=32", "judge.backoff_s=0")) == 0
+        "judge.api_key_env=VIPO_TEST_KEY", "judge.frames=2", "judge.frame_size=32", "judge.backoff_s=0",
+        "generate.batch_size=3")) == 0
     judgments, pairs, info = check_round(out, "openai")
+    # a served critic judges beside generation: the first prompt's questions went out before the last batch's videos
+    # were written (one prompt per batch here), and the judge stage asked nothing again (counts below)
+    last_video = max(p.stat().st_mtime for p in (out / "round-1" / "samples").glob("*.mp4"))
+    assert min(r["t"] for r in srv.requests if "Video B:" in json.dumps(r["body"])) < last_video
     # every judgment is the server's answers, parsed: 3 questions (dimensions) each, all answered and consistent
     assert info["unparseable_rate"] == 0.0 and info["consistency_rate"] == 1.0 and len(pairs) == 3
     for j in judgments.values():

@@ -129,6 +129,9 @@ class Critic(abc.ABC):
     """A critic answers in text; :meth:`pointwise` and :meth:`pairwise` parse that text."""
 
     name: str = "critic"
+    #: the critic runs elsewhere (a server): the run judges each prompt while the next batches generate
+    #: (:class:`vipo.stages.judge.BackgroundJudge`); an in-process critic would share the sampler's GPU
+    served: bool = False
 
     @abc.abstractmethod
     def answer_pointwise(self, video: Video) -> str:

@@ -43,6 +43,7 @@ def data_url(image: np.ndarray, fmt: str = "png") -> str:
 
 class OpenAICritic(LLMCritic):
     name = "openai"
+    served = True
 
     def __init__(self, cfg: JudgeConfig):
         super().__init__(cfg)

@@ -102,7 +102,9 @@ class VLMCritic(LLMCritic):
 
     def __init__(self, cfg: JudgeConfig, model=None, processor=None):
         super().__init__(cfg)
-        device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        from ..device import resolve_device
+
+        device = resolve_device(cfg.device)  # (under a launcher: this rank's GPU)
         if model is None:
             from transformers import AutoModelForImageTextToText
 

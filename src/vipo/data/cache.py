@@ -59,8 +59,8 @@ class TextCache:
     def _path(self, prompt: str) -> Path:
         return self.folder / f"{digest(prompt)[:32]}.safetensors"
 
-    def rows(self, model, prompts: list[str], device, batch: int = 64) -> dict[str, dict[str, torch.Tensor]]:
-        """Each distinct prompt's conditioning on ``device``; missing prompts are encoded in batches and stored."""
+    def ensure(self, model, prompts: list[str], batch: int = 64) -> None:
+        """Encode and store the prompts not in the cache yet (sorted, in batches of ``batch``)."""
         missing = sorted({p for p in prompts if not self._path(p).is_file()})
         for i in range(0, len(missing), batch):
             chunk = missing[i:i + batch]
@@ -69,6 +69,10 @@ class TextCache:
             for j, p in enumerate(chunk):
                 _save(self._path(p), {k: v[j:j + 1] for k, v in enc.items()})
             self.encoded += len(chunk)
+
+    def rows(self, model, prompts: list[str], device, batch: int = 64) -> dict[str, dict[str, torch.Tensor]]:
+        """Each distinct prompt's conditioning on ``device``; missing prompts are encoded in batches and stored."""
+        self.ensure(model, prompts, batch)
         return {p: {k: v.to(device) for k, v in load_file(str(self._path(p))).items()} for p in set(prompts)}
 
     def conditioning(self, model, prompts: list[str], device) -> dict[str, torch.Tensor]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
+from .. import dist
 from ..errors import UserError
 from ..io import atomic
 from ..stats import fmt
@@ -104,12 +105,13 @@ def ablate(out: Path, variants: list[str], config: str | None, extra: list[str],
     out = Path(out)
     for v in variants:
         argv = command(v, config, out, extra, cfg)[1:]
-        if load is not None:
+        if load is not None and dist.launch_rank() == 0:  # (the main rank alone touches the run folders' ledgers)
             others = sorted(p for p in out.iterdir() if p.is_dir() and p.name != v) if out.is_dir() else []
             vcfg = load(argv)
             any(adopt_base_eval(vcfg, out / v, p) for p in others)
         code = run_one(argv)
         if code:
             raise UserError(f"variant {v} stopped with exit code {code}; run the same command again to continue")
-    atomic.write_text(out / "ablation.md", tables(out, variants, config, extra, cfg))
+    if dist.is_main():  # (under a launcher every variant ran on every rank; the tables are written once)
+        atomic.write_text(out / "ablation.md", tables(out, variants, config, extra, cfg))
     return out / "ablation.md"

@@ -28,10 +28,10 @@ import logging
 import random
 import shutil
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from .. import faults, seeds, tracking
+from .. import dist, faults, seeds, tracking
 from ..config import RunConfig, eval_judge, merge, to_dict, training_inputs
 from ..data import suites
 from ..data.cache import LatentCache, TextCache
@@ -45,7 +45,7 @@ from ..models import check_model
 from ..stages import evaluate as eval_stage
 from ..stages import pairs as pairs_stage
 from ..stages.generate import PromptItem, generate
-from ..stages.judge import check_prompts, judge, make_critic
+from ..stages.judge import BackgroundJudge, GroupJudge, check_prompts, judge, make_critic
 from ..train import lora, trainer
 from ..train.state import config_hash
 from ..train.trainer import train_round
@@ -134,7 +134,11 @@ def open_run(cfg: RunConfig, run_dir: Path, force: bool = False, critic=None, ne
     """Check everything that can be checked (:func:`preflight`; a typo writes nothing), then hold the run folder's
     lock and its config snapshot while the block writes it. Yields ``(critic, scorer)``: the judge's critic and
     the evaluating one (``eval.critic``), each made here when needed (``need_scorer`` defaults to ``need_critic``)
-    and not given, else None."""
+    and not given, else None.
+
+    Under a launcher the process group is joined first; every rank checks and makes its critics, and the main rank
+    alone takes the lock and writes the snapshot (a refusal is raised on every rank)."""
+    resolve_device(cfg.device)  # (under a launcher: joins the process group)
     if need_critic or need_scorer:
         check_model(cfg.model, dtype=cfg.model_dtype)  # the cheap checks before a critic loads its weights
     if need_critic and critic is None:
@@ -142,8 +146,13 @@ def open_run(cfg: RunConfig, run_dir: Path, force: bool = False, critic=None, ne
     if (need_critic if need_scorer is None else need_scorer) and scorer is None:
         scorer = eval_critic(cfg, critic)
     preflight(cfg, critic, scorer)
-    with folder_lock(run_dir):
-        snapshot(cfg, run_dir, force)
+    with ExitStack() as held:
+
+        def take() -> None:
+            held.enter_context(folder_lock(run_dir))
+            snapshot(cfg, run_dir, force)
+
+        dist.from_main(take)
         yield critic, scorer
 
 
@@ -157,8 +166,10 @@ def snapshot(cfg: RunConfig, run_dir: Path, force: bool = False) -> None:
 
 
 def before_stage(cfg: RunConfig, run_dir: Path, what: str) -> None:
-    """Stop here on SIGTERM; refuse to start a stage with less than ``min_free_gb`` of free disk."""
-    faults.check_term(what)
+    """Stop here on SIGTERM (on any rank: all stop); refuse to start a stage with less than ``min_free_gb`` of free
+    disk."""
+    if dist.any_true(faults.term_requested()):
+        raise faults.Terminated(what)
     free = shutil.disk_usage(run_dir).free / 1e9
     if free < cfg.min_free_gb:
         raise UserError(f"{run_dir}: {free:.2f} GB free, below min_free_gb={cfg.min_free_gb}; free some space "
@@ -169,17 +180,17 @@ def run(cfg: RunConfig, run_dir: Path, progress: bool = True, force: bool = Fals
         scorer=None) -> dict:
     run_dir = Path(run_dir)
     with open_run(cfg, run_dir, force, critic, scorer=scorer) as (critic, scorer):
-        device = resolve_device(cfg.device)
+        device = resolve_device(cfg.device)  # (under a launcher: this rank's device; open_run joined the group)
         t_start = time.time()
         evals: dict[int, dict] = {}
         info = {"method": cfg.train.method, "rounds_planned": cfg.rounds, "patience": cfg.patience,
                 "stopped_early": False, "model": cfg.model}
-        with Ledger(run_dir / "ledger.sqlite") as ledger:
+        with dist.on_main(Ledger, run_dir / "ledger.sqlite") as ledger:  # only rank 0 opens it (dist.py says why)
             evals[0] = evaluate_base(cfg, run_dir, ledger, device, progress, scorer)
             best, best_round, since_best = _metric(evals[0], cfg), 0, 0
             for k in range(1, cfg.rounds + 1):
                 rd = run_dir / f"round-{k}"
-                if not ledger.is_done(k, "round"):
+                if not dist.from_main(lambda: ledger.is_done(k, "round")):
                     Round(cfg, run_dir, k, ledger, critic, device, progress, scorer).all()
                 evals[k] = atomic.read_json(rd / "eval" / "eval.json")
                 m = _metric(evals[k], cfg)
@@ -195,7 +206,7 @@ def run(cfg: RunConfig, run_dir: Path, progress: bool = True, force: bool = Fals
             info.update(best_round=best_round, best_metric=best, metric=metric_name(cfg),
                         elapsed_s_this_invocation=round(time.time() - t_start, 1))
         tracking.finish()
-        report = write_report(run_dir, evals, info)
+        report = dist.from_main(lambda: write_report(run_dir, evals, info))
     info["report"] = str(report)
     return info
 
@@ -204,16 +215,17 @@ def evaluate_base(cfg: RunConfig, run_dir: Path, ledger: Ledger, device: str, pr
                   critic=None) -> dict:
     """Round 0: the base model's evaluation (skipped when already done); ``critic``: the evaluating critic."""
     out = Path(run_dir) / "round-0" / "eval"
-    if not ledger.is_done(0, "eval"):
+    if not dist.from_main(lambda: ledger.is_done(0, "eval")):
         before_stage(cfg, Path(run_dir), "round 0 eval")
         log.info("round 0: evaluating the base model")
         base = load(cfg, None, device, "eval")
         ev = eval_stage.evaluate(base, out, cfg.eval, critic or eval_critic(cfg), progress,
                                  cfg.generate.fps, text_cache(base, run_dir), rows=eval_rows(cfg),
                                  features=eval_features(cfg, device))
-        ledger.mark_done(0, "eval", ev)
-        track(cfg, run_dir)
-        tracking.eval_round(0, ev, out, cfg.generate.fps)
+        dist.from_main(lambda: ledger.mark_done(0, "eval", ev))
+        if dist.is_main():  # (the tracker logs from rank 0 only)
+            track(cfg, run_dir)
+            tracking.eval_round(0, ev, out, cfg.generate.fps)
     return atomic.read_json(out / "eval.json")
 
 
@@ -365,8 +377,17 @@ class Round:
             self._scorer = self.critic if eval_judge(self.cfg) == self.cfg.judge else eval_critic(self.cfg)
         return self._scorer
 
+    def _done(self, stage: str) -> bool:
+        """Whether the ledger records ``stage`` of this round as finished (asked of the main rank)."""
+        return dist.from_main(lambda: self.ledger.is_done(self.k, stage))
+
+    def _mark(self, stage: str, info=None) -> None:
+        """Record ``stage`` as finished with ``info`` (a dict, or a function computing it: the main rank alone
+        computes it); every rank returns once it is recorded."""
+        dist.from_main(lambda: self.ledger.mark_done(self.k, stage, info() if callable(info) else info))
+
     def _require(self, stage: str) -> None:
-        if not self.ledger.is_done(self.k, stage):
+        if not self._done(stage):
             raise UserError(f"round {self.k}: the {stage} stage has not finished; run it first")
 
     def policy(self):
@@ -391,32 +412,46 @@ class Round:
     def _start(self, stage: str) -> None:
         before_stage(self.cfg, self.run_dir, f"round {self.k} {stage}")
 
-    def generate(self) -> None:
-        if self.ledger.is_done(self.k, "generate"):
+    def generate(self, overlap: bool = False) -> None:
+        """Generate the round's samples; with ``overlap`` and a served critic, judge each prompt meanwhile."""
+        if self._done("generate"):
             return
         self._start("generate")
-        self.dir.mkdir(parents=True, exist_ok=True)
-        generate(self.policy(), round_prompts(self.cfg, self.k), self.dir, self.ledger, self.k, self.cfg.generate,
-                 self.cfg.seed, progress=self.progress, text_cache=text_cache(self.policy(), self.run_dir))
-        policy = lora.policy_hash(self.previous) if self.previous is not None else self.cfg.model
-        self.ledger.mark_done(self.k, "generate", {"policy": policy})
+        if dist.is_main():
+            self.dir.mkdir(parents=True, exist_ok=True)
+        prompts = round_prompts(self.cfg, self.k)
+        background = None
+        if overlap and self.critic.served and not self._done("judge"):
+            gj = GroupJudge(self.critic, self.dir, self.ledger, self.k, self.cfg.train.method == "dpo",
+                            len(prompts) * self.cfg.generate.samples_per_prompt, self.cfg.judge.max_unparseable,
+                            self.cfg.generate.max_quarantined)
+            background = BackgroundJudge(gj, [p.prompt_id for p in prompts], self.cfg.generate.samples_per_prompt,
+                                         dist.from_main(lambda: self.ledger.rows("samples", self.k)))
+        generate(self.policy(), prompts, self.dir, self.ledger, self.k, self.cfg.generate,
+                 self.cfg.seed, progress=self.progress, text_cache=text_cache(self.policy(), self.run_dir),
+                 background=background)
+        self._mark("generate", lambda: {"policy": lora.policy_hash(self.previous) if self.previous is not None
+                                        else self.cfg.model})
 
     def judge(self) -> None:
-        if self.ledger.is_done(self.k, "judge"):
+        if self._done("judge"):
             return
         self._require("generate")
         self._start("judge")
-        counts = judge(self.critic, self.ledger.rows("samples", self.k), self.dir, self.ledger, self.k,
-                       pairwise=self.cfg.train.method == "dpo", progress=self.progress,
+        counts = judge(self.critic, dist.from_main(lambda: self.ledger.rows("samples", self.k)), self.dir,
+                       self.ledger, self.k, pairwise=self.cfg.train.method == "dpo", progress=self.progress,
                        max_unparseable=self.cfg.judge.max_unparseable,
                        max_quarantined=self.cfg.generate.max_quarantined, export=self.dir / "judgments.jsonl")
-        self.ledger.mark_done(self.k, "judge", counts)
+        self._mark("judge", counts)
 
     def pairs(self) -> None:
-        if self.ledger.is_done(self.k, "pairs"):
+        if self._done("pairs"):
             return
         self._require("judge")
         self._start("pairs")
+        dist.from_main(self._pairs)  # (cheap and pure: the main rank alone)
+
+    def _pairs(self) -> None:
         info = pairs_stage.build(self.ledger, self.k, self.dir, self.cfg.pairs)
         log.info("round %d: %d pairs from %d prompts (%d without a clear winner, %d with no consistent verdict; "
                  "%d inconsistent verdicts%s%s); KTO labels %s", self.k, info["pairs"], info["prompts"],
@@ -427,11 +462,11 @@ class Round:
         self.ledger.mark_done(self.k, "pairs", info)
 
     def train(self) -> None:
-        if self.ledger.is_done(self.k, "train"):
+        if self._done("train"):
             return
         self._require("pairs")
         ckpt, chash = self.dir / "checkpoint", config_hash(training_inputs(self.cfg.train), self.cfg.seed, self.k)
-        summary = lora.finished_training(ckpt, chash)
+        summary = dist.from_main(lambda: lora.finished_training(ckpt, chash))
         if summary is not None:
             log.info("round %d: %s is complete (trained before the run could record it); not training again",
                      self.k, ckpt)
@@ -443,14 +478,14 @@ class Round:
                                   text_cache=text_cache(policy, self.run_dir),
                                   max_quarantined=self.cfg.generate.max_quarantined)
             summary = dict(summary, train_config=chash)
-            lora.write_checkpoint(policy, ckpt, self.cfg.model, self.previous, self.k,
-                                  full=self.cfg.train.finetune == "full", summary=summary)
+            dist.from_main(lambda: lora.write_checkpoint(policy, ckpt, self.cfg.model, self.previous, self.k,
+                                                         full=self.cfg.train.finetune == "full", summary=summary))
             self._policy = None  # the in-memory model now carries an adapter; later stages reload the checkpoint
             faults.point("driver.after_train_before_record")
-        self.ledger.mark_done(self.k, "train", dict(summary, policy=lora.policy_hash(ckpt)))
+        self._mark("train", lambda: dict(summary, policy=lora.policy_hash(ckpt)))
 
     def evaluate(self) -> dict:
-        if not self.ledger.is_done(self.k, "eval"):
+        if not self._done("eval"):
             self._require("train")
             self._start("eval")
             trained = load(self.cfg, self.dir / "checkpoint", self.device, "eval")
@@ -458,20 +493,19 @@ class Round:
                                      self.cfg.generate.fps, text_cache(trained, self.run_dir),
                                      rows=eval_rows(self.cfg), base_dir=self.run_dir / "round-0" / "eval",
                                      features=eval_features(self.cfg, self.device))
-            self.ledger.mark_done(self.k, "eval", ev)
-            tracking.eval_round(self.k, ev, self.dir / "eval", self.cfg.generate.fps)
+            self._mark("eval", ev)
+            if dist.is_main():
+                tracking.eval_round(self.k, ev, self.dir / "eval", self.cfg.generate.fps)
         return atomic.read_json(self.dir / "eval" / "eval.json")
 
     def all(self) -> dict:
-        self.generate()
+        self.generate(overlap=True)
         self.judge()
         self.pairs()
         self.train()
         ev = self.evaluate()
-        self.ledger.mark_done(self.k, "round", {"eval": ev})
+        self._mark("round", {"eval": ev})
         state = self.dir / "train_state"
-        if state.exists():
-            import shutil
-
+        if dist.is_main() and state.exists():
             shutil.rmtree(state)
         return ev

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .. import faults, seeds
+from .. import dist, faults, seeds
 from ..config import EvalConfig
 from ..critics.base import CriticParseError, Video
 from ..io import atomic
@@ -26,7 +26,7 @@ from ..io.video import read_mp4, write_mp4
 from ..models.base import VideoModel
 from ..stats import wilson
 from ..world import grammar
-from .generate import encode
+from .generate import batches, encode, prepare_text
 from .metrics import split_scores
 from .winrate import versus_base
 
@@ -51,32 +51,56 @@ def evaluate(model: VideoModel, out_dir: Path, cfg: EvalConfig, critic, progress
              features=None) -> dict:
     """Generate, judge and summarize the evaluation clips ``rows`` (default: the world's, :func:`eval_prompts`);
     ``base_dir``: the base's evaluation folder, for the win rate; ``features``: the VBench feature models
-    (:class:`vipo.critics.features.FeatureModels`; default: the weight-free dimensions only)."""
+    (:class:`vipo.critics.features.FeatureModels`; default: the weight-free dimensions only).
+
+    Under a launcher, sampler batches (of the one-process grid: a clip's bytes do not depend on N) and judge chunks
+    are sharded across ranks (item ``j`` to rank ``j % N``); the main rank writes the records, in the one-process
+    order, and computes the feature dimensions and the win rate against the base alone. The clips on disk are the
+    record of what is done."""
     out_dir = Path(out_dir)
-    if (out_dir / "eval.json").is_file():
+    if dist.from_main(lambda: (out_dir / "eval.json").is_file()):
         return atomic.read_json(out_dir / "eval.json")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic.clean_temp(out_dir)
     rows = eval_prompts(cfg) if rows is None else rows
-    atomic.write_text(out_dir / "metadata.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    todo = [r for r in rows if not (out_dir / r["file_name"]).is_file()]
-    uncond = encode(model, [""], text_cache)
-    bar = tqdm(total=len(rows), initial=len(rows) - len(todo), disable=not progress, desc="eval", unit="video")
-    for i in range(0, len(todo), cfg.batch_size):
-        chunk = todo[i:i + cfg.batch_size]
+    if dist.is_main():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic.clean_temp(out_dir)
+        atomic.write_text(out_dir / "metadata.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    dist.barrier()  # (no rank writes a clip before the main rank has cleaned the folder)
+    todo = [b for b in batches(rows, cfg.batch_size) if not all((out_dir / r["file_name"]).is_file() for r in b)]
+    todo = dist.broadcast(todo)  # one view of what is done for every rank
+    if todo:
+        prepare_text(model, [r["prompt"] for b in todo for r in b], text_cache)
+    uncond = encode(model, [""], text_cache) if todo else None
+    missing = sum(len(b) for b in todo)
+    bar = tqdm(total=len(rows), initial=len(rows) - missing, disable=not progress or not dist.is_main(), desc="eval",
+               unit="video")
+
+    def sample(chunk) -> int:
+        if chunk is None:
+            return 0
         with torch.no_grad():
             cond = encode(model, [r["prompt"] for r in chunk], text_cache)
             frames = model.decode(model.sample(cond, uncond, [r["seed"] for r in chunk], cfg.num_steps,
                                                cfg.guidance))
+        written = 0
         for r, f in zip(chunk, frames):
-            write_mp4(out_dir / r["file_name"], f, fps=fps)
-        bar.update(len(chunk))
-        faults.check_term("eval")  # SIGTERM: stop between batches; a re-run generates only the missing clips
+            if not (out_dir / r["file_name"]).is_file():  # (a batch killed half-written: only what is missing)
+                write_mp4(out_dir / r["file_name"], f, fps=fps)
+                written += 1
+        return written
+
+    for s in range(dist.steps(len(todo))):
+        mine = dist.shard(todo[s * dist.world():(s + 1) * dist.world()])
+        n, stop = dist.step(lambda: sample(mine[0] if mine else None), sum, faults.term_requested)
+        bar.update(n)
+        if stop:
+            raise faults.Terminated("eval")
     bar.close()
-    results = []
-    for i in range(0, len(rows), JUDGE_CHUNK):
-        faults.check_term("eval")
-        chunk = rows[i:i + JUDGE_CHUNK]
+
+    def judge(chunk) -> list[dict]:
+        if chunk is None:
+            return []
+        results = []
         videos = [Video(r["prompt"], read_mp4(out_dir / r["file_name"]), str(out_dir / r["file_name"])) for r in chunk]
         for r, video, pw in zip(chunk, videos, critic.pointwise_many(videos)):
             if isinstance(pw, CriticParseError):  # recorded, left out of the rates
@@ -87,21 +111,37 @@ def evaluate(model: VideoModel, out_dir: Path, cfg: EvalConfig, critic, progress
                 s = critic.scores(video)
                 res.update(color_ok=s.color_ok, shape_ok=s.shape_ok, direction_ok=s.direction_ok, passed=s.passed)
             results.append(res)
-    atomic.write_text(out_dir / "results.jsonl", "".join(json.dumps(r) + "\n" for r in results))
-    summary = summarize(results)
-    extra = [split_scores(out_dir, rows, device=model.device, features=features)]
-    if base_dir is not None and cfg.versus_base:
-        extra.append(versus_base(critic, out_dir, base_dir, rows, progress))
-    for blocks in extra:
-        for split, block in blocks.items():
-            d = summary.setdefault(split, {})
-            d.setdefault("ci95", {}).update(block.pop("ci95", {}))
-            d.update(block)
-    summary["config"] = {"clips_per_split": cfg.clips_per_split, "num_steps": cfg.num_steps,
-                         "guidance": cfg.guidance, "seed": cfg.seed, "critic": critic.name,
-                         "size": list(model.clip_size())}
-    atomic.write_json(out_dir / "eval.json", summary)
-    return summary
+        return results
+
+    chunks = batches(rows, JUDGE_CHUNK)
+    results: list[dict] = []
+    for s in range(dist.steps(len(chunks))):
+        mine = dist.shard(chunks[s * dist.world():(s + 1) * dist.world()])
+        got, stop = dist.step(lambda: judge(mine[0] if mine else None), lambda parts: [r for p in parts for r in p],
+                              faults.term_requested)
+        results += got if dist.is_main() else []
+        if stop:
+            raise faults.Terminated("eval")
+
+    def write() -> dict:
+        atomic.write_text(out_dir / "results.jsonl", "".join(json.dumps(r) + "\n" for r in results))
+        summary = summarize(results)
+        # (the main rank alone: the feature dimensions and the win rate against the base are not sharded yet)
+        extra = [split_scores(out_dir, rows, device=model.device, features=features)]
+        if base_dir is not None and cfg.versus_base:
+            extra.append(versus_base(critic, out_dir, base_dir, rows, progress))
+        for blocks in extra:
+            for split, block in blocks.items():
+                d = summary.setdefault(split, {})
+                d.setdefault("ci95", {}).update(block.pop("ci95", {}))
+                d.update(block)
+        summary["config"] = {"clips_per_split": cfg.clips_per_split, "num_steps": cfg.num_steps,
+                             "guidance": cfg.guidance, "seed": cfg.seed, "critic": critic.name,
+                             "size": list(model.clip_size())}
+        atomic.write_json(out_dir / "eval.json", summary)
+        return summary
+
+    return dist.from_main(write)
 
 
 def summarize(results: list[dict]) -> dict:

@@ -19,11 +19,12 @@ from __future__ import annotations
 import itertools
 import logging
 from collections import Counter, defaultdict
+from contextlib import ExitStack
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .. import faults
+from .. import dist, faults
 from ..config import JudgeConfig
 from ..critics.base import DIMENSIONS, Critic, CriticParseError, Video
 from ..data.ledger import Ledger
@@ -114,75 +115,162 @@ def check_quarantine(ledger: Ledger, round_: int, n_samples: int, limit: float, 
                            f"{bad[0]['id']}: {bad[0]['reason']}), above generate.max_quarantined={limit}")
 
 
-def judge(critic: Critic, samples: list[dict], round_dir: Path, ledger: Ledger, round_: int,
-          pairwise: bool = True, progress: bool = True, max_unparseable: float = 1.0,
-          max_quarantined: float = 1.0, export: Path | None = None) -> dict:
-    """Judge what the ledger lacks; ``export``: where the judgments are exported (JSONL) before the stage stops on
-    ``max_unparseable``, so the message can point at them."""
-    round_dir = Path(round_dir)
-    done = {j["key"] for j in ledger.rows("judgments", round_) if "error" not in j}
-    quarantined = ledger.quarantined(round_)
-    groups: dict[int, list[dict]] = defaultdict(list)
-    for s in samples:
-        groups[s["prompt_id"]].append(s)
-    frames_cache: dict[str, Video] = {}
+class GroupJudge:
+    """Judging prompt groups: :meth:`work` judges one group (on any rank: the critic reads the mp4s) and returns its
+    rows; :meth:`commit` writes groups to the ledger, each group's quarantine and judgments in one transaction
+    (the main rank)."""
 
-    def video(s: dict) -> Video:
-        if s["id"] not in frames_cache:
-            path = round_dir / s["file_name"]
-            frames_cache[s["id"]] = Video(s["prompt"], read_mp4(path), str(path))
-        return frames_cache[s["id"]]
+    def __init__(self, critic: Critic, round_dir: Path, ledger: Ledger, round_: int, pairwise: bool,
+                 n_samples: int, max_unparseable: float, max_quarantined: float, export: Path | None = None):
+        self.critic, self.round_dir, self.ledger, self.round = critic, Path(round_dir), ledger, round_
+        self.export = export
+        self.pairwise, self.n_samples = pairwise, n_samples
+        self.max_unparseable, self.max_quarantined = max_unparseable, max_quarantined
+        #: judgment keys that need no asking (unparseable ones are asked again) and quarantined sample ids
+        self.done, self.quarantined = dist.from_main(
+            lambda: ({j["key"] for j in ledger.rows("judgments", round_) if "error" not in j},
+                     ledger.quarantined(round_)))
 
-    bar = tqdm(total=len(groups), disable=not progress, desc=f"judge r{round_}", unit="prompt")
-    for pid, group in sorted(groups.items()):
-        bad = {}
+    def work(self, item: tuple[int, list[dict]] | None) -> dict | None:
+        if item is None:
+            return None
+        pid, group = item
+        critic, round_, round_dir = self.critic, self.round, self.round_dir
+        bad, videos = {}, {}
         for s in group:
-            if s["id"] in quarantined:
+            if s["id"] in self.quarantined:
                 continue
             got = read_checked(round_dir / s["file_name"], s.get("frames"))
             if isinstance(got, str):
                 log.warning("round %d: %s: %s; quarantined", round_, s["id"], got)
                 bad[s["id"]] = got
             else:
-                frames_cache[s["id"]] = Video(s["prompt"], got, str(round_dir / s["file_name"]))
-        if bad:
-            with ledger.transaction():
-                for sid, reason in bad.items():
-                    ledger.quarantine(round_, sid, reason)
-            quarantined |= set(bad)
-            check_quarantine(ledger, round_, len(samples), max_quarantined, "judge")
-        group = [s for s in group if s["id"] not in quarantined]
+                videos[s["id"]] = Video(s["prompt"], got, str(round_dir / s["file_name"]))
+        group = [s for s in group if s["id"] in videos]
         rows = []
-        todo = [s for s in group if f"pw:{s['id']}" not in done]
-        for s, parsed in zip(todo, critic.pointwise_many([video(s) for s in todo])):
+        todo = [s for s in group if f"pw:{s['id']}" not in self.done]
+        for s, parsed in zip(todo, critic.pointwise_many([videos[s["id"]] for s in todo])):
             rows.append(_row({"key": f"pw:{s['id']}", "round": round_, "kind": "pointwise", "prompt_id": pid,
                               "a": s["id"], "critic": critic.name}, parsed, "pointwise"))
-        if pairwise:
-            todo = [(a, b) for a, b in itertools.permutations(group, 2) if f"pair:{a['id']}|{b['id']}" not in done]
-            for (a, b), parsed in zip(todo, critic.pairwise_many([(video(a), video(b)) for a, b in todo])):
+        if self.pairwise:
+            todo = [(a, b) for a, b in itertools.permutations(group, 2)
+                    if f"pair:{a['id']}|{b['id']}" not in self.done]
+            for (a, b), parsed in zip(todo, critic.pairwise_many([(videos[a["id"]], videos[b["id"]])
+                                                                  for a, b in todo])):
                 rows.append(_row({"key": f"pair:{a['id']}|{b['id']}", "round": round_, "kind": "pairwise",
                                   "prompt_id": pid, "a": a["id"], "b": b["id"], "critic": critic.name},
                                  parsed, "pairwise"))
-        with ledger.transaction():
-            for row in rows:
-                ledger.add_judgment(row, replace=True)
-            faults.point("judge.mid_record")
-        faults.point("judge.after_commit")
-        for s in group:
-            frames_cache.pop(s["id"], None)
-        bar.update(1)
-        faults.check_term(f"round {round_} judge")
-        if any("error" in r for r in rows):
-            info = summarize(ledger.rows("judgments", round_))
-            if info["judgments"] >= MIN_FOR_EARLY_ABORT:
-                _check_rate(info, max_unparseable, round_, ledger, export)
+        return {"bad": bad, "rows": rows}
+
+    def commit(self, results: list) -> int:
+        """Each group's quarantine and judgments in one transaction each, in the order given (the main rank)."""
+        ledger, round_ = self.ledger, self.round
+        n = 0
+        for res in results:
+            if res is None:
+                continue
+            if res["bad"]:
+                with ledger.transaction():
+                    for sid, reason in res["bad"].items():
+                        ledger.quarantine(round_, sid, reason)
+                check_quarantine(ledger, round_, self.n_samples, self.max_quarantined, "judge")
+            with ledger.transaction():
+                for row in res["rows"]:
+                    ledger.add_judgment(row, replace=True)
+                faults.point("judge.mid_record")
+            faults.point("judge.after_commit")
+            n += 1
+            if any("error" in r for r in res["rows"]):
+                info = summarize(ledger.rows("judgments", round_))
+                if info["judgments"] >= MIN_FOR_EARLY_ABORT:
+                    _check_rate(info, self.max_unparseable, round_, ledger, self.export)
+        return n
+
+
+def judge(critic: Critic, samples: list[dict], round_dir: Path, ledger: Ledger, round_: int,
+          pairwise: bool = True, progress: bool = True, max_unparseable: float = 1.0,
+          max_quarantined: float = 1.0, export: Path | None = None) -> dict:
+    """Judge every prompt group not judged yet; ``export``: where the judgments are exported (JSONL) before the stage
+    stops on ``max_unparseable``, so the message can point at them. Under a launcher the groups are sharded across
+    ranks (group ``j`` in prompt order to rank ``j % N``; a served critic's requests go out from every rank,
+    ``judge.concurrency`` each); the main rank commits each round of groups, in prompt order."""
+    gj = GroupJudge(critic, round_dir, ledger, round_, pairwise, len(samples), max_unparseable, max_quarantined,
+                    export)
+    groups: dict[int, list[dict]] = defaultdict(list)
+    for s in samples:
+        groups[s["prompt_id"]].append(s)
+    ordered = sorted(groups.items())
+    bar = tqdm(total=len(ordered), disable=not progress or not dist.is_main(), desc=f"judge r{round_}",
+               unit="prompt")
+    for s in range(dist.steps(len(ordered))):
+        mine = dist.shard(ordered[s * dist.world():(s + 1) * dist.world()])
+        n, stop = dist.step(lambda: gj.work(mine[0] if mine else None), gj.commit, faults.term_requested)
+        bar.update(n)
+        if stop:
+            raise faults.Terminated(f"round {round_} judge")
     bar.close()
-    info = summarize(ledger.rows("judgments", round_))
-    _check_rate(info, max_unparseable, round_, ledger, export)
-    log.info("round %d judged: %d judgments, %.1f%% unparseable, consistency %s; labels %s", round_,
-             info["judgments"], 100 * info["unparseable_rate"],
-             "n/a" if info["consistency_rate"] is None else f"{100 * info['consistency_rate']:.1f}%", info["labels"])
-    return info
+
+    def finish() -> dict:
+        info = summarize(ledger.rows("judgments", round_))
+        _check_rate(info, max_unparseable, round_, ledger, export)
+        log.info("round %d judged: %d judgments, %.1f%% unparseable, consistency %s; labels %s", round_,
+                 info["judgments"], 100 * info["unparseable_rate"],
+                 "n/a" if info["consistency_rate"] is None else f"{100 * info['consistency_rate']:.1f}%",
+                 info["labels"])
+        return info
+
+    return dist.from_main(finish)
+
+
+class BackgroundJudge:
+    """A served critic judging beside generation: each prompt group goes to a thread of the rank that owns it (group
+    ``j`` of the round's prompts to rank ``j % N``) as soon as its last sample is committed, so the critic's server
+    answers batch k while batch k+1 samples. Its results ride with the next round of batches to the main rank,
+    which commits them as the judge stage would; what generation's end finds unfinished is waited for. The judge
+    stage then asks only what is still missing (nothing, normally), checks the thresholds and records the stage.
+
+    Only for critics that run elsewhere (:attr:`Critic.served`): an in-process critic would share the GPU with the
+    sampler."""
+
+    def __init__(self, gj: GroupJudge, prompt_ids: list[int], samples_per_prompt: int, committed: list[dict]):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.gj, self.expected = gj, samples_per_prompt
+        self.owner = {pid: j % dist.world() for j, pid in enumerate(sorted(set(prompt_ids)))}
+        self.seen: dict[int, list[dict]] = defaultdict(list)
+        for row in committed:  # (a resumed generation: those groups are left to the judge stage)
+            self.seen[row["prompt_id"]].append(row)
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vipo-judge")
+        self.pending: list = []
+
+    def committed(self, rows: list[dict]) -> None:
+        """Every rank, after each round of batches, with the samples just committed (in ledger order)."""
+        for row in rows:
+            group = self.seen[row["prompt_id"]]
+            group.append(row)
+            if len(group) == self.expected and self.owner.get(row["prompt_id"]) == dist.rank():
+                self.pending.append(self.pool.submit(self.gj.work, (row["prompt_id"], list(group))))
+
+    def take(self, wait: bool = False) -> list:
+        """The finished groups' results, in submission order (all of them with ``wait``); a critic's exception is
+        raised here, in the stage's thread."""
+        out = []
+        while self.pending and (wait or self.pending[0].done()):
+            out.append(self.pending.pop(0).result())
+        return out
+
+    def commit(self, parts: list[list]) -> int:
+        return self.gj.commit([r for part in parts for r in part])
+
+    def finish(self) -> None:
+        """Wait for this rank's groups and commit every rank's (one last exchange)."""
+        try:
+            dist.step(lambda: self.take(wait=True), self.commit)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _check_rate(info: dict, limit: float, round_: int, ledger: Ledger, export: Path | None) -> None:
@@ -317,8 +405,9 @@ def judge_folder(root: Path, out: Path, cfg: JudgeConfig, pairwise: bool = False
         for p in (ledger_path, Path(f"{ledger_path}-wal"), Path(f"{ledger_path}-shm"), record_path):
             p.unlink(missing_ok=True)
 
-    ensure_folder(out.parent, "--out")
-    with hold(lock_path_for_file(out), str(out)):
+    def take() -> None:  # the main rank (under a launcher): the lock, the checks, the cache's refresh
+        ensure_folder(out.parent, "--out")
+        held.enter_context(hold(lock_path_for_file(out), str(out)))
         if out.exists() and not ledger_path.exists():
             if not force:
                 raise UserError(f"--out {out}: exists and was not written by vipo judge (no {ledger_path.name} "
@@ -330,9 +419,14 @@ def judge_folder(root: Path, out: Path, cfg: JudgeConfig, pairwise: bool = False
                          refusal=f"{out} holds judgments of another critic or other options ({{changes}}); choose "
                                  "another --out, or pass --force to judge everything again",
                          forced=f"--force: judging everything in {root} again ({{changes}})")
-        with Ledger(ledger_path) as ledger:
-            refresh_cache(ledger, root, samples, pairwise)
-            info = judge(critic, samples, root, ledger, 0, pairwise=pairwise, progress=progress,
-                         max_unparseable=cfg.max_unparseable, export=out)
-            ledger.export("judgments", 0, out)
+        opened.append(held.enter_context(Ledger(ledger_path)))
+        refresh_cache(opened[0], root, samples, pairwise)
+
+    opened: list[Ledger] = []
+    with ExitStack() as held:
+        dist.from_main(take)
+        ledger = opened[0] if dist.is_main() else dist.OnMain("ledger")  # only the main rank opens it
+        info = judge(critic, samples, root, ledger, 0, pairwise=pairwise, progress=progress,
+                     max_unparseable=cfg.max_unparseable, export=out)
+        dist.from_main(lambda: ledger.export("judgments", 0, out))
     return info

@@ -36,7 +36,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from .. import faults, seeds
+from .. import dist, faults, seeds
 from ..io import atomic
 
 log = logging.getLogger(__name__)
@@ -119,28 +119,47 @@ def build(path: Path, want: str, n_items: int, k: int, width: int,
     reference's errors ``[len(items), width]`` for item ``items[j]`` on its draw ``draws[j]``."""
     path = Path(path)
     shape = (n_items, k, width)
-    got = _load(path, want, shape)
+    got = dist.from_main(lambda: _load(path, want, shape))  # (the main rank reads; every rank gets it)
     errors, done = got if got is not None else (torch.zeros(shape), torch.zeros(n_items, k, dtype=torch.bool))
     todo = [(i, j) for j in range(k) for i in range(n_items) if not done[i, j]]
     if not todo:
         return errors
     log.info("reference errors: %d item draws to compute (%d items x %d draws, %d cached) into %s", len(todo),
              n_items, k, n_items * k - len(todo), path)
-    bar = tqdm(total=len(todo), disable=not progress, desc="reference errors", unit="draw")
+    # chunks of batch_size draws, the one-process batches: under a launcher chunk c goes to rank c % N, so each error
+    # is computed in the batch it would be in with one process; a rank without a chunk in the last round repeats the
+    # round's first one (FSDP needs every rank in every forward) and its result is dropped
+    chunks = [todo[s:s + batch_size] for s in range(0, len(todo), batch_size)]
+    bar = tqdm(total=len(todo), disable=not progress or not dist.is_main(), desc="reference errors", unit="draw")
     last = time.monotonic()
-    for start in range(0, len(todo), batch_size):
-        chunk = todo[start:start + batch_size]
-        idx, ks = [i for i, _ in chunk], [j for _, j in chunk]
-        with torch.no_grad():
-            r = reference_errors(idx, ks).detach().float().cpu()
-        errors[idx, ks] = r
-        done[idx, ks] = True
-        bar.update(len(chunk))
-        faults.point("train.ref_cache")
-        if faults.term_requested() or time.monotonic() - last > SAVE_EVERY_S:
-            _save(path, errors, done, want)
-            last = time.monotonic()
-            faults.check_term("the reference-error pass")
+    for first in range(0, len(chunks), dist.world()):
+        at = first + dist.rank()
+        mine = chunks[at] if at < len(chunks) else chunks[first]
+
+        def work() -> tuple[list[tuple[int, int]], torch.Tensor | None]:
+            with torch.no_grad():
+                r = reference_errors([i for i, _ in mine], [j for _, j in mine]).detach().float().cpu()
+            faults.point("train.ref_cache")
+            return (mine, r) if at < len(chunks) else ([], None)
+
+        def commit(results: list) -> None:
+            nonlocal last
+            for chunk, r in results:
+                if chunk:
+                    idx, ks = [i for i, _ in chunk], [j for _, j in chunk]
+                    errors[idx, ks] = r
+                    done[idx, ks] = True
+                    bar.update(len(chunk))
+            if time.monotonic() - last > SAVE_EVERY_S:
+                _save(path, errors, done, want)
+                last = time.monotonic()
+
+        _, stop = dist.step(work, commit, term=faults.term_requested)
+        if stop:
+            if dist.is_main():
+                _save(path, errors, done, want)
+            raise faults.Terminated("the reference-error pass")
     bar.close()
-    _save(path, errors, done, want)
-    return errors
+    if dist.is_main():
+        _save(path, errors, done, want)
+    return dist.broadcast(errors)

@@ -70,10 +70,12 @@ def set_rng_state(st: dict) -> None:
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
-def save(folder: Path, params: dict, opt: torch.optim.Optimizer, info: dict) -> None:
-    """``info``: step, micro, data position, history, counters and config hash (plain JSON)."""
+def save(folder: Path, params: dict, opt: torch.optim.Optimizer | dict, info: dict) -> None:
+    """``opt``: the optimizer or its state dict; ``info``: step, micro, data position, history, counters and config
+    hash (plain JSON)."""
     tensors: dict = {}
-    meta = {"info": info, "opt": _flat(opt.state_dict(), tensors, "opt"), "rng": _flat(rng_state(), tensors, "rng")}
+    osd = opt if isinstance(opt, dict) else opt.state_dict()
+    meta = {"info": info, "opt": _flat(osd, tensors, "opt"), "rng": _flat(rng_state(), tensors, "rng")}
     with atomic.atomic_dir(folder) as tmp:
         faults.point("write.checkpoint")
         save_file({k: v.detach().contiguous() for k, v in params.items()}, str(tmp / "trainable.safetensors"))
@@ -82,11 +84,14 @@ def save(folder: Path, params: dict, opt: torch.optim.Optimizer, info: dict) -> 
         faults.point("train.mid_checkpoint")
 
 
-def load(folder: Path) -> dict | None:
-    """The state saved in ``folder`` (params, opt, rng, info), or None when there is no complete one."""
-    atomic.recover(folder)
-    for partial in folder.parent.glob(f"{atomic.TMP_PREFIX}{folder.name}.*"):  # a save killed half-way
-        shutil.rmtree(partial, ignore_errors=True)
+def load(folder: Path, clean: bool = True) -> dict | None:
+    """The state saved in ``folder`` (params, opt, rng, info), or None when there is no complete one. ``clean``
+    first puts back a replaced state a kill left aside and removes a half-written one (one process does it; the
+    others of a launch read after it, ``clean=False``)."""
+    if clean:
+        atomic.recover(folder)
+        for partial in folder.parent.glob(f"{atomic.TMP_PREFIX}{folder.name}.*"):  # a save killed half-way
+            shutil.rmtree(partial, ignore_errors=True)
     if not atomic.is_complete(folder) or not (folder / "state.json").is_file():
         return None
     meta = json.loads((folder / "state.json").read_text())

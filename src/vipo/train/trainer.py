@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .. import faults, losses, seeds, tracking
+from .. import dist, faults, losses, seeds, tracking
 from ..config import TrainConfig, training_inputs
 from ..data.cache import TextCache, fingerprint
 from ..data.ledger import Ledger
@@ -125,8 +125,13 @@ def train_round(model: VideoModel, cfg: TrainConfig, ledger: Ledger, round_: int
     """Train this round's policy in place (``model`` ends with it: the adapter attached and active, or the fully
     fine-tuned denoiser); return a summary."""
     round_dir = Path(round_dir)
+    if dist.world() > 1 and cfg.method == "kto" and not cfg.kto_kl_pool:
+        raise UserError("train.kto_kl_pool: 0 takes each micro-batch's own mean reward as KTO's reference point, "
+                        "which processes holding parts of a micro-batch cannot compute alone; give kto_kl_pool >= 2 "
+                        "(e.g. 128) to train on several processes")
     latent_cache: dict[str, torch.Tensor] = {}
-    items = _usable(_items(cfg, ledger, round_), ledger, round_, round_dir, latent_cache, max_quarantined)
+    items = dist.from_main(lambda: _usable(_items(cfg, ledger, round_), ledger, round_, round_dir, latent_cache,
+                                           max_quarantined))  # (the main rank reads the ledger)
     if not items:
         raise StageAborted(f"round {round_} train: no {'pairs' if cfg.method == 'dpo' else 'examples'} to train on")
     device = next(model.denoiser.parameters()).device
@@ -140,6 +145,9 @@ def train_round(model: VideoModel, cfg: TrainConfig, ledger: Ledger, round_: int
     prompts = sorted({it[k]["prompt"] for it in items for k in ("chosen", "rejected", "sample") if k in it}
                      | ({""} if cfg.caption_dropout > 0 else set()))
     if text_cache is not None:
+        if dist.is_main():  # (one writer; the other ranks read what it stored)
+            text_cache.ensure(model, prompts + captions)
+        dist.barrier()
         cache = text_cache.rows(model, prompts + captions, device)
     else:
         prompts = sorted(set(prompts) | set(captions))
@@ -151,7 +159,9 @@ def train_round(model: VideoModel, cfg: TrainConfig, ledger: Ledger, round_: int
                 for j, pr in enumerate(chunk):
                     cache[pr] = {k: v[j:j + 1] for k, v in enc.items()}
     if encoded:
-        real.prepare(model, [i for d in draws for i in d])
+        if dist.is_main():
+            real.prepare(model, [i for d in draws for i in d])
+        dist.barrier()
 
     def latent(s: dict) -> torch.Tensor:
         if s["id"] not in latent_cache:
@@ -173,8 +183,13 @@ def _train(model, cfg, items, cache, latent, real, round_, round_dir, run_seed, 
            reference: str = "") -> dict:
     params, frozen = trainable(model, cfg, seeds.stream_seed(run_seed, round_, "lora"))
     net = model.denoiser  # (after trainable: a low-precision full fine-tune swaps in its float32 master weights)
+    sharded, plain_cls = _sharding(cfg, net, frozen, device), type(net)
+    if sharded:
+        params = list(net.parameters())  # (fully_shard made them DTensors)
+    names = [n for n, p in net.named_parameters() if p.requires_grad]  # the optimizer's order (full fine-tune)
     opt = make_optimizer(cfg, params)
     ctx = StepContext(model, cfg, frozen, device)
+    ctx.pad = sharded
     extra: dict = {"nll_scale": ctx.nll_scale}
     if cfg.method == "kto":
         ctx.kto = kto_weights(cfg, items)
@@ -188,14 +203,21 @@ def _train(model, cfg, items, cache, latent, real, round_, round_dir, run_seed, 
     state_dir, log_path = round_dir / "train_state", round_dir / "train_log.jsonl"
     step, history, skipped, run_of_skips = 0, [], 0, 0
     chash = train_state.config_hash(training_inputs(cfg), run_seed, round_, len(items))
-    st = train_state.load(state_dir)
+    if dist.is_main():  # (it cleans a save killed half-way: one rank, before any other reads)
+        st = train_state.load(state_dir)
+    dist.barrier()
+    if not dist.is_main():
+        st = train_state.load(state_dir, clean=False)
     if st is not None and st["info"]["config_hash"] != chash:
         log.warning("round %d: %s was saved under another train config or data; training from step 0",
                     round_, state_dir)
         st = None
     if st is not None:
-        lora.load_lora_state(model, st["params"])
-        opt.load_state_dict(st["opt"])
+        if sharded:
+            dist.fsdp_load(net, opt, st["params"], _named_optimizer_state(st["opt"], names))
+        else:
+            lora.load_lora_state(model, st["params"])
+            opt.load_state_dict(st["opt"])
         train_state.set_rng_state(st["rng"])
         info = st["info"]
         step, history, skipped, run_of_skips = info["step"], info["history"], info["skipped"], info["run_of_skips"]
@@ -204,8 +226,15 @@ def _train(model, cfg, items, cache, latent, real, round_, round_dir, run_seed, 
         log.info("round %d: resumed training at step %d/%d", round_, step, total)
 
     def save() -> None:
-        trainable = {n: p for n, p in net.named_parameters() if p.requires_grad}
-        train_state.save(state_dir, trainable, opt, {
+        if sharded:  # (every rank gathers; the main rank gets the whole weights and optimizer state)
+            trainable, osd = dist.fsdp_state(net, opt)
+        if not dist.is_main():  # written once, in the one-process format: any N resumes it
+            return
+        if sharded:
+            osd = _indexed_optimizer_state(osd, names)
+        else:
+            trainable, osd = {n: p for n, p in net.named_parameters() if p.requires_grad}, opt.state_dict()
+        train_state.save(state_dir, trainable, osd, {
             "step": step, "micro": 0, "data_position": step * cfg.grad_accum, "history": history,
             "skipped": skipped, "run_of_skips": run_of_skips, "config_hash": chash,
             "kto_pool": pool.state() if pool is not None else None})
@@ -223,7 +252,7 @@ def _train(model, cfg, items, cache, latent, real, round_, round_dir, run_seed, 
             g["lr"] = lr
         opt.zero_grad(set_to_none=True)
         z0 = pool.z0() if pool is not None else None  # one reference point for every micro-batch of the step
-        rewards, metrics = [], []
+        batches, records, norms, unit, real_unit = [], [], {}, 0, 0
         for micro in range(cfg.grad_accum):
             index = step * cfg.grad_accum + micro
             idx = batcher.micro(index)
@@ -234,22 +263,37 @@ def _train(model, cfg, items, cache, latent, real, round_, round_dir, run_seed, 
                 errors, draws_for = cached
                 k = batcher.epoch(index) % errors.shape[1]
                 draws, ref = draws_for(idx, [k] * len(idx)), errors[idx, k].T.reshape(-1)
+            # this rank's share: the step's items (and real videos) counted across its micro-batches, j to rank j % N
+            n_real = cfg.real_batch_size if ctx.real_term(real) else 0
+            mine, mine_real = dist.shard_range(unit, len(batch)), dist.shard_range(real_unit, n_real)
+            unit, real_unit = unit + len(batch), real_unit + n_real
             terms = micro_loss(ctx, batch, cache, latent, gen, real,
-                                seeds.stream_seed(run_seed, round_, "real", step, micro), z0, draws, ref)
-            if step == 0 and micro == 0:  # what each term weighs, measured apart once per round
-                terms.metrics.update(grad_norms(terms, params))
-            loss = faults.value("train.loss", terms.total)
-            terms.metrics["loss"] = loss.detach()
-            (loss / cfg.grad_accum).backward()
-            rewards.append(terms.rewards)
-            metrics.append(terms.metrics)
+                               seeds.stream_seed(run_seed, round_, "real", step, micro), z0, draws, ref, mine,
+                               mine_real)
+            if step == 0 and micro == 0 and not sharded:  # what each term weighs, measured apart once per round
+                norms = grad_norms(terms, params)
+            scale = float(faults.value("train.loss", torch.tensor(1.0)))
+            if terms.total.requires_grad:  # (FSDP averages the ranks' gradients: its shares count N times)
+                (terms.total * (scale * (dist.world() if sharded else 1) / cfg.grad_accum)).backward()
+            batches.append(batch)
+            records.append(dict(terms.record, scale=scale))
+        if not sharded:
+            dist.sum_gradients(params)  # (every rank then holds the whole step's gradient and takes the same step)
+        if dist.world() > 1:  # (every rank's per-sample errors, on the CPU for the exchange)
+            records = dist.all_gather([_to_cpu(r) for r in records])
+        else:
+            records = [records]
+        metrics, rewards = _step_metrics(ctx, batches, records, z0)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else 1e12)
         # the step's one read-back from the accelerator (the skip rule below needs the loss before opt.step())
-        metrics, grad_norm, step_rewards = read_back(metrics, grad_norm, rewards)
+        if hasattr(grad_norm, "full_tensor"):  # (FSDP: a DTensor)
+            grad_norm = grad_norm.full_tensor()
+        metrics, grad_norm, step_rewards = read_back(metrics, grad_norm, [rewards])
         agg: dict[str, float] = {}
         for m in metrics:
             for k, v in m.items():
                 agg[k] = agg.get(k, 0.0) + v / cfg.grad_accum
+        agg.update(norms)
         if math.isfinite(agg["loss"]) and math.isfinite(grad_norm):
             _check_spike(cfg, history, agg["loss"], round_, step)
             opt.step()
@@ -278,12 +322,15 @@ def _train(model, cfg, items, cache, latent, real, round_, round_dir, run_seed, 
                      " ".join(f"{k}={v:.4g}" for k, v in agg.items() if k not in ("step",)))
         if step % cfg.save_every == 0 and step < total:
             save()
-        if faults.term_requested():
+        if dist.any_true(faults.term_requested()):  # (every rank stops at this step)
             save()
-            faults.check_term(f"round {round_} train at step {step}")
+            raise faults.Terminated(f"round {round_} train at step {step}")
     bar.close()
-    _write_log(log_path, history)
+    if dist.is_main():
+        _write_log(log_path, history)
     tracking.flush()
+    if sharded:  # the main rank gets the trained denoiser whole, for the round checkpoint
+        net = _unshard(model, net, plain_cls)
     net.eval()
     if cfg.gradient_checkpointing:
         net.disable_gradient_checkpointing()
@@ -396,6 +443,8 @@ class StepContext:
         #: the round's KTO class weights (:func:`kto_weights`); set by the trainer for a KTO round
         self.kto = {"lambda_desirable": cfg.lambda_desirable if cfg.lambda_desirable is not None else 1.0,
                     "lambda_undesirable": cfg.lambda_undesirable if cfg.lambda_undesirable is not None else 1.0}
+        #: under FSDP: a rank with no item of a micro-batch still runs its passes (on a zero-weighted item)
+        self.pad = False
 
     def autocast(self):
         # bf16 matmuls in the forward pass; per_sample_error and the losses upcast to float32. Low-precision frozen
@@ -426,6 +475,10 @@ class StepContext:
             if self.cfg.ref_offload:
                 self.frozen.to("cpu")
 
+    def real_term(self, real) -> bool:
+        """Whether the micro-batches carry the real-video NLL term."""
+        return real is not None and self.cfg.real_batch_size > 0 and self.cfg.lambda_real > 0
+
     def errors(self, x, cond, noise, t) -> torch.Tensor:
         with self.autocast():
             pred, target = self.model.predict_and_target(x, cond, noise, t)
@@ -452,6 +505,8 @@ class Terms:
     metrics: Metrics = dataclasses.field(default_factory=Metrics)
     #: KTO's implicit rewards of the micro-batch (detached), for the reference-point pool
     rewards: torch.Tensor = dataclasses.field(default_factory=lambda: torch.zeros(0))
+    #: this rank's share of the micro-batch and its per-sample errors (detached, CPU), for :func:`_step_metrics`
+    record: dict = dataclasses.field(default_factory=dict)
 
     @property
     def total(self) -> torch.Tensor:
@@ -459,14 +514,19 @@ class Terms:
 
 
 def grad_norms(terms: Terms, params: list) -> dict[str, float]:
-    """The gradient norm of each weighted term apart, and the cosine between the preference and real-video ones."""
+    """The gradient norm of each weighted term apart, and the cosine between the preference and real-video ones.
+
+    Under a launcher each rank holds its share of the micro-batch's terms: the gradients are summed across ranks first
+    (a rank with no item of the micro-batch holds zero terms and adds zeros)."""
     out, grads = {}, {}
     for name in ("preference", "winner_nll", "real_nll"):
         term = getattr(terms, name)
-        if term is None or not term.requires_grad:
+        if term is None or (not term.requires_grad and dist.world() == 1):
             continue
-        g = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
-        flat = torch.cat([(x if x is not None else torch.zeros_like(p)).flatten().float() for x, p in zip(g, params)])
+        g = (torch.autograd.grad(term, params, retain_graph=True, allow_unused=True) if term.requires_grad
+             else [None] * len(params))
+        flat = dist.sum_tensor(torch.cat([(x if x is not None else torch.zeros_like(p)).flatten().float()
+                                          for x, p in zip(g, params)]))
         grads[name] = flat
         out[f"grad_norm_{name}"] = flat.norm().item()
     if "preference" in grads and "real_nll" in grads:
@@ -485,47 +545,127 @@ def _dropout(ctx: StepContext, conds: list[dict], cache: dict, gen: torch.Genera
 
 
 def inputs(ctx: StepContext, batch, cache, latent, gen: torch.Generator | None,
-           draws: list[refcache.Draw] | None = None) -> tuple[torch.Tensor, dict, torch.Tensor, torch.Tensor]:
-    """A micro-batch's model inputs on the device: latents, conditioning (after caption dropout), noise, timesteps.
+           draws: list[refcache.Draw] | None = None, mine: list[int] | None = None
+           ) -> tuple[torch.Tensor, dict, torch.Tensor, torch.Tensor]:
+    """A micro-batch's model inputs on the device: latents, conditioning (after caption dropout), noise, timesteps,
+    for its items ``mine`` (default: all; under a launcher this rank's share).
 
     A DPO batch holds its winners, then its losers, each pair sharing noise, timestep and dropout. Noise, timesteps
-    and dropout come from ``gen`` (live: one stream for the micro-batch), or with ``draws`` from each item's fixed
-    draw (:mod:`.refcache`)."""
+    and dropout come from ``gen`` (live: one stream for the whole micro-batch, drawn in the one-process order and then
+    sliced, so an item's draws are its own whatever rank computes it), or with ``draws`` (one per item of the
+    micro-batch) from each item's fixed draw (:mod:`.refcache`)."""
     model, cfg, device = ctx.model, ctx.cfg, ctx.device
     n = len(batch)
+    mine = list(range(n)) if mine is None else list(mine)
+    key = "chosen" if cfg.method == "dpo" else "sample"
     if cfg.method == "dpo":
-        x = torch.cat([torch.stack([latent(b["chosen"]) for b in batch]),
-                       torch.stack([latent(b["rejected"]) for b in batch])])
         conds = [cache[b["chosen"]["prompt"]] for b in batch] + [cache[b["rejected"]["prompt"]] for b in batch]
     else:
-        x = torch.stack([latent(b["sample"]) for b in batch])
         conds = [cache[b["sample"]["prompt"]] for b in batch]
     if draws is None:
-        noise = torch.randn((n,) + tuple(x.shape[1:]), generator=gen)
+        noise = torch.randn((n,) + tuple(latent(batch[0][key]).shape), generator=gen)
         t = model.sample_timesteps(n, gen, tuple(cfg.timestep_window))
         conds = _dropout(ctx, conds, cache, gen, n)
+        noise, t = noise[mine], t[mine]
     else:
-        noise, t = torch.stack([d.noise for d in draws]), torch.cat([d.t for d in draws])
+        noise, t = torch.stack([draws[i].noise for i in mine]), torch.cat([draws[i].t for i in mine])
         conds = [cache[""] if draws[i % n].drop else c for i, c in enumerate(conds)]
     if cfg.method == "dpo":
+        x = torch.cat([torch.stack([latent(batch[i]["chosen"]) for i in mine]),
+                       torch.stack([latent(batch[i]["rejected"]) for i in mine])])
+        conds = [conds[i] for i in mine] + [conds[n + i] for i in mine]
         noise, t = torch.cat([noise, noise]), torch.cat([t, t])
+    else:
+        x = torch.stack([latent(batch[i]["sample"]) for i in mine])
+        conds = [conds[i] for i in mine]
     return to_device(x, device), _cat(conds), to_device(noise, device), to_device(t, device)
 
 
 def micro_loss(ctx: StepContext, batch, cache, latent, gen, real, real_seed, z0: float | None = None,
-               draws: list[refcache.Draw] | None = None, ref: torch.Tensor | None = None) -> Terms:
-    """A micro-batch's loss terms. With ``draws`` and ``ref`` (the reference's cached errors on those draws, in the
-    batch's order) no reference forward runs."""
+               draws: list[refcache.Draw] | None = None, ref: torch.Tensor | None = None,
+               mine: list[int] | None = None, mine_real: list[int] | None = None) -> Terms:
+    """A micro-batch's loss terms, computed on its items ``mine`` and real videos ``mine_real`` (default: all; under
+    a launcher this rank's share). With ``draws`` and ``ref`` (the reference's cached errors on those draws for the
+    whole micro-batch, winners then losers) no reference forward runs.
+
+    Every random draw is made for the whole micro-batch in the one-process order and then sliced (:func:`inputs`).
+    Each loss is a plain mean over items, so the terms are scaled by the share (``len(mine) / n``): summed over ranks
+    they are the micro-batch's terms, and so are their gradients. ``Terms.record`` keeps the share's per-sample errors
+    (detached, on the device) for :func:`_step_metrics`."""
     model, cfg, device = ctx.model, ctx.cfg, ctx.device
     n = len(batch)
-    x, cond, noise, t = inputs(ctx, batch, cache, latent, gen, draws)
-    e = ctx.errors(x, cond, noise, t)
-    r = None
-    if ref is not None:
-        r = to_device(ref, device)
-    elif cfg.method != "rwr":  # LiFT's reward-weighted loss has no reference
-        with torch.no_grad(), ctx.reference():
-            r = ctx.errors(x, cond, noise, t)
+    mine = list(range(n)) if mine is None else list(mine)
+    # Under FSDP every rank must run the same passes: a rank with no item computes the first one, counted zero times
+    share = len(mine) / n  # (exactly 1.0 with one process)
+    record: dict = {"idx": mine}
+    if not mine and ctx.pad:
+        mine = [0]
+    if mine:
+        x, cond, noise, t = inputs(ctx, batch, cache, latent, gen, draws, mine)
+        e = ctx.errors(x, cond, noise, t)
+        r = None
+        if ref is not None:
+            rows = mine + [n + i for i in mine] if cfg.method == "dpo" else mine
+            r = to_device(ref[rows], device)
+        elif cfg.method != "rwr":  # LiFT's reward-weighted loss has no reference
+            with torch.no_grad(), ctx.reference():
+                r = ctx.errors(x, cond, noise, t)
+        terms = _terms(ctx, [batch[i] for i in mine], e, r, z0)
+        if share != 1.0:
+            terms.preference = terms.preference * share
+            if terms.winner_nll is not None:
+                terms.winner_nll = terms.winner_nll * share
+        if record["idx"]:
+            record.update(e=e.detach().float(), r=None if r is None else r.detach().float())
+    else:  # no item of this micro-batch here: zero terms, so that the per-term gradient norms add up across ranks
+        if draws is None:  # (the draws of the micro-batch still come off the stream: the real videos' follow them)
+            key = "chosen" if cfg.method == "dpo" else "sample"
+            torch.randn((n,) + tuple(latent(batch[0][key]).shape), generator=gen)
+            model.sample_timesteps(n, gen, tuple(cfg.timestep_window))
+            _dropout(ctx, [], cache, gen, n)
+        zero = torch.zeros((), device=device)
+        terms = Terms(preference=zero, winner_nll=zero if cfg.method == "dpo" and cfg.lambda_winner > 0 else None)
+    if ctx.real_term(real):
+        nr = cfg.real_batch_size
+        mine_real = list(range(nr)) if mine_real is None else list(mine_real)
+        real_share = len(mine_real) / nr
+        record["real_idx"] = mine_real
+        if not mine_real and ctx.pad:
+            mine_real = [0]
+        if getattr(real, "encoded", False):
+            prompts, xr = real.draw_latents(nr, real_seed)
+            rconds = [cache[p] for p in prompts]
+        else:  # the world's renderer: pixels, encoded here (its "VAE" is the identity)
+            prompts, clips = real.draw(nr, real_seed)
+            xr = model.encode_video(clips)
+            with torch.no_grad():
+                enc = model.encode_prompts(prompts)
+            rconds = [{k: v[i:i + 1] for k, v in enc.items()} for i in range(len(prompts))]
+        nz = torch.randn(tuple(xr.shape), generator=gen)
+        tr = model.sample_timesteps(len(prompts), gen)
+        rc = _dropout(ctx, rconds, cache, gen, len(prompts))
+        if mine_real:
+            e_real = ctx.errors(to_device(xr[mine_real], device), _cat([rc[j] for j in mine_real]),
+                                to_device(nz[mine_real], device), to_device(tr[mine_real], device))
+            nll = losses.nll(e_real)
+            terms.real_nll = cfg.lambda_real * ctx.nll_scale * nll * real_share
+            terms.metrics["nll_real"] = nll.detach()
+            if record["real_idx"]:
+                record["e_real"] = e_real.detach().float()
+        else:
+            terms.real_nll = torch.zeros((), device=device)
+    terms.record = record
+    return terms
+
+
+_micro_loss = micro_loss  # (its earlier name)
+
+
+def _terms(ctx: StepContext, batch: list, e: torch.Tensor, r: torch.Tensor | None, z0: float | None) -> Terms:
+    """A batch's preference terms from its per-sample errors ``e`` (policy) and ``r`` (reference); for DPO the
+    winners' rows first, then the losers'."""
+    cfg, device = ctx.cfg, e.device
+    n = len(batch)
     terms = Terms(preference=e.new_zeros(()))
     if cfg.method == "dpo":
         w = to_device(torch.tensor([b["weight"] for b in batch]), device)
@@ -544,26 +684,54 @@ def micro_loss(ctx: StepContext, batch, cache, latent, gen, real, real_seed, z0:
         out = losses.reward_weighted(e, reward)
         terms.preference = out.loss
     terms.metrics = Metrics(out.metrics)
-    if real is not None and cfg.real_batch_size > 0 and cfg.lambda_real > 0:
-        if getattr(real, "encoded", False):
-            prompts, xr = real.draw_latents(cfg.real_batch_size, real_seed)
-            xr, rconds = to_device(xr, device), [cache[p] for p in prompts]
-        else:  # the world's renderer: pixels, encoded here (its "VAE" is the identity)
-            prompts, clips = real.draw(cfg.real_batch_size, real_seed)
-            xr = to_device(model.encode_video(clips), device)
-            with torch.no_grad():
-                enc = model.encode_prompts(prompts)
-            rconds = [{k: v[i:i + 1] for k, v in enc.items()} for i in range(len(prompts))]
-        nr = to_device(torch.randn(tuple(xr.shape), generator=gen), device)
-        tr = to_device(model.sample_timesteps(len(prompts), gen), device)
-        rc = _cat(_dropout(ctx, rconds, cache, gen, len(prompts)))
-        e_real = losses.nll(ctx.errors(xr, rc, nr, tr))
-        terms.real_nll = cfg.lambda_real * ctx.nll_scale * e_real
-        terms.metrics["nll_real"] = e_real.detach()
     return terms
 
 
-_micro_loss = micro_loss  # (its earlier name)
+def _to_cpu(record: dict) -> dict:
+    return {k: v.cpu() if torch.is_tensor(v) else v for k, v in record.items()}
+
+
+def _step_metrics(ctx: StepContext, batches: list, records: list, z0: float | None
+                  ) -> tuple[list[Metrics], torch.Tensor]:
+    """Each micro-batch's metrics (:class:`Metrics`, read back by :func:`read_back`) and the step's KTO rewards,
+    from every rank's per-sample errors (``records[rank][micro]``) put back in item order: the numbers a single
+    process computes for the same step, whatever the number of ranks."""
+    cfg = ctx.cfg
+    out, rewards = [], []
+    for m, batch in enumerate(batches):
+        n = len(batch)
+        rows = 2 * n if cfg.method == "dpo" else n
+        parts = [per_rank[m] for per_rank in records]
+        scale = 1.0
+        for rec in parts:
+            scale *= rec["scale"]
+        if len(parts) == 1 and parts[0]["idx"] == list(range(n)):  # one process: the errors as they are
+            e, r, e_real = parts[0]["e"], parts[0]["r"], parts[0].get("e_real")
+        else:
+            device = next(rec["e"].device for rec in parts if rec["idx"])
+            e = torch.zeros(rows, device=device)
+            r = torch.zeros(rows, device=device) if cfg.method != "rwr" else None
+            e_real = None
+            for rec in parts:
+                idx = rec["idx"]
+                if idx:
+                    at = idx + [n + i for i in idx] if cfg.method == "dpo" else idx
+                    e[at] = rec["e"]
+                    if r is not None:
+                        r[at] = rec["r"]
+                if rec.get("real_idx"):
+                    if e_real is None:
+                        e_real = torch.zeros(cfg.real_batch_size, device=device)
+                    e_real[rec["real_idx"]] = rec["e_real"].to(device)
+        terms = _terms(ctx, batch, e, r, z0)
+        if e_real is not None:
+            nll = losses.nll(e_real)
+            terms.real_nll = cfg.lambda_real * ctx.nll_scale * nll
+            terms.metrics["nll_real"] = nll.detach()
+        terms.metrics["loss"] = (terms.total * scale).detach()
+        rewards.append(terms.rewards)
+        out.append(terms.metrics)
+    return out, torch.cat(rewards)
 
 
 def read_back(metrics: list[dict], grad_norm: torch.Tensor, rewards: list[torch.Tensor]
@@ -591,6 +759,58 @@ def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     if device.type != "cuda":
         return x.to(device)
     return x.pin_memory().to(device, non_blocking=True)
+
+
+def _sharding(cfg: TrainConfig, net: torch.nn.Module, frozen, device) -> bool:
+    """Shard a full fine-tune's denoiser and frozen reference with FSDP2 when the launch asks for FSDP; return whether
+    it did. DeepSpeed is refused: FSDP2 shards what ZeRO-3 does, and one engine is what vipo can test."""
+    kind = dist.engine()
+    if kind == "deepspeed":
+        raise UserError(dist.DEEPSPEED_REFUSED)
+    if kind != "fsdp":
+        return False
+    if cfg.finetune != "full":
+        raise UserError("train.finetune: lora under an FSDP launch: a LoRA's weights are small and train "
+                        "data-parallel; launch with torchrun or configs/accelerate/ddp.yaml (FSDP is for "
+                        "finetune: full)")
+    if cfg.ref_offload:
+        raise UserError("train.ref_offload: under FSDP the frozen reference is sharded over the GPUs already; "
+                        "set ref_offload: false")
+    n = dist.world()
+    if cfg.batch_size % n or (cfg.real_batch_size % n and cfg.lambda_real > 0):
+        log.warning("FSDP on %d processes: train.batch_size %d / real_batch_size %d are not multiples of it; ranks "
+                    "without an item run padding passes (set batch_size to a multiple of %d and divide grad_accum "
+                    "for the same effective batch, faster)", n, cfg.batch_size, cfg.real_batch_size, n)
+    dist.fsdp_shard(net, device)
+    dist.fsdp_shard(frozen, device)
+    log.info("FSDP2: the denoiser and its reference sharded over %d processes", n)
+    return True
+
+
+def _unshard(model: VideoModel, net: torch.nn.Module, cls: type) -> torch.nn.Module:
+    """The FSDP-trained denoiser as one plain module in the model's denoiser slot (the main rank: the others keep
+    their shard, which nothing reads after training)."""
+    weights, _ = dist.fsdp_state(net)
+    if not dist.is_main():
+        return net
+    plain = cls.from_config(net.config)
+    plain.load_state_dict(weights)
+    owner, name = model.denoiser_slot()
+    setattr(owner, name, plain.to(model.device if isinstance(model.device, str) else "cpu"))
+    return plain
+
+
+def _indexed_optimizer_state(osd: dict, names: list[str]) -> dict:
+    """A name-keyed optimizer state (FSDP's) in ``torch.optim``'s own layout, parameters by their index."""
+    index = {n: i for i, n in enumerate(names)}
+    return {"state": {index[k]: v for k, v in osd["state"].items()},
+            "param_groups": [dict(g, params=[index[k] for k in g["params"]]) for g in osd["param_groups"]]}
+
+
+def _named_optimizer_state(osd: dict, names: list[str]) -> dict:
+    """The inverse of :func:`_indexed_optimizer_state`."""
+    return {"state": {names[int(k)]: v for k, v in osd["state"].items()},
+            "param_groups": [dict(g, params=[names[int(i)] for i in g["params"]]) for g in osd["param_groups"]]}
 
 
 def _write_log(path: Path, history: list) -> None:
