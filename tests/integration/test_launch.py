@@ -102,29 +102,38 @@ def same_result(one, two):
         assert x.shape == y.shape and np.abs(x - y).mean() < 2.0, name
 
 
+#: a round stage by stage, as a user drives one verb at a time (each verb a launch of its own)
+STAGES = (("eval", "--round", 0), ("generate", "--round", 1), ("judge", "--round", 1), ("pairs", "--round", 1),
+          ("train", "--round", 1), ("eval", "--round", 1))
+
+
 @pytest.fixture(scope="module")
 def world_runs(tmp_path_factory, tiny_model_dir):
+    """A world KTO round by ``vipo run`` in one process, and stage by stage (``vipo eval``, ``generate``, ``judge``,
+    ``pairs``, ``train``, ``eval``) under 2 processes in configs/accelerate/ddp.yaml's environment."""
     base = tmp_path_factory.mktemp("launch-world")
-    runs = {}
-    ddp = accelerate_env(CONFIGS / "ddp.yaml")[1]  # the 2-process run as configs/accelerate/ddp.yaml launches it
-    for n in (1, 2):
-        out = base / f"n{n}"
-        proc = launch(n, "run", "--model", tiny_model_dir, "--out", out, "--rounds", 1, "--method", "kto", *ARGS,
-                      "--set", "train.kto_kl_pool=4", tmp=base, extra=ddp if n == 2 else None)
-        assert proc.returncode == 0, proc.stderr[-4000:]
-        runs[n] = (out, proc)
-    return runs
+    common = ["--model", tiny_model_dir, "--method", "kto", *ARGS, "--set", "train.kto_kl_pool=4"]
+    one, two = base / "n1", base / "n2"
+    proc = launch(1, "run", "--out", one, "--rounds", 1, *common, tmp=base)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    ddp = accelerate_env(CONFIGS / "ddp.yaml")[1]
+    stderr = {}
+    for verb, *rest in STAGES:
+        proc = launch(2, verb, *rest, "--out", two, *common, tmp=base, extra=ddp)
+        assert proc.returncode == 0, (verb, proc.stderr[-4000:])
+        stderr[verb] = stderr.get(verb, "") + proc.stderr
+    return one, two, stderr
 
 
-def test_world_round_under_torchrun_equals_one_process(world_runs):
-    """A KTO round under configs/accelerate/ddp.yaml's environment equals one process."""
-    (one, _), (two, proc) = world_runs[1], world_runs[2]
-    assert "generating 9 of 9 samples on 2 processes" in proc.stderr
+def test_world_round_stage_by_stage_under_the_ddp_launch_equals_one_process(world_runs):
+    """Every stage verb under 2 processes (configs/accelerate/ddp.yaml's environment) gives what one process's
+    ``vipo run`` of the same round gives."""
+    one, two, stderr = world_runs
+    assert "generating 9 of 9 samples on 2 processes" in stderr["generate"]
     same_result(one, two)
     # KTO's pool holds every rank's rewards: the logged rewards and kto_z0 are equal above. (In this tiny round every
     # reward stays <= 0, so the clamped z0 stays 0: a pool that moves z0 is not exercised here.)
-    # written once: one config snapshot, one report, no stray temporary file
-    assert (two / "report.md").is_file() and not list(two.rglob(".tmp-*"))
+    assert not list(two.rglob(".tmp-*"))  # no stray temporary file
 
 
 def test_cogvideox_rank_killed_mid_generation_resumes_to_the_one_process_result(tmp_path, tiny_family_dir):
@@ -146,6 +155,7 @@ def test_cogvideox_rank_killed_mid_generation_resumes_to_the_one_process_result(
     proc = launch(2, "run", "--out", two, *args, tmp=tmp_path)  # the same launch again, as a whole run
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "generating 5 of 9 samples on 2 processes" in proc.stderr
+    assert (two / "report.md").is_file() and not list(two.rglob(".tmp-*"))  # written once, by rank 0
     assert all((samples / f"{sid}.mp4").stat().st_mtime_ns == t for sid, t in stamps.items())  # never redone
     same_result(one, two)
     cached = [load_file(str(o / "round-1" / "ref_cache.safetensors")) for o in (one, two)]
