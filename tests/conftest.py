@@ -12,10 +12,29 @@ def tiny_model_dir(tmp_path_factory):
 
 
 TINY_RUN = [
-    "--set", "prompts.per_round=3", "--set", "generate.samples_per_prompt=3", "--set", "generate.num_steps=2",
-    "--set", "eval.clips_per_split=3", "--set", "eval.num_steps=2", "--set", "train.epochs=2",
-    "--set", "train.batch_size=2", "--set", "train.grad_accum=1", "--set", "train.real_batch_size=2",
-    "--set", "train.save_every=1", "--set", "train.log_every=1", "--quiet",
+    "--set",
+    "prompts.per_round=3",
+    "--set",
+    "generate.samples_per_prompt=3",
+    "--set",
+    "generate.num_steps=2",
+    "--set",
+    "eval.clips_per_split=3",
+    "--set",
+    "eval.num_steps=2",
+    "--set",
+    "train.epochs=2",
+    "--set",
+    "train.batch_size=2",
+    "--set",
+    "train.grad_accum=1",
+    "--set",
+    "train.real_batch_size=2",
+    "--set",
+    "train.save_every=1",
+    "--set",
+    "train.log_every=1",
+    "--quiet",
 ]
 
 
@@ -41,8 +60,14 @@ def tiny_run_dir(tmp_path_factory, tiny_model_dir):
     from vipo.cli import main
 
     out = tmp_path_factory.mktemp("tinyrun") / "run"
-    assert main(["run", "--model", str(tiny_model_dir), "--out", str(out), "--rounds", "1", "--method", "dpo"]
-                + TINY_RUN + ["--set", "train.tracker=tensorboard"]) == 0
+    assert (
+        main(
+            ["run", "--model", str(tiny_model_dir), "--out", str(out), "--rounds", "1", "--method", "dpo"]
+            + TINY_RUN
+            + ["--set", "train.tracker=tensorboard"]
+        )
+        == 0
+    )
     return out
 
 
@@ -53,8 +78,10 @@ def _apt_install(packages: list[str], what: str) -> None:
     import subprocess
 
     if shutil.which("apt-get") is None or os.geteuid() != 0:
-        pytest.skip(f"{what} is not installed and apt-get cannot run here (not Debian, or not root): "
-                    f"`apt-get install -y {' '.join(packages)}` to run the browser tests")
+        pytest.skip(
+            f"{what} is not installed and apt-get cannot run here (not Debian, or not root): "
+            f"`apt-get install -y {' '.join(packages)}` to run the browser tests"
+        )
     import fcntl
 
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")

@@ -1,5 +1,6 @@
 """Shared by the critic tests: a folder of rendered world clips with metadata.jsonl, as `vipo judge DIR` reads it;
 answers decided by the pixels; a tiny one-round `vipo run` and what every critic's run must leave."""
+
 import json
 import random
 
@@ -59,9 +60,12 @@ def run_one_round(model_dir, out, *sets):
     """Args of a tiny one-round DPO ``vipo run``; ``sets``: 'key=value' overrides (after TINY_RUN, so they win)."""
     from tests.conftest import TINY_RUN
 
-    return (["run", "--model", str(model_dir), "--out", str(out), "--rounds", "1", "--method", "dpo"] + TINY_RUN
-            + ["--set", "eval.clips_per_split=1", "--set", "eval.versus_base=false"]  # the judge's traffic only
-            + [a for s in sets for a in ("--set", s)])
+    return (
+        ["run", "--model", str(model_dir), "--out", str(out), "--rounds", "1", "--method", "dpo"]
+        + TINY_RUN
+        + ["--set", "eval.clips_per_split=1", "--set", "eval.versus_base=false"]  # the judge's traffic only
+        + [a for s in sets for a in ("--set", s)]
+    )
 
 
 def check_round(out, critic):
@@ -75,8 +79,12 @@ def check_round(out, critic):
     judgments = {j["key"]: j for j in map(json.loads, (rd / "judgments.jsonl").read_text().splitlines())}
     assert all(j["critic"] == critic and j["raw"] for j in judgments.values())
     assert {k for k in judgments if k.startswith("pw:")} == {f"pw:{s['id']}" for s in samples}
-    both = {f"pair:{a['id']}|{b['id']}" for a in samples for b in samples
-            if a["prompt_id"] == b["prompt_id"] and a["id"] != b["id"]}
+    both = {
+        f"pair:{a['id']}|{b['id']}"
+        for a in samples
+        for b in samples
+        if a["prompt_id"] == b["prompt_id"] and a["id"] != b["id"]
+    }
     assert {k for k in judgments if k.startswith("pair:")} == both
     pairs = [json.loads(x) for x in (rd / "pairs.jsonl").read_text().splitlines()]
     assert pairs and all(p["chosen"] != p["rejected"] for p in pairs)
@@ -89,12 +97,21 @@ def check_round(out, critic):
     return judgments, pairs, info
 
 
-SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
-           "<|video_pad|>"]
-TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% for c in m['content'] %}"
-            "{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>{% else %}{{ c['text'] }}"
-            "{% endif %}{% endfor %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
-            "{% endif %}")
+SPECIAL = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
+TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% for c in m['content'] %}"
+    "{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>{% else %}{{ c['text'] }}"
+    "{% endif %}{% endfor %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% endif %}"
+)
 
 
 def tiny_qwen2_vl(path, head_std: float | None = None):
@@ -113,8 +130,9 @@ def tiny_qwen2_vl(path, head_std: float | None = None):
     tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
     tok.add_special_tokens(SPECIAL)
     tok.decoder = decoders.Fuse()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<|endoftext|>", eos_token="<|im_end|>",
-                                   unk_token="<unk>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<|endoftext|>", eos_token="<|im_end|>", unk_token="<unk>"
+    )
     fast.save_pretrained(path)
     image_processor = Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=56 * 56)
     image_processor.save_pretrained(path)
@@ -124,14 +142,34 @@ def tiny_qwen2_vl(path, head_std: float | None = None):
         (path / name).write_text(json.dumps(cfg))
     (path / "chat_template.json").write_text(json.dumps({"chat_template": TEMPLATE}))
     config = Qwen2VLConfig(
-        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=4096,
-                         rope_scaling={"type": "mrope", "mrope_section": [4, 2, 2]}),
-        vision_config=dict(depth=1, embed_dim=32, hidden_size=32, num_heads=2, mlp_ratio=2, patch_size=14,
-                           spatial_merge_size=2, temporal_patch_size=2),
-        image_token_id=vocab["<|image_pad|>"], video_token_id=vocab["<|video_pad|>"],
-        vision_start_token_id=vocab["<|vision_start|>"], vision_end_token_id=vocab["<|vision_end|>"],
-        bos_token_id=0, eos_token_id=vocab["<|im_end|>"], pad_token_id=0)
+        text_config=dict(
+            vocab_size=len(vocab),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            max_position_embeddings=4096,
+            rope_scaling={"type": "mrope", "mrope_section": [4, 2, 2]},
+        ),
+        vision_config=dict(
+            depth=1,
+            embed_dim=32,
+            hidden_size=32,
+            num_heads=2,
+            mlp_ratio=2,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+        ),
+        image_token_id=vocab["<|image_pad|>"],
+        video_token_id=vocab["<|video_pad|>"],
+        vision_start_token_id=vocab["<|vision_start|>"],
+        vision_end_token_id=vocab["<|vision_end|>"],
+        bos_token_id=0,
+        eos_token_id=vocab["<|im_end|>"],
+        pad_token_id=0,
+    )
     torch.manual_seed(0)
     model = Qwen2VLForConditionalGeneration(config)
     if head_std is not None:

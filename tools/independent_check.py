@@ -11,6 +11,7 @@ Usage: .venv/bin/python tools/independent_check.py [RESULTS_DIR [OUT_DIR]]
   RESULTS_DIR holds round-K/eval/ folders (default docs/results/world-full-dpo); OUT_DIR (default
   RESULTS_DIR/independent) gets clips.jsonl (per clip: what this reader saw and what the judge said) and summary.json.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,10 +28,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from vipo.world.grammar import parse  # noqa: E402  (prompt parsing only)
 
 PALETTE = {
-    "red": (220, 40, 40), "green": (40, 180, 60), "blue": (50, 90, 230),
-    "yellow": (230, 210, 40), "white": (235, 235, 235), "magenta": (200, 60, 200),
+    "red": (220, 40, 40),
+    "green": (40, 180, 60),
+    "blue": (50, 90, 230),
+    "yellow": (230, 210, 40),
+    "white": (235, 235, 235),
+    "magenta": (200, 60, 200),
 }
-FG_T = 100        # max-channel threshold for foreground (background is ~0, shape ~200+)
+FG_T = 100  # max-channel threshold for foreground (background is ~0, shape ~200+)
 # Shape = best-IoU ideal template, fitted to the foreground's bounding box, rendered with a Gaussian blur of SIGMAS
 # px and thresholded at half height (the generator's output is soft, so corners come out rounded). The triangle is
 # isosceles with its apex at top centre; for blurred triangles the apex is cut off by the threshold, so the template's
@@ -77,7 +82,7 @@ def iou(a: np.ndarray, b: np.ndarray | None) -> float:
     return float((a & b).sum() / max((a | b).sum(), 1))
 
 
-MIN_MOVE = 4.0    # px, minimum centroid travel to call a direction
+MIN_MOVE = 4.0  # px, minimum centroid travel to call a direction
 ROOT = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("docs/results/world-full-dpo")
 OUT = Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT / "independent"
 
@@ -123,11 +128,15 @@ def read_clip(path: Path) -> dict:
         cols.append(f[fg][core])
         if x0 == 0 or y0 == 0 or x1 == W - 1 or y1 == H - 1:
             continue  # clipped by the frame border: shape measures unreliable
-        b = fg[y0:y1 + 1, x0:x1 + 1]
+        b = fg[y0 : y1 + 1, x0 : x1 + 1]
         fills.append(b.mean())
         aspects.append(w / h)
-        ious.append({sh: max(iou(b, template(sh, h, w, sg, top)) for sg in SIGMAS for top in APEX_PAD)
-                     for sh in ("circle", "square", "triangle", "triangle-apex-down")})
+        ious.append(
+            {
+                sh: max(iou(b, template(sh, h, w, sg, top)) for sg in SIGMAS for top in APEX_PAD)
+                for sh in ("circle", "square", "triangle", "triangle-apex-down")
+            }
+        )
     if not cols:
         return {"color": None, "shape": None, "direction": None, "fill": None}
     rgb = np.median(np.concatenate(cols), 0)
@@ -141,8 +150,11 @@ def read_clip(path: Path) -> dict:
         per_frame = [max(d, key=d.get) for d in ious]
         agree = per_frame.count(best) / len(per_frame)
         aspect = float(np.median(aspects))
-        strict_ok = (sc[best] - second >= STRICT_MARGIN and agree >= STRICT_AGREE
-                     and (best.startswith("triangle") or 1 / STRICT_ASPECT <= aspect <= STRICT_ASPECT))
+        strict_ok = (
+            sc[best] - second >= STRICT_MARGIN
+            and agree >= STRICT_AGREE
+            and (best.startswith("triangle") or 1 / STRICT_ASPECT <= aspect <= STRICT_ASPECT)
+        )
         shape_strict = best if strict_ok else "unclear"
         fill = round(float(np.median(fills)), 3)
         scores = {k2: round(v2, 3) for k2, v2 in sc.items()}
@@ -156,11 +168,23 @@ def read_clip(path: Path) -> dict:
         direction = "right" if dx > 0 else "left"
     else:
         direction = "down" if dy > 0 else "up"
-    return {"color": color, "rgb": [round(float(x)) for x in rgb], "color_dist": round(dist[color], 1),
-            "shape": shape, "shape_strict": shape_strict, "fill": fill, "iou": scores,
-            "frame_agree": agree, "aspect": aspect, "color_strict": color if dist[color] <= STRICT_COLOR_DIST else "off-palette",
-            "direction": direction, "dx": round(float(dx), 1), "dy": round(float(dy), 1),
-            "stray": round(float(np.max(strays)), 3), "n_frames": len(v)}
+    return {
+        "color": color,
+        "rgb": [round(float(x)) for x in rgb],
+        "color_dist": round(dist[color], 1),
+        "shape": shape,
+        "shape_strict": shape_strict,
+        "fill": fill,
+        "iou": scores,
+        "frame_agree": agree,
+        "aspect": aspect,
+        "color_strict": color if dist[color] <= STRICT_COLOR_DIST else "off-palette",
+        "direction": direction,
+        "dx": round(float(dx), 1),
+        "dy": round(float(dy), 1),
+        "stray": round(float(np.max(strays)), 3),
+        "n_frames": len(v),
+    }
 
 
 def main() -> None:
@@ -183,17 +207,47 @@ def main() -> None:
                 c_ok = r["color"] == want.color
                 s_ok = r["shape"] == want.shape
                 d_ok = r["direction"] == want.direction
-                rec = {"round": k, **m, "want": [want.color, want.shape, want.direction], "mine": r,
-                       "my": {"color": c_ok, "shape": s_ok, "direction": d_ok, "passed": c_ok and s_ok and d_ok,
-                                         "color_strict": cs_ok, "shape_strict": ss_ok,
-                                         "passed_strict": cs_ok and ss_ok and d_ok}}
+                rec = {
+                    "round": k,
+                    **m,
+                    "want": [want.color, want.shape, want.direction],
+                    "mine": r,
+                    "my": {
+                        "color": c_ok,
+                        "shape": s_ok,
+                        "direction": d_ok,
+                        "passed": c_ok and s_ok and d_ok,
+                        "color_strict": cs_ok,
+                        "shape_strict": ss_ok,
+                        "passed_strict": cs_ok and ss_ok and d_ok,
+                    },
+                }
                 o = ours.get(m["file_name"])
                 if o:
-                    rec["judge"] = {"color": o["color_ok"], "shape": o["shape_ok"], "direction": o["direction_ok"],
-                                    "passed": o["passed"], "raw": o["raw"].split("\n")[0]}
+                    rec["judge"] = {
+                        "color": o["color_ok"],
+                        "shape": o["shape_ok"],
+                        "direction": o["direction_ok"],
+                        "passed": o["passed"],
+                        "raw": o["raw"].split("\n")[0],
+                    }
                 fo.write(json.dumps(rec) + "\n")
-                a = acc.setdefault(m["split"], {x: [] for x in ("passed", "color", "shape", "direction",
-                                                                "j_passed", "j_color", "j_shape", "j_direction")})
+                a = acc.setdefault(
+                    m["split"],
+                    {
+                        x: []
+                        for x in (
+                            "passed",
+                            "color",
+                            "shape",
+                            "direction",
+                            "j_passed",
+                            "j_color",
+                            "j_shape",
+                            "j_direction",
+                        )
+                    },
+                )
                 for x in ("passed_strict", "color_strict", "shape_strict"):
                     a.setdefault(x, []).append(rec["my"][x])
                 for x in ("passed", "color", "shape", "direction"):
@@ -203,10 +257,17 @@ def main() -> None:
             for split, a in acc.items():
                 e = ev[split]
                 row = {"n": len(a["passed"])}
-                for x, ek in (("passed", "semantic_pass"), ("color", "color"), ("shape", "shape"),
-                              ("direction", "direction")):
-                    row[x] = (round(float(np.mean(a[x])), 3), round(e[ek], 3),
-                              round(float(np.mean(a["j_" + x])), 3) if a["j_" + x] else None)
+                for x, ek in (
+                    ("passed", "semantic_pass"),
+                    ("color", "color"),
+                    ("shape", "shape"),
+                    ("direction", "direction"),
+                ):
+                    row[x] = (
+                        round(float(np.mean(a[x])), 3),
+                        round(e[ek], 3),
+                        round(float(np.mean(a["j_" + x])), 3) if a["j_" + x] else None,
+                    )
                 for x in ("passed_strict", "color_strict", "shape_strict"):
                     row[x] = round(float(np.mean(a[x])), 3)
                 summary[f"round-{k}/{split}"] = row

@@ -7,6 +7,7 @@ Exit codes: 0 done; 2 a user error or a stage stopped on purpose (the line says 
 some and run the same command again); 130 Ctrl-C; 143 SIGTERM (the current item finished or rolled back, the
 training state saved: run the same command again to continue). docs/reliability.md has the details.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,15 +25,23 @@ log = logging.getLogger("vipo")
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML recipe (see configs/)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. --set train.beta=500 (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set train.beta=500 (repeatable)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _pickle_arg(p)
 
 
 def _pickle_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--allow-pickle", action="store_true",
-                   help="also load weights stored with pickle (.bin/.pt/.ckpt), which can run code: trusted files only")
+    p.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="also load weights stored with pickle (.bin/.pt/.ckpt), which can run code: trusted files only",
+    )
 
 
 def _run_args(p: argparse.ArgumentParser, out_required: bool = True) -> None:
@@ -43,9 +52,13 @@ def _run_args(p: argparse.ArgumentParser, out_required: bool = True) -> None:
     p.add_argument("--rounds", type=int, help="number of IPO rounds")
     p.add_argument("--seed", type=int, help="run seed")
     p.add_argument("--device", help="auto, cpu or cuda")
-    p.add_argument("--force", action="store_true", help="continue a run folder with a config that differs from its "
-                   "snapshot (the changed fields are logged); vipo judge DIR: judge everything again with another "
-                   "critic or options, or overwrite an --out file vipo judge did not write")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="continue a run folder with a config that differs from its "
+        "snapshot (the changed fields are logged); vipo judge DIR: judge everything again with another "
+        "critic or options, or overwrite an --out file vipo judge did not write",
+    )
 
 
 def _options_epilog(p: argparse.ArgumentParser, section: str | None) -> None:
@@ -53,8 +66,10 @@ def _options_epilog(p: argparse.ArgumentParser, section: str | None) -> None:
     from . import config as C
 
     names = "every config option" if section is None else f"the options of the '{section}' section"
-    p.epilog = (f"{names} (--set KEY=VALUE or a --config YAML; `vipo config [SECTION]` prints them alone):\n\n"
-                + C.describe(section))
+    p.epilog = (
+        f"{names} (--set KEY=VALUE or a --config YAML; `vipo config [SECTION]` prints them alone):\n\n"
+        + C.describe(section)
+    )
     p.formatter_class = argparse.RawDescriptionHelpFormatter
 
 
@@ -65,8 +80,10 @@ def _critic_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="vipo", description="Iterative preference optimization for text-to-video "
-                                 "diffusion models (IPO, Diffusion-DPO/KTO).")
+    ap = argparse.ArgumentParser(
+        prog="vipo",
+        description="Iterative preference optimization for text-to-video diffusion models (IPO, Diffusion-DPO/KTO).",
+    )
     ap.add_argument("--version", action="version", version=f"vipo {__version__}")
     ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = ap.add_subparsers(dest="verb", required=True)
@@ -75,10 +92,17 @@ def build_parser() -> argparse.ArgumentParser:
     _run_args(p)
     _options_epilog(p, None)
 
-    p = sub.add_parser("judge", help="judge a round's samples (pointwise and, for DPO, pairwise in both orders), or "
-                       "any folder of videos: vipo judge DIR --out judgments.jsonl")
-    p.add_argument("dir", nargs="?", help="a folder of videos with metadata.jsonl (file_name, prompt); --out is "
-                   "then the judgments JSONL and --model the critic's model")
+    p = sub.add_parser(
+        "judge",
+        help="judge a round's samples (pointwise and, for DPO, pairwise in both orders), or "
+        "any folder of videos: vipo judge DIR --out judgments.jsonl",
+    )
+    p.add_argument(
+        "dir",
+        nargs="?",
+        help="a folder of videos with metadata.jsonl (file_name, prompt); --out is "
+        "then the judgments JSONL and --model the critic's model",
+    )
     _run_args(p)
     p.add_argument("--round", type=int, help="round number (run folders)")
     _critic_args(p)
@@ -86,47 +110,72 @@ def build_parser() -> argparse.ArgumentParser:
     _options_epilog(p, "judge")
 
     c = sub.add_parser("critic", help="critics").add_subparsers(dest="critic_verb", required=True)
-    p = c.add_parser("eval", help="a critic's accuracy (IPO's Table 6, with 95%% intervals): on critic-training "
-                     "records (DATA.jsonl: their voted labels, or --against world), or on a folder of videos against "
-                     "human labels (--truth) or the world judge")
+    p = c.add_parser(
+        "eval",
+        help="a critic's accuracy (IPO's Table 6, with 95%% intervals): on critic-training "
+        "records (DATA.jsonl: their voted labels, or --against world), or on a folder of videos against "
+        "human labels (--truth) or the world judge",
+    )
     p.add_argument("dir", help="critic-training records (DATA.jsonl), or a folder of videos with metadata.jsonl")
     _common(p)
     p.add_argument("--truth", help="folder: JSONL of human annotations (default: the world judge)")
     p.add_argument("--split", default="test", choices=("test", "train", "all"), help="DATA.jsonl: records scored")
-    p.add_argument("--against", default="labels", choices=("labels", "world"),
-                   help="DATA.jsonl: the records' voted labels, or the exact world judge on the same videos")
+    p.add_argument(
+        "--against",
+        default="labels",
+        choices=("labels", "world"),
+        help="DATA.jsonl: the records' voted labels, or the exact world judge on the same videos",
+    )
     p.add_argument("--model", help="the critic's model")
     _critic_args(p)
     p.add_argument("--out", help="also write the result here (JSON)")
     _critic_learn_parsers(c)
 
-    for verb, text in (("pairs", "build a round's DPO pairs and KTO examples from its judgments"),
-                       ("train", "train a round's LoRA on its pairs/examples")):
+    for verb, text in (
+        ("pairs", "build a round's DPO pairs and KTO examples from its judgments"),
+        ("train", "train a round's LoRA on its pairs/examples"),
+    ):
         p = sub.add_parser(verb, help=text)
         _run_args(p)
         p.add_argument("--round", type=int, required=True, help="round number")
         _options_epilog(p, verb)
-    p = sub.add_parser("eval", help="evaluate a round's checkpoint (round 0 = the base model), or VBench-style "
-                       "metrics on any folder of videos: vipo eval DIR")
-    p.add_argument("dir", nargs="?", help="a folder of videos: metadata.jsonl (file_name, prompt) or VBench's "
-                   "'prompt-index.mp4' names; results go to --out (default DIR/vbench)")
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a round's checkpoint (round 0 = the base model), or VBench-style "
+        "metrics on any folder of videos: vipo eval DIR",
+    )
+    p.add_argument(
+        "dir",
+        nargs="?",
+        help="a folder of videos: metadata.jsonl (file_name, prompt) or VBench's "
+        "'prompt-index.mp4' names; results go to --out (default DIR/vbench)",
+    )
     _run_args(p, out_required=False)
     p.add_argument("--round", type=int, help="round number (run folders)")
-    p.add_argument("--backend", choices=("builtin", "vbench"), default="builtin",
-                   help="DIR: builtin (the weight-free dimensions, and those whose local model paths are given: "
-                   "--dino, --clip, --aesthetic-head, --musiq, --xclip) or the vbench package when installed")
-    p.add_argument("--dimension", action="append", help="DIR: a VBench dimension (repeatable; default: every one "
-                   "the backend can measure with what it is given)")
+    p.add_argument(
+        "--backend",
+        choices=("builtin", "vbench"),
+        default="builtin",
+        help="DIR: builtin (the weight-free dimensions, and those whose local model paths are given: "
+        "--dino, --clip, --aesthetic-head, --musiq, --xclip) or the vbench package when installed",
+    )
+    p.add_argument(
+        "--dimension",
+        action="append",
+        help="DIR: a VBench dimension (repeatable; default: every one the backend can measure with what it is given)",
+    )
     p.add_argument("--name", default="vipo", help="DIR: prefix of the VBench-named output files")
-    for flag, text in (("dino", "a local DINO ViT folder: subject consistency"),
-                       ("clip", "a local CLIPModel folder: background consistency (VBench: ViT-B/32)"),
-                       ("aesthetic-clip", "the CLIPModel folder for the aesthetic predictor (VBench: ViT-L/14; "
-                        "default: --clip)"),
-                       ("aesthetic-head", "the LAION aesthetic predictor, .safetensors (.pth with --allow-pickle): "
-                        "aesthetic quality"),
-                       ("musiq", "MUSIQ weights (needs the pyiqa package): imaging quality"),
-                       ("xclip", "a local XCLIPModel folder: overall_consistency_xclip, a stand-in for VBench's "
-                        "ViCLIP overall consistency")):
+    for flag, text in (
+        ("dino", "a local DINO ViT folder: subject consistency"),
+        ("clip", "a local CLIPModel folder: background consistency (VBench: ViT-B/32)"),
+        ("aesthetic-clip", "the CLIPModel folder for the aesthetic predictor (VBench: ViT-L/14; default: --clip)"),
+        ("aesthetic-head", "the LAION aesthetic predictor, .safetensors (.pth with --allow-pickle): aesthetic quality"),
+        ("musiq", "MUSIQ weights (needs the pyiqa package): imaging quality"),
+        (
+            "xclip",
+            "a local XCLIPModel folder: overall_consistency_xclip, a stand-in for VBench's ViCLIP overall consistency",
+        ),
+    ):
         p.add_argument(f"--{flag}", help=f"DIR, builtin: judge.{flag.replace('-', '_')}, {text}")
     _options_epilog(p, "eval")
 
@@ -148,13 +197,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = pr.add_parser("import", help="prompts from txt, json, jsonl, csv, VBench's suite or VidProM into a text file")
     p.add_argument("file")
     p.add_argument("--out", required=True, help="text file, one prompt per line")
-    p.add_argument("--format", choices=("txt", "json", "jsonl", "csv", "vbench", "vidprom"),
-                   help="default: from the file's extension")
+    p.add_argument(
+        "--format",
+        choices=("txt", "json", "jsonl", "csv", "vbench", "vidprom"),
+        help="default: from the file's extension",
+    )
     p.add_argument("--field", help="the prompt's field or column (default: prompt, prompt_en, text, caption)")
     p.add_argument("--near", type=float, default=1.0, help="also drop near-duplicates at this similarity (<1)")
 
-    p = sub.add_parser("ablate", help="run named variants of a recipe (DPO vs KTO, real-data NLL, rounds, samples "
-                       "per prompt, alpha) and write OUT/ablation.md")
+    p = sub.add_parser(
+        "ablate",
+        help="run named variants of a recipe (DPO vs KTO, real-data NLL, rounds, samples "
+        "per prompt, alpha) and write OUT/ablation.md",
+    )
     _common(p)
     p.add_argument("--out", required=True, help="folder; each variant runs in OUT/VARIANT")
     p.add_argument("--variant", action="append", help="a variant (repeatable; default: all)")
@@ -175,18 +230,29 @@ def build_parser() -> argparse.ArgumentParser:
     for dim in ("frames", "height", "width"):
         p.add_argument(f"--{dim}", type=int, default=None, help=f"clip {dim} (default: the model's; generate.{dim})")
     p.add_argument("--device", default=None)
-    p.add_argument("--model-dtype", choices=("float32", "bfloat16", "float16"), default=None,
-                   help="the real families' weights in this dtype (default float32; with --round: model_dtype)")
+    p.add_argument(
+        "--model-dtype",
+        choices=("float32", "bfloat16", "float16"),
+        default=None,
+        help="the real families' weights in this dtype (default float32; with --round: model_dtype)",
+    )
     p.add_argument("--round", type=int, help="generate round K's training samples of the run in --out")
-    p.add_argument("--force", action="store_true", help="--out holds videos made with other inputs (model, LoRA, "
-                   "prompts, seed, sampler options): delete them and start over (with --round: continue the run "
-                   "with a changed config)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="--out holds videos made with other inputs (model, LoRA, "
+        "prompts, seed, sampler options): delete them and start over (with --round: continue the run "
+        "with a changed config)",
+    )
     p.add_argument("--method", choices=("dpo", "kto", "rwr"), help=argparse.SUPPRESS)
     p.add_argument("--rounds", type=int, help=argparse.SUPPRESS)
     _options_epilog(p, "generate")
 
-    p = sub.add_parser("export", help="write a round checkpoint's policy as one merged model folder, with a "
-                       "model card (README.md: Hub metadata, the run's eval table, the command that reproduces it)")
+    p = sub.add_parser(
+        "export",
+        help="write a round checkpoint's policy as one merged model folder, with a "
+        "model card (README.md: Hub metadata, the run's eval table, the command that reproduces it)",
+    )
     p.add_argument("--merge", required=True, metavar="CHECKPOINT", help="a vipo round checkpoint folder")
     p.add_argument("--out", required=True, help="new folder for the merged model (a diffusers pipeline folder)")
     p.add_argument("--model", default=None, help="base model (default: the one the checkpoint names)")
@@ -206,16 +272,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--steps", type=int)
     p.add_argument("--seed", type=int)
-    p.add_argument("--force", action="store_true", help="--out was started with another config: delete its saved "
-                   "state and start over")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="--out was started with another config: delete its saved state and start over",
+    )
     p = w.add_parser("render", help="render ground-truth clips of prompts as mp4")
     p.add_argument("--out", required=True)
     p.add_argument("--prompt", action="append", required=True)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--force", action="store_true", help="--out holds clips rendered from other prompts or another "
-                   "seed: delete them and render again")
-    p = w.add_parser("annotate", help="simulated annotators (the world judge's verdicts, flipped at --error) label "
-                     "world clips; the annotation export's votes and critic-training records")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="--out holds clips rendered from other prompts or another seed: delete them and render again",
+    )
+    p = w.add_parser(
+        "annotate",
+        help="simulated annotators (the world judge's verdicts, flipped at --error) label "
+        "world clips; the annotation export's votes and critic-training records",
+    )
     p.add_argument("--out", required=True, help="folder: OUT/clips (generated clips), OUT/export (the export)")
     p.add_argument("--videos", help="label this folder of world videos (metadata.jsonl) instead of generating")
     p.add_argument("--model", default="world", help="the model whose samples are labelled (default: the world base)")
@@ -223,8 +298,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=4, help="random phrasings of every combination (default 4)")
     p.add_argument("--samples-per-prompt", type=int, default=4, help="videos per phrasing (default 4)")
     p.add_argument("--annotators", type=int, default=3, help="simulated annotators per item (default 3)")
-    p.add_argument("--error", type=float, default=None, help="chance that an annotator's verdict on a dimension is "
-                   "another one, drawn uniformly (default 0.15)")
+    p.add_argument(
+        "--error",
+        type=float,
+        default=None,
+        help="chance that an annotator's verdict on a dimension is another one, drawn uniformly (default 0.15)",
+    )
     p.add_argument("--pairs-per-prompt", type=int, default=None, help="at most N pairs per prompt (default: all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
@@ -233,8 +312,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _critic_learn_parsers(c) -> None:
-    p = c.add_parser("train", help="train a critic on critic-training records (vipo annotate export, vipo world "
-                     "annotate, vipo critic import): a LoRA-tuned VLM, or the learned world critic")
+    p = c.add_parser(
+        "train",
+        help="train a critic on critic-training records (vipo annotate export, vipo world "
+        "annotate, vipo critic import): a LoRA-tuned VLM, or the learned world critic",
+    )
     p.add_argument("data", help="critic-training records (DATA.jsonl)")
     p.add_argument("--out", required=True, help="the critic's folder")
     p.add_argument("--arch", choices=("auto", "world", "vlm"), help="world, vlm or auto (default)")
@@ -250,23 +332,43 @@ def _critic_learn_parsers(c) -> None:
 
 
 def _bench_parser(sub) -> None:
-    p = sub.add_parser("bench", help="measure training steps, generation, judging and a round as interleaved ratios "
-                       "and write docs/benchmarks.md (--gpu: real-size models on one GPU, appended)")
+    p = sub.add_parser(
+        "bench",
+        help="measure training steps, generation, judging and a round as interleaved ratios "
+        "and write docs/benchmarks.md (--gpu: real-size models on one GPU, appended)",
+    )
     p.add_argument("--out", default="docs/benchmarks.md", help="the Markdown report (raw numbers beside it as .json)")
     p.add_argument("--repeats", type=int, default=5, help="interleaved rounds per figure")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--device", default="cpu", help="cpu or cuda (the CPU bench); --gpu always uses cuda")
-    p.add_argument("--only", action="append", choices=("steps", "generation", "judging", "round"),
-                   help="measure only this part (repeatable; default: all)")
+    p.add_argument(
+        "--only",
+        action="append",
+        choices=("steps", "generation", "judging", "round"),
+        help="measure only this part (repeatable; default: all)",
+    )
     p.add_argument("--round-config", default="configs/world.yaml", help="the recipe whose round 1 is timed by stage")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a field of the round's recipe, e.g. --set train.ref_cache=4")
-    p.add_argument("--tiny", action="store_true", help="tiny sizes: checks the machinery in seconds (numbers "
-                   "meaningless); with --gpu, tiny models on the CPU")
-    p.add_argument("--gpu", action="store_true", help="real-size CogVideoX-2B/5B and Wan 2.1 1.3B (published configs, "
-                   "random weights) in bf16 on one GPU: step time, peak memory, MFU, generation; appends to --out")
-    p.add_argument("--budget-s", type=float, default=540.0, help="--gpu: stop starting new measurements after this "
-                   "many seconds")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a field of the round's recipe, e.g. --set train.ref_cache=4",
+    )
+    p.add_argument(
+        "--tiny",
+        action="store_true",
+        help="tiny sizes: checks the machinery in seconds (numbers meaningless); with --gpu, tiny models on the CPU",
+    )
+    p.add_argument(
+        "--gpu",
+        action="store_true",
+        help="real-size CogVideoX-2B/5B and Wan 2.1 1.3B (published configs, "
+        "random weights) in bf16 on one GPU: step time, peak memory, MFU, generation; appends to --out",
+    )
+    p.add_argument(
+        "--budget-s", type=float, default=540.0, help="--gpu: stop starting new measurements after this many seconds"
+    )
 
 
 def cmd_bench(args) -> int:
@@ -284,17 +386,26 @@ def cmd_bench(args) -> int:
 
         gpu.run(Path(args.out), tiny=args.tiny, budget_s=args.budget_s, command=command)
         return 0
-    opts = bench.Options(out=Path(args.out), repeats=args.repeats, threads=args.threads, device=args.device,
-                         parts=tuple(args.only or bench.PARTS), round_config=args.round_config,
-                         round_set=parse_overrides(args.set), tiny=args.tiny, command=command)
+    opts = bench.Options(
+        out=Path(args.out),
+        repeats=args.repeats,
+        threads=args.threads,
+        device=args.device,
+        parts=tuple(args.only or bench.PARTS),
+        round_config=args.round_config,
+        round_set=parse_overrides(args.set),
+        tiny=args.tiny,
+        command=command,
+    )
     bench.run(opts)
     print(f"benchmarks: {args.out}")
     return 0
 
 
 def _annotate_parsers(sub) -> None:
-    a = sub.add_parser("annotate", help="people label videos in the browser; vote, agreement, exports "
-                       "(docs/annotation.md)").add_subparsers(dest="annotate_verb", required=True)
+    a = sub.add_parser(
+        "annotate", help="people label videos in the browser; vote, agreement, exports (docs/annotation.md)"
+    ).add_subparsers(dest="annotate_verb", required=True)
 
     def where(p, required_dir=False):
         if required_dir:
@@ -304,10 +415,19 @@ def _annotate_parsers(sub) -> None:
         p.add_argument("--db", help="the annotation database (default DIR/.vipo-annotate.sqlite)")
 
     def items(p):
-        p.add_argument("--task", default="both", choices=("pairwise", "pointwise", "both"),
-                       help="pairs of videos of one prompt, single videos, or both (default)")
-        p.add_argument("--pairs", type=int, default=None, metavar="N",
-                       help="at most N pairs per prompt, drawn with --seed (default: every pair)")
+        p.add_argument(
+            "--task",
+            default="both",
+            choices=("pairwise", "pointwise", "both"),
+            help="pairs of videos of one prompt, single videos, or both (default)",
+        )
+        p.add_argument(
+            "--pairs",
+            type=int,
+            default=None,
+            metavar="N",
+            help="at most N pairs per prompt, drawn with --seed (default: every pair)",
+        )
         p.add_argument("--seed", type=int, default=0, help="seed of the pair sample and of the left/right draw")
 
     p = a.add_parser("serve", help="the annotation app on http://HOST:PORT (every request needs a user's token)")
@@ -316,25 +436,40 @@ def _annotate_parsers(sub) -> None:
     p.add_argument("--k", type=int, default=3, help="distinct annotators per item (default 3)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8765, help="port (0: any free one, printed)")
-    p.add_argument("--claim-ttl", type=float, default=3600.0, metavar="SECONDS",
-                   help="an item shown but not answered is offered to others after this long")
+    p.add_argument(
+        "--claim-ttl",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="an item shown but not answered is offered to others after this long",
+    )
     p.add_argument("--max-body", type=int, default=65536, metavar="BYTES", help="largest request body accepted")
     p = a.add_parser("add-user", help="add an annotator; prints their token once (stored hashed)")
     p.add_argument("name")
     where(p)
     p.add_argument("--admin", action="store_true", help="may see everyone's progress")
     p.add_argument("--reset", action="store_true", help="an existing user gets a new token (the old one stops working)")
-    p = a.add_parser("export", help="vote, agreement, labels for the human critic, critic training data, Label "
-                     "Studio files")
+    p = a.add_parser(
+        "export", help="vote, agreement, labels for the human critic, critic training data, Label Studio files"
+    )
     where(p, True)
     p.add_argument("--out", required=True, help="new folder for the export (an earlier export there is replaced)")
-    p.add_argument("--min-annotators", type=int, default=None, metavar="N",
-                   help="answers an item needs to count (default: the k the app served with)")
+    p.add_argument(
+        "--min-annotators",
+        type=int,
+        default=None,
+        metavar="N",
+        help="answers an item needs to count (default: the k the app served with)",
+    )
     p.add_argument("--test-fraction", type=float, default=0.1, help="share of prompts in the test split (0.1)")
     p.add_argument("--frames", type=int, default=16, help="{n_frames} in the rendered critic questions (16)")
     p.add_argument("--prompts-dir", default="", help="question templates overriding the packaged ones")
-    p.add_argument("--label-studio-url", default="", metavar="PREFIX",
-                   help="prefix of video URLs in the Label Studio tasks (default /data/local-files/?d=DIRNAME/)")
+    p.add_argument(
+        "--label-studio-url",
+        default="",
+        metavar="PREFIX",
+        help="prefix of video URLs in the Label Studio tasks (default /data/local-files/?d=DIRNAME/)",
+    )
     p.add_argument("--copy", action="store_true", help="copy the videos into OUT/videos (default: hard links)")
     p = a.add_parser("import-label-studio", help="read Label Studio's JSON export back into the folder's store")
     p.add_argument("export_json", metavar="EXPORT.json")
@@ -349,11 +484,30 @@ def cmd_annotate(args) -> int:
     if args.annotate_verb == "add-user":
         return A.add_user(args.name, args.dir, args.db, args.admin, args.reset)
     if args.annotate_verb == "serve":
-        return A.serve(args.dir, args.db, args.task, args.k, args.pairs, args.seed, args.host, args.port,
-                       args.claim_ttl, args.max_body)
+        return A.serve(
+            args.dir,
+            args.db,
+            args.task,
+            args.k,
+            args.pairs,
+            args.seed,
+            args.host,
+            args.port,
+            args.claim_ttl,
+            args.max_body,
+        )
     if args.annotate_verb == "export":
-        return A.export(args.dir, args.out, args.db, args.min_annotators, args.test_fraction, args.frames,
-                        args.prompts_dir, args.label_studio_url, args.copy)
+        return A.export(
+            args.dir,
+            args.out,
+            args.db,
+            args.min_annotators,
+            args.test_fraction,
+            args.frames,
+            args.prompts_dir,
+            args.label_studio_url,
+            args.copy,
+        )
     return A.import_label_studio(args.export_json, args.dir, args.db, args.task, args.pairs, args.seed)
 
 
@@ -361,8 +515,14 @@ def _load_run_config(args):
     from . import config as C
 
     over = C.parse_overrides(args.set)
-    for flag, key in (("model", "model"), ("method", "train.method"), ("rounds", "rounds"), ("seed", "seed"),
-                      ("device", "device"), ("model_dtype", "model_dtype")):
+    for flag, key in (
+        ("model", "model"),
+        ("method", "train.method"),
+        ("rounds", "rounds"),
+        ("seed", "seed"),
+        ("device", "device"),
+        ("model_dtype", "model_dtype"),
+    ):
         v = getattr(args, flag, None)
         if v is not None:
             over = C.merge(over, C.parse_overrides([f"{key}={v}"]) if flag != "model" else {"model": v})
@@ -381,8 +541,13 @@ def _setup_logging(verbose: bool, run_dir: Path | None = None) -> None:
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(run_dir / "vipo.log"))
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=handlers, force=True,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        handlers=handlers,
+        force=True,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
     for noisy in ("httpx", "urllib3", "PIL", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from . import dist
@@ -419,19 +584,23 @@ def cmd_stage(args) -> int:
         raise UserError(f"--round must be between 0 and rounds={cfg.rounds}, got {args.round}")
     if args.round == 0 and args.verb != "eval":
         raise UserError("--round 0 is the base model's evaluation; only `vipo eval --round 0` applies")
-    with open_run(cfg, run_dir, getattr(args, "force", False), need_critic=args.verb == "judge",
-                  need_scorer=False) as (critic, _), \
-            dist.on_main(Ledger, run_dir / "ledger.sqlite") as ledger:  # (open_run joined the process group)
+    with (
+        open_run(cfg, run_dir, getattr(args, "force", False), need_critic=args.verb == "judge", need_scorer=False) as (
+            critic,
+            _,
+        ),
+        dist.on_main(Ledger, run_dir / "ledger.sqlite") as ledger,
+    ):  # (open_run joined the process group)
         _setup_logging(args.verbose, run_dir)
         if args.round == 0:
             ev = evaluate_base(cfg, run_dir, ledger, resolve_device(cfg.device), not args.quiet)
             if dist.is_main():
                 print(json.dumps(ev, indent=2))
             return 0
-        r = Round(cfg, run_dir, args.round, ledger, critic, device=resolve_device(cfg.device),
-                  progress=not args.quiet)
-        out = {"generate": r.generate, "judge": r.judge, "pairs": r.pairs, "train": r.train,
-               "eval": r.evaluate}[args.verb]()
+        r = Round(cfg, run_dir, args.round, ledger, critic, device=resolve_device(cfg.device), progress=not args.quiet)
+        out = {"generate": r.generate, "judge": r.judge, "pairs": r.pairs, "train": r.train, "eval": r.evaluate}[
+            args.verb
+        ]()
         if dist.is_main():
             info = ledger.stage_info(args.round, args.verb)
             print(json.dumps(out if isinstance(out, dict) else info, indent=2))
@@ -464,8 +633,7 @@ def cmd_judge_dir(args) -> int:
     out = Path(args.out)
     cfg = _judge_config(args)
     resolve_device(cfg.device if cfg.critic == "vlm" else "cpu")  # (under a launcher: joins the process group)
-    info = judge_folder(Path(args.dir), out, cfg, pairwise=args.pairwise, progress=not args.quiet,
-                        force=args.force)
+    info = judge_folder(Path(args.dir), out, cfg, pairwise=args.pairwise, progress=not args.quiet, force=args.force)
     if dist.is_main():
         print(json.dumps(info, indent=2))
         print(f"judgments: {out}")
@@ -480,8 +648,15 @@ def cmd_eval_dir(args) -> int:
     out = Path(args.out) if args.out else Path(args.dir) / "vbench"
     # the feature models' paths: --config (a run recipe's judge: or bare judge keys) < --set < --dino/--clip/...
     judge = _judge_config(args, tuple(FLAGS))
-    score = evaluate_folder(Path(args.dir), out, args.backend, args.name, args.dimension,
-                            getattr(args, "device", None) or judge.device, judge)
+    score = evaluate_folder(
+        Path(args.dir),
+        out,
+        args.backend,
+        args.name,
+        args.dimension,
+        getattr(args, "device", None) or judge.device,
+        judge,
+    )
     print(json.dumps(score, indent=2))
     print(f"results: {out / (args.name + '_eval_results.json')}, {out / (args.name + '_final_score.json')}")
     return 0
@@ -516,13 +691,22 @@ def cmd_ablate(args) -> int:
 
     extra = [x for k in ("model", "rounds") if getattr(args, k) is not None for x in (f"--{k}", str(getattr(args, k)))]
     extra += [x for kv in args.set for x in ("--set", kv)] + (["--quiet"] if args.quiet else [])
-    cfg = _load_run_config(build_parser().parse_args(["run", "--out", str(Path(args.out) / "_"), *(
-        ["--config", args.config] if args.config else []), *extra]))
+    cfg = _load_run_config(
+        build_parser().parse_args(
+            ["run", "--out", str(Path(args.out) / "_"), *(["--config", args.config] if args.config else []), *extra]
+        )
+    )
     preflight(cfg)
     with folder_lock(Path(args.out)):
-        path = ablate(Path(args.out), args.variant or list(VARIANTS), args.config, extra,
-                      lambda argv: _dispatch(build_parser().parse_args(argv)), cfg,
-                      load=lambda argv: _load_run_config(build_parser().parse_args(argv)))
+        path = ablate(
+            Path(args.out),
+            args.variant or list(VARIANTS),
+            args.config,
+            extra,
+            lambda argv: _dispatch(build_parser().parse_args(argv)),
+            cfg,
+            load=lambda argv: _load_run_config(build_parser().parse_args(argv)),
+        )
     print(f"tables: {path}")
     return 0
 
@@ -571,8 +755,10 @@ def cmd_critic_eval(args) -> int:
 
         bad = [s["prompt"] for s in samples if grammar.parse(s["prompt"]) is None]
         if bad:
-            raise UserError(f"{root}: without --truth the world judge is the ground truth, and {bad[0]!r} is not a "
-                            "prompt of the world's grammar")
+            raise UserError(
+                f"{root}: without --truth the world judge is the ground truth, and {bad[0]!r} is not a "
+                "prompt of the world's grammar"
+            )
         truth = WorldCritic()
         groups: dict[int, list[int]] = {}
         for i, s in enumerate(samples):
@@ -599,8 +785,14 @@ def cmd_generate(args) -> int:
 
     _setup_logging(args.verbose)
     over = C.parse_overrides(args.set)
-    for flag, name in (("samples_per_prompt", "samples_per_prompt"), ("steps", "num_steps"), ("guidance", "guidance"),
-                       ("frames", "frames"), ("height", "height"), ("width", "width")):
+    for flag, name in (
+        ("samples_per_prompt", "samples_per_prompt"),
+        ("steps", "num_steps"),
+        ("guidance", "guidance"),
+        ("frames", "frames"),
+        ("height", "height"),
+        ("width", "width"),
+    ):
         if getattr(args, flag) is not None:  # a flag overrides its field and meets the field's checks
             over[name] = getattr(args, flag)
     cfg = C.load(C.GenerateConfig, args.config, over)  # checked before the heavy imports below
@@ -615,9 +807,18 @@ def cmd_generate(args) -> int:
     if not prompts:
         raise UserError("no prompts: give --prompts FILE or --prompt TEXT")
     out = Path(args.out)
-    rows = standalone(args.model or "world", args.lora, prompts, out, cfg, 0 if args.seed is None else args.seed,
-                      resolve_device(args.device or "auto"), args.model_dtype or "float32", not args.quiet,
-                      args.force)
+    rows = standalone(
+        args.model or "world",
+        args.lora,
+        prompts,
+        out,
+        cfg,
+        0 if args.seed is None else args.seed,
+        resolve_device(args.device or "auto"),
+        args.model_dtype or "float32",
+        not args.quiet,
+        args.force,
+    )
     from . import dist
 
     if dist.is_main():
@@ -634,8 +835,7 @@ def cmd_export(args) -> int:
     policy = read_policy(Path(args.merge))
     base = args.model or policy["base"]
     card = model_card(Path(args.merge), Path(args.out), base, policy.get("family", "unknown"), policy)
-    model = export_merged(Path(args.merge), Path(args.out), args.model, device=resolve_device(args.device),
-                          readme=card)
+    model = export_merged(Path(args.merge), Path(args.out), args.model, device=resolve_device(args.device), readme=card)
     print(f"merged {model.family} model: {args.out} (model card: {Path(args.out) / 'README.md'})")
     return 0
 
@@ -646,9 +846,20 @@ def cmd_world(args) -> int:
         from .world.annotators import DEFAULT_ERROR
 
         _setup_logging(False)
-        return world_annotate(args.out, args.videos, args.model, args.lora, args.repeats, args.samples_per_prompt,
-                              args.annotators, DEFAULT_ERROR if args.error is None else args.error, args.seed,
-                              args.pairs_per_prompt, args.device, progress=not args.quiet)
+        return world_annotate(
+            args.out,
+            args.videos,
+            args.model,
+            args.lora,
+            args.repeats,
+            args.samples_per_prompt,
+            args.annotators,
+            DEFAULT_ERROR if args.error is None else args.error,
+            args.seed,
+            args.pairs_per_prompt,
+            args.device,
+            progress=not args.quiet,
+        )
     if args.world_verb == "render":
         import random
 
@@ -661,7 +872,9 @@ def cmd_world(args) -> int:
         attrs = [grammar.parse(p) for p in args.prompt]
         for p, a in zip(args.prompt, attrs):
             if a is None:
-                raise UserError(f"--prompt {p!r}: not a prompt of the world's grammar (e.g. 'a red circle moving left')")
+                raise UserError(
+                    f"--prompt {p!r}: not a prompt of the world's grammar (e.g. 'a red circle moving left')"
+                )
         record, path = {"prompts": args.prompt, "seed": args.seed}, out / "provenance.json"
 
         def start_over() -> None:  # the clips an earlier render wrote, nothing else
@@ -669,9 +882,14 @@ def cmd_world(args) -> int:
                 (out / f"{i:03d}.mp4").unlink(missing_ok=True)
 
         with folder_lock(out):
-            provenance.check(path, record, args.force, start_over=start_over,
-                             refusal=f"{out} holds clips rendered from other prompts ({{changes}}); choose another "
-                                     "--out, or pass --force to delete them and render again")
+            provenance.check(
+                path,
+                record,
+                args.force,
+                start_over=start_over,
+                refusal=f"{out} holds clips rendered from other prompts ({{changes}}); choose another "
+                "--out, or pass --force to delete them and render again",
+            )
             for i, a in enumerate(attrs):
                 write_mp4(out / f"{i:03d}.mp4", render.random_clip(a, random.Random(args.seed + i), 32, 9))
         print(f"{len(args.prompt)} clips in {out}")
@@ -788,8 +1006,7 @@ def _dispatch(args) -> int:
         print(f"vipo: error: {e}", file=sys.stderr)
         return 2
     except faults.Terminated as e:
-        print(f"vipo: stopped by SIGTERM ({e}); state saved: run the same command again to continue",
-              file=sys.stderr)
+        print(f"vipo: stopped by SIGTERM ({e}); state saved: run the same command again to continue", file=sys.stderr)
         return faults.EXIT_TERM
     except (FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
         # a path that is a file where a folder belongs (or the other way round), or not ours to write
@@ -798,8 +1015,11 @@ def _dispatch(args) -> int:
     except OSError as e:
         if e.errno != errno.ENOSPC:
             raise
-        print(f"vipo: error: disk full ({e.strerror or e}); nothing partial was kept: free some space and run the "
-              "same command again to continue", file=sys.stderr)
+        print(
+            f"vipo: error: disk full ({e.strerror or e}); nothing partial was kept: free some space and run the "
+            "same command again to continue",
+            file=sys.stderr,
+        )
         return 3
     except KeyboardInterrupt:
         print("vipo: interrupted; run the same command again to continue where it stopped", file=sys.stderr)

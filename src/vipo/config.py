@@ -5,6 +5,7 @@ validated on load: an unknown key or an out-of-range value fails at start with o
 section checks itself on construction (``Section.__post_init__`` runs its ``validate()``, as TRL, litgpt and torchtitan
 do), so a config made from YAML, ``--set``, a CLI flag or Python meets the same checks.
 """
+
 from __future__ import annotations
 
 import ast
@@ -91,8 +92,10 @@ class PretrainConfig(Section):
         _check(0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)")
         _check(0 <= self.caption_noise < 1, f"caption_noise must be in [0, 1), got {self.caption_noise}")
         _check(self.caption_noise_start >= 0, f"caption_noise_start must be >= 0, got {self.caption_noise_start}")
-        _check(self.lr_decay_steps == 0 or self.lr_decay_steps > self.warmup,
-               f"lr_decay_steps must be 0 or more than warmup ({self.warmup}), got {self.lr_decay_steps}")
+        _check(
+            self.lr_decay_steps == 0 or self.lr_decay_steps > self.warmup,
+            f"lr_decay_steps must be 0 or more than warmup ({self.warmup}), got {self.lr_decay_steps}",
+        )
         _check(self.frames >= 9 and self.side >= 32, "the world needs frames >= 9 and side >= 32")
         _check(self.side % 8 == 0, "side must be a multiple of 8")
 
@@ -107,8 +110,10 @@ def _check(ok: bool, message: str) -> None:
 
 def _sizes(cfg: Any) -> None:
     for n in ("frames", "height", "width"):
-        _check(isinstance(getattr(cfg, n), int) and getattr(cfg, n) >= 0, f"{n} must be >= 0 (0 = the model's "
-               f"default), got {getattr(cfg, n)!r}")
+        _check(
+            isinstance(getattr(cfg, n), int) and getattr(cfg, n) >= 0,
+            f"{n} must be >= 0 (0 = the model's default), got {getattr(cfg, n)!r}",
+        )
 
 
 def _positive(cfg: Any, *names: str) -> None:
@@ -210,8 +215,10 @@ def parse_overrides(items: list[str]) -> dict:
         try:
             node[parts[-1]] = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError as e:
-            raise UserError(f"--set {key.strip()}: {raw!r} is not a YAML value ({getattr(e, 'problem', None) or e}); "
-                            "quote it, or close its brackets") from None
+            raise UserError(
+                f"--set {key.strip()}: {raw!r} is not a YAML value ({getattr(e, 'problem', None) or e}); "
+                "quote it, or close its brackets"
+            ) from None
     return out
 
 
@@ -261,7 +268,7 @@ def _prefixed(cls: type, where: str, msg: str) -> str:
         head = re.split(r"[\s:,.\[]", msg, maxsplit=1)[0]
         fields = {f.name for f in dataclasses.fields(cls)}
         if where.endswith(f".{head}.") and msg.startswith(f"{head}:"):  # "eval.critic." + "critic: ..."
-            msg = where.rstrip(".") + msg[len(head):]
+            msg = where.rstrip(".") + msg[len(head) :]
         else:
             msg = f"{where}{msg}" if head in fields else f"{where.rstrip('.')}: {msg}"
     return msg
@@ -433,16 +440,22 @@ class JudgeConfig(Section):
     def validate(self) -> None:
         _check(self.critic in CRITICS, f"critic: unknown critic {self.critic!r} (known: {', '.join(CRITICS)})")
         # the variable's NAME goes here; a pasted key is refused without echoing it, before any config is written
-        _check(not self.api_key_env or (re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.api_key_env) is not None
-                                        and not _looks_like_a_key(self.api_key_env)),
-               "api_key_env: expects the name of an environment variable holding the key (e.g. OPENAI_API_KEY); "
-               "the value given is not one (not shown: it may be the key itself, which must never be put in a "
-               "config)")
-        _positive(self, "frames", "frame_size", "max_tokens", "concurrency", "timeout_s", "batch_size",
-                  "feature_batch")
+        _check(
+            not self.api_key_env
+            or (
+                re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.api_key_env) is not None
+                and not _looks_like_a_key(self.api_key_env)
+            ),
+            "api_key_env: expects the name of an environment variable holding the key (e.g. OPENAI_API_KEY); "
+            "the value given is not one (not shown: it may be the key itself, which must never be put in a "
+            "config)",
+        )
+        _positive(self, "frames", "frame_size", "max_tokens", "concurrency", "timeout_s", "batch_size", "feature_batch")
         _check(self.image_format in ("png", "jpeg"), f"image_format must be png or jpeg, got {self.image_format!r}")
-        _check(self.retries >= 0 and self.http_retries >= 0 and self.backoff_s >= 0 and self.temperature >= 0,
-               "retries, http_retries, backoff_s and temperature must be >= 0")
+        _check(
+            self.retries >= 0 and self.http_retries >= 0 and self.backoff_s >= 0 and self.temperature >= 0,
+            "retries, http_retries, backoff_s and temperature must be >= 0",
+        )
         _check(0 <= self.max_unparseable <= 1, f"max_unparseable must be in [0, 1], got {self.max_unparseable}")
         _check(self.combine in ("vote", "mean"), f"combine must be vote or mean, got {self.combine!r}")
         _check(self.dtype in ("auto", "bfloat16", "float16", "float32"), f"unknown dtype {self.dtype!r}")
@@ -453,8 +466,10 @@ class JudgeConfig(Section):
         if self.critic == "reward":
             _check(bool(self.model), "the reward critic needs model (a local reward-model folder)")
         t = self.reward_thresholds
-        _check(isinstance(t, list) and len(t) == 2 and all(isinstance(x, (int, float)) for x in t) and t[0] <= t[1],
-               f"reward_thresholds must be [bad_below, good_from] with bad_below <= good_from, got {t!r}")
+        _check(
+            isinstance(t, list) and len(t) == 2 and all(isinstance(x, (int, float)) for x in t) and t[0] <= t[1],
+            f"reward_thresholds must be [bad_below, good_from] with bad_below <= good_from, got {t!r}",
+        )
         _check(self.reward_tie_margin >= 0, f"reward_tie_margin must be >= 0, got {self.reward_tie_margin}")
         if self.critic == "human":
             _check(bool(self.labels), "the human critic needs labels (a JSONL of annotations)")
@@ -463,8 +478,10 @@ class JudgeConfig(Section):
         if self.critic == "ensemble":
             _check(bool(self.members), "the ensemble critic needs members")
             for i, m in enumerate(self.members):
-                _check(isinstance(m, dict) and m.get("critic") not in (None, "ensemble"),
-                       f"members[{i}] must be a mapping of judge options with a critic other than ensemble")
+                _check(
+                    isinstance(m, dict) and m.get("critic") not in (None, "ensemble"),
+                    f"members[{i}] must be a mapping of judge options with a critic other than ensemble",
+                )
                 member(self, m).validate()
 
 
@@ -600,38 +617,78 @@ class TrainConfig(Section):
 
     def validate(self) -> None:
         _check(self.method in ("dpo", "kto", "rwr"), f"method must be dpo, kto or rwr, got {self.method!r}")
-        _check(self.tracker in ("none", "tensorboard", "wandb", "trackio"),
-               f"tracker must be none, tensorboard, wandb or trackio, got {self.tracker!r}")
+        _check(
+            self.tracker in ("none", "tensorboard", "wandb", "trackio"),
+            f"tracker must be none, tensorboard, wandb or trackio, got {self.tracker!r}",
+        )
         _check(self.finetune in ("lora", "full"), f"finetune must be lora or full, got {self.finetune!r}")
-        _check(not self.ref_offload or self.finetune == "full",
-               "ref_offload applies to finetune: full only (a LoRA's reference is the base network itself)")
-        _check(self.mixed_precision in ("no", "bf16"), f"mixed_precision must be no or bf16, got "
-               f"{self.mixed_precision!r}")
-        _check(self.optimizer in ("adamw", "adamw8bit"), f"optimizer must be adamw or adamw8bit, got "
-               f"{self.optimizer!r}")
-        _positive(self, "beta", "epochs", "batch_size", "grad_accum", "lr", "lora_rank", "lora_alpha", "save_every",
-                  "log_every", "max_skipped_steps")
-        _check(self.loss_spike_factor == 0 or self.loss_spike_factor > 1,
-               f"loss_spike_factor must be 0 (off) or above 1, got {self.loss_spike_factor}")
+        _check(
+            not self.ref_offload or self.finetune == "full",
+            "ref_offload applies to finetune: full only (a LoRA's reference is the base network itself)",
+        )
+        _check(
+            self.mixed_precision in ("no", "bf16"), f"mixed_precision must be no or bf16, got {self.mixed_precision!r}"
+        )
+        _check(
+            self.optimizer in ("adamw", "adamw8bit"), f"optimizer must be adamw or adamw8bit, got {self.optimizer!r}"
+        )
+        _positive(
+            self,
+            "beta",
+            "epochs",
+            "batch_size",
+            "grad_accum",
+            "lr",
+            "lora_rank",
+            "lora_alpha",
+            "save_every",
+            "log_every",
+            "max_skipped_steps",
+        )
+        _check(
+            self.loss_spike_factor == 0 or self.loss_spike_factor > 1,
+            f"loss_spike_factor must be 0 (off) or above 1, got {self.loss_spike_factor}",
+        )
         w = self.timestep_window
-        _check(isinstance(w, (list, tuple)) and len(w) == 2 and all(isinstance(x, (int, float)) for x in w)
-               and 0 <= w[0] < w[1] <= 1, f"timestep_window must be [low, high] with 0 <= low < high <= 1, got {w!r}")
-        for n in ("lambda_winner", "lambda_real", "lambda_desirable", "lambda_undesirable", "real_batch_size",
-                  "warmup", "weight_decay", "max_grad_norm", "kto_kl_pool"):
+        _check(
+            isinstance(w, (list, tuple))
+            and len(w) == 2
+            and all(isinstance(x, (int, float)) for x in w)
+            and 0 <= w[0] < w[1] <= 1,
+            f"timestep_window must be [low, high] with 0 <= low < high <= 1, got {w!r}",
+        )
+        for n in (
+            "lambda_winner",
+            "lambda_real",
+            "lambda_desirable",
+            "lambda_undesirable",
+            "real_batch_size",
+            "warmup",
+            "weight_decay",
+            "max_grad_norm",
+            "kto_kl_pool",
+        ):
             _check(getattr(self, n) is None or getattr(self, n) >= 0, f"{n} must be >= 0, got {getattr(self, n)}")
         if self.method == "kto":
-            _check(self.kto_kl_pool >= 2 or (self.kto_kl_pool == 0 and self.batch_size >= 2),
-                   f"kto_kl_pool={self.kto_kl_pool} with batch_size={self.batch_size}: KTO's reference point would rest "
-                   "on fewer than 2 rewards (give kto_kl_pool >= 2, e.g. 128)")
+            _check(
+                self.kto_kl_pool >= 2 or (self.kto_kl_pool == 0 and self.batch_size >= 2),
+                f"kto_kl_pool={self.kto_kl_pool} with batch_size={self.batch_size}: KTO's reference point would rest "
+                "on fewer than 2 rewards (give kto_kl_pool >= 2, e.g. 128)",
+            )
         _check(self.ref_cache >= 0, f"ref_cache must be >= 0, got {self.ref_cache}")
-        _check(self.ref_cache == 0 or self.method != "rwr",
-               f"ref_cache={self.ref_cache}: rwr has no reference to cache; set ref_cache: 0")
+        _check(
+            self.ref_cache == 0 or self.method != "rwr",
+            f"ref_cache={self.ref_cache}: rwr has no reference to cache; set ref_cache: 0",
+        )
         _check(0 <= self.caption_dropout < 1, f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
         _check(0 <= self.real_caption_noise < 1, f"real_caption_noise must be in [0, 1), got {self.real_caption_noise}")
         _check(self.nll_units in ("likelihood", "mse"), f"nll_units must be likelihood or mse, got {self.nll_units!r}")
-        _check(isinstance(self.rwr_scores, dict) and set(self.rwr_scores) == {"Good", "Normal", "Bad"}
-               and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in self.rwr_scores.values()),
-               f"rwr_scores must map Good, Normal and Bad to numbers, got {self.rwr_scores!r}")
+        _check(
+            isinstance(self.rwr_scores, dict)
+            and set(self.rwr_scores) == {"Good", "Normal", "Bad"}
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in self.rwr_scores.values()),
+            f"rwr_scores must map Good, Normal and Bad to numbers, got {self.rwr_scores!r}",
+        )
 
 
 @dataclass
@@ -682,12 +739,16 @@ class EvalConfig(Section):
     def validate(self) -> None:
         _positive(self, "clips_per_split", "num_steps", "batch_size")
         _sizes(self)
-        _check(isinstance(self.critic, (str, dict)), f"critic must be a critic name or a mapping of judge options, "
-               f"got {self.critic!r}")
+        _check(
+            isinstance(self.critic, (str, dict)),
+            f"critic must be a critic name or a mapping of judge options, got {self.critic!r}",
+        )
         split, _, key = self.metric.partition("_")
-        _check(self.metric == "auto" or (split in ("indist", "heldout", "vbench") and key != ""),
-               f"metric must be 'auto' or SPLIT_KEY with SPLIT indist, heldout or vbench (e.g. indist_pass, "
-               f"heldout_score, heldout_win_rate), got {self.metric!r}")
+        _check(
+            self.metric == "auto" or (split in ("indist", "heldout", "vbench") and key != ""),
+            f"metric must be 'auto' or SPLIT_KEY with SPLIT indist, heldout or vbench (e.g. indist_pass, "
+            f"heldout_score, heldout_win_rate), got {self.metric!r}",
+        )
         _check(0 < self.heldout_fraction < 1, f"heldout_fraction must be in (0, 1), got {self.heldout_fraction}")
 
 
@@ -725,18 +786,27 @@ class RunConfig(Section):
     def validate(self) -> None:
         _positive(self, "rounds")
         # a run ranks several videos per prompt and leaves the middle out; standalone `vipo generate` may sample one
-        _check(self.generate.samples_per_prompt >= 3,
-               f"generate.samples_per_prompt must be at least 3, got {self.generate.samples_per_prompt}")
+        _check(
+            self.generate.samples_per_prompt >= 3,
+            f"generate.samples_per_prompt must be at least 3, got {self.generate.samples_per_prompt}",
+        )
         _check(self.patience >= 0, f"patience must be >= 0, got {self.patience}")
         _check(self.min_free_gb >= 0, f"min_free_gb must be >= 0, got {self.min_free_gb}")
-        _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
-               f"device must be auto, cpu or cuda, got {self.device!r}")
+        _check(
+            self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+            f"device must be auto, cpu or cuda, got {self.device!r}",
+        )
         # float16 would train without loss scaling (vipo has none), so `vipo run` refuses it; `vipo generate` takes it
-        _check(self.model_dtype in ("float32", "bfloat16"), "model_dtype must be float32 or bfloat16 (float16 "
-               f"trains without loss scaling; `vipo generate --model-dtype float16` samples in it), got "
-               f"{self.model_dtype!r}")
-        _check(self.model_dtype == "float32" or self.model != "world",
-               f"model_dtype: the embedded world model loads in float32 only, got {self.model_dtype!r}")
+        _check(
+            self.model_dtype in ("float32", "bfloat16"),
+            "model_dtype must be float32 or bfloat16 (float16 "
+            f"trains without loss scaling; `vipo generate --model-dtype float16` samples in it), got "
+            f"{self.model_dtype!r}",
+        )
+        _check(
+            self.model_dtype == "float32" or self.model != "world",
+            f"model_dtype: the embedded world model loads in float32 only, got {self.model_dtype!r}",
+        )
         if self.eval.critic:
             validate_tree(eval_judge(self), "eval.critic.")
 
@@ -769,7 +839,9 @@ def sections() -> dict[str, type]:
     name, and ``pretrain`` (``vipo world pretrain``)."""
     out: dict[str, type] = {"run": RunConfig}
     hints = typing.get_type_hints(RunConfig)
-    out.update({f.name: hints[f.name] for f in dataclasses.fields(RunConfig) if dataclasses.is_dataclass(hints[f.name])})
+    out.update(
+        {f.name: hints[f.name] for f in dataclasses.fields(RunConfig) if dataclasses.is_dataclass(hints[f.name])}
+    )
     out["pretrain"] = PretrainConfig
     return out
 

@@ -2,6 +2,7 @@
 
 Under a launcher (torchrun, accelerate launch) resolving the device also joins the process group, and 'cuda' means
 this rank's own GPU, ``cuda:LOCAL_RANK`` (:func:`vipo.dist.setup`)."""
+
 from __future__ import annotations
 
 import torch

@@ -21,6 +21,7 @@ The rules every stage follows (docs/scale.md):
   commit) is raised on every rank by :func:`step` / :func:`from_main`, so all exit with the same code; a SIGTERM on
   any rank stops every rank at the same step.
 """
+
 from __future__ import annotations
 
 import logging
@@ -71,8 +72,10 @@ def setup(device: str) -> str:
 
         _state = PartialState(cpu=not device.startswith("cuda"), timeout=timedelta(seconds=TIMEOUT_S))
         if _state.num_processes != int(os.environ["WORLD_SIZE"]):
-            raise RuntimeError(f"the launcher asked for {os.environ['WORLD_SIZE']} processes, the process group has "
-                               f"{_state.num_processes}")
+            raise RuntimeError(
+                f"the launcher asked for {os.environ['WORLD_SIZE']} processes, the process group has "
+                f"{_state.num_processes}"
+            )
     return str(_state.device) if device.startswith("cuda") else device
 
 
@@ -181,15 +184,17 @@ def sum_gradients(params) -> None:
         td.all_reduce(flat)
         at = 0
         for p in group:
-            p.grad.copy_(flat[at:at + p.numel()].view_as(p.grad))
+            p.grad.copy_(flat[at : at + p.numel()].view_as(p.grad))
             at += p.numel()
 
 
 #: DeepSpeed is refused (docs/scale.md): FSDP2 shards what ZeRO-3 shards, and its engine cannot run on a machine
 #: without CUDA, so vipo would ship it untested
-DEEPSPEED_REFUSED = ("accelerate's DeepSpeed config: vipo shards a full fine-tune with FSDP2 (launch with "
-                     "configs/accelerate/fsdp.yaml: weights, gradients and optimizer state sharded, as ZeRO-3 does); "
-                     "a LoRA trains data-parallel (torchrun or configs/accelerate/ddp.yaml)")
+DEEPSPEED_REFUSED = (
+    "accelerate's DeepSpeed config: vipo shards a full fine-tune with FSDP2 (launch with "
+    "configs/accelerate/fsdp.yaml: weights, gradients and optimizer state sharded, as ZeRO-3 does); "
+    "a LoRA trains data-parallel (torchrun or configs/accelerate/ddp.yaml)"
+)
 
 
 # -- FSDP2: a full fine-tune sharded over the ranks (accelerate launch --config_file configs/accelerate/fsdp.yaml) ----
@@ -240,8 +245,13 @@ def fsdp_load(module, optimizer, weights: dict, opt: dict) -> None:
     ``module`` and its optimizer; every rank passes them whole."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
-    set_state_dict(module, optimizer, model_state_dict=weights, optim_state_dict=opt,
-                   options=StateDictOptions(full_state_dict=True))
+    set_state_dict(
+        module,
+        optimizer,
+        model_state_dict=weights,
+        optim_state_dict=opt,
+        options=StateDictOptions(full_state_dict=True),
+    )
 
 
 def steps(count: int) -> int:
@@ -331,8 +341,9 @@ class OnMain:
         self._what = what
 
     def __getattr__(self, name: str):
-        raise RuntimeError(f"{self._what}.{name}: only the main process (rank 0) uses the {self._what}; "
-                           "this is a vipo bug")
+        raise RuntimeError(
+            f"{self._what}.{name}: only the main process (rank 0) uses the {self._what}; this is a vipo bug"
+        )
 
     def __enter__(self):
         return self
@@ -355,5 +366,6 @@ def quiet_logging() -> None:
         root.setLevel(logging.WARNING)
         for h in root.handlers:
             if h.formatter is not None and "rank" not in (h.formatter._fmt or ""):
-                h.setFormatter(logging.Formatter(f"[rank {me}] " + (h.formatter._fmt or "%(message)s"),
-                                                 h.formatter.datefmt))
+                h.setFormatter(
+                    logging.Formatter(f"[rank {me}] " + (h.formatter._fmt or "%(message)s"), h.formatter.datefmt)
+                )

@@ -18,6 +18,7 @@ step taken, not yet saved), ``train.mid_checkpoint`` (state files written, compl
 ``generate.latents`` (value), ``driver.after_train_before_record`` (round checkpoint complete, not yet in the ledger), and the writes
 ``write.video``, ``write.record``, ``write.checkpoint``. Unset, every point is one falsy dict test.
 """
+
 from __future__ import annotations
 
 import errno

@@ -1,5 +1,6 @@
 """Deterministic seeds. Training samples and evaluation clips draw from disjoint ranges, so no eval seed is ever a
 training seed: training seeds are in [0, 2**31), evaluation seeds in [2**31, 2**32)."""
+
 from __future__ import annotations
 
 import hashlib

@@ -9,6 +9,7 @@ normal quantile (1.96 for 95%),
 
 :func:`rate` bundles a proportion with its interval and count, the shape eval.json and the reports use.
 """
+
 from __future__ import annotations
 
 import math

@@ -11,6 +11,7 @@ the first process writes (``RANK`` 0, as torchrun and accelerate set it). Offlin
 files in RUN/tensorboard; wandb runs in ``mode="offline"`` in RUN (unless ``WANDB_MODE`` says otherwise; ``wandb
 sync`` uploads later); trackio keeps its SQLite store in RUN/trackio (unless ``TRACKIO_DIR`` is set).
 """
+
 from __future__ import annotations
 
 import atexit
@@ -91,9 +92,15 @@ class WandbTracker(Tracker):
         import wandb
 
         self.wandb = wandb
-        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "vipo"), name=self.run_dir.name,
-                              dir=str(self.run_dir), mode=os.environ.get("WANDB_MODE", "offline"), config=config,
-                              id=_run_id(self.run_dir), resume="allow")
+        self.run = wandb.init(
+            project=os.environ.get("WANDB_PROJECT", "vipo"),
+            name=self.run_dir.name,
+            dir=str(self.run_dir),
+            mode=os.environ.get("WANDB_MODE", "offline"),
+            config=config,
+            id=_run_id(self.run_dir),
+            resume="allow",
+        )
 
     def scalars(self, metrics, step):
         self.run.log(metrics, step=step)
@@ -116,8 +123,9 @@ class TrackioTracker(Tracker):
         import trackio
 
         self.trackio = trackio
-        self.run = trackio.init(project=os.environ.get("TRACKIO_PROJECT", "vipo"), name=self.run_dir.name,
-                                config=config, resume="allow")
+        self.run = trackio.init(
+            project=os.environ.get("TRACKIO_PROJECT", "vipo"), name=self.run_dir.name, config=config, resume="allow"
+        )
 
     def scalars(self, metrics, step):
         self.trackio.log(metrics, step=step)
@@ -130,8 +138,11 @@ class TrackioTracker(Tracker):
         self.trackio.finish()
 
 
-TRACKERS: dict[str, type[Tracker]] = {"tensorboard": TensorBoardTracker, "wandb": WandbTracker,
-                                      "trackio": TrackioTracker}
+TRACKERS: dict[str, type[Tracker]] = {
+    "tensorboard": TensorBoardTracker,
+    "wandb": WandbTracker,
+    "trackio": TrackioTracker,
+}
 
 
 def _run_id(run_dir: Path) -> str:
@@ -152,8 +163,10 @@ def require(name: str) -> None:
     try:
         importlib.import_module(package)
     except ImportError:
-        raise UserError(f"train.tracker={name}: the {package} package is not installed (pip install {package}), "
-                        "or set train.tracker: none") from None
+        raise UserError(
+            f"train.tracker={name}: the {package} package is not installed (pip install {package}), "
+            "or set train.tracker: none"
+        ) from None
 
 
 _active: Tracker | None = None
@@ -209,8 +222,11 @@ def train_step(round_: int, metrics: dict) -> None:
     if _active is None:
         return
     base = _offset(_active.run_dir, round_)
-    values = {f"train/{k}": float(v) for k, v in metrics.items()
-              if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    values = {
+        f"train/{k}": float(v)
+        for k, v in metrics.items()
+        if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
     values["train/round"] = float(round_)
     _active.scalars(values, base + int(metrics["step"]))
 

@@ -4,6 +4,7 @@ same command and compared with one uninterrupted run.
 Each process seeds torch's global generator first (``LAUNCH``): this torch build seeds it randomly per process, and
 it initializes LoRA's A matrices, so only then can two separate processes be compared weight for weight.
 """
+
 import hashlib
 import json
 import os
@@ -31,8 +32,9 @@ def vipo(*args, faults=None, env=None, timeout=300):
     e.update(OMP_NUM_THREADS="1", **(env or {}))
     if faults:
         e["VIPO_FAULTS"] = faults
-    return subprocess.run([sys.executable, "-c", LAUNCH, *map(str, args)], capture_output=True, text=True, env=e,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", LAUNCH, *map(str, args)], capture_output=True, text=True, env=e, timeout=timeout
+    )
 
 
 def run_cmd(model, out, rounds=1, *extra):
@@ -48,8 +50,11 @@ def ledger(out, sql, *args):
 
 
 def digest(folder, pattern="*"):
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.glob(pattern)) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.glob(pattern))
+        if p.is_file()
+    }
 
 
 def no_temp(out):
@@ -64,8 +69,10 @@ def one_line_error(proc):
 
 def same_training(out, ref, round_="round-1"):
     assert (out / round_ / "train_log.jsonl").read_text() == (ref / round_ / "train_log.jsonl").read_text()
-    a, b = load_file(str(out / LORA.replace("round-1", round_, 1))), load_file(str(ref / LORA.replace("round-1",
-                                                                                                         round_, 1)))
+    a, b = (
+        load_file(str(out / LORA.replace("round-1", round_, 1))),
+        load_file(str(ref / LORA.replace("round-1", round_, 1))),
+    )
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -113,10 +120,30 @@ def judge_world(tmp_path_factory, tiny_model_dir):
 
     srv = Server(default=scripted_answer)
     base = tmp_path_factory.mktemp("judge") / "run"
-    critic = ["--set", "judge.critic=openai", "--set", f"judge.base_url={srv.url}", "--set", "judge.model=m", "--set", "judge.frames=2",
-              "--set", "judge.frame_size=16", "--set", "judge.backoff_s=0", "--set", "judge.http_retries=0",
-              "--set", "judge.retries=1", "--set", "judge.timeout_s=0.5", "--set", "judge.api_key_env=VIPO_KEY",
-              "--set", "judge.max_unparseable=0.3"]
+    critic = [
+        "--set",
+        "judge.critic=openai",
+        "--set",
+        f"judge.base_url={srv.url}",
+        "--set",
+        "judge.model=m",
+        "--set",
+        "judge.frames=2",
+        "--set",
+        "judge.frame_size=16",
+        "--set",
+        "judge.backoff_s=0",
+        "--set",
+        "judge.http_retries=0",
+        "--set",
+        "judge.retries=1",
+        "--set",
+        "judge.timeout_s=0.5",
+        "--set",
+        "judge.api_key_env=VIPO_KEY",
+        "--set",
+        "judge.max_unparseable=0.3",
+    ]
     gen = ["generate", "--round", 1, "--model", tiny_model_dir, "--out", base, *ARGS, *critic]
     assert vipo(*gen, env={"VIPO_KEY": SECRET}).returncode == 0
     yield srv, base, critic
@@ -181,8 +208,7 @@ def test_row3_unparseable_empty_and_timed_out_answers(judge_world, tmp_path):
     examples = [json.loads(x) for x in (out / "round-1" / "examples.jsonl").read_text().splitlines()]
     assert not bad_ids & {e["sample"] for e in examples}  # excluded
     # above the threshold: a clear one-line message and a non-zero exit
-    proc = vipo(*judge_cmd(strict, critic, "--force", "--set", "judge.max_unparseable=0.01"),
-                env={"VIPO_KEY": SECRET})
+    proc = vipo(*judge_cmd(strict, critic, "--force", "--set", "judge.max_unparseable=0.01"), env={"VIPO_KEY": SECRET})
     assert proc.returncode == 2
     assert "unparseable" in one_line_error(proc) and "max_unparseable=0.01" in proc.stderr
     export = strict / "round-1" / "judgments.jsonl"  # the file the message points at was written first
@@ -194,8 +220,20 @@ def test_row4_corrupt_truncated_wrong_length_and_nan(tiny_model_dir, tmp_path):
 
     out = tmp_path / "run"
     cmd = run_cmd(tiny_model_dir, out, 1, "--set", "generate.max_quarantined=0.6")
-    gen = ["generate", "--round", 1, "--rounds", 1, "--model", tiny_model_dir, "--out", out, *ARGS,
-           "--set", "generate.max_quarantined=0.6"]
+    gen = [
+        "generate",
+        "--round",
+        1,
+        "--rounds",
+        1,
+        "--model",
+        tiny_model_dir,
+        "--out",
+        out,
+        *ARGS,
+        "--set",
+        "generate.max_quarantined=0.6",
+    ]
     assert vipo(*gen, faults="generate.latents:1=nan").returncode == 0  # the first 2 samples: NaN, found on write
     r1 = out / "round-1"
     shutil.copytree(out, tmp_path / "strict")
@@ -307,7 +345,6 @@ def test_row8_disk_full(ref, tiny_model_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert digest(samples) == digest(ref / "round-1" / "samples")
     same_training(out, ref)
-
 
 
 def test_row8_free_space_is_checked_before_each_stage(tiny_model_dir, tmp_path, capsys):

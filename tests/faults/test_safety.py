@@ -2,6 +2,7 @@
 given stale folders, a second writer, a killed lock holder, paths leading out, a forged pickle and script in every
 field of a report. (The one-line error of each bad input is in tests/unit/test_bad_input.py, in process.)
 """
+
 import json
 import os
 import shutil
@@ -28,14 +29,27 @@ def cli(*args, faults=None, umask=None, popen=False, timeout=300):
     cmd = [sys.executable, "-m", "vipo.cli", *map(str, args)]
     pre = (lambda: os.umask(umask)) if umask is not None else None
     if popen:
-        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
-                                preexec_fn=pre)
+        return subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=pre
+        )
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, preexec_fn=pre)
 
 
 def gen_cmd(model, out, *extra, prompts=PROMPTS):
-    return ["generate", "--model", model, "--out", out, "--samples-per-prompt", 2, "--steps", 2, "--quiet",
-            *[x for p in prompts for x in ("--prompt", p)], *extra]
+    return [
+        "generate",
+        "--model",
+        model,
+        "--out",
+        out,
+        "--samples-per-prompt",
+        2,
+        "--steps",
+        2,
+        "--quiet",
+        *[x for p in prompts for x in ("--prompt", p)],
+        *extra,
+    ]
 
 
 def in_process(capsys, *args):
@@ -59,8 +73,9 @@ def test_row12_stale_generate_is_refused_and_force_starts_over(tiny_model_dir, t
     (out / "notes.txt").write_text("mine")
     before, seeds = digest(out, "*.mp4"), {m["seed"] for m in meta}
     changed = ("--seed", 7, "--steps", 3)
-    rc, err = in_process(capsys, *gen_cmd(tiny_model_dir, out, *changed, prompts=PROMPTS[:1] + ("a green triangle "
-                                                                                                 "moving down",)))
+    rc, err = in_process(
+        capsys, *gen_cmd(tiny_model_dir, out, *changed, prompts=PROMPTS[:1] + ("a green triangle moving down",))
+    )
     assert rc == 2 and "--force" in err
     assert all(f in err for f in ("seed: 0 then, 7 now", "generate.num_steps: 2 then, 3 now", "prompts"))
     assert digest(out, "*.mp4") == before  # the old videos are neither kept as if new nor deleted
@@ -134,8 +149,9 @@ def _wait(cond, proc, what, timeout=240):
         time.sleep(0.1)
 
 
-def test_row14_one_writer_a_killed_holder_frees_the_folder_and_sigterm_stops_eval_between_clips(tiny_model_dir,
-                                                                                                  tmp_path, capsys):
+def test_row14_one_writer_a_killed_holder_frees_the_folder_and_sigterm_stops_eval_between_clips(
+    tiny_model_dir, tmp_path, capsys
+):
     out = tmp_path / "run"
     cmd = run_cmd(tiny_model_dir, out, 1, "--set", "eval.batch_size=1")
     clips = out / "round-0" / "eval"
@@ -167,8 +183,11 @@ def test_row15_paths_leading_out_of_the_folder_are_refused(tmp_path):
     meta = root / "metadata.jsonl"
     lines = meta.read_text().splitlines()
     (root / "link.mp4").symlink_to(secret)
-    for bad, verb, said in (("../outside.mp4", "judge", "'..' is refused"), (str(secret), "eval", "absolute paths "
-                            "are refused"), ("link.mp4", "judge", "a symlink leads outside")):
+    for bad, verb, said in (
+        ("../outside.mp4", "judge", "'..' is refused"),
+        (str(secret), "eval", "absolute paths are refused"),
+        ("link.mp4", "judge", "a symlink leads outside"),
+    ):
         meta.write_text(lines[0] + "\n" + json.dumps({"file_name": bad, "prompt": PROMPTS[0]}) + "\n")
         args = [verb, root, "--out", tmp_path / f"{verb}-out", "--quiet"]
         proc = cli(*args)
@@ -189,8 +208,21 @@ def test_row16_a_forged_pickle_state_is_never_executed(tmp_path, capsys):
 
     (state / "state.pt").write_bytes(pickle.dumps({"step": Payload()}))
     (state / "COMPLETE").write_text("ok\n")
-    args = ["world", "pretrain", "--out", out, "--steps", 2, "--set", "widths=[16,32,32]", "--set", "text_width=32",
-            "--set", "batch_size=2", "--quiet"]
+    args = [
+        "world",
+        "pretrain",
+        "--out",
+        out,
+        "--steps",
+        2,
+        "--set",
+        "widths=[16,32,32]",
+        "--set",
+        "text_width=32",
+        "--set",
+        "batch_size=2",
+        "--quiet",
+    ]
     proc = cli(*args)
     assert proc.returncode == 2 and "pickle-format state" in one_line_error(proc) and "--allow-pickle" in proc.stderr
     try:
@@ -207,8 +239,20 @@ XSS = "<script>document.body.dataset.pwned+='{0}'</script><img src=x onerror=\"d
 
 
 def dom(chromium, page):
-    return subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=3000",
-                           "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    return subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=3000",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
 
 
 def test_row17_script_in_every_report_field_shows_as_text(tiny_run_dir, chromium, tmp_path):
@@ -240,8 +284,21 @@ def test_row17_script_in_every_report_field_shows_as_text(tiny_run_dir, chromium
     meta.write_text("".join(json.dumps(r) + "\n" for r in rows))
     summary_file = run / "round-1" / "checkpoint" / "train_summary.json"
     train = json.loads(summary_file.read_text())
-    summary_file.write_text(json.dumps({key: XSS.format(f"train.{key}") for key in [
-        *train, "steps", "grad_norm_preference", "grad_norm_winner_nll", "lambda_desirable", "n_desirable"]}))
+    summary_file.write_text(
+        json.dumps(
+            {
+                key: XSS.format(f"train.{key}")
+                for key in [
+                    *train,
+                    "steps",
+                    "grad_norm_preference",
+                    "grad_norm_winner_nll",
+                    "lambda_desirable",
+                    "n_desirable",
+                ]
+            }
+        )
+    )
     for name, keys in (("pairs.jsonl", ("gap",)), ("train_log.jsonl", ("implicit_acc", "reward_margin"))):
         path = run / "round-1" / name
         rows = [dict(json.loads(x), **{key: XSS.format(key) for key in keys}) for x in path.read_text().splitlines()]
@@ -268,13 +325,26 @@ def test_row18_quiet_silences_the_libraries_progress_bars(tiny_family_dir, tmp_p
     diffusers.utils.logging.enable_progress_bar()  # the library's default (an earlier --quiet in this process)
     diffusers.DiffusionPipeline.from_pretrained(str(model))
     assert "Loading pipeline components" in capsys.readouterr().err  # what --quiet must silence: the test can fail
-    quiet = cli("generate", "--model", model, "--prompt", PROMPTS[0], "--samples-per-prompt", 1, "--steps", 2,
-                "--out", tmp_path / "gen", "--quiet")
+    quiet = cli(
+        "generate",
+        "--model",
+        model,
+        "--prompt",
+        PROMPTS[0],
+        "--samples-per-prompt",
+        1,
+        "--steps",
+        2,
+        "--out",
+        tmp_path / "gen",
+        "--quiet",
+    )
     assert quiet.returncode == 0 and "it/s]" not in quiet.stderr and "Loading" not in quiet.stderr, quiet.stderr
 
 
 def test_row19_a_yaml_value_that_does_not_parse_is_one_line(tmp_path):
     proc = cli("run", "--out", tmp_path / "run", "--set", "train.timestep_window=[0.9,1.0")
     assert proc.returncode == 2 and "--set train.timestep_window: '[0.9,1.0' is not a YAML value" in one_line_error(
-        proc)
+        proc
+    )
     assert not (tmp_path / "run").exists()

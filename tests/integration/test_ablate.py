@@ -1,4 +1,5 @@
 """`vipo ablate` at tiny size: two variants, one round; the tables name the command of every row."""
+
 from tests.conftest import TINY_RUN
 from vipo.cli import main
 from vipo.run.ablate import STUDIES, VARIANTS
@@ -6,8 +7,19 @@ from vipo.run.ablate import STUDIES, VARIANTS
 
 def test_two_variants_one_round(tmp_path, tiny_model_dir, capsys):
     out = tmp_path / "abl"
-    args = ["ablate", "--out", str(out), "--model", str(tiny_model_dir), "--rounds", "1", "--variant", "dpo",
-            "--variant", "no-nll"] + TINY_RUN
+    args = [
+        "ablate",
+        "--out",
+        str(out),
+        "--model",
+        str(tiny_model_dir),
+        "--rounds",
+        "1",
+        "--variant",
+        "dpo",
+        "--variant",
+        "no-nll",
+    ] + TINY_RUN
     assert main(args) == 0
     md = (out / "ablation.md").read_text()
     assert "## Real-data NLL term" in md and "## Rounds (IPO Table 2)" in md and "## Objective" not in md
@@ -20,8 +32,9 @@ def test_two_variants_one_round(tmp_path, tiny_model_dir, capsys):
 
     with Ledger(out / "no-nll" / "ledger.sqlite") as ledger:
         assert ledger.stage_info(0, "eval")["adopted_from"] == str(out / "dpo")
-    assert (out / "no-nll" / "round-0" / "eval" / "eval.json").read_text() == \
-        (out / "dpo" / "round-0" / "eval" / "eval.json").read_text()
+    assert (out / "no-nll" / "round-0" / "eval" / "eval.json").read_text() == (
+        out / "dpo" / "round-0" / "eval" / "eval.json"
+    ).read_text()
     assert main(["ablate", "--out", str(out), "--variant", "nope"]) == 2
     assert all(v in VARIANTS for _, names in STUDIES for v in names)
 

@@ -6,6 +6,7 @@ go back and change an answer, skip; data with ``<script>`` / ``<img onerror>`` s
 worked out by hand below. One server, one browser session. ``VIPO_SCREENSHOTS=docs/img`` also writes the two
 screenshots shown in docs/annotation.md there.
 """
+
 import http.client
 import json
 import os
@@ -30,17 +31,32 @@ from vipo.world import grammar, render  # noqa: E402
 
 XSS_PROMPT = 'a red circle moving left <script>window.__xss=1</script><img src=x onerror="window.__xss=1">'
 XSS_REASON = '<img src=x onerror="window.__xss=2"> looks fine'
-CLIPS = [("a red circle moving left", XSS_PROMPT), ("a red circle moving left", XSS_PROMPT),
-         ("a blue square moving up", "a blue square moving up"), ("a blue square moving up", "a blue square moving up")]
+CLIPS = [
+    ("a red circle moving left", XSS_PROMPT),
+    ("a red circle moving left", XSS_PROMPT),
+    ("a blue square moving up", "a blue square moving up"),
+    ("a blue square moving up", "a blue square moving up"),
+]
 DIMS = ("semantic", "fidelity", "motion")
 P0, P1 = "pairwise:clip-0.mp4|clip-1.mp4", "pairwise:clip-2.mp4|clip-3.mp4"
 S = [f"pointwise:clip-{i}.mp4" for i in range(4)]
 # what each annotator answers (item -> semantic, fidelity, motion); ann first says Tie on P0's motion, then goes
 # back and changes it to A; ann skips S3
-ANN = {P0: ("A", "A", "A"), P1: ("B", "Tie", "B"), S[0]: ("Good", "Normal", "Bad"), S[1]: ("Bad", "Bad", "Normal"),
-       S[2]: ("Good", "Good", "Good")}
-BOB = {P0: ("A", "B", "A"), P1: ("B", "Tie", "B"), S[0]: ("Good", "Bad", "Bad"), S[1]: ("Bad", "Normal", "Normal"),
-       S[2]: ("Good", "Good", "Good"), S[3]: ("Normal", "Normal", "Normal")}
+ANN = {
+    P0: ("A", "A", "A"),
+    P1: ("B", "Tie", "B"),
+    S[0]: ("Good", "Normal", "Bad"),
+    S[1]: ("Bad", "Bad", "Normal"),
+    S[2]: ("Good", "Good", "Good"),
+}
+BOB = {
+    P0: ("A", "B", "A"),
+    P1: ("B", "Tie", "B"),
+    S[0]: ("Good", "Bad", "Bad"),
+    S[1]: ("Bad", "Normal", "Normal"),
+    S[2]: ("Good", "Good", "Good"),
+    S[3]: ("Normal", "Normal", "Normal"),
+}
 
 
 def make_world_folder(root: Path) -> Path:
@@ -55,8 +71,12 @@ def make_world_folder(root: Path) -> Path:
 
 
 def start_server(root: Path, port: int = 0):
-    proc = subprocess.Popen([sys.executable, "-m", "vipo.cli", "annotate", "serve", str(root), "--k", "2",
-                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vipo.cli", "annotate", "serve", str(root), "--k", "2", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     line = proc.stdout.readline()
     if "serving on" not in line:
         proc.kill()
@@ -90,8 +110,15 @@ def browser(chromium, chromedriver):
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,960",
-                "--autoplay-policy=no-user-gesture-required", "--mute-audio", "--disable-gpu"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,960",
+        "--autoplay-policy=no-user-gesture-required",
+        "--mute-audio",
+        "--disable-gpu",
+    ):
         opts.add_argument(arg)
     driver = webdriver.Chrome(service=Service(executable_path=chromedriver), options=opts)
     driver.set_page_load_timeout(30)
@@ -117,26 +144,37 @@ def test_two_annotators_label_in_the_browser(browser, tmp_path, capsys):
     proc, base = start_server(root)
     shots = tmp_path / "shots"
     shots.mkdir()
-    sides: dict[tuple[str, str], str] = {}          # (annotator, pair) -> title of the video shown on the left
+    sides: dict[tuple[str, str], str] = {}  # (annotator, pair) -> title of the video shown on the left
     try:
         # -- no token, a wrong token: 401; nothing outside DIR, whatever the path ------------------------------
         assert status(base + "/") == 401 and status(base + "/api/next") == 401
         assert status(base + "/video/clip-0.mp4") == 401
         assert status(base + "/api/me", "vipo_1_" + "x" * 32) == 401 and status(base + "/api/me", tokens["ann"]) == 200
-        for path in ("/video/../secret.txt", "/video/%2e%2e/secret.txt", "/video/..%2fsecret.txt",
-                     f"/video/{tmp_path}/secret.txt", f"/video//{tmp_path}/secret.txt", "/video/escape.mp4",
-                     "/video/.vipo-annotate.sqlite", "/video/../../../../etc/passwd"):
+        for path in (
+            "/video/../secret.txt",
+            "/video/%2e%2e/secret.txt",
+            "/video/..%2fsecret.txt",
+            f"/video/{tmp_path}/secret.txt",
+            f"/video//{tmp_path}/secret.txt",
+            "/video/escape.mp4",
+            "/video/.vipo-annotate.sqlite",
+            "/video/../../../../etc/passwd",
+        ):
             code, body = raw_get(base, path, tokens["ann"])
             assert code in (400, 403, 404) and b"TOP SECRET" not in body and b"root:" not in body, path
         assert raw_get(base, "/video/clip-0.mp4", tokens["ann"])[0] == 200
 
         def current():
-            return d.execute_script("return item ? {id: item.id, task: item.task, left: item.videos[0].title, "
-                                    "answer: item.answer} : null")
+            return d.execute_script(
+                "return item ? {id: item.id, task: item.task, left: item.videos[0].title, answer: item.answer} : null"
+            )
 
         def wait_item(not_id=None):
-            wait.until(lambda _: (c := current()) is not None and c["id"] != not_id
-                       and d.find_element(By.ID, "prompt").text != "")
+            wait.until(
+                lambda _: (
+                    (c := current()) is not None and c["id"] != not_id and d.find_element(By.ID, "prompt").text != ""
+                )
+            )
             return current()
 
         def login(name):
@@ -170,9 +208,11 @@ def test_two_annotators_label_in_the_browser(browser, tmp_path, capsys):
                 chain = chain.send_keys(Keys.TAB, f"{who} {dim}: {reason}")
             chain.send_keys(Keys.ESCAPE).perform()
             if shot:
-                d.execute_script("document.getElementById('scrub').value = 400; "
-                                 "document.getElementById('scrub').dispatchEvent(new Event('input')); "
-                                 "window.scrollTo(0, 0)")
+                d.execute_script(
+                    "document.getElementById('scrub').value = 400; "
+                    "document.getElementById('scrub').dispatchEvent(new Event('input')); "
+                    "window.scrollTo(0, 0)"
+                )
                 wait.until(lambda _: d.execute_script("return videos.every(v => v.readyState >= 2 && !v.seeking)"))
                 d.save_screenshot(str(shots / shot))
             ActionChains(d).send_keys(Keys.ENTER).perform()
@@ -196,11 +236,12 @@ def test_two_annotators_label_in_the_browser(browser, tmp_path, capsys):
         wait.until(lambda _: d.execute_script("return videos.every(v => v.readyState >= 2)"))
         d.find_element(By.ID, "play").click()
         wait.until(lambda _: d.execute_script("return videos.every(v => v.currentTime > 0.3)"))
-        d.find_element(By.ID, "play").click()             # one button pauses both, in step
+        d.find_element(By.ID, "play").click()  # one button pauses both, in step
         t = d.execute_script("return videos.map(v => [v.paused, v.currentTime])")
         assert all(p for p, _ in t) and abs(t[0][1] - t[1][1]) < 0.01 and t[0][1] > 0.3
-        d.execute_script("const s = document.getElementById('scrub'); s.value = 500; "
-                         "s.dispatchEvent(new Event('input'))")  # one scrubber moves both
+        d.execute_script(
+            "const s = document.getElementById('scrub'); s.value = 500; s.dispatchEvent(new Event('input'))"
+        )  # one scrubber moves both
         t = d.execute_script("return videos.map(v => v.currentTime)")
         assert abs(t[0] - t[1]) < 0.01 and 1.0 < t[0] < 2.0
         by_mouse("ann", {P0: ("A", "A", "Tie")}, "the circle stays round", tags=[("B", "flicker")])
@@ -212,10 +253,16 @@ def test_two_annotators_label_in_the_browser(browser, tmp_path, capsys):
         ActionChains(d).send_keys(",").perform()
         cur = wait_item(P1)
         assert cur["id"] == P0 and cur["answer"]["verdicts"]["motion"] == "Tie"
-        assert d.find_element(By.CSS_SELECTOR, '[data-dim="motion"] button[data-value="Tie"]').get_attribute(
-            "aria-pressed") == "true"
-        assert d.find_element(By.CSS_SELECTOR, '[data-title="B"] button[data-tag="flicker"]').get_attribute(
-            "aria-pressed") == "true"
+        assert (
+            d.find_element(By.CSS_SELECTOR, '[data-dim="motion"] button[data-value="Tie"]').get_attribute(
+                "aria-pressed"
+            )
+            == "true"
+        )
+        assert (
+            d.find_element(By.CSS_SELECTOR, '[data-title="B"] button[data-tag="flicker"]').get_attribute("aria-pressed")
+            == "true"
+        )
         d.find_element(By.CSS_SELECTOR, '[data-dim="motion"] button[data-value="A"]').click()
         submit_click()
         cur = wait_item(P0)
@@ -236,10 +283,10 @@ def test_two_annotators_label_in_the_browser(browser, tmp_path, capsys):
         by_keys("ann", ANN, "the shape smears")
         by_keys("ann", ANN, "the square moves up, edges sharp, steady pace", shot="annotate-pointwise.png")
         assert current()["id"] == S[3]
-        ActionChains(d).send_keys(".").perform()               # skip: S3 goes to someone else
+        ActionChains(d).send_keys(".").perform()  # skip: S3 goes to someone else
         wait.until(lambda _: d.find_element(By.ID, "done").is_displayed())
         assert d.find_element(By.ID, "progress").text == "5 / 5 done (1 skipped)"
-        d.find_element(By.ID, "admin-toggle").click()          # ann is an admin: everyone's progress
+        d.find_element(By.ID, "admin-toggle").click()  # ann is an admin: everyone's progress
         wait.until(lambda _: "bob" in d.find_element(By.ID, "admin-rows").text)
 
         # -- bob: everything by keyboard, one reason with <img onerror> ----------------------------------------
@@ -256,14 +303,16 @@ def test_two_annotators_label_in_the_browser(browser, tmp_path, capsys):
         port = int(base.rsplit(":", 1)[1])
         proc, base2 = start_server(root, port)
         assert base2 == base
-        d.refresh()                                             # bob's cookie still works; he resumes
+        d.refresh()  # bob's cookie still works; he resumes
         wait.until(lambda _: d.find_element(By.ID, "done").is_displayed())
         assert d.find_element(By.ID, "progress").text == "6 / 6 done"
-        ActionChains(d).send_keys(",").perform()               # back to S3: the reason is text in its box
+        ActionChains(d).send_keys(",").perform()  # back to S3: the reason is text in its box
         cur = wait_item()
         assert cur["id"] == S[3]
-        assert d.find_element(By.CSS_SELECTOR, '[data-reason="motion"]').get_attribute("value") == \
-            f"bob motion: {XSS_REASON}"
+        assert (
+            d.find_element(By.CSS_SELECTOR, '[data-reason="motion"]').get_attribute("value")
+            == f"bob motion: {XSS_REASON}"
+        )
         assert d.execute_script("return document.querySelectorAll('#dims img, #task img').length") == 0
         assert d.execute_script("return window.__xss === undefined")
     finally:
@@ -289,7 +338,7 @@ def test_two_annotators_label_in_the_browser(browser, tmp_path, capsys):
     assert [verdict[(S[0], x)] for x in DIMS] == ["Good", None, "Bad"]
     assert [verdict[(S[1], x)] for x in DIMS] == ["Bad", None, "Normal"]
     assert [verdict[(S[2], x)] for x in DIMS] == ["Good"] * 3
-    assert not votes[S[3]]["complete"]                                      # ann skipped it: one answer of k=2
+    assert not votes[S[3]]["complete"]  # ann skipped it: one answer of k=2
     labels = [json.loads(x) for x in (out / "labels.jsonl").read_text().splitlines()]
     assert [r.get("a") or r.get("video") for r in labels] == ["clip-2.mp4", "clip-2.mp4"]
     assert labels[0]["verdicts"] == {"semantic": "B", "fidelity": "Tie", "motion": "B"}
@@ -301,8 +350,9 @@ def test_two_annotators_label_in_the_browser(browser, tmp_path, capsys):
     assert pw["semantic"]["percent_agreement"] == 1.0 and pw["semantic"]["alpha"] == pytest.approx(1.0)
     assert pw["motion"]["alpha"] == pytest.approx(1.0)
     # pointwise fidelity: N/B, B/N, G/G -> 1/3; alpha = 1 - (4/6) / (24/30) = 1/6 (S3's lone rating pairs with none)
-    assert pt["fidelity"]["percent_agreement"] == pytest.approx(1 / 3) and pt["fidelity"]["alpha"] == \
-        pytest.approx(1 / 6)
+    assert pt["fidelity"]["percent_agreement"] == pytest.approx(1 / 3) and pt["fidelity"]["alpha"] == pytest.approx(
+        1 / 6
+    )
     assert pt["fidelity"]["ratings"] == 7
     ann = summary["agreement"]["pointwise"]["annotators"]["ann"]["fidelity"]
     assert ann["agreement_with_others"]["rate"] == pytest.approx(1 / 3) and ann["answers"] == 3
@@ -319,5 +369,7 @@ def test_two_annotators_label_in_the_browser(browser, tmp_path, capsys):
     train = [json.loads(x) for x in (out / "critic_train.jsonl").read_text().splitlines()]
     rec = next(r for r in train if r["id"] == f"{P0}#motion")
     assert rec["votes"] == {"A": 2, "B": 0, "Tie": 0} and rec["reasons"] == [
-        "ann motion: the circle stays round", "bob motion: fine"]
+        "ann motion: the circle stays round",
+        "bob motion: fine",
+    ]
     assert (out / "videos" / "clip-0.mp4").is_file()

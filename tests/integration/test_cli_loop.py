@@ -1,4 +1,5 @@
 """The whole loop through the CLI at tiny size: layout, records, resumption, standalone generate."""
+
 import json
 import sqlite3
 import subprocess
@@ -22,8 +23,14 @@ def test_one_round_run_through_cli(tmp_path, tiny_model_dir, method, request):
     else:
         out = tmp_path / "run"
         # a KTO micro-batch of one item: the reference point comes from a pool of rewards, never from the item itself
-        assert main(["run", "--model", str(tiny_model_dir), "--out", str(out), "--rounds", "1", "--method", method]
-                    + TINY_RUN + ["--set", "train.batch_size=1", "--set", "train.kto_kl_pool=8"]) == 0
+        assert (
+            main(
+                ["run", "--model", str(tiny_model_dir), "--out", str(out), "--rounds", "1", "--method", method]
+                + TINY_RUN
+                + ["--set", "train.batch_size=1", "--set", "train.kto_kl_pool=8"]
+            )
+            == 0
+        )
     assert (out / "config.yaml").is_file() and (out / "report.md").is_file() and (out / "report.png").is_file()
     report = (out / "report.md").read_text()
     assert "Change of semantic pass from the base, paired over the same 3 clips" in report and "## Training" in report
@@ -95,8 +102,11 @@ def test_changed_config_is_refused(tmp_path, tiny_model_dir, capsys):
 def test_kill_mid_run_and_resume(tmp_path, tiny_model_dir):
     """SIGKILL the process during training, re-run the same command: it finishes with the same records."""
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "vipo.cli", "run", "--model", str(tiny_model_dir), "--out", str(out),
-           "--rounds", "1"] + TINY_RUN + ["--set", "train.epochs=8"]
+    cmd = (
+        [sys.executable, "-m", "vipo.cli", "run", "--model", str(tiny_model_dir), "--out", str(out), "--rounds", "1"]
+        + TINY_RUN
+        + ["--set", "train.epochs=8"]
+    )
     import os
     import signal
     import time
@@ -121,8 +131,27 @@ def test_standalone_generate(tmp_path, tiny_model_dir):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red circle moving left\na blue square moving up\n")
     out = tmp_path / "gen"
-    assert main(["generate", "--model", str(tiny_model_dir), "--prompts", str(prompts), "--samples-per-prompt",
-                 "2", "--seed", "5", "--steps", "2", "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--model",
+                str(tiny_model_dir),
+                "--prompts",
+                str(prompts),
+                "--samples-per-prompt",
+                "2",
+                "--seed",
+                "5",
+                "--steps",
+                "2",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     meta = rows(out / "metadata.jsonl")  # the videofolder layout: mp4s and metadata.jsonl straight in --out
     assert len(meta) == 4 and {m["prompt"] for m in meta} == {"a red circle moving left", "a blue square moving up"}
     from vipo.io.video import read_mp4
@@ -131,8 +160,27 @@ def test_standalone_generate(tmp_path, tiny_model_dir):
     assert frames.shape[0] == 9 and frames.dtype == np.uint8
     # same seed, same video
     out2 = tmp_path / "gen2"
-    assert main(["generate", "--model", str(tiny_model_dir), "--prompts", str(prompts), "--samples-per-prompt",
-                 "2", "--seed", "5", "--steps", "2", "--out", str(out2), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--model",
+                str(tiny_model_dir),
+                "--prompts",
+                str(prompts),
+                "--samples-per-prompt",
+                "2",
+                "--seed",
+                "5",
+                "--steps",
+                "2",
+                "--out",
+                str(out2),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert np.array_equal(read_mp4(out2 / meta[0]["file_name"]), frames)
 
 

@@ -1,5 +1,6 @@
 """Human labels, the ensemble, `vipo critic eval`, and the omniscore, human and ensemble critics through `vipo run`
 (the openai and vlm critics' runs are in their own files)."""
+
 import json
 
 import pytest
@@ -17,9 +18,12 @@ BAD = {"semantic": "Bad", "fidelity": "Good", "motion": "Good"}
 
 def _labels(path):
     # clip-00 and clip-02 move the wrong way (video_folder); clip-03 is left unannotated on purpose
-    rows = [{"video": "clip-00.mp4", "labels": BAD, "reasons": {"semantic": "moves right"}},
-            {"video": "clip-01.mp4", "labels": GOOD}, {"video": "clip-02.mp4", "labels": BAD},
-            {"a": "clip-00.mp4", "b": "clip-01.mp4", "verdicts": {"semantic": "B", "fidelity": "Tie", "motion": "Tie"}}]
+    rows = [
+        {"video": "clip-00.mp4", "labels": BAD, "reasons": {"semantic": "moves right"}},
+        {"video": "clip-01.mp4", "labels": GOOD},
+        {"video": "clip-02.mp4", "labels": BAD},
+        {"a": "clip-00.mp4", "b": "clip-01.mp4", "verdicts": {"semantic": "B", "fidelity": "Tie", "motion": "Tie"}},
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
@@ -28,8 +32,25 @@ def test_human_critic_through_vipo_judge(tmp_path, capsys):
     folder = tmp_path / "videos"
     video_folder(folder)
     out = tmp_path / "j.jsonl"
-    assert main(["judge", str(folder), "--critic", "human", "--labels", str(_labels(tmp_path / "l.jsonl")),
-                 "--out", str(out), "--pairwise", "--set", "max_unparseable=0.5", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "judge",
+                str(folder),
+                "--critic",
+                "human",
+                "--labels",
+                str(_labels(tmp_path / "l.jsonl")),
+                "--out",
+                str(out),
+                "--pairwise",
+                "--set",
+                "max_unparseable=0.5",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     rows = {r["key"]: r for r in map(json.loads, out.read_text().splitlines())}
     assert rows["pw:clip-00.mp4"]["labels"] == BAD and rows["pw:clip-00.mp4"]["reasons"]["semantic"] == "moves right"
     assert rows["pair:clip-00.mp4|clip-01.mp4"]["overall"] == "B"
@@ -45,6 +66,7 @@ class Fixed:
 
     def pointwise_many(self, videos):
         from vipo.critics.base import CriticParseError
+
         return [CriticParseError("x", "?") if self.fail else Pointwise(dict(self.labels), {}, "r") for _ in videos]
 
     def pairwise_many(self, pairs):
@@ -85,9 +107,26 @@ def test_critic_eval_against_the_world_judge_and_human_labels(tmp_path, capsys):
 
 def test_omniscore_critic_through_vipo_run(tmp_path, tiny_model_dir, capsys):
     out = tmp_path / "run"
-    assert main(["run", "--model", str(tiny_model_dir), "--out", str(out), "--rounds", "1", "--set",
-                 "judge.critic=omniscore", "--set", "pairs.alpha=1"] + TINY_RUN
-                + ["--set", "eval.clips_per_split=1"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--model",
+                str(tiny_model_dir),
+                "--out",
+                str(out),
+                "--rounds",
+                "1",
+                "--set",
+                "judge.critic=omniscore",
+                "--set",
+                "pairs.alpha=1",
+            ]
+            + TINY_RUN
+            + ["--set", "eval.clips_per_split=1"]
+        )
+        == 0
+    )
     summary = json.loads((out / "summary.json").read_text())
     # eval.metric 'auto': a critic without the world judge's exact pass rate is watched by its mean score
     assert summary["metric"] == "indist_score" and 0 < summary["best_metric"] <= 1
@@ -99,8 +138,12 @@ def test_omniscore_critic_through_vipo_run(tmp_path, tiny_model_dir, capsys):
     pairs = [json.loads(x) for x in (out / "round-1" / "pairs.jsonl").read_text().splitlines()]
     assert all(p["gap"] >= 0 for p in pairs)
     import sqlite3
-    info = json.loads(sqlite3.connect(out / "ledger.sqlite").execute(
-        "select data from stages where round=1 and stage='judge'").fetchone()[0])
+
+    info = json.loads(
+        sqlite3.connect(out / "ledger.sqlite")
+        .execute("select data from stages where round=1 and stage='judge'")
+        .fetchone()[0]
+    )
     assert info["unparseable_rate"] == 0.0 and info["consistency_rate"] == 1.0 and info["pairwise"] == 18
 
 
@@ -111,21 +154,35 @@ def test_human_critic_through_vipo_run(tmp_path, tiny_model_dir, capsys):
     args = run_one_round(tiny_model_dir, out, "judge.critic=human", f"judge.labels={labels}")
     assert main(["generate", "--round", "1"] + args[1:]) == 0  # no labels yet: generating needs no critic
     meta = [json.loads(x) for x in (out / "round-1" / "samples" / "metadata.jsonl").read_text().splitlines()]
-    grade = ({"semantic": "Good", "fidelity": "Good", "motion": "Normal"},
-             {"semantic": "Normal", "fidelity": "Good", "motion": "Normal"},
-             {"semantic": "Bad", "fidelity": "Normal", "motion": "Normal"})
+    grade = (
+        {"semantic": "Good", "fidelity": "Good", "motion": "Normal"},
+        {"semantic": "Normal", "fidelity": "Good", "motion": "Normal"},
+        {"semantic": "Bad", "fidelity": "Normal", "motion": "Normal"},
+    )
     by_sample = {(m["prompt_id"], m["sample_index"]): m["file_name"] for m in meta}
-    labels.write_text("".join(json.dumps({"video": m["file_name"], "labels": grade[m["sample_index"]],
-                                          "reasons": {"semantic": f"sample {m['sample_index']}"}}) + "\n"
-                              for m in meta))
+    labels.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "video": m["file_name"],
+                    "labels": grade[m["sample_index"]],
+                    "reasons": {"semantic": f"sample {m['sample_index']}"},
+                }
+            )
+            + "\n"
+            for m in meta
+        )
+    )
     # pointwise labels only: every pair is unanswered, so the judge stage stops the run (exit 2, one line)
     assert main(args) == 2 and "unparseable" in capsys.readouterr().err.strip().splitlines()[-1]
     pairs = []
     for pid in {m["prompt_id"] for m in meta}:
         s0, s1, s2 = (f"samples/{by_sample[pid, k]}" for k in range(3))
-        pairs += [{"a": s0, "b": s1, "verdicts": {"semantic": "A", "fidelity": "Tie", "motion": "Tie"}},
-                  {"a": s1, "b": s2, "verdicts": {"semantic": "A", "fidelity": "A", "motion": "Tie"}},
-                  {"a": s2, "b": s0, "verdicts": {"semantic": "B", "fidelity": "B", "motion": "Tie"}}]
+        pairs += [
+            {"a": s0, "b": s1, "verdicts": {"semantic": "A", "fidelity": "Tie", "motion": "Tie"}},
+            {"a": s1, "b": s2, "verdicts": {"semantic": "A", "fidelity": "A", "motion": "Tie"}},
+            {"a": s2, "b": s0, "verdicts": {"semantic": "B", "fidelity": "B", "motion": "Tie"}},
+        ]
     with labels.open("a") as f:
         f.write("".join(json.dumps(p) + "\n" for p in pairs))
     assert main(args) == 0  # the run goes on; the unanswered questions are asked again
@@ -135,19 +192,29 @@ def test_human_critic_through_vipo_run(tmp_path, tiny_model_dir, capsys):
     for sid, s in samples.items():
         j = judgments[f"pw:{sid}"]
         assert j["labels"] == grade[s["sample_index"]] and j["reasons"]["semantic"] == f"sample {s['sample_index']}"
-    assert sorted((samples[p["chosen"]]["sample_index"], samples[p["rejected"]]["sample_index"]) for p in made) == \
-        [(0, 2)] * 3
+    assert (
+        sorted((samples[p["chosen"]]["sample_index"], samples[p["rejected"]]["sample_index"]) for p in made)
+        == [(0, 2)] * 3
+    )
     # the eval clips are generated and judged in one step, so nobody labelled them: recorded, left out of the rates
     results = [json.loads(x) for x in (out / "round-1" / "eval" / "results.jsonl").read_text().splitlines()]
-    assert all(r["error"].startswith("no human label for") and r["error"].endswith(f"round-1/eval/{r['file_name']}")
-               for r in results)
+    assert all(
+        r["error"].startswith("no human label for") and r["error"].endswith(f"round-1/eval/{r['file_name']}")
+        for r in results
+    )
 
 
 def test_ensemble_critic_through_vipo_run(tmp_path, tiny_model_dir):
     """Trains on the ensemble's judgments and evaluates with the world judge alone (``eval.critic``)."""
     out = tmp_path / "run"
-    args = run_one_round(tiny_model_dir, out, "judge.critic=ensemble", "judge.combine=mean",
-                         "judge.members=[{critic: world}, {critic: metric}]", "eval.critic=world")
+    args = run_one_round(
+        tiny_model_dir,
+        out,
+        "judge.critic=ensemble",
+        "judge.combine=mean",
+        "judge.members=[{critic: world}, {critic: metric}]",
+        "eval.critic=world",
+    )
     assert main(args) == 0
     judgments, pairs, info = check_round(out, "ensemble")
     assert info["unparseable_rate"] == 0.0 and len(pairs) == 3
@@ -161,7 +228,9 @@ def test_ensemble_critic_through_vipo_run(tmp_path, tiny_model_dir):
         assert ev["config"]["critic"] == "world" and "semantic_pass" in ev["indist"]
     assert json.loads((out / "summary.json").read_text())["metric"] == "indist_pass"
     # the members are in the config snapshot, and the same command on the finished run is accepted and does nothing
-    assert yaml.safe_load((out / "config.yaml").read_text())["judge"]["members"] == [{"critic": "world"},
-                                                                                    {"critic": "metric"}]
+    assert yaml.safe_load((out / "config.yaml").read_text())["judge"]["members"] == [
+        {"critic": "world"},
+        {"critic": "metric"},
+    ]
     before = (out / "round-1" / "judgments.jsonl").read_bytes()
     assert main(args) == 0 and (out / "round-1" / "judgments.jsonl").read_bytes() == before

@@ -1,4 +1,5 @@
 """A whole one-round ``vipo run`` through the CLI on a tiny random pipeline of each real family (placeholder critic)."""
+
 import json
 
 import numpy as np
@@ -38,8 +39,25 @@ def _count_encoder_calls(monkeypatch) -> dict:
 def test_one_round_run_through_cli(tmp_path, tiny_family_dir, monkeypatch, family, method):
     out = tmp_path / "run"
     calls = _count_encoder_calls(monkeypatch)
-    assert main(["run", "--model", str(tiny_family_dir(family)), "--out", str(out), "--rounds", "1", "--method",
-                 method, "--set", "judge.critic=metric"] + TINY_RUN) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--model",
+                str(tiny_family_dir(family)),
+                "--out",
+                str(out),
+                "--rounds",
+                "1",
+                "--method",
+                method,
+                "--set",
+                "judge.critic=metric",
+            ]
+            + TINY_RUN
+        )
+        == 0
+    )
     # generation stored each prompt's conditioning in the run's text cache and samples train from their latents:
     # the train stage runs neither the text encoder nor the VAE
     assert calls["steps"] > 1 and calls["text"] == 0 and calls["vae"] == 0
@@ -49,8 +67,7 @@ def test_one_round_run_through_cli(tmp_path, tiny_family_dir, monkeypatch, famil
     samples = [json.loads(line) for line in (r1 / "samples.jsonl").read_text().splitlines()]
     cached = {f.stem for f in (out / "cache" / "text").glob("*/*.safetensors")}
     assert {digest(p)[:32] for p in ["", *(s["prompt"] for s in samples)]} <= cached
-    assert len(samples) == 9 and all((r1 / s["file_name"]).is_file() and (r1 / s["latent"]).is_file()
-                                     for s in samples)
+    assert len(samples) == 9 and all((r1 / s["file_name"]).is_file() and (r1 / s["latent"]).is_file() for s in samples)
     ckpt = r1 / "checkpoint"
     assert json.loads((ckpt / "policy.json").read_text())["family"] == family
     assert (ckpt / "pytorch_lora_weights.safetensors").is_file()  # diffusers' load_lora_weights(checkpoint)
@@ -59,9 +76,27 @@ def test_one_round_run_through_cli(tmp_path, tiny_family_dir, monkeypatch, famil
     # the trained policy generates through the standalone verb
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red circle moving left\n")
-    assert main(["generate", "--model", str(tiny_family_dir(family)), "--lora", str(ckpt), "--prompts",
-                 str(prompts), "--samples-per-prompt", "1", "--steps", "2", "--out", str(tmp_path / "gen"),
-                 "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--model",
+                str(tiny_family_dir(family)),
+                "--lora",
+                str(ckpt),
+                "--prompts",
+                str(prompts),
+                "--samples-per-prompt",
+                "1",
+                "--steps",
+                "2",
+                "--out",
+                str(tmp_path / "gen"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert len(list((tmp_path / "gen").glob("*.mp4"))) == 1
 
 
@@ -88,6 +123,7 @@ def _record_encoder_calls(monkeypatch) -> list:
         def run(self, *a, **k):
             phase["now"] = (self.k, name)
             return method(self, *a, **k)
+
         return run
 
     monkeypatch.setattr(lora, "load_policy", loading)
@@ -113,9 +149,20 @@ def test_text_and_real_video_caches_are_reused_across_rounds_and_runs(tmp_path, 
     events = _record_encoder_calls(monkeypatch)
     prompts, cache = tmp_path / "prompts.txt", tmp_path / "latents"
     prompts.write_text("a cat surfing a wave\na red balloon over a city\nwaves on a beach at dusk\n")
-    args = ["--model", str(tiny_family_dir("ltx")), "--method", "dpo", "--set", "judge.critic=metric", "--set",
-            f"prompts.source={prompts}", "--set", f"train.real_videos={_real_videos(tmp_path / 'real')}",
-            "--set", f"train.real_cache={cache}"] + TINY_RUN
+    args = [
+        "--model",
+        str(tiny_family_dir("ltx")),
+        "--method",
+        "dpo",
+        "--set",
+        "judge.critic=metric",
+        "--set",
+        f"prompts.source={prompts}",
+        "--set",
+        f"train.real_videos={_real_videos(tmp_path / 'real')}",
+        "--set",
+        f"train.real_cache={cache}",
+    ] + TINY_RUN
     assert main(["run", "--out", str(tmp_path / "a"), "--rounds", "2"] + args) == 0
     r1 = [e[1:] for e in events if e[0] == 1]
     assert r1.count(("train", "vae")) == 2  # each real video once, before training
@@ -123,7 +170,7 @@ def test_text_and_real_video_caches_are_reused_across_rounds_and_runs(tmp_path, 
     for k in (1, 2):  # the encoders leave for the CPU around the training steps and are not used there
         train = [e[2] for e in events if e[:2] == (k, "train")]
         i = train.index("to cpu")
-        assert train[i + 1:] == ["to cpu"] and "text" not in train[i:]
+        assert train[i + 1 :] == ["to cpu"] and "text" not in train[i:]
     assert not [e for e in events if e[0] == 2 and e[2] in ("text", "vae")]  # round 2: everything cached
     assert len(list(cache.glob("*/*.safetensors"))) == 2
     log = [json.loads(line) for line in (tmp_path / "a" / "round-2" / "train_log.jsonl").read_text().splitlines()]
@@ -138,9 +185,29 @@ def test_full_fine_tune_checkpoint_is_the_next_rounds_policy_and_reference(tmp_p
     from vipo.train import lora
 
     base, out = tiny_family_dir("wan"), tmp_path / "run"
-    assert main(["run", "--model", str(base), "--out", str(out), "--rounds", "2", "--method", "dpo", "--set",
-                 "judge.critic=metric", "--set", "train.finetune=full", "--set", "train.ref_offload=true"]
-                + TINY_RUN) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--model",
+                str(base),
+                "--out",
+                str(out),
+                "--rounds",
+                "2",
+                "--method",
+                "dpo",
+                "--set",
+                "judge.critic=metric",
+                "--set",
+                "train.finetune=full",
+                "--set",
+                "train.ref_offload=true",
+            ]
+            + TINY_RUN
+        )
+        == 0
+    )
     ckpt = out / "round-1" / "checkpoint"
     policy = json.loads((ckpt / "policy.json").read_text())
     assert policy["denoiser"] == "transformer" and policy["adapters"] == []
@@ -164,8 +231,20 @@ def test_clip_size_through_the_cli(tmp_path, capsys, tiny_model_dir):
 
     torch.manual_seed(0)
     tiny_families.build("wan").save_pretrained(tmp_path / "wan")
-    args = ["generate", "--model", str(tmp_path / "wan"), "--prompt", "a cat surfing a wave", "--samples-per-prompt",
-            "1", "--steps", "2", "--out", str(tmp_path / "gen"), "--quiet"]
+    args = [
+        "generate",
+        "--model",
+        str(tmp_path / "wan"),
+        "--prompt",
+        "a cat surfing a wave",
+        "--samples-per-prompt",
+        "1",
+        "--steps",
+        "2",
+        "--out",
+        str(tmp_path / "gen"),
+        "--quiet",
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("vipo: error: generate.width=832 (the default): above 512 (nearest: 512).")
@@ -173,6 +252,11 @@ def test_clip_size_through_the_cli(tmp_path, capsys, tiny_model_dir):
     (video,) = (tmp_path / "gen").glob("*.mp4")  # the videofolder layout: mp4s straight in --out
     assert read_mp4(video).shape == (13, 64, 96, 3)  # (small clips are written upscaled by an integer)
     capsys.readouterr()
-    assert main(["run", "--model", str(tiny_model_dir), "--out", str(tmp_path / "run"), "--set", "eval.frames=25"]
-                + TINY_RUN) == 2
+    assert (
+        main(
+            ["run", "--model", str(tiny_model_dir), "--out", str(tmp_path / "run"), "--set", "eval.frames=25"]
+            + TINY_RUN
+        )
+        == 2
+    )
     assert "eval.frames=25: the world model's clips are always 9 x 32 x 32" in capsys.readouterr().err

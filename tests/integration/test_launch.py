@@ -6,6 +6,7 @@ rows the same and in the same order, the training log and the trained LoRA equal
 sum gradients in another order than one process does), and a launch whose rank 1 is killed mid-generation resumes,
 run again as it was, to that same result.
 """
+
 import hashlib
 import json
 import os
@@ -38,15 +39,22 @@ def launch(n, *args, tmp, faults=None, extra=None, timeout=600):
     env.update({"OMP_NUM_THREADS": "1", **(extra or {})})
     if faults:
         env["VIPO_FAULTS"] = faults
-    head = [sys.executable] if n == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                                            "--nproc_per_node", str(n)]
-    return subprocess.run([*head, str(script), *map(str, args)], capture_output=True, text=True, env=env,
-                          timeout=timeout)
+    head = (
+        [sys.executable]
+        if n == 1
+        else [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(n)]
+    )
+    return subprocess.run(
+        [*head, str(script), *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout
+    )
 
 
 def digest(folder, pattern="*"):
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.glob(pattern)) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.glob(pattern))
+        if p.is_file()
+    }
 
 
 def ledger_rows(out, table):
@@ -70,8 +78,9 @@ def same_result(one, two):
     for table in TABLES:
         assert ledger_rows(two, table) == ledger_rows(one, table), table
     # training: the same steps and metrics, to float tolerance
-    log1, log2 = ([json.loads(x) for x in (o / "round-1" / "train_log.jsonl").read_text().splitlines()]
-                  for o in (one, two))
+    log1, log2 = (
+        [json.loads(x) for x in (o / "round-1" / "train_log.jsonl").read_text().splitlines()] for o in (one, two)
+    )
     assert len(log1) == len(log2) > 1
     for a, b in zip(log1, log2):
         assert a.keys() == b.keys()
@@ -103,8 +112,14 @@ def same_result(one, two):
 
 
 #: a round stage by stage, as a user drives one verb at a time (each verb a launch of its own)
-STAGES = (("eval", "--round", 0), ("generate", "--round", 1), ("judge", "--round", 1), ("pairs", "--round", 1),
-          ("train", "--round", 1), ("eval", "--round", 1))
+STAGES = (
+    ("eval", "--round", 0),
+    ("generate", "--round", 1),
+    ("judge", "--round", 1),
+    ("pairs", "--round", 1),
+    ("train", "--round", 1),
+    ("eval", "--round", 1),
+)
 
 
 @pytest.fixture(scope="module")
@@ -145,8 +160,9 @@ def test_cogvideox_rank_killed_mid_generation_resumes_to_the_one_process_result(
     proc = launch(1, "run", "--out", one, *args, tmp=tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]
     # the standalone stage verb, rank 1 SIGKILLed right after writing its second batch (before rank 0 commits it)
-    proc = launch(2, "generate", "--round", 1, "--out", two, *args, tmp=tmp_path,
-                  faults="generate.after_batch:2=kill@1")
+    proc = launch(
+        2, "generate", "--round", 1, "--out", two, *args, tmp=tmp_path, faults="generate.after_batch:2=kill@1"
+    )
     assert proc.returncode != 0
     committed = [r["id"] for r in ledger_rows(two, "samples")]
     assert len(committed) == 4  # the first round of batches (one per rank), nothing of the second
@@ -162,8 +178,9 @@ def test_cogvideox_rank_killed_mid_generation_resumes_to_the_one_process_result(
     assert bool(cached[0]["done"].all()) and bool(cached[1]["done"].all())
     assert torch.allclose(cached[0]["errors"], cached[1]["errors"], rtol=1e-6, atol=0)
     # the text cache holds each prompt once, written by one rank before sampling
-    assert len(list((two / "cache" / "text").glob("*/*.safetensors"))) == len(list(
-        (one / "cache" / "text").glob("*/*.safetensors")))
+    assert len(list((two / "cache" / "text").glob("*/*.safetensors"))) == len(
+        list((one / "cache" / "text").glob("*/*.safetensors"))
+    )
 
 
 def accelerate_env(config, n=2):
@@ -212,12 +229,14 @@ def test_fsdp_full_finetune_under_the_accelerate_config_equals_one_process(tmp_p
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "FSDP2: the denoiser and its reference sharded over 2 processes" in proc.stderr
     assert "resumed training at step 2" in proc.stderr
-    log1, log2 = ([json.loads(x) for x in (o / "round-1" / "train_log.jsonl").read_text().splitlines()]
-                  for o in (one, two))
+    log1, log2 = (
+        [json.loads(x) for x in (o / "round-1" / "train_log.jsonl").read_text().splitlines()] for o in (one, two)
+    )
     assert len(log1) == len(log2) > 1
     for a, b in zip(log1, log2):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4, abs=1e-6) and b["grad_norm"] == pytest.approx(
-            a["grad_norm"], rel=1e-3)
+            a["grad_norm"], rel=1e-3
+        )
     # The weights: the ranks sum gradients in another order than one process, and AdamW turns a float-rounding
     # difference in a near-zero gradient into up to 2 lr per step on that element (m / sqrt(v) flips sign), so the
     # elementwise bound is Adam's, 2 lr per step; the update as a whole must agree to 1%
@@ -252,8 +271,9 @@ def test_deepspeed_config_is_refused_at_start(tmp_path, tiny_model_dir):
     config.write_text(DEEPSPEED)
     args, env = accelerate_env(config)
     assert args.use_deepspeed and env["ACCELERATE_USE_DEEPSPEED"] == "true"
-    proc = launch(2, "run", "--model", tiny_model_dir, "--out", tmp_path / "run", "--rounds", 1, *ARGS, tmp=tmp_path,
-                  extra=env)
+    proc = launch(
+        2, "run", "--model", tiny_model_dir, "--out", tmp_path / "run", "--rounds", 1, *ARGS, tmp=tmp_path, extra=env
+    )
     lines = [x for x in proc.stderr.splitlines() if x.startswith("vipo: error:")]
     assert proc.returncode != 0 and len(lines) == 2, proc.stderr[-3000:]  # one line per rank
     assert "DeepSpeed" in lines[0] and "configs/accelerate/fsdp.yaml" in lines[0]

@@ -1,4 +1,5 @@
 """The openai critic against a real chat-completions server on 127.0.0.1 with scripted answers."""
+
 import base64
 import io
 import json
@@ -34,8 +35,9 @@ class Server:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with outer.lock:
-                    outer.requests.append({"auth": self.headers.get("Authorization"), "path": self.path,
-                                           "body": body, "t": time.time()})
+                    outer.requests.append(
+                        {"auth": self.headers.get("Authorization"), "path": self.path, "body": body, "t": time.time()}
+                    )
                     act = outer.script.pop(0) if outer.script else outer.default
                 if callable(act):
                     act = act(body)
@@ -54,8 +56,11 @@ class Server:
                 if act == "slow":
                     time.sleep(1.0)
                     act = "Verdict: Good"
-                payload = b"this is not json" if act == "malformed" else json.dumps(
-                    {"choices": [{"message": {"role": "assistant", "content": act}}]}).encode()
+                payload = (
+                    b"this is not json"
+                    if act == "malformed"
+                    else json.dumps({"choices": [{"message": {"role": "assistant", "content": act}}]}).encode()
+                )
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
@@ -92,8 +97,26 @@ def no_proxy(monkeypatch):
 
 
 def _cli(folder, url, out, *extra):
-    return ["judge", str(folder), "--critic", "openai", "--base-url", url, "--model", "qwen-vl", "--out", str(out),
-            "--set", "frames=4", "--set", "frame_size=32", "--set", "backoff_s=0", "--quiet", *extra]
+    return [
+        "judge",
+        str(folder),
+        "--critic",
+        "openai",
+        "--base-url",
+        url,
+        "--model",
+        "qwen-vl",
+        "--out",
+        str(out),
+        "--set",
+        "frames=4",
+        "--set",
+        "frame_size=32",
+        "--set",
+        "backoff_s=0",
+        "--quiet",
+        *extra,
+    ]
 
 
 def test_judge_a_folder_through_the_endpoint_and_never_leak_the_key(tmp_path, server, monkeypatch, capsys):
@@ -105,8 +128,10 @@ def test_judge_a_folder_through_the_endpoint_and_never_leak_the_key(tmp_path, se
     assert main(["-v"] + _cli(folder, srv.url, out, "--set", "api_key_env=VIPO_TEST_KEY")) == 0
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert sum(r["kind"] == "pointwise" for r in rows) == 4 and not any("error" in r for r in rows)
-    assert all(r["labels"] == {"semantic": "Good", "fidelity": "Good", "motion": "Good"} and "Verdict" in r["raw"]
-               for r in rows)
+    assert all(
+        r["labels"] == {"semantic": "Good", "fidelity": "Good", "motion": "Good"} and "Verdict" in r["raw"]
+        for r in rows
+    )
     assert len(srv.requests) == 4 * 3  # one question per video and dimension
     req = srv.requests[0]
     assert req["path"] == "/v1/chat/completions" and req["auth"] == f"Bearer {KEY}"
@@ -130,12 +155,30 @@ def test_judge_a_folder_through_the_endpoint_and_never_leak_the_key(tmp_path, se
 
 
 def test_faults_429_500_slow_malformed_empty_are_retried(server):
-    script = [429, 500, "slow", "malformed", "Fine.\nVerdict: Good",  # semantic: 4 transport retries, then good
-              "", "I'm sorry, I cannot judge this video.",  # fidelity: empty; motion: a refusal
-              "Blurry edges.\nVerdict: Bad", "Smooth.\n**Verdict:** Normal"]  # the LLM-level retries
+    script = [
+        429,
+        500,
+        "slow",
+        "malformed",
+        "Fine.\nVerdict: Good",  # semantic: 4 transport retries, then good
+        "",
+        "I'm sorry, I cannot judge this video.",  # fidelity: empty; motion: a refusal
+        "Blurry edges.\nVerdict: Bad",
+        "Smooth.\n**Verdict:** Normal",
+    ]  # the LLM-level retries
     srv = server(script)
-    cfg = JudgeConfig(critic="openai", base_url=srv.url, model="m", frames=2, frame_size=16, concurrency=1,
-                      timeout_s=0.3, http_retries=4, backoff_s=0, retries=1)
+    cfg = JudgeConfig(
+        critic="openai",
+        base_url=srv.url,
+        model="m",
+        frames=2,
+        frame_size=16,
+        concurrency=1,
+        timeout_s=0.3,
+        http_retries=4,
+        backoff_s=0,
+        retries=1,
+    )
     (p,) = OpenAICritic(cfg).pointwise_many([Video("a red circle moving left", np.zeros((9, 16, 16, 3), np.uint8))])
     assert p.labels == {"semantic": "Good", "fidelity": "Bad", "motion": "Normal"}
     assert len(srv.requests) == 9
@@ -173,9 +216,12 @@ def test_garbage_answers_are_recorded_unparseable_and_counted(tmp_path, server, 
 
 def _pixels(body):
     """The answer :func:`pixel_verdict` gives to a chat-completions request, from the images it carries."""
-    parts = [p["text"] if p["type"] == "text" else
-             np.asarray(Image.open(io.BytesIO(base64.b64decode(p["image_url"]["url"].split(",", 1)[1]))))
-             for p in body["messages"][1]["content"]]
+    parts = [
+        p["text"]
+        if p["type"] == "text"
+        else np.asarray(Image.open(io.BytesIO(base64.b64decode(p["image_url"]["url"].split(",", 1)[1]))))
+        for p in body["messages"][1]["content"]
+    ]
     return pixel_verdict(split_videos(parts))
 
 
@@ -183,10 +229,24 @@ def test_openai_critic_through_vipo_run(tmp_path, server, monkeypatch, tiny_mode
     srv = server(default=_pixels)
     monkeypatch.setenv("VIPO_TEST_KEY", KEY)
     out = tmp_path / "run"
-    assert main(["-v"] + run_one_round(
-        tiny_model_dir, out, "judge.critic=openai", f"judge.base_url={srv.url}", "judge.model=qwen-vl",
-        "judge.api_key_env=VIPO_TEST_KEY", "judge.frames=2", "judge.frame_size=32", "judge.backoff_s=0",
-        "generate.batch_size=3")) == 0
+    assert (
+        main(
+            ["-v"]
+            + run_one_round(
+                tiny_model_dir,
+                out,
+                "judge.critic=openai",
+                f"judge.base_url={srv.url}",
+                "judge.model=qwen-vl",
+                "judge.api_key_env=VIPO_TEST_KEY",
+                "judge.frames=2",
+                "judge.frame_size=32",
+                "judge.backoff_s=0",
+                "generate.batch_size=3",
+            )
+        )
+        == 0
+    )
     judgments, pairs, info = check_round(out, "openai")
     # a served critic judges beside generation: the first prompt's questions went out before the last batch's videos
     # were written (one prompt per batch here), and the judge stage asked nothing again (counts below)

@@ -1,6 +1,7 @@
 """What `vipo run` and `vipo generate` check before they write anything (found by review of #14 x #15's merge): a
 clip size the model cannot take leaves no record behind, the evaluating critic must read the evaluation's prompts,
 and a base evaluation is adopted only by a run whose evaluation clips (prompts, seeds, size) are the same."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,8 +15,20 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_a_wrong_clip_size_writes_nothing(tmp_path, capsys):
     out = tmp_path / "g1"
-    args = ["generate", "--model", "world", "--out", str(out), "--prompt", "a red circle moving left",
-            "--samples-per-prompt", "1", "--steps", "1", "--quiet"]
+    args = [
+        "generate",
+        "--model",
+        "world",
+        "--out",
+        str(out),
+        "--prompt",
+        "a red circle moving left",
+        "--samples-per-prompt",
+        "1",
+        "--steps",
+        "1",
+        "--quiet",
+    ]
     assert main(args + ["--frames", "5"]) == 2
     err = capsys.readouterr().err
     assert "frames" in err and len(err.strip().splitlines()) == 1
@@ -25,8 +38,20 @@ def test_a_wrong_clip_size_writes_nothing(tmp_path, capsys):
 
 def test_eval_prompts_the_evaluating_critic_cannot_read_are_refused_at_start(tmp_path, capsys):
     out = tmp_path / "r1"
-    code = main(["run", "--model", "world", "--out", str(out), "--rounds", "1", "--quiet",
-                 "--set", f"eval.vbench={REPO / 'configs' / 'prompts' / 'vbench-subset.txt'}"])
+    code = main(
+        [
+            "run",
+            "--model",
+            "world",
+            "--out",
+            str(out),
+            "--rounds",
+            "1",
+            "--quiet",
+            "--set",
+            f"eval.vbench={REPO / 'configs' / 'prompts' / 'vbench-subset.txt'}",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "eval.vbench" in err and "world critic" in err, err
     assert not (out / "config.yaml").exists()

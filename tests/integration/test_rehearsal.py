@@ -4,6 +4,7 @@ part, with VBench's prompts, is the evaluation; an OpenAI-compatible critic serv
 prompt from each request and answers by a rule, as a served VLM would, with some malformed answers on the way.
 eval.json and the report carry the critic's Good rates, VBench-style dimensions and the win rate against the base,
 never a world attribute."""
+
 import json
 import re
 import threading
@@ -47,8 +48,12 @@ class RuleCritic:
             if self.n % 9 == 0:
                 self.broken += 1
                 return self.BROKEN[self.broken % 3]
-        parts = [p["text"] if p["type"] == "text" else np.asarray(Image.open(io.BytesIO(base64.b64decode(
-            p["image_url"]["url"].split(",", 1)[1])))) for p in body["messages"][1]["content"]]
+        parts = [
+            p["text"]
+            if p["type"] == "text"
+            else np.asarray(Image.open(io.BytesIO(base64.b64decode(p["image_url"]["url"].split(",", 1)[1]))))
+            for p in body["messages"][1]["content"]
+        ]
         text = next(p for p in parts if isinstance(p, str) and "Question:" in p)
         prompt = re.search(r'"(.*)"', text).group(1)
         with self.lock:
@@ -92,10 +97,23 @@ def test_a_real_family_round_on_a_suite_judged_by_a_served_critic(tmp_path, crit
     torch.manual_seed(0)
     tiny_families.build(family).save_pretrained(tmp_path / "model")  # plain diffusers: the family's default size
     out = tmp_path / "run"
-    sets = {"prompts.source": SUITE, "prompts.per_round": 3, "eval.heldout_fraction": 0.25, "eval.vbench": VBENCH,
-            "eval.clips_per_split": 2, "generate.frames": 9, "generate.height": 32, "generate.width": 32,
-            "judge.critic": "openai", "judge.base_url": srv.url, "judge.model": "scripted-vlm", "judge.frames": 3,
-            "judge.frame_size": 32, "judge.backoff_s": 0, "judge.concurrency": 2}
+    sets = {
+        "prompts.source": SUITE,
+        "prompts.per_round": 3,
+        "eval.heldout_fraction": 0.25,
+        "eval.vbench": VBENCH,
+        "eval.clips_per_split": 2,
+        "generate.frames": 9,
+        "generate.height": 32,
+        "generate.width": 32,
+        "judge.critic": "openai",
+        "judge.base_url": srv.url,
+        "judge.model": "scripted-vlm",
+        "judge.frames": 3,
+        "judge.frame_size": 32,
+        "judge.backoff_s": 0,
+        "judge.concurrency": 2,
+    }
     args = ["run", "--model", str(tmp_path / "model"), "--out", str(out), "--rounds", "1", "--method", method]
     assert main(args + TINY_RUN + [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]) == 0
     assert rule.broken > 0  # malformed answers were sent, and retried past
@@ -107,8 +125,15 @@ def test_a_real_family_round_on_a_suite_judged_by_a_served_critic(tmp_path, crit
         for split in ("heldout", "vbench"):
             e = ev[split]
             assert not {"color", "shape", "direction", "semantic_pass"} & set(e)  # no world attribute
-            assert {"semantic_good", "fidelity_good", "motion_good", "score", "vbench_quality",
-                    "vbench_temporal_flickering", "vbench_dynamic_degree"} <= set(e)
+            assert {
+                "semantic_good",
+                "fidelity_good",
+                "motion_good",
+                "score",
+                "vbench_quality",
+                "vbench_temporal_flickering",
+                "vbench_dynamic_degree",
+            } <= set(e)
             if k == 0:
                 assert "win_rate" not in e
                 continue

@@ -1,4 +1,5 @@
 """The run's report.html: rendered for a tiny run, opened in headless Chromium, its DOM and screenshot checked."""
+
 import subprocess
 
 import numpy as np
@@ -14,11 +15,17 @@ def test_report_html_in_headless_chromium(tiny_run_dir, chromium, tmp_path, caps
         assert (tiny_run_dir / name).is_file()
     text = page.read_text()
     assert "round-1/eval/" in text and "http" not in text.replace("http-equiv", "")  # self-contained
-    browser = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-               "--window-size=1200,1800"]
+    browser = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1200,1800"]
     dom = subprocess.run(browser + ["--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
-    for needed in ('id="metrics"', 'id="labels"', 'id="gaps"', 'id="train"', 'id="gallery"', "<td>base</td>",
-                   "<td>round 1</td>"):
+    for needed in (
+        'id="metrics"',
+        'id="labels"',
+        'id="gaps"',
+        'id="train"',
+        'id="gallery"',
+        "<td>base</td>",
+        "<td>round 1</td>",
+    ):
         assert needed in dom, needed
     assert dom.count("data:image/png;base64,") >= 4 + 2 * 4  # 5 plots, 4 prompts x (base, round 1) strips
     shot = tmp_path / "shot.png"

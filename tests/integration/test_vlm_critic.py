@@ -2,6 +2,7 @@
 
 Its answers are random characters: every question is unparseable, retried, recorded with its raw text and counted.
 """
+
 import json
 
 import pytest
@@ -19,9 +20,29 @@ def test_tiny_qwen2_vl_through_vipo_judge(tmp_path, tiny_vlm, capsys):
     folder = tmp_path / "videos"
     video_folder(folder)
     out = tmp_path / "j.jsonl"
-    args = ["judge", str(folder), "--critic", "vlm", "--model", str(tiny_vlm), "--out", str(out), "--quiet",
-            "--set", "frames=2", "--set", "frame_size=56", "--set", "max_tokens=6", "--set", "batch_size=12",
-            "--set", "retries=1", "--set", "device=cpu"]
+    args = [
+        "judge",
+        str(folder),
+        "--critic",
+        "vlm",
+        "--model",
+        str(tiny_vlm),
+        "--out",
+        str(out),
+        "--quiet",
+        "--set",
+        "frames=2",
+        "--set",
+        "frame_size=56",
+        "--set",
+        "max_tokens=6",
+        "--set",
+        "batch_size=12",
+        "--set",
+        "retries=1",
+        "--set",
+        "device=cpu",
+    ]
     assert main(args + ["--set", "max_unparseable=1.0"]) == 0
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(rows) == 4 and all("error" in r and "labels" not in r for r in rows)
@@ -47,9 +68,22 @@ def test_tiny_qwen2_vl_through_vipo_run(tmp_path, tiny_vlm, tiny_model_dir, monk
 
     monkeypatch.setattr(VLMCritic, "complete", complete)
     out = tmp_path / "run"
-    assert main(run_one_round(tiny_model_dir, out, "judge.critic=vlm", f"judge.model={tiny_vlm}", "judge.frames=2",
-                              "judge.frame_size=56", "judge.max_tokens=4", "judge.batch_size=16",
-                              "judge.device=cpu")) == 0
+    assert (
+        main(
+            run_one_round(
+                tiny_model_dir,
+                out,
+                "judge.critic=vlm",
+                f"judge.model={tiny_vlm}",
+                "judge.frames=2",
+                "judge.frame_size=56",
+                "judge.max_tokens=4",
+                "judge.batch_size=16",
+                "judge.device=cpu",
+            )
+        )
+        == 0
+    )
     judgments, pairs, info = check_round(out, "vlm")
     assert info["unparseable_rate"] == 0.0 and info["consistency_rate"] == 1.0 and len(pairs) == 3
     assert len(generated) == 3 * len(judgments) + 2 * 2 * 3  # + rounds 0 and 1's eval: 2 clips, 3 dimensions

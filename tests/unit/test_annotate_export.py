@@ -1,5 +1,6 @@
 """The annotation store, the export (labels, critic data, agreement, Label Studio) and its round trip through
 ``vipo judge --critic human``; confined paths."""
+
 import json
 import os
 
@@ -34,8 +35,12 @@ def test_items_of_a_folder(tmp_path):
     root = make_folder(tmp_path / "d")
     items = folder_items(root)
     pairs = [i for i in items if i.task == "pairwise"]
-    assert [p.videos for p in pairs] == [("clip-0.mp4", "clip-1.mp4"), ("clip-0.mp4", "clip-2.mp4"),
-                                         ("clip-1.mp4", "clip-2.mp4"), ("clip-3.mp4", "clip-4.mp4")]
+    assert [p.videos for p in pairs] == [
+        ("clip-0.mp4", "clip-1.mp4"),
+        ("clip-0.mp4", "clip-2.mp4"),
+        ("clip-1.mp4", "clip-2.mp4"),
+        ("clip-3.mp4", "clip-4.mp4"),
+    ]
     assert len([i for i in items if i.task == "pointwise"]) == 5
     few = [i for i in folder_items(root, "pairwise", pairs_per_prompt=1, seed=3)]
     assert len(few) == 2 and few == folder_items(root, "pairwise", pairs_per_prompt=1, seed=3)
@@ -58,7 +63,7 @@ def test_confined_paths(tmp_path):
     assert main(["annotate", "serve", str(root), "--port", "0"]) == 2
     meta.write_text(json.dumps({"file_name": "out.mp4", "prompt": "p"}) + "\n")
     assert main(["annotate", "serve", str(root), "--port", "0"]) == 2
-    assert main(["annotate", "export", str(root), "--out", str(tmp_path / "o")]) == 2     # no database yet
+    assert main(["annotate", "export", str(root), "--out", str(tmp_path / "o")]) == 2  # no database yet
 
 
 def _label_three(store, root):
@@ -66,11 +71,11 @@ def _label_three(store, root):
     store.set_meta(k=3)
     store.sync_items(folder_items(root))
     users = {n: store.authenticate(store.add_user(n)) for n in ("ann", "bob", "cyd")}
-    plan = {   # item -> annotator -> (semantic, fidelity, motion)
+    plan = {  # item -> annotator -> (semantic, fidelity, motion)
         "pairwise:clip-0.mp4|clip-1.mp4": {"ann": "AAB", "bob": "ABB", "cyd": "AAT"},
         "pairwise:clip-0.mp4|clip-2.mp4": {"ann": "BBB", "bob": "BAB", "cyd": "ATA"},
         "pairwise:clip-1.mp4|clip-2.mp4": {"ann": "TTT", "bob": "TTA", "cyd": "TTB"},
-        "pairwise:clip-3.mp4|clip-4.mp4": {"ann": "AAA", "bob": "AAA"},          # only two: incomplete
+        "pairwise:clip-3.mp4|clip-4.mp4": {"ann": "AAA", "bob": "AAA"},  # only two: incomplete
         "pointwise:clip-0.mp4": {"ann": "GGN", "bob": "GNN", "cyd": "GBB"},
         "pointwise:clip-1.mp4": {"ann": "BBB", "bob": "BNG", "cyd": "BBG"},
     }
@@ -88,12 +93,19 @@ def _label_three(store, root):
                 continue
             code = plan[item.id][name]
             if item.task == "pointwise":
-                v = {d: {"G": "Good", "N": "Normal", "B": "Bad"}[c] for d, c in zip(("semantic", "fidelity",
-                                                                                      "motion"), code)}
+                v = {
+                    d: {"G": "Good", "N": "Normal", "B": "Bad"}[c]
+                    for d, c in zip(("semantic", "fidelity", "motion"), code)
+                }
             else:
                 v = {d: word[c] for d, c in zip(("semantic", "fidelity", "motion"), code)}
-            store.answer(user, item.id, v, {d: f"{name}: {d} {v[d]} <img src=x onerror=alert(1)>" for d in v},
-                         {"A": ["blurry"]} if name == "ann" else {})
+            store.answer(
+                user,
+                item.id,
+                v,
+                {d: f"{name}: {d} {v[d]} <img src=x onerror=alert(1)>" for d in v},
+                {"A": ["blurry"]} if name == "ann" else {},
+            )
             seen += 1
         assert seen == sum(name in by for by in plan.values())
     return users, order
@@ -114,8 +126,13 @@ def test_store_assignment_export_and_human_critic(tmp_path):
     with pytest.raises(UserError, match="exists"):
         store.add_user("ann")
     # changing an answer replaces it
-    store.answer(users["cyd"], "pointwise:clip-1.mp4", {"semantic": "Bad", "fidelity": "Bad", "motion": "Good"},
-                 {"semantic": "c", "fidelity": "c", "motion": "c2"}, {})
+    store.answer(
+        users["cyd"],
+        "pointwise:clip-1.mp4",
+        {"semantic": "Bad", "fidelity": "Bad", "motion": "Good"},
+        {"semantic": "c", "fidelity": "c", "motion": "c2"},
+        {},
+    )
     store.close()
 
     out = tmp_path / "export"
@@ -128,14 +145,26 @@ def test_store_assignment_export_and_human_critic(tmp_path):
     why = {"semantic": ["ann", "bob", "cyd"], "fidelity": ["ann", "cyd"], "motion": ["ann", "bob"]}
     verdicts = {"semantic": "A", "fidelity": "A", "motion": "B"}
     assert labels == [
-        {"a": "clip-0.mp4", "b": "clip-1.mp4", "verdicts": verdicts,
-         "reasons": {d: "; ".join(f"{n}: {d} {verdicts[d]} <img src=x onerror=alert(1)>" for n in who)
-                     for d, who in why.items()}},
-        {"video": "clip-1.mp4", "labels": {"semantic": "Bad", "fidelity": "Bad", "motion": "Good"},
-         "reasons": {"semantic": "ann: semantic Bad <img src=x onerror=alert(1)>; "
-                                 "bob: semantic Bad <img src=x onerror=alert(1)>; c",
-                     "fidelity": "ann: fidelity Bad <img src=x onerror=alert(1)>; c",
-                     "motion": "bob: motion Good <img src=x onerror=alert(1)>; c2"}}]
+        {
+            "a": "clip-0.mp4",
+            "b": "clip-1.mp4",
+            "verdicts": verdicts,
+            "reasons": {
+                d: "; ".join(f"{n}: {d} {verdicts[d]} <img src=x onerror=alert(1)>" for n in who)
+                for d, who in why.items()
+            },
+        },
+        {
+            "video": "clip-1.mp4",
+            "labels": {"semantic": "Bad", "fidelity": "Bad", "motion": "Good"},
+            "reasons": {
+                "semantic": "ann: semantic Bad <img src=x onerror=alert(1)>; "
+                "bob: semantic Bad <img src=x onerror=alert(1)>; c",
+                "fidelity": "ann: fidelity Bad <img src=x onerror=alert(1)>; c",
+                "motion": "bob: motion Good <img src=x onerror=alert(1)>; c2",
+            },
+        },
+    ]
     summary = json.loads((out / "agreement.json").read_text())
     q = summary["questions"]
     assert q["pairwise"]["motion"] == {"decided": 2, "tied": 1, "incomplete": 1, "unanswered": 0}
@@ -152,7 +181,10 @@ def test_store_assignment_export_and_human_critic(tmp_path):
     rec = next(r for r in train if r["id"] == "pairwise:clip-0.mp4|clip-1.mp4#motion")
     assert rec["verdict"] == "B" and rec["votes"] == {"A": 0, "B": 2, "Tie": 1} and rec["annotators"] == 3
     assert rec["videos"] == ["videos/clip-0.mp4", "videos/clip-1.mp4"] and rec["task"] == "pairwise"
-    assert rec["reasons"] == ["ann: motion B <img src=x onerror=alert(1)>", "bob: motion B <img src=x onerror=alert(1)>"]
+    assert rec["reasons"] == [
+        "ann: motion B <img src=x onerror=alert(1)>",
+        "bob: motion B <img src=x onerror=alert(1)>",
+    ]
     assert "a red circle moving left" in rec["question"] and "Verdict: A" in rec["question"]
     assert "{n_frames}" not in rec["question"] and "16 frames" in rec["question"]
     assert rec["split"] == split_of("a red circle moving left", 0.5)
@@ -160,14 +192,34 @@ def test_store_assignment_export_and_human_critic(tmp_path):
     assert {r["split"] for r in train if r["prompt"] == "a red circle moving left"} == {rec["split"]}
     # the human critic judges the folder from the voted labels
     j = tmp_path / "judgments.jsonl"
-    assert main(["judge", str(root), "--critic", "human", "--labels", str(out / "labels.jsonl"), "--out", str(j),
-                 "--pairwise", "--set", "max_unparseable=1.0", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "judge",
+                str(root),
+                "--critic",
+                "human",
+                "--labels",
+                str(out / "labels.jsonl"),
+                "--out",
+                str(j),
+                "--pairwise",
+                "--set",
+                "max_unparseable=1.0",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     rows = [json.loads(x) for x in j.read_text().splitlines()]
     got = {r["a"]: r["labels"] for r in rows if r.get("kind") == "pointwise" and "labels" in r}
     assert got == {"clip-1.mp4": labels[1]["labels"]}
-    pair = next(r for r in rows if r.get("kind") == "pairwise" and r["a"] == "clip-1.mp4" and r["b"] == "clip-0.mp4"
-                and "verdicts" in r)
-    assert pair["verdicts"] == {"semantic": "B", "fidelity": "B", "motion": "A"}      # asked as (b, a): flipped
+    pair = next(
+        r
+        for r in rows
+        if r.get("kind") == "pairwise" and r["a"] == "clip-1.mp4" and r["b"] == "clip-0.mp4" and "verdicts" in r
+    )
+    assert pair["verdicts"] == {"semantic": "B", "fidelity": "B", "motion": "A"}  # asked as (b, a): flipped
     # the critic data opens with datasets
     import datasets
 
@@ -189,24 +241,54 @@ def test_label_studio_round_trip(tmp_path):
     import xml.etree.ElementTree as ET
 
     for task in ("pairwise", "pointwise"):
-        ET.fromstring((out / "label_studio" / f"{task}_config.xml").read_text())     # well-formed
+        ET.fromstring((out / "label_studio" / f"{task}_config.xml").read_text())  # well-formed
     tasks = json.loads((out / "label_studio" / "pairwise_tasks.json").read_text())
     assert tasks[0]["data"]["video_a"] == "/data/local-files/?d=d/clip-0.mp4" and len(tasks) == 4
     # Label Studio's JSON export of those tasks (its documented shape: data + annotations[].result[] regions)
     exported = []
     for n, t in enumerate(tasks):
-        res = [{"id": f"r{d}", "from_name": d, "to_name": "video_a", "type": "choices",
-                "value": {"choices": ["A" if n % 2 else "Tie"]}} for d in ("semantic", "fidelity", "motion")]
-        res += [{"id": f"t{d}", "from_name": f"{d}_reason", "to_name": "video_a", "type": "textarea",
-                 "value": {"text": [f"because {d}"]}} for d in ("semantic", "fidelity", "motion")]
-        res.append({"id": "g", "from_name": "tags_b", "to_name": "video_b", "type": "choices",
-                    "value": {"choices": ["flicker"]}})
-        exported.append({"id": 100 + n, "data": t["data"], "project": 3, "predictions": [],
-                         "annotations": [{"id": 7, "result": res, "was_cancelled": False, "completed_by": 1,
-                                          "lead_time": 3.2},
-                                         {"id": 8, "result": res[:2], "was_cancelled": True, "completed_by": 2},
-                                         {"id": 9, "result": res, "was_cancelled": False,
-                                          "completed_by": {"id": 5, "email": "eve@lab.org"}}]})
+        res = [
+            {
+                "id": f"r{d}",
+                "from_name": d,
+                "to_name": "video_a",
+                "type": "choices",
+                "value": {"choices": ["A" if n % 2 else "Tie"]},
+            }
+            for d in ("semantic", "fidelity", "motion")
+        ]
+        res += [
+            {
+                "id": f"t{d}",
+                "from_name": f"{d}_reason",
+                "to_name": "video_a",
+                "type": "textarea",
+                "value": {"text": [f"because {d}"]},
+            }
+            for d in ("semantic", "fidelity", "motion")
+        ]
+        res.append(
+            {
+                "id": "g",
+                "from_name": "tags_b",
+                "to_name": "video_b",
+                "type": "choices",
+                "value": {"choices": ["flicker"]},
+            }
+        )
+        exported.append(
+            {
+                "id": 100 + n,
+                "data": t["data"],
+                "project": 3,
+                "predictions": [],
+                "annotations": [
+                    {"id": 7, "result": res, "was_cancelled": False, "completed_by": 1, "lead_time": 3.2},
+                    {"id": 8, "result": res[:2], "was_cancelled": True, "completed_by": 2},
+                    {"id": 9, "result": res, "was_cancelled": False, "completed_by": {"id": 5, "email": "eve@lab.org"}},
+                ],
+            }
+        )
     ls = tmp_path / "ls_export.json"
     ls.write_text(json.dumps(exported))
     answers = read_export(ls, {it.id: it for it in items})
@@ -233,8 +315,17 @@ def test_simulated_annotators_need_no_store(tmp_path):
     """What issue #17 does: answers made in code go through the same vote and export."""
     root = make_folder(tmp_path / "d", PROMPTS[:2])
     items = folder_items(root, "pointwise")
-    answers = [Answer(it.id, f"sim{k}", "pointwise", {"semantic": "Good", "fidelity": "Bad", "motion": "Normal"},
-                      {"semantic": "ok"}) for it in items for k in range(3)]
+    answers = [
+        Answer(
+            it.id,
+            f"sim{k}",
+            "pointwise",
+            {"semantic": "Good", "fidelity": "Bad", "motion": "Normal"},
+            {"semantic": "ok"},
+        )
+        for it in items
+        for k in range(3)
+    ]
     summary = write_export(tmp_path / "o", root, items, answers, ExportOptions(min_annotators=3))
     assert summary["critic_train_records"] == 6 and summary["labels_rows"] == 2
     assert summary["agreement"]["pointwise"]["dimensions"]["semantic"]["percent_agreement"] == 1.0

@@ -1,4 +1,5 @@
 """The annotation app's HTTP surface through FastAPI's TestClient: tokens, confinement, bounded bodies, answers."""
+
 import json
 import os
 
@@ -41,8 +42,12 @@ def test_every_request_needs_a_valid_token(app):
     assert client.get("/api/admin", headers=bearer(tokens["ann"])).status_code == 403
     assert client.get("/api/admin", headers=bearer(tokens["boss"])).json()["items"] == 9
     # the login form sets an HttpOnly, SameSite=Strict cookie
-    r = client.post("/login", content=f"token={tokens['ann']}", headers={
-        "Content-Type": "application/x-www-form-urlencoded"}, follow_redirects=False)
+    r = client.post(
+        "/login",
+        content=f"token={tokens['ann']}",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        follow_redirects=False,
+    )
     assert r.status_code == 303 and "httponly" in r.headers["set-cookie"].lower()
     assert "samesite=strict" in r.headers["set-cookie"].lower()
     assert client.get("/api/me").json()["name"] == "ann"
@@ -57,8 +62,17 @@ def test_videos_only_from_the_folder(app, tmp_path):
     part = client.get("/video/clip-0.mp4", headers={**h, "Range": "bytes=0-9"})
     assert part.status_code == 206 and len(part.content) == 10
     secret = str(tmp_path / "secret.txt")
-    for bad in ("../secret.txt", "%2e%2e/secret.txt", "..%2fsecret.txt", secret, "/" + secret, "link.mp4",
-                "metadata.jsonl", ".vipo-annotate.sqlite", "sub/../../secret.txt"):
+    for bad in (
+        "../secret.txt",
+        "%2e%2e/secret.txt",
+        "..%2fsecret.txt",
+        secret,
+        "/" + secret,
+        "link.mp4",
+        "metadata.jsonl",
+        ".vipo-annotate.sqlite",
+        "sub/../../secret.txt",
+    ):
         r = client.get("/video/" + bad, headers=h)
         assert r.status_code in (403, 404), bad
         assert "TOP SECRET" not in r.text
@@ -69,22 +83,38 @@ def test_answers_are_checked_bounded_and_kept(app):
     h = bearer(tokens["ann"])
     item = client.get("/api/next", headers=h).json()
     assert item["task"] == "pairwise" and [v["title"] for v in item["videos"]] in (["A", "B"], ["B", "A"])
-    good = {"item": item["id"], "verdicts": {"semantic": "A", "fidelity": "Tie", "motion": "B"},
-            "reasons": {"semantic": "s", "fidelity": "f", "motion": "<img src=x onerror=alert(1)>"},
-            "tags": {"B": ["flicker"]}}
-    for broken, code in ((dict(good, verdicts={"semantic": "A"}), 400),
-                         (dict(good, reasons=dict(good["reasons"], motion=" ")), 400),
-                         (dict(good, reasons=dict(good["reasons"], motion="x" * 3000)), 400),
-                         (dict(good, tags={"B": ["not a tag"]}), 400),
-                         (dict(good, item="pointwise:clip-4.mp4", tags={},
-                               verdicts={"semantic": "Good", "fidelity": "Good", "motion": "Bad"}), 403)):
+    good = {
+        "item": item["id"],
+        "verdicts": {"semantic": "A", "fidelity": "Tie", "motion": "B"},
+        "reasons": {"semantic": "s", "fidelity": "f", "motion": "<img src=x onerror=alert(1)>"},
+        "tags": {"B": ["flicker"]},
+    }
+    for broken, code in (
+        (dict(good, verdicts={"semantic": "A"}), 400),
+        (dict(good, reasons=dict(good["reasons"], motion=" ")), 400),
+        (dict(good, reasons=dict(good["reasons"], motion="x" * 3000)), 400),
+        (dict(good, tags={"B": ["not a tag"]}), 400),
+        (
+            dict(
+                good,
+                item="pointwise:clip-4.mp4",
+                tags={},
+                verdicts={"semantic": "Good", "fidelity": "Good", "motion": "Bad"},
+            ),
+            403,
+        ),
+    ):
         assert client.post("/api/answer", json=broken, headers=h).status_code == code
     # not JSON, or from another origin: refused
-    assert client.post("/api/answer", content=json.dumps(good), headers={**h, "Content-Type": "text/plain"}
-                       ).status_code == 415
+    assert (
+        client.post("/api/answer", content=json.dumps(good), headers={**h, "Content-Type": "text/plain"}).status_code
+        == 415
+    )
     assert client.post("/api/answer", json=good, headers={**h, "Origin": "http://evil.example"}).status_code == 403
-    assert client.post("/api/answer", content=b"x" * 5000, headers={**h, "Content-Type": "application/json"}
-                       ).status_code == 413
+    assert (
+        client.post("/api/answer", content=b"x" * 5000, headers={**h, "Content-Type": "application/json"}).status_code
+        == 413
+    )
     r = client.post("/api/answer", json=good, headers=h)
     assert r.status_code == 200 and r.json()["progress"]["done"] == 1
     got = client.get("/api/item", params={"id": item["id"]}, headers=h).json()

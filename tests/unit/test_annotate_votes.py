@@ -1,4 +1,5 @@
 """Votes, agreement and position bias against hand-computed values (vipo.annotate.votes)."""
+
 import math
 
 import pytest
@@ -6,14 +7,18 @@ import pytest
 from vipo.annotate.votes import Answer, agreement, krippendorff_alpha, percent_agreement, position_bias, vote, votes
 
 # four pairwise questions, three annotators x, y, z (one dimension)
-UNITS = {"u1": {"x": "A", "y": "A", "z": "A"}, "u2": {"x": "A", "y": "A", "z": "B"},
-         "u3": {"x": "B", "y": "B", "z": "B"}, "u4": {"x": "A", "y": "B", "z": "Tie"}}
+UNITS = {
+    "u1": {"x": "A", "y": "A", "z": "A"},
+    "u2": {"x": "A", "y": "A", "z": "B"},
+    "u3": {"x": "B", "y": "B", "z": "B"},
+    "u4": {"x": "A", "y": "B", "z": "Tie"},
+}
 CATS = ("A", "B", "Tie")
 
 
 def test_vote_plurality_and_ties():
     assert vote(["A", "A", "B"]).verdict == "A" and vote(["A", "A", "B"]).counts == {"A": 2, "B": 1}
-    assert vote(["Tie", "Tie", "B"]).verdict == "Tie"           # a winning Tie is a decided verdict
+    assert vote(["Tie", "Tie", "B"]).verdict == "Tie"  # a winning Tie is a decided verdict
     for split in (["A", "B", "Tie"], ["Good", "Bad"], ["A", "A", "B", "B"]):
         v = vote(split)
         assert v.verdict is None and v.tied and v.n == len(split)
@@ -36,7 +41,7 @@ def test_krippendorff_alpha_hand_computed():
     # without z: o_AA 4, o_BB 2, o_AB = o_BA 1; n_A 5, n_B 3; D_o 2/8, D_e 30/56 -> alpha = 8/15
     no_z = {u: {a: c for a, c in by.items() if a != "z"} for u, by in UNITS.items()}
     assert krippendorff_alpha(no_z, CATS) == pytest.approx(8 / 15)
-    assert math.isnan(krippendorff_alpha({"u": {"x": "A", "y": "A"}}, CATS))     # no variation: undefined
+    assert math.isnan(krippendorff_alpha({"u": {"x": "A", "y": "A"}}, CATS))  # no variation: undefined
 
 
 def _answers():
@@ -59,7 +64,7 @@ def test_agreement_report_per_dimension_and_annotator():
     assert x["agreement_with_others"]["rate"] == pytest.approx(5 / 8) and x["agreement_with_others"]["n"] == 8
     assert z["agreement_with_others"]["rate"] == pytest.approx(4 / 8)
     assert z["alpha_without"] == pytest.approx(8 / 15) and x["answers"] == 4
-    assert rep["dimensions"]["semantic"]["alpha"] is None        # nobody answered it
+    assert rep["dimensions"]["semantic"]["alpha"] is None  # nobody answered it
 
 
 def test_votes_and_position_bias():

@@ -1,4 +1,5 @@
 """Bad input fails with one line naming the file, line or field (no traceback, exit 2); what vipo loads is safe."""
+
 import json
 import logging
 import re
@@ -19,18 +20,35 @@ def one_line(capsys):
     return err.splitlines()[-1]  # earlier lines are log lines
 
 
-@pytest.mark.parametrize("data, expect", [
-    (b"a red circle moving left\n\n# only comments\n", None),
-    (b"", "no prompts"),
-    (b"# nothing\n   \n", "no prompts"),
-    (b"a red circle\nblue \xff square\n", ":2: not UTF-8"),
-    (b"fine\nbad \x00 nul\n", ":2: control character"),
-])
+@pytest.mark.parametrize(
+    "data, expect",
+    [
+        (b"a red circle moving left\n\n# only comments\n", None),
+        (b"", "no prompts"),
+        (b"# nothing\n   \n", "no prompts"),
+        (b"a red circle\nblue \xff square\n", ":2: not UTF-8"),
+        (b"fine\nbad \x00 nul\n", ":2: control character"),
+    ],
+)
 def test_prompt_files(tmp_path, tiny_model_dir, capsys, data, expect):
     path = tmp_path / "prompts.txt"
     path.write_bytes(data)
-    rc = main(["generate", "--model", str(tiny_model_dir), "--prompts", str(path), "--out", str(tmp_path / "g"),
-               "--steps", "1", "--samples-per-prompt", "1", "--quiet"])
+    rc = main(
+        [
+            "generate",
+            "--model",
+            str(tiny_model_dir),
+            "--prompts",
+            str(path),
+            "--out",
+            str(tmp_path / "g"),
+            "--steps",
+            "1",
+            "--samples-per-prompt",
+            "1",
+            "--quiet",
+        ]
+    )
     if expect is None:
         assert rc == 0
         return
@@ -41,7 +59,7 @@ def test_prompt_files(tmp_path, tiny_model_dir, capsys, data, expect):
 
 def test_long_prompts_are_cut_with_a_warning(caplog):
     with caplog.at_level(logging.WARNING):
-        (n, text), = parse_prompts(b"\n" + b"x" * (MAX_CHARS + 50) + b"\n", "p.txt")
+        ((n, text),) = parse_prompts(b"\n" + b"x" * (MAX_CHARS + 50) + b"\n", "p.txt")
     assert n == 2 and len(text) == MAX_CHARS and "p.txt:2" in caplog.text
 
 
@@ -55,18 +73,25 @@ def test_prompts_longer_than_the_text_encoder_warn(tiny_model_dir, caplog):
     assert "the text encoder reads the first" in caplog.text
 
 
-@pytest.mark.parametrize("setting, field", [
-    ("train.betta=1", "train.betta"), ("train.beta=-1", "beta"), ("generate.samples_per_prompt=0",
-                                                                  "samples_per_prompt"),
-    ("generate.samples_per_prompt=2", "samples_per_prompt"), ("train.max_skipped_steps=0", "max_skipped_steps"),
-    ("train.loss_spike_factor=0.5", "loss_spike_factor"), ("generate.max_quarantined=2", "max_quarantined"),
-    ("min_free_gb=-1", "min_free_gb"), ("eval.critic=oracle", "eval.critic: unknown critic 'oracle'"),
-    ("eval.critic=openai", "eval.critic: the openai critic needs base_url and model"),
-    ("judge.critic=gpt", "judge.critic: unknown critic 'gpt' (known: world,"),
-    ("judge.critic=openai", "judge: the openai critic needs base_url and model"),
-    ("judge.frames=0", "judge.frames must be > 0"),
-    ("eval.critic={critic: world, frame: 3}", "eval.critic.frame"),
-])
+@pytest.mark.parametrize(
+    "setting, field",
+    [
+        ("train.betta=1", "train.betta"),
+        ("train.beta=-1", "beta"),
+        ("generate.samples_per_prompt=0", "samples_per_prompt"),
+        ("generate.samples_per_prompt=2", "samples_per_prompt"),
+        ("train.max_skipped_steps=0", "max_skipped_steps"),
+        ("train.loss_spike_factor=0.5", "loss_spike_factor"),
+        ("generate.max_quarantined=2", "max_quarantined"),
+        ("min_free_gb=-1", "min_free_gb"),
+        ("eval.critic=oracle", "eval.critic: unknown critic 'oracle'"),
+        ("eval.critic=openai", "eval.critic: the openai critic needs base_url and model"),
+        ("judge.critic=gpt", "judge.critic: unknown critic 'gpt' (known: world,"),
+        ("judge.critic=openai", "judge: the openai critic needs base_url and model"),
+        ("judge.frames=0", "judge.frames must be > 0"),
+        ("eval.critic={critic: world, frame: 3}", "eval.critic.frame"),
+    ],
+)
 def test_config_fields(tmp_path, capsys, setting, field):
     assert main(["run", "--out", str(tmp_path / "r"), "--set", setting]) == 2
     assert field in one_line(capsys)
@@ -88,8 +113,9 @@ def test_eval_critic_lays_its_options_over_the_judge():
     assert metric_name(cfg(judge={"critic": "world"}, eval={"critic": "metric"})) == "indist_score"
     other = eval_judge(cfg(judge=served, eval={"critic": {"model": "judge-2"}}))
     assert (other.critic, other.model, other.frames, other.base_url) == ("openai", "judge-2", 8, "http://h/v1")
-    ens = cfg(judge={"critic": "ensemble", "members": [{"critic": "world"}, {"critic": "metric"}]},
-              eval={"critic": "world"})
+    ens = cfg(
+        judge={"critic": "ensemble", "members": [{"critic": "world"}, {"critic": "metric"}]}, eval={"critic": "world"}
+    )
     assert eval_judge(ens).members == []  # an ensemble's members do not follow a single critic
 
 
@@ -113,8 +139,21 @@ def test_pickle_weights_are_refused_unless_allowed(tmp_path, tiny_model_dir, cap
     shutil.copytree(tiny_model_dir, model)
     for f in (model / "unet").glob("*.safetensors"):
         f.rename(f.with_suffix(".bin"))
-    assert main(["generate", "--model", str(model), "--prompt", "a red circle moving left", "--out",
-                 str(tmp_path / "g"), "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "generate",
+                "--model",
+                str(model),
+                "--prompt",
+                "a red circle moving left",
+                "--out",
+                str(tmp_path / "g"),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     err = one_line(capsys)
     assert "diffusion_pytorch_model.bin" in err and "--allow-pickle" in err
     set_allow_pickle(True)
@@ -132,7 +171,9 @@ def test_remote_code_is_off_by_default():
 
 def test_fault_spec_and_noop():
     assert faults._parse("generate.after_commit:3=kill, train.loss:2+=nan") == {
-        "generate.after_commit": (3, False, "kill"), "train.loss": (2, True, "nan")}
+        "generate.after_commit": (3, False, "kill"),
+        "train.loss": (2, True, "nan"),
+    }
     assert faults.value("anything", 1.5) == 1.5  # unset: a no-op
     faults.point("anything")
 
@@ -209,10 +250,25 @@ def test_non_utf8_metadata_and_labels_name_file_and_line(tmp_path, capsys):
         assert f"{meta}:3: not UTF-8 text (byte 0xe9)" in one_line(capsys)
     meta.write_bytes(good)
     labels = tmp_path / "labels.jsonl"
-    labels.write_bytes(b'{"video": "a.mp4", "labels": {"semantic": "Good", "fidelity": "Good", "motion": "Bad"}}\n'
-                       b'\xff\n')
-    assert main(["judge", str(root), "--out", str(tmp_path / "j.jsonl"), "--critic", "human", "--labels",
-                 str(labels), "--quiet"]) == 2
+    labels.write_bytes(
+        b'{"video": "a.mp4", "labels": {"semantic": "Good", "fidelity": "Good", "motion": "Bad"}}\n\xff\n'
+    )
+    assert (
+        main(
+            [
+                "judge",
+                str(root),
+                "--out",
+                str(tmp_path / "j.jsonl"),
+                "--critic",
+                "human",
+                "--labels",
+                str(labels),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     assert f"{labels}:2: not UTF-8 text (byte 0xff)" in one_line(capsys)
     assert not (tmp_path / "j.jsonl").exists()
 
@@ -221,17 +277,25 @@ def test_conflicting_human_labels_name_both_lines(tmp_path, capsys):
     from vipo.critics.human import HumanCritic
 
     good = {"semantic": "Good", "fidelity": "Good", "motion": "Good"}
-    rows = [{"video": "a.mp4", "labels": good}, {"video": "b.mp4", "labels": good},
-            {"video": "a.mp4", "labels": dict(good, motion="Bad")}]
+    rows = [
+        {"video": "a.mp4", "labels": good},
+        {"video": "b.mp4", "labels": good},
+        {"video": "a.mp4", "labels": dict(good, motion="Bad")},
+    ]
     path = tmp_path / "labels.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    with pytest.raises(UserError, match=r"labels.jsonl:3: conflicts with line 1: two different annotations of "
-                                        r"video 'a.mp4'"):
+    with pytest.raises(
+        UserError,
+        match=r"labels.jsonl:3: conflicts with line 1: two different annotations of "
+        r"video 'a.mp4'",
+    ):
         HumanCritic(path)
     verdicts = {"semantic": "A", "fidelity": "Tie", "motion": "B"}
-    pairs = [{"a": "a.mp4", "b": "b.mp4", "verdicts": verdicts},
-             {"b": "a.mp4", "a": "b.mp4", "verdicts": {"semantic": "B", "fidelity": "Tie", "motion": "A"}},
-             {"a": "a.mp4", "b": "b.mp4", "verdicts": dict(verdicts, motion="A")}]
+    pairs = [
+        {"a": "a.mp4", "b": "b.mp4", "verdicts": verdicts},
+        {"b": "a.mp4", "a": "b.mp4", "verdicts": {"semantic": "B", "fidelity": "Tie", "motion": "A"}},
+        {"a": "a.mp4", "b": "b.mp4", "verdicts": dict(verdicts, motion="A")},
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows[:2] + pairs))
     with pytest.raises(UserError, match=r"labels.jsonl:5: conflicts with line 3"):  # line 4 agrees, swapped
         HumanCritic(path)
@@ -244,9 +308,14 @@ def test_out_naming_an_existing_file_is_one_line(tmp_path, tiny_model_dir, capsy
     taken = tmp_path / "taken"
     taken.write_text("a file")
     model = ["--model", str(tiny_model_dir)]
-    for argv in (["run", "--out", str(taken), *model], ["generate", "--out", str(taken), "--prompt", "x", *model],
-                 ["eval", str(root), "--out", str(taken)], ["world", "pretrain", "--out", str(taken)],
-                 ["ablate", "--out", str(taken), *model], ["critic", "eval", str(root), "--out", str(tmp_path)]):
+    for argv in (
+        ["run", "--out", str(taken), *model],
+        ["generate", "--out", str(taken), "--prompt", "x", *model],
+        ["eval", str(root), "--out", str(taken)],
+        ["world", "pretrain", "--out", str(taken)],
+        ["ablate", "--out", str(taken), *model],
+        ["critic", "eval", str(root), "--out", str(tmp_path)],
+    ):
         assert main([*argv, "--quiet"]) == 2, argv
         err = one_line(capsys)
         assert str(taken if argv[0] != "critic" else tmp_path) in err, err
@@ -266,8 +335,21 @@ def test_model_folder_with_missing_components_is_one_line(tmp_path, tiny_model_d
     model = tmp_path / "model"
     shutil.copytree(tiny_model_dir, model)
     shutil.rmtree(model / "text_encoder")
-    assert main(["generate", "--model", str(model), "--prompt", "a red circle moving left", "--out",
-                 str(tmp_path / "g"), "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "generate",
+                "--model",
+                str(model),
+                "--prompt",
+                "a red circle moving left",
+                "--out",
+                str(tmp_path / "g"),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     assert "component 'text_encoder' (CLIPTextModel) has no folder" in one_line(capsys)
     assert not (tmp_path / "g").exists()
 
@@ -278,13 +360,32 @@ def test_inputs_are_checked_before_the_run_folder_is_written(tmp_path, tiny_mode
     assert "/no/such/path" in one_line(capsys) and not out.exists()  # the corrected command is not "a changed config"
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red circle moving left\na cat playing the piano\n")
-    assert main(["run", "--out", str(out), "--model", str(tiny_model_dir), "--set", f"prompts.source={prompts}",
-                 "--quiet"]) == 2
+    assert (
+        main(
+            ["run", "--out", str(out), "--model", str(tiny_model_dir), "--set", f"prompts.source={prompts}", "--quiet"]
+        )
+        == 2
+    )
     err = one_line(capsys)
     assert f"{prompts}:2: prompt 'a cat playing the piano': the world critic cannot judge it" in err
     assert not out.exists()
-    assert main(["run", "--out", str(out), "--model", str(tiny_model_dir), "--set", "judge.critic=human", "--set",
-                 f"judge.labels={tmp_path / 'none.jsonl'}", "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "run",
+                "--out",
+                str(out),
+                "--model",
+                str(tiny_model_dir),
+                "--set",
+                "judge.critic=human",
+                "--set",
+                f"judge.labels={tmp_path / 'none.jsonl'}",
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     assert "judge.labels" in one_line(capsys) and not out.exists()
     root = _clips(tmp_path / "v", prompt="a cat playing the piano")  # and vipo judge DIR, naming metadata's line
     assert main(["judge", str(root), "--out", str(tmp_path / "j.jsonl"), "--quiet"]) == 2
@@ -294,8 +395,24 @@ def test_inputs_are_checked_before_the_run_folder_is_written(tmp_path, tiny_mode
 def test_an_api_key_pasted_as_the_variable_name_is_refused_unechoed(tmp_path, capsys):
     for key in ("sk-proj-4f9c2Ab8d1e0F7a6b5c4", "4f9c2ab8d1e0f7a6b5c4d3e2f1a0b9c8"):
         out = tmp_path / "run"
-        assert main(["run", "--out", str(out), "--set", "judge.critic=openai", "--set", "judge.base_url=http://h/v1",
-                     "--set", "judge.model=m", "--set", f"judge.api_key_env={key}"]) == 2
+        assert (
+            main(
+                [
+                    "run",
+                    "--out",
+                    str(out),
+                    "--set",
+                    "judge.critic=openai",
+                    "--set",
+                    "judge.base_url=http://h/v1",
+                    "--set",
+                    "judge.model=m",
+                    "--set",
+                    f"judge.api_key_env={key}",
+                ]
+            )
+            == 2
+        )
         err = capsys.readouterr().err
         assert "judge.api_key_env: expects the name of an environment variable" in err and key not in err
         assert not out.exists()
@@ -308,17 +425,35 @@ def test_paths_in_user_files_stay_in_their_folder(tmp_path, tiny_model_dir, caps
 
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
-    for entry, said in (({"adapters": ["../../elsewhere"]}, "adapters[0]: '../../elsewhere': '..' is refused"),
-                        ({"adapters": [], "denoiser": "/etc"}, "denoiser: '/etc': absolute paths are refused")):
+    for entry, said in (
+        ({"adapters": ["../../elsewhere"]}, "adapters[0]: '../../elsewhere': '..' is refused"),
+        ({"adapters": [], "denoiser": "/etc"}, "denoiser: '/etc': absolute paths are refused"),
+    ):
         (ckpt / "policy.json").write_text(json.dumps({"base": str(tiny_model_dir), **entry}))
         with pytest.raises(UserError, match=re.escape(said)):
             read_policy(ckpt)
-    assert main(["generate", "--model", str(tiny_model_dir), "--lora", str(ckpt), "--prompt", "a red circle moving "
-                 "left", "--out", str(tmp_path / "g"), "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "generate",
+                "--model",
+                str(tiny_model_dir),
+                "--lora",
+                str(ckpt),
+                "--prompt",
+                "a red circle moving left",
+                "--out",
+                str(tmp_path / "g"),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     assert "policy.json: denoiser" in one_line(capsys)
     labels = tmp_path / "labels.jsonl"
-    labels.write_text(json.dumps({"video": "../x.mp4", "labels": {"semantic": "Good", "fidelity": "Good",
-                                                                  "motion": "Good"}}) + "\n")
+    labels.write_text(
+        json.dumps({"video": "../x.mp4", "labels": {"semantic": "Good", "fidelity": "Good", "motion": "Good"}}) + "\n"
+    )
     from vipo.critics.human import HumanCritic
 
     with pytest.raises(UserError, match=r"labels.jsonl:1: video: '../x.mp4': '..' is refused"):
@@ -356,12 +491,15 @@ def test_run_lock_refuses_a_second_holder_and_is_freed_by_its_exit(tmp_path):
 
     from vipo.io.lock import LOCK_NAME, folder_lock
 
-    hold = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
-            "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, str(os.getpid()).encode()); print('held', flush=True); "
-            "time.sleep(60)")
+    hold = (
+        "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+        "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, str(os.getpid()).encode()); print('held', flush=True); "
+        "time.sleep(60)"
+    )
     tmp_path.joinpath("run").mkdir()
-    other = subprocess.Popen([sys.executable, "-c", hold, str(tmp_path / "run" / LOCK_NAME)], stdout=subprocess.PIPE,
-                             text=True)
+    other = subprocess.Popen(
+        [sys.executable, "-c", hold, str(tmp_path / "run" / LOCK_NAME)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert other.stdout.readline().strip() == "held"
         with pytest.raises(UserError, match=rf"run: in use by another vipo process \(pid {other.pid}\)"):
@@ -390,8 +528,21 @@ def test_atomic_writes_follow_the_umask(tmp_path):
 
 def test_world_render_refuses_other_prompts_and_force_renders_again(tmp_path, capsys):
     out = tmp_path / "r"
-    assert main(["world", "render", "--out", str(out), "--prompt", "a red circle moving left", "--prompt",
-                 "a blue square moving up"]) == 0
+    assert (
+        main(
+            [
+                "world",
+                "render",
+                "--out",
+                str(out),
+                "--prompt",
+                "a red circle moving left",
+                "--prompt",
+                "a blue square moving up",
+            ]
+        )
+        == 0
+    )
     assert main(["world", "render", "--out", str(out), "--prompt", "a red circle moving left"]) == 2
     assert "prompts: ['a red circle moving left', 'a blue square moving up'] then" in one_line(capsys)
     assert main(["world", "render", "--out", str(out), "--prompt", "a red circle moving left", "--force"]) == 0

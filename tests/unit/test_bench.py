@@ -1,5 +1,6 @@
 """vipo bench's machinery (never its timings): interleaving, ratios, memory and call counting, the report's targets,
 and the whole bench and the GPU script at a tiny size, writing well-formed files."""
+
 import json
 
 import pytest
@@ -11,8 +12,11 @@ from vipo.cli import main
 
 def test_interleave_alternates_the_contenders_and_ratios_pair_the_rounds():
     order = []
-    times = timing.interleave({"a": lambda: order.append("a"), "b": lambda: order.append("b"),
-                               "c": lambda: order.append("c")}, repeats=3, warmup=1)
+    times = timing.interleave(
+        {"a": lambda: order.append("a"), "b": lambda: order.append("b"), "c": lambda: order.append("c")},
+        repeats=3,
+        warmup=1,
+    )
     assert order == ["a", "b", "c", "a", "b", "c", "c", "b", "a", "a", "b", "c"]  # warm-up, then ABC CBA ABC
     assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3, "c": 3}
     r = timing.Ratio.of([2.0, 3.0, 4.0], [1.0, 1.0, 2.0])
@@ -61,12 +65,16 @@ def _ratio(m):
 
 
 def test_targets_say_met_or_missed():
-    steps = {"epochs": 32, "ratios": {"DPO / SFT, live reference": _ratio(1.40),
-                                      "DPO / SFT, ref_cache 4, the pass amortized over 32 epochs": _ratio(1.20),
-                                      "RWR / SFT": _ratio(1.0)},
-             "memory": {"dpo": {"peak": 105.0, "step": 5.0}, "sft": {"peak": 100.0, "step": 1.0}},
-             "encoder_calls": {"dpo": {"vae": 0.0, "text_encoder": 0.0},
-                               "diffusers_dpo": {"vae": 1.0, "text_encoder": 0.5}}}
+    steps = {
+        "epochs": 32,
+        "ratios": {
+            "DPO / SFT, live reference": _ratio(1.40),
+            "DPO / SFT, ref_cache 4, the pass amortized over 32 epochs": _ratio(1.20),
+            "RWR / SFT": _ratio(1.0),
+        },
+        "memory": {"dpo": {"peak": 105.0, "step": 5.0}, "sft": {"peak": 100.0, "step": 1.0}},
+        "encoder_calls": {"dpo": {"vae": 0.0, "text_encoder": 0.0}, "diffusers_dpo": {"vae": 1.0, "text_encoder": 0.5}},
+    }
     verdicts = [v for _, _, v in report.targets({"steps": steps})]
     assert verdicts == ["met", "**missed** (docs/performance.md explains the gap)", "met", "met", "met"]
     gen = report.targets({"generation": {"world": {"n": 8, "speedup": _ratio(1.1)}}})
@@ -77,21 +85,65 @@ def test_targets_say_met_or_missed():
 
 def test_the_bench_at_a_tiny_size_writes_a_well_formed_report(tmp_path):
     out = tmp_path / "bench.md"
-    assert main(["bench", "--tiny", "--repeats", "1", "--out", str(out), "--only", "steps", "--only", "generation",
-                 "--only", "judging", "--only", "round", "--set", "prompts.per_round=2",
-                 "--set", "generate.samples_per_prompt=3", "--set", "generate.num_steps=2",
-                 "--set", "eval.clips_per_split=2", "--set", "eval.num_steps=2", "--set", "train.epochs=1",
-                 "--set", "train.batch_size=2", "--set", "train.grad_accum=1", "--set", "train.real_batch_size=1",
-                 "--set", "train.ref_cache=1"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--tiny",
+                "--repeats",
+                "1",
+                "--out",
+                str(out),
+                "--only",
+                "steps",
+                "--only",
+                "generation",
+                "--only",
+                "judging",
+                "--only",
+                "round",
+                "--set",
+                "prompts.per_round=2",
+                "--set",
+                "generate.samples_per_prompt=3",
+                "--set",
+                "generate.num_steps=2",
+                "--set",
+                "eval.clips_per_split=2",
+                "--set",
+                "eval.num_steps=2",
+                "--set",
+                "train.epochs=1",
+                "--set",
+                "train.batch_size=2",
+                "--set",
+                "train.grad_accum=1",
+                "--set",
+                "train.real_batch_size=1",
+                "--set",
+                "train.ref_cache=1",
+            ]
+        )
+        == 0
+    )
     text = out.read_text()
-    for heading in ("# Benchmarks", "## Targets (issue #19)", "## Training step", "### Peak memory",
-                    "### VAE encodes and text-encoder forwards per training sample", "## Generation",
-                    "## Judging", "## A round by stage", "vipo bench --tiny"):
+    for heading in (
+        "# Benchmarks",
+        "## Targets (issue #19)",
+        "## Training step",
+        "### Peak memory",
+        "### VAE encodes and text-encoder forwards per training sample",
+        "## Generation",
+        "## Judging",
+        "## A round by stage",
+        "vipo bench --tiny",
+    ):
         assert heading in text, heading
     raw = json.loads(out.with_suffix(".json").read_text())
     st = raw["steps"]
     assert {"DPO / SFT, live reference", "RWR / SFT", "vipo DPO / diffusers Diffusion-DPO example (per pair)"} <= set(
-        st["ratios"])
+        st["ratios"]
+    )
     calls = st["encoder_calls"]
     assert all(calls[k] == {"text_encoder": 0.0, "vae": 0.0} for k in ("sft", "dpo", "dpo_cached", "kto", "rwr"))
     assert calls["diffusers_dpo"] == {"text_encoder": 0.5, "vae": 1.0}  # one prompt per pair, every video encoded

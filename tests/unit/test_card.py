@@ -1,4 +1,5 @@
 """card: ``vipo export`` writes a Hub model card beside the merged model, with the run's eval table and recipe."""
+
 import json
 
 import yaml

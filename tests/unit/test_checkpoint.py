@@ -1,4 +1,5 @@
 """The committed embedded base model: present, small, diffusers layout, loads and samples offline."""
+
 import json
 
 from vipo.models import WORLD_CHECKPOINT, load_model

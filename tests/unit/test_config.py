@@ -1,4 +1,5 @@
 """config: every section checks itself where it is made (Python, YAML, --set, CLI flags), naming the field."""
+
 import dataclasses
 
 import pytest
@@ -9,20 +10,23 @@ from vipo.critics.learn.train import CriticTrainConfig
 from vipo.errors import UserError
 
 
-@pytest.mark.parametrize("cls, kwargs, field", [
-    (C.TrainConfig, {"beta": -1.0}, "beta"),
-    (C.TrainConfig, {"method": "ppo"}, "method"),
-    (C.GenerateConfig, {"num_steps": 0}, "num_steps"),
-    (C.GenerateConfig, {"guidance": 0.5}, "guidance"),
-    (C.JudgeConfig, {"critic": "oracle"}, "oracle"),
-    (C.JudgeConfig, {"critic": "openai"}, "base_url"),
-    (C.PairsConfig, {"filter_ratio": 1.0}, "filter_ratio"),
-    (C.EvalConfig, {"metric": "pass"}, "metric"),
-    (C.PromptConfig, {"phrasing": "poetic"}, "phrasing"),
-    (C.PretrainConfig, {"side": 36}, "side"),
-    (C.RunConfig, {"rounds": 0}, "rounds"),
-    (CriticTrainConfig, {"fraction": 2.0}, "fraction"),
-])
+@pytest.mark.parametrize(
+    "cls, kwargs, field",
+    [
+        (C.TrainConfig, {"beta": -1.0}, "beta"),
+        (C.TrainConfig, {"method": "ppo"}, "method"),
+        (C.GenerateConfig, {"num_steps": 0}, "num_steps"),
+        (C.GenerateConfig, {"guidance": 0.5}, "guidance"),
+        (C.JudgeConfig, {"critic": "oracle"}, "oracle"),
+        (C.JudgeConfig, {"critic": "openai"}, "base_url"),
+        (C.PairsConfig, {"filter_ratio": 1.0}, "filter_ratio"),
+        (C.EvalConfig, {"metric": "pass"}, "metric"),
+        (C.PromptConfig, {"phrasing": "poetic"}, "phrasing"),
+        (C.PretrainConfig, {"side": 36}, "side"),
+        (C.RunConfig, {"rounds": 0}, "rounds"),
+        (CriticTrainConfig, {"fraction": 2.0}, "fraction"),
+    ],
+)
 def test_a_section_made_in_python_is_checked(cls, kwargs, field):
     with pytest.raises(UserError, match=field):
         cls(**kwargs)
@@ -55,12 +59,15 @@ def test_samples_per_prompt_is_a_run_rule_not_a_sampling_rule():
         C.GenerateConfig(samples_per_prompt=0)
 
 
-@pytest.mark.parametrize("flags, field", [
-    (["--steps", "0"], "num_steps must be > 0, got 0"),
-    (["--guidance", "0.5"], "guidance must be >= 1, got 0.5"),
-    (["--samples-per-prompt", "0"], "samples_per_prompt must be > 0"),
-    (["--set", "num_steps=0"], "num_steps must be > 0"),
-])
+@pytest.mark.parametrize(
+    "flags, field",
+    [
+        (["--steps", "0"], "num_steps must be > 0, got 0"),
+        (["--guidance", "0.5"], "guidance must be >= 1, got 0.5"),
+        (["--samples-per-prompt", "0"], "samples_per_prompt must be > 0"),
+        (["--set", "num_steps=0"], "num_steps must be > 0"),
+    ],
+)
 def test_generate_flags_are_overrides_of_checked_fields(tmp_path, capsys, flags, field):
     assert main(["generate", "--out", str(tmp_path / "g"), "--prompt", "a red circle moving left", *flags]) == 2
     err = capsys.readouterr().err.strip()
@@ -91,11 +98,14 @@ def test_vipo_config_prints_each_option_with_its_default_and_docs(capsys):
     assert "unknown config section 'trian' (known: run, prompts" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("verb, shown, absent", [
-    (["run"], ["vipo config", "train.beta: 5000.0", "generate.num_steps: 15", "eval.clips_per_split: 96"], []),
-    (["train", "--round", "1"], ["vipo config", "train.lora_rank: 16"], ["generate.num_steps"]),
-    (["generate"], ["generate.guidance: 2.0", "classifier-free guidance scale"], ["train.lora_rank"]),
-])
+@pytest.mark.parametrize(
+    "verb, shown, absent",
+    [
+        (["run"], ["vipo config", "train.beta: 5000.0", "generate.num_steps: 15", "eval.clips_per_split: 96"], []),
+        (["train", "--round", "1"], ["vipo config", "train.lora_rank: 16"], ["generate.num_steps"]),
+        (["generate"], ["generate.guidance: 2.0", "classifier-free guidance scale"], ["train.lora_rank"]),
+    ],
+)
 def test_help_shows_the_options_with_their_docs(capsys, verb, shown, absent):
     with pytest.raises(SystemExit) as e:
         main([*verb, "--help"])

@@ -1,4 +1,5 @@
 """`vipo critic eval`'s measures (IPO's Table 6) against hand-computed accuracies on a fixed set."""
+
 import json
 
 import numpy as np
@@ -18,12 +19,18 @@ class Scripted:
         self.point, self.pair = point, pair
 
     def pointwise_many(self, videos):
-        return [Pointwise(dict(self.point[v.path]), {}, "") if v.path in self.point else CriticParseError("x")
-                for v in videos]
+        return [
+            Pointwise(dict(self.point[v.path]), {}, "") if v.path in self.point else CriticParseError("x")
+            for v in videos
+        ]
 
     def pairwise_many(self, pairs):
-        return [Pairwise(dict(self.pair[(a.path, b.path)]), {}, "") if (a.path, b.path) in self.pair
-                else CriticParseError("x") for a, b in pairs]
+        return [
+            Pairwise(dict(self.pair[(a.path, b.path)]), {}, "")
+            if (a.path, b.path) in self.pair
+            else CriticParseError("x")
+            for a, b in pairs
+        ]
 
 
 def lab(s, f, m):
@@ -34,13 +41,18 @@ def test_table6_equals_hand_computed_accuracies():
     videos = [Video("p", np.zeros((1, 2, 2, 3), np.uint8), name) for name in "abcd"]
     critic = Scripted(
         point={"a": lab("Good", "Good", "Good"), "b": lab("Bad", "Normal", "Good"), "c": lab("Good", "Bad", "Bad")},
-        pair={("a", "b"): lab("A", "A", "Tie"), ("b", "a"): lab("B", "A", "Tie"),      # fidelity flips with order
-              ("c", "d"): lab("B", "Tie", "A"), ("d", "c"): lab("A", "Tie", "B")})    # consistent
+        pair={
+            ("a", "b"): lab("A", "A", "Tie"),
+            ("b", "a"): lab("B", "A", "Tie"),  # fidelity flips with order
+            ("c", "d"): lab("B", "Tie", "A"),
+            ("d", "c"): lab("A", "Tie", "B"),
+        },
+    )  # consistent
     questions = [
-        Question("pointwise", (0,), lab("Good", "Good", "Normal")),   # semantic ok, fidelity ok, motion wrong
+        Question("pointwise", (0,), lab("Good", "Good", "Normal")),  # semantic ok, fidelity ok, motion wrong
         Question("pointwise", (1,), {"semantic": "Bad", "motion": "Bad"}),  # semantic ok, motion wrong (2 dims only)
-        Question("pointwise", (2,), lab("Bad", "Bad", "Bad")),        # semantic wrong, fidelity ok, motion ok
-        Question("pointwise", (3,), lab("Good", "Good", "Good")),     # the critic cannot answer d: unanswered
+        Question("pointwise", (2,), lab("Bad", "Bad", "Bad")),  # semantic wrong, fidelity ok, motion ok
+        Question("pointwise", (3,), lab("Good", "Good", "Good")),  # the critic cannot answer d: unanswered
         Question("pairwise", (0, 1), lab("A", "A", "Tie")),
         Question("pairwise", (2, 3), lab("B", "B", "A")),
     ]
@@ -51,7 +63,7 @@ def test_table6_equals_hand_computed_accuracies():
     assert pw["accuracy"] == pytest.approx({"semantic": 2 / 3, "fidelity": 1.0, "motion": 1 / 3})
     assert pw["rates"]["semantic"]["ci95"] == pytest.approx(list(wilson(2, 3)))
     assert pw["all"]["rate"] == pytest.approx(5 / 8) and pw["all"]["n"] == 8
-    assert pw["all_dimensions"] == 0.0 and pw["all_dimensions_rate"]["n"] == 2   # a and c have all three; none right
+    assert pw["all_dimensions"] == 0.0 and pw["all_dimensions_rate"]["n"] == 2  # a and c have all three; none right
     assert pw["confusion"]["motion"] == {"Normal": {"Good": 1}, "Bad": {"Good": 1, "Bad": 1}}
     pr = res["pairwise"]
     assert pr["n"] == 4 and pr["unanswered"] == 0
@@ -80,14 +92,28 @@ def test_critic_eval_on_records_against_labels_and_the_world_judge(tmp_path, cap
     wrong = grammar.Attributes("red", "circle", "right")
     for name, attrs in (("ok.mp4", a), ("bad.mp4", wrong)):
         write_mp4(tmp_path / "videos" / name, render.random_clip(attrs, random.Random(1), 32, 9))
-    base = {"prompt": "a red circle moving left", "question": "", "votes": {}, "reasons": [], "annotators": 3,
-            "split": "test"}
-    rows = [dict(base, id="p1#semantic", task="pointwise", dimension="semantic", videos=["videos/ok.mp4"],
-                 verdict="Good"),
-            dict(base, id="p2#semantic", task="pointwise", dimension="semantic", videos=["videos/bad.mp4"],
-                 verdict="Good"),  # a wrong human label: the world judge says Bad
-            dict(base, id="q#semantic", task="pairwise", dimension="semantic",
-                 videos=["videos/ok.mp4", "videos/bad.mp4"], verdict="A")]
+    base = {
+        "prompt": "a red circle moving left",
+        "question": "",
+        "votes": {},
+        "reasons": [],
+        "annotators": 3,
+        "split": "test",
+    }
+    rows = [
+        dict(base, id="p1#semantic", task="pointwise", dimension="semantic", videos=["videos/ok.mp4"], verdict="Good"),
+        dict(
+            base, id="p2#semantic", task="pointwise", dimension="semantic", videos=["videos/bad.mp4"], verdict="Good"
+        ),  # a wrong human label: the world judge says Bad
+        dict(
+            base,
+            id="q#semantic",
+            task="pairwise",
+            dimension="semantic",
+            videos=["videos/ok.mp4", "videos/bad.mp4"],
+            verdict="A",
+        ),
+    ]
     write_records(tmp_path / "d.jsonl", rows)
     assert main(["critic", "eval", str(tmp_path / "d.jsonl"), "--critic", "world"]) == 0
     out = capsys.readouterr()

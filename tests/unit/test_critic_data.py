@@ -1,5 +1,6 @@
 """Critic-training records: the schema reader's one-line errors, and the importers on tiny samples in the published
 layouts of LiFT-HRA, VideoGen-RewardBench and `vipo judge` output."""
+
 import csv
 import json
 import random
@@ -13,9 +14,19 @@ from vipo.errors import UserError
 from vipo.io.video import write_mp4
 from vipo.world import grammar, render
 
-GOOD = {"id": "x#semantic", "task": "pointwise", "dimension": "semantic", "prompt": "a red circle moving left",
-        "videos": ["videos/a.mp4"], "question": "Q", "verdict": "Good", "votes": {"Good": 2, "Bad": 1},
-        "reasons": ["right colour"], "annotators": 3, "split": "train"}
+GOOD = {
+    "id": "x#semantic",
+    "task": "pointwise",
+    "dimension": "semantic",
+    "prompt": "a red circle moving left",
+    "videos": ["videos/a.mp4"],
+    "question": "Q",
+    "verdict": "Good",
+    "votes": {"Good": 2, "Bad": 1},
+    "reasons": ["right colour"],
+    "annotators": 3,
+    "split": "train",
+}
 
 
 def clip(path, prompt="a red circle moving left", seed=0):
@@ -30,33 +41,46 @@ def write(path, rows):
 
 def test_records_round_trip_and_checks(tmp_path):
     clip(tmp_path / "videos" / "a.mp4")
-    pair = dict(GOOD, id="y#motion", task="pairwise", dimension="motion", videos=["videos/a.mp4", "videos/a.mp4"],
-                verdict="Tie", votes={"Tie": 3}, split="test")
+    pair = dict(
+        GOOD,
+        id="y#motion",
+        task="pairwise",
+        dimension="motion",
+        videos=["videos/a.mp4", "videos/a.mp4"],
+        verdict="Tie",
+        votes={"Tie": 3},
+        split="test",
+    )
     path = write(tmp_path / "d.jsonl", [GOOD, "", pair])
     recs = D.read_records(path)
     assert [r.id for r in recs] == ["x#semantic", "y#motion"] and recs[0].paths() == [tmp_path / "videos" / "a.mp4"]
     assert [r.id for r in D.read_records(path, split="test")] == ["y#motion"]
-    assert D.summary(recs) == {"train": {"pointwise": {"semantic": {"Good": 1}}},
-                               "test": {"pairwise": {"motion": {"Tie": 1}}}}
+    assert D.summary(recs) == {
+        "train": {"pointwise": {"semantic": {"Good": 1}}},
+        "test": {"pairwise": {"motion": {"Tie": 1}}},
+    }
     D.write_records(tmp_path / "again.jsonl", recs)
     assert (tmp_path / "again.jsonl").read_text() == "".join(json.dumps(r.as_dict()) + "\n" for r in recs)
 
 
-@pytest.mark.parametrize("change, expect", [
-    ({"verdict": "A"}, ":1: verdict: 'A' is not one of Good/Normal/Bad (pointwise)"),
-    ({"task": "ranking"}, ":1: task: 'ranking' is not one of pointwise/pairwise"),
-    ({"dimension": "beauty"}, ":1: dimension: 'beauty' is not one of semantic/fidelity/motion"),
-    ({"videos": ["videos/a.mp4", "videos/a.mp4"]}, ":1: videos: a pointwise record needs a list of 1 path(s)"),
-    ({"videos": ["../a.mp4"]}, "a.mp4: file not found"),
-    ({"videos": ["/etc/a.mp4"]}, ":1: videos: '/etc/a.mp4' must be a path relative"),
-    ({"videos": ["videos/missing.mp4"]}, "videos/missing.mp4: file not found"),
-    ({"votes": {"Good": -1}}, ":1: votes: expected counts per verdict"),
-    ({"reasons": "fine"}, ":1: reasons: expected a list of texts"),
-    ({"annotators": "3"}, ":1: annotators: expected a count"),
-    ({"split": "dev"}, ":1: split: 'dev' is not one of train/test"),
-    ({"prompt": " "}, ":1: prompt: must not be empty"),
-    ({"question": None}, ":1: question: expected text"),
-])
+@pytest.mark.parametrize(
+    "change, expect",
+    [
+        ({"verdict": "A"}, ":1: verdict: 'A' is not one of Good/Normal/Bad (pointwise)"),
+        ({"task": "ranking"}, ":1: task: 'ranking' is not one of pointwise/pairwise"),
+        ({"dimension": "beauty"}, ":1: dimension: 'beauty' is not one of semantic/fidelity/motion"),
+        ({"videos": ["videos/a.mp4", "videos/a.mp4"]}, ":1: videos: a pointwise record needs a list of 1 path(s)"),
+        ({"videos": ["../a.mp4"]}, "a.mp4: file not found"),
+        ({"videos": ["/etc/a.mp4"]}, ":1: videos: '/etc/a.mp4' must be a path relative"),
+        ({"videos": ["videos/missing.mp4"]}, "videos/missing.mp4: file not found"),
+        ({"votes": {"Good": -1}}, ":1: votes: expected counts per verdict"),
+        ({"reasons": "fine"}, ":1: reasons: expected a list of texts"),
+        ({"annotators": "3"}, ":1: annotators: expected a count"),
+        ({"split": "dev"}, ":1: split: 'dev' is not one of train/test"),
+        ({"prompt": " "}, ":1: prompt: must not be empty"),
+        ({"question": None}, ":1: question: expected text"),
+    ],
+)
 def test_bad_records_fail_with_file_line_and_field(tmp_path, change, expect):
     clip(tmp_path / "videos" / "a.mp4")
     path = write(tmp_path / "d.jsonl", [dict(GOOD, **change)])
@@ -68,8 +92,12 @@ def test_bad_records_fail_with_file_line_and_field(tmp_path, change, expect):
 def test_missing_key_duplicate_id_and_not_json(tmp_path, capsys):
     clip(tmp_path / "videos" / "a.mp4")
     bad = {k: v for k, v in GOOD.items() if k != "votes"}
-    for rows, expect in (([bad], ":1: votes: missing"), ([GOOD, GOOD], ":2: id: 'x#semantic' already used on line 1"),
-                         (["{nope"], ":1: not JSON"), ([], ": no records")):
+    for rows, expect in (
+        ([bad], ":1: votes: missing"),
+        ([GOOD, GOOD], ":2: id: 'x#semantic' already used on line 1"),
+        (["{nope"], ":1: not JSON"),
+        ([], ": no records"),
+    ):
         path = write(tmp_path / "d.jsonl", rows)
         with pytest.raises(UserError) as e:
             D.read_records(path)
@@ -83,29 +111,53 @@ def test_import_lift_hra_layouts(tmp_path):
     root = tmp_path / "LiFT-HRA"
     clip(root / "videos" / "0.mp4")
     clip(root / "videos" / "1.mp4", seed=1)
-    q = {"semantic": " Please identify the semantic consistency issues in this video, focusing on the alignment "
-                     "between the text and the visual content. Specifically, point out any discrepancies.",
-         "motion": " Please identify the motion issues in this video, focusing on the continuity and smoothness."}
+    q = {
+        "semantic": " Please identify the semantic consistency issues in this video, focusing on the alignment "
+        "between the text and the visual content. Specifically, point out any discrepancies.",
+        "motion": " Please identify the motion issues in this video, focusing on the continuity and smoothness.",
+    }
     items = [  # LiFT's training layout (LLaVA/VILA conversations), one question per item
-        {"video": "videos/0.mp4", "conversations": [
-            {"from": "human", "value": "<video>\n A red circle slides left." + q["semantic"]},
-            {"from": "gpt", "value": "Bad. The circle is blue."}]},
-        {"video": "videos/0.mp4", "conversations": [
-            {"from": "human", "value": "<video>\n A red circle slides left." + q["motion"]},
-            {"from": "gpt", "value": "Normal. Slight jitter."}]},
+        {
+            "video": "videos/0.mp4",
+            "conversations": [
+                {"from": "human", "value": "<video>\n A red circle slides left." + q["semantic"]},
+                {"from": "gpt", "value": "Bad. The circle is blue."},
+            ],
+        },
+        {
+            "video": "videos/0.mp4",
+            "conversations": [
+                {"from": "human", "value": "<video>\n A red circle slides left." + q["motion"]},
+                {"from": "gpt", "value": "Normal. Slight jitter."},
+            ],
+        },
         # the LiFT-Critic's output layout: a caption and one answer per question
-        {"video": "videos/1.mp4", "caption": "A red circle slides left.", "semantic consistency": "Good. Basically "
-         "correct.", "fidelity issues": "Good", "motion issues": "Bad. It jumps."},
+        {
+            "video": "videos/1.mp4",
+            "caption": "A red circle slides left.",
+            "semantic consistency": "Good. Basically correct.",
+            "fidelity issues": "Good",
+            "motion issues": "Bad. It jumps.",
+        },
     ]
     (root / "LiFT-HRA-data.json").write_text(json.dumps(items))
     out = tmp_path / "data" / "lift.jsonl"
     importers.lift(root / "LiFT-HRA-data.json", out, test_fraction=0.0)
     recs = D.read_records(out)
     assert [(r.dimension, r.verdict, r.reasons) for r in recs] == [
-        ("semantic", "Bad", ["The circle is blue."]), ("motion", "Normal", ["Slight jitter."]),
-        ("semantic", "Good", ["Basically correct."]), ("fidelity", "Good", []), ("motion", "Bad", ["It jumps."])]
-    assert all(r.prompt == "A red circle slides left." and r.task == "pointwise" and r.split == "train"
-               and r.votes == {r.verdict: 1} for r in recs)
+        ("semantic", "Bad", ["The circle is blue."]),
+        ("motion", "Normal", ["Slight jitter."]),
+        ("semantic", "Good", ["Basically correct."]),
+        ("fidelity", "Good", []),
+        ("motion", "Bad", ["It jumps."]),
+    ]
+    assert all(
+        r.prompt == "A red circle slides left."
+        and r.task == "pointwise"
+        and r.split == "train"
+        and r.votes == {r.verdict: 1}
+        for r in recs
+    )
     assert recs[0].videos == ["../LiFT-HRA/videos/0.mp4"] and recs[0].paths()[0].is_file()
     items[0]["conversations"][1]["value"] = "Great. Looks fine."
     (root / "LiFT-HRA-data.json").write_text(json.dumps(items))
@@ -117,19 +169,46 @@ def test_import_videogen_rewardbench_csv(tmp_path):
     root = tmp_path / "VideoGen-RewardBench"
     for m in ("kling1.5", "minimax"):
         clip(root / "videos" / m / f"{m}_00103.mp4")
-    cols = ["path_A", "path_B", "A_model", "B_model", "prompt", "VQ", "MQ", "TA", "Overall", "fps_A", "num_frames_A",
-            "fps_B", "num_frames_B"]
+    cols = [
+        "path_A",
+        "path_B",
+        "A_model",
+        "B_model",
+        "prompt",
+        "VQ",
+        "MQ",
+        "TA",
+        "Overall",
+        "fps_A",
+        "num_frames_A",
+        "fps_B",
+        "num_frames_B",
+    ]
     with open(root / "videogen-rewardbench.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(cols)
-        w.writerow(["videos/kling1.5/kling1.5_00103.mp4", "videos/minimax/minimax_00103.mp4", "kling1.5", "minimax",
-                    "Static camera, a metal ball rolls on a smooth tabletop.", "A", "same", "B", "A", 24, 120, 25, 150])
+        w.writerow(
+            [
+                "videos/kling1.5/kling1.5_00103.mp4",
+                "videos/minimax/minimax_00103.mp4",
+                "kling1.5",
+                "minimax",
+                "Static camera, a metal ball rolls on a smooth tabletop.",
+                "A",
+                "same",
+                "B",
+                "A",
+                24,
+                120,
+                25,
+                150,
+            ]
+        )
     out = tmp_path / "vgrb.jsonl"
     importers.videogen_rewardbench(root / "videogen-rewardbench.csv", out)
     recs = D.read_records(out)
     assert {(r.dimension, r.verdict) for r in recs} == {("fidelity", "A"), ("motion", "Tie"), ("semantic", "B")}
-    assert all(r.task == "pairwise" and len(r.videos) == 2 and r.videos[0].endswith("kling1.5_00103.mp4")
-               for r in recs)
+    assert all(r.task == "pairwise" and len(r.videos) == 2 and r.videos[0].endswith("kling1.5_00103.mp4") for r in recs)
     text = (root / "videogen-rewardbench.csv").read_text().replace(",same,", ",maybe,")
     (root / "videogen-rewardbench.csv").write_text(text)
     with pytest.raises(UserError, match=r"videogen-rewardbench.csv:2: MQ: 'maybe' is not A, B or same"):
@@ -141,11 +220,28 @@ def test_import_world_judgments_through_the_cli(tmp_path, capsys):
 
     folder = tmp_path / "videos"
     video_folder(folder)
-    assert main(["judge", str(folder), "--critic", "world", "--pairwise", "--out", str(tmp_path / "j.jsonl"),
-                 "--quiet"]) == 0
+    assert (
+        main(["judge", str(folder), "--critic", "world", "--pairwise", "--out", str(tmp_path / "j.jsonl"), "--quiet"])
+        == 0
+    )
     capsys.readouterr()
-    assert main(["critic", "import", "judgments", str(tmp_path / "j.jsonl"), "--videos", str(folder), "--out",
-                 str(tmp_path / "d" / "w.jsonl"), "--test-fraction", "0"]) == 0
+    assert (
+        main(
+            [
+                "critic",
+                "import",
+                "judgments",
+                str(tmp_path / "j.jsonl"),
+                "--videos",
+                str(folder),
+                "--out",
+                str(tmp_path / "d" / "w.jsonl"),
+                "--test-fraction",
+                "0",
+            ]
+        )
+        == 0
+    )
     assert "24 records (24 train, 0 test)" in capsys.readouterr().out  # (4 videos + 2 pairs x 2 orders) x 3
     recs = D.read_records(tmp_path / "d" / "w.jsonl")
     assert sum(r.task == "pairwise" for r in recs) == 12 and recs[0].videos[0].startswith("../videos/")

@@ -1,4 +1,5 @@
 """The verdict-line parser on realistic answers (table-driven), its properties (hypothesis), and the retries."""
+
 import numpy as np
 import pytest
 
@@ -7,8 +8,10 @@ from vipo.critics.base import LABELS, PAIR_VERDICTS, CriticParseError, Video
 from vipo.critics.llm import LLMCritic, letterbox, sample_frames
 from vipo.critics.parsing import parse_verdict
 
-REASONING = ("The video shows a red circle on a black background. Across the frames it moves steadily from the right "
-             "edge towards the left, as the prompt asks. The edges stay crisp and there is no flicker.\n\n")
+REASONING = (
+    "The video shows a red circle on a black background. Across the frames it moves steadily from the right "
+    "edge towards the left, as the prompt asks. The edges stay crisp and there is no flicker.\n\n"
+)
 
 POINTWISE = [
     (REASONING + "Verdict: Good", "Good"),
@@ -80,8 +83,13 @@ _prose = st.text(st.characters(blacklist_categories=("Cs",)), max_size=200).filt
 
 
 @hypothesis.settings(max_examples=150, deadline=None)
-@hypothesis.given(reasoning=_prose, label=st.sampled_from(LABELS + PAIR_VERDICTS), upper=st.booleans(),
-                  bold=st.sampled_from(["", "*", "**"]), tail=st.sampled_from(["", ".", " - clear", "\n\nThanks!"]))
+@hypothesis.given(
+    reasoning=_prose,
+    label=st.sampled_from(LABELS + PAIR_VERDICTS),
+    upper=st.booleans(),
+    bold=st.sampled_from(["", "*", "**"]),
+    tail=st.sampled_from(["", ".", " - clear", "\n\nThanks!"]),
+)
 def test_any_reasoning_then_a_decorated_verdict_line_parses(reasoning, label, upper, bold, tail):
     allowed = LABELS if label in LABELS else PAIR_VERDICTS
     word = label.upper() if upper else label

@@ -1,5 +1,6 @@
 """vipo.dist: the one-process answers (no launcher: nothing initialised, nothing exchanged) and, under
 ``torchrun --standalone --nproc_per_node 2`` (gloo), the collectives the stages build on."""
+
 import json
 import os
 import subprocess
@@ -37,7 +38,7 @@ def test_sharding_rules_split_by_position():
         dist.OnMain("ledger").rows("samples")
 
 
-SCRIPT = r'''
+SCRIPT = r"""
 import json, os, sys, torch
 from vipo import dist
 from vipo.errors import UserError
@@ -72,15 +73,29 @@ out["sum"] = dist.sum_tensor(torch.tensor([me + 1.0])).tolist()
 out["any"] = dist.any_true(me == 1)
 with open(os.path.join(sys.argv[1], f"rank{me}.json"), "w") as f:
     json.dump(out, f)
-'''
+"""
 
 
 def test_collectives_under_torchrun(tmp_path):
     script = tmp_path / "collectives.py"
     script.write_text(SCRIPT)
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           str(script), str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(script),
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     for r, got in enumerate((r0, r1)):

@@ -1,5 +1,6 @@
 """``vipo export --merge``: a round checkpoint becomes one plain model folder that samples the same videos; and the GPU
 recipes in configs/ load and validate without downloading anything."""
+
 from pathlib import Path
 
 import diffusers
@@ -30,8 +31,9 @@ def _two_rounds(model, base: Path, tmp_path: Path) -> Path:
 
 def _video(model, steps=3, guidance=3.0):
     with torch.no_grad():
-        return model.decode(model.sample(model.encode_prompts([PROMPT]), model.encode_prompts([""]), [SEED], steps,
-                                         guidance))
+        return model.decode(
+            model.sample(model.encode_prompts([PROMPT]), model.encode_prompts([""]), [SEED], steps, guidance)
+        )
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -44,10 +46,18 @@ def test_merged_export_loads_in_diffusers_and_samples_the_same_video(tmp_path, t
     pipe = diffusers.DiffusionPipeline.from_pretrained(str(out))
     assert not any("lora" in n for n, _ in pipe.transformer.named_parameters())  # fused, not an adapter
     extra = {"use_dynamic_cfg": True} if family == "cogvideox" else {}  # the scheduler (DPM, trailing) is saved
-    frames = pipe(prompt=PROMPT, num_frames=VIDEO["frames"], height=VIDEO["height"], width=VIDEO["width"],
-                  num_inference_steps=3, guidance_scale=3.0, generator=torch.Generator().manual_seed(SEED),
-                  max_sequence_length={"cogvideox": 32, "wan": 512, "ltx": 128}[family], output_type="np",
-                  **extra).frames
+    frames = pipe(
+        prompt=PROMPT,
+        num_frames=VIDEO["frames"],
+        height=VIDEO["height"],
+        width=VIDEO["width"],
+        num_inference_steps=3,
+        guidance_scale=3.0,
+        generator=torch.Generator().manual_seed(SEED),
+        max_sequence_length={"cogvideox": 32, "wan": 512, "ltx": 128}[family],
+        output_type="np",
+        **extra,
+    ).frames
     theirs = (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
     assert np.abs(ours.astype(int) - theirs.astype(int)).max() <= 1
     assert main(["export", "--merge", str(ckpt), "--out", str(out)]) == 2  # never overwrites
@@ -57,13 +67,16 @@ def test_merged_export_of_the_world_family(tmp_path, tiny_model_dir):
     ckpt = _two_rounds(lora.load_policy(str(tiny_model_dir)), tiny_model_dir, tmp_path)
     out = tmp_path / "merged"
     assert main(["export", "--merge", str(ckpt), "--out", str(out)]) == 0
-    assert np.array_equal(_video(load_model(str(out)), 4, 2.0), _video(lora.load_policy(str(tiny_model_dir), ckpt),
-                                                                        4, 2.0))
+    assert np.array_equal(
+        _video(load_model(str(out)), 4, 2.0), _video(lora.load_policy(str(tiny_model_dir), ckpt), 4, 2.0)
+    )
 
 
-RECIPES = [("cogvideox-2b-dpo.yaml", "THUDM/CogVideoX-2b", "dpo"),
-           ("cogvideox-5b-kto.yaml", "THUDM/CogVideoX-5b", "kto"),
-           ("wan-1.3b-dpo.yaml", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "dpo")]
+RECIPES = [
+    ("cogvideox-2b-dpo.yaml", "THUDM/CogVideoX-2b", "dpo"),
+    ("cogvideox-5b-kto.yaml", "THUDM/CogVideoX-5b", "kto"),
+    ("wan-1.3b-dpo.yaml", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "dpo"),
+]
 
 
 @pytest.mark.parametrize("name,model,method", RECIPES)

@@ -1,5 +1,6 @@
 """The real families (CogVideoX, Wan, LTX) on tiny random pipelines of their exact diffusers classes: sampling,
 training steps in each objective, and adapters that a plain diffusers pipeline loads to the same videos."""
+
 import json
 
 import diffusers
@@ -35,8 +36,7 @@ def test_generation_returns_latents_and_each_seed_stands_alone(tmp_path, model, 
     assert model.family == family == detect_family(tiny_family_dir(family))
     model.save(tmp_path / "copy")  # a diffusers folder that loads back as the same family, clip size included
     copy = load_model(str(tmp_path / "copy"))
-    assert copy.family == family and (copy.frames, copy.height, copy.width) == (model.frames, model.height,
-                                                                                model.width)
+    assert copy.family == family and (copy.frames, copy.height, copy.width) == (model.frames, model.height, model.width)
     assert (model.frames, model.height, model.width) == (VIDEO["frames"], VIDEO["height"], VIDEO["width"])
     cond, uncond = _cond(model, PROMPTS), _cond(model, [""])
     assert all(v.shape[0] == 2 for v in cond.values())
@@ -157,14 +157,21 @@ def test_each_objective_lowers_its_loss_on_a_fixed_batch(model, method):
 def _pipeline_video(base, adapter, prompt, seed):
     pipe = diffusers.DiffusionPipeline.from_pretrained(str(base))
     if isinstance(pipe, diffusers.CogVideoXPipeline):  # as IPO samples CogVideoX
-        pipe.scheduler = diffusers.CogVideoXDPMScheduler.from_config(pipe.scheduler.config,
-                                                                     timestep_spacing="trailing")
+        pipe.scheduler = diffusers.CogVideoXDPMScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")
     pipe.load_lora_weights(str(adapter))
     extra = {"use_dynamic_cfg": True} if isinstance(pipe, diffusers.CogVideoXPipeline) else {}
-    frames = pipe(prompt=prompt, num_frames=VIDEO["frames"], height=VIDEO["height"], width=VIDEO["width"],
-                  num_inference_steps=3, guidance_scale=3.0, generator=torch.Generator().manual_seed(seed),
-                  max_sequence_length=_max_tokens(pipe),
-                  output_type="np", **extra).frames
+    frames = pipe(
+        prompt=prompt,
+        num_frames=VIDEO["frames"],
+        height=VIDEO["height"],
+        width=VIDEO["width"],
+        num_inference_steps=3,
+        guidance_scale=3.0,
+        generator=torch.Generator().manual_seed(seed),
+        max_sequence_length=_max_tokens(pipe),
+        output_type="np",
+        **extra,
+    ).frames
     return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
 
 

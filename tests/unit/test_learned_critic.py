@@ -1,5 +1,6 @@
 """The learned world critic: simulated annotators voted by the annotation export, training in seconds, answering
 through the critic interface, saved in safetensors; and the world-critic network's invariants."""
+
 import json
 import random
 
@@ -12,11 +13,23 @@ from vipo.critics.base import DIMENSIONS, Video
 from vipo.io.video import write_mp4
 from vipo.world import grammar, render
 
-TRAIN = [grammar.Attributes(c, s, d) for c, s, d in [
-    ("red", "circle", "left"), ("green", "square", "up"), ("blue", "triangle", "down"), ("yellow", "circle", "up"),
-    ("white", "square", "right"), ("magenta", "triangle", "left"), ("red", "square", "down"),
-    ("green", "circle", "right"), ("blue", "circle", "down"), ("yellow", "triangle", "left"),
-    ("white", "triangle", "down"), ("magenta", "circle", "up")]]
+TRAIN = [
+    grammar.Attributes(c, s, d)
+    for c, s, d in [
+        ("red", "circle", "left"),
+        ("green", "square", "up"),
+        ("blue", "triangle", "down"),
+        ("yellow", "circle", "up"),
+        ("white", "square", "right"),
+        ("magenta", "triangle", "left"),
+        ("red", "square", "down"),
+        ("green", "circle", "right"),
+        ("blue", "circle", "down"),
+        ("yellow", "triangle", "left"),
+        ("white", "triangle", "down"),
+        ("magenta", "circle", "up"),
+    ]
+]
 COLORS = list(grammar.COLORS)
 TEST = [grammar.Attributes("red", "triangle", "up"), grammar.Attributes("blue", "square", "up")]  # held out
 
@@ -35,8 +48,13 @@ def rendered_folder(root, combos, per_prompt=4):
     rows, k = [], 0
     for a in combos:
         for i in range(per_prompt):
-            shown = a if i % 2 == 0 else grammar.Attributes(
-                list(grammar.COLORS)[(list(grammar.COLORS).index(a.color) + 1 + i) % 6], a.shape, a.direction)
+            shown = (
+                a
+                if i % 2 == 0
+                else grammar.Attributes(
+                    list(grammar.COLORS)[(list(grammar.COLORS).index(a.color) + 1 + i) % 6], a.shape, a.direction
+                )
+            )
             name = f"{a.key}-{i}.mp4"
             write_mp4(root / name, render.random_clip(shown, random.Random(k), 32, 9))
             rows.append({"file_name": name, "prompt": a.prompt()})
@@ -55,7 +73,9 @@ def test_simulated_annotators_flip_at_the_error_rate():
     flips = [a.verdicts[d] != "Good" for a in answers for d in DIMENSIONS]
     assert len(answers) == 1200 and abs(np.mean(flips) - 0.2) < 0.02  # 3600 draws: sd 0.007
     assert {a.reasons["semantic"] for a in answers if a.verdicts["semantic"] != "Good"} <= {
-        "looked Normal to me", "looked Bad to me"}
+        "looked Normal to me",
+        "looked Bad to me",
+    }
     assert simulate(items, truth, 3, 0.2, seed=1) == answers  # seeded per item and annotator
 
 
@@ -66,8 +86,12 @@ def test_world_annotate_then_train_a_critic_that_beats_chance(tmp_path, capsys):
     from vipo.critics.learned import LearnedWorldCritic
 
     folder = rendered_folder(tmp_path / "clips", TRAIN + TEST)
-    assert main(["world", "annotate", "--videos", str(folder), "--out", str(tmp_path / "lab"), "--error", "0.1",
-                 "--quiet"]) == 0
+    assert (
+        main(
+            ["world", "annotate", "--videos", str(folder), "--out", str(tmp_path / "lab"), "--error", "0.1", "--quiet"]
+        )
+        == 0
+    )
     assert "percent agreement" in capsys.readouterr().out
     data = tmp_path / "lab" / "export" / "critic_train.jsonl"
     recs = D.read_records(data)
@@ -79,8 +103,27 @@ def test_world_annotate_then_train_a_critic_that_beats_chance(tmp_path, capsys):
     assert all(sum(r.votes.values()) == 3 and r.votes[r.verdict] >= 2 for r in recs)
 
     out = tmp_path / "critic"
-    assert main(["critic", "train", str(data), "--out", str(out), "--epochs", "40", "--set", "width=8",
-                 "--set", "batch_size=8", "--set", "lr=0.005", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "critic",
+                "train",
+                str(data),
+                "--out",
+                str(out),
+                "--epochs",
+                "40",
+                "--set",
+                "width=8",
+                "--set",
+                "batch_size=8",
+                "--set",
+                "lr=0.005",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     info = json.loads((out / "critic.json").read_text())
     assert info["arch"] == "world" and (out / "model.safetensors").is_file() and (out / "loss.png").is_file()
     assert not list(out.glob("*.pt")) and not list(out.glob("*.bin"))  # never pickle
@@ -102,8 +145,10 @@ def test_world_annotate_then_train_a_critic_that_beats_chance(tmp_path, capsys):
             want.append(right)
     got = [p.labels["semantic"] == "Good" for p in critic.pointwise_many(fresh)]
     assert sum(g == w for g, w in zip(got, want)) >= 18  # of 24: chance would do this 1% of the time
-    a, b = (Video(TEST[0].prompt(), render.random_clip(x, random.Random(7), 32, 9).repeat(4, 1).repeat(4, 2))
-            for x in (TEST[0], grammar.Attributes("green", "triangle", "up")))
+    a, b = (
+        Video(TEST[0].prompt(), render.random_clip(x, random.Random(7), 32, 9).repeat(4, 1).repeat(4, 2))
+        for x in (TEST[0], grammar.Attributes("green", "triangle", "up"))
+    )
     p = critic.pointwise(a)
     assert set(p.labels) == set(DIMENSIONS) and "P(Good)" in p.raw and 0 <= p.scores["semantic"] <= 1
     ab, ba = critic.pairwise(a, b), critic.pairwise(b, a)
@@ -127,9 +172,12 @@ def test_worldnet_clip_preparation_and_augmentation():
     for _ in range(20):
         c, a = W._augment(clips, attrs, known, rng)
         direction = W.DIRECTIONS[a[0, 2]]
-        views = {(m, r): (frames[::-1] if r else frames)[:, :, ::-1] if m else (frames[::-1] if r else frames)
-                 for m in (False, True) for r in (False, True)}
-        (mirrored, reversed_), = [k for k, v in views.items() if (c[0] == v).all()]
+        views = {
+            (m, r): (frames[::-1] if r else frames)[:, :, ::-1] if m else (frames[::-1] if r else frames)
+            for m in (False, True)
+            for r in (False, True)
+        }
+        ((mirrored, reversed_),) = [k for k, v in views.items() if (c[0] == v).all()]
         # left -> right under a mirror or a reversal, back to left under both
         assert direction == ("right" if mirrored != reversed_ else "left")
         seen.add((mirrored, reversed_))

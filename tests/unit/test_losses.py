@@ -1,4 +1,5 @@
 """Every loss branch against values computed by hand."""
+
 import math
 
 import pytest
@@ -96,7 +97,9 @@ def test_targets_per_parameterization():
     assert torch.equal(losses.target("epsilon", x0, noise), noise)
     assert torch.allclose(losses.target("flow", x0, noise), t(-0.5, 1.25).view(2, 1))
     a, s = t(0.6, 0.8).view(2, 1), t(0.8, 0.6).view(2, 1)
-    assert torch.allclose(losses.target("v_prediction", x0, noise, a, s), t(0.6 * 0.5 - 0.8, 0.8 * 0.25 + 0.6).view(2, 1))
+    assert torch.allclose(
+        losses.target("v_prediction", x0, noise, a, s), t(0.6 * 0.5 - 0.8, 0.8 * 0.25 + 0.6).view(2, 1)
+    )
     assert torch.equal(losses.target("sample", x0, noise), x0)
     with pytest.raises(ValueError):
         losses.target("x1", x0, noise)
@@ -152,17 +155,20 @@ def test_kto_batch_one_with_a_pool_has_the_gradient_of_batch_128():
     assert z0 == pytest.approx(max(0.0, (-beta * (e0 - r)).mean().item()), rel=1e-6)
     e1 = e0.clone().requires_grad_(True)
     for i in range(128):
-        (losses.kto(e1[i:i + 1], r[i:i + 1], des[i:i + 1], beta, z0=z0).loss / 128).backward()
+        (losses.kto(e1[i : i + 1], r[i : i + 1], des[i : i + 1], beta, z0=z0).loss / 128).backward()
     assert torch.allclose(e1.grad, big, rtol=1e-5, atol=1e-9)
 
 
-@pytest.mark.parametrize("n_d, n_u, want", [
-    (50, 50, (1.0, 1.0)),          # ratio 1: inside [1, 4/3]
-    (40, 30, (1.0, 1.0)),          # 4/3: the upper edge, inside
-    (70, 30, (4 / 3 * 30 / 70, 1.0)),  # 7/3 -> lambda_d = (4/3) / (7/3) = 4/7: weighted ratio 4/3
-    (30, 70, (1.0, 30 / 70)),      # 3/7 -> lambda_u = 3/7: weighted ratio 1
-    (10, 0, (1.0, 1.0)),           # one class absent: nothing to balance
-])
+@pytest.mark.parametrize(
+    "n_d, n_u, want",
+    [
+        (50, 50, (1.0, 1.0)),  # ratio 1: inside [1, 4/3]
+        (40, 30, (1.0, 1.0)),  # 4/3: the upper edge, inside
+        (70, 30, (4 / 3 * 30 / 70, 1.0)),  # 7/3 -> lambda_d = (4/3) / (7/3) = 4/7: weighted ratio 4/3
+        (30, 70, (1.0, 30 / 70)),  # 3/7 -> lambda_u = 3/7: weighted ratio 1
+        (10, 0, (1.0, 1.0)),  # one class absent: nothing to balance
+    ],
+)
 def test_kto_class_weights_follow_the_kto_rule(n_d, n_u, want):
     lam_d, lam_u = losses.kto_class_weights(n_d, n_u)
     assert (lam_d, lam_u) == pytest.approx(want)

@@ -1,5 +1,6 @@
 """Memory options (full fine-tune with a frozen reference, bf16 autocast, gradient checkpointing, 8-bit AdamW, VAE
 tiling) on tiny real-family pipelines, and the caches and real-video dataset loader they train from."""
+
 import json
 import sys
 
@@ -40,8 +41,11 @@ def test_full_fine_tune_lowers_the_loss_and_leaves_the_reference_unchanged(wan):
     assert len(params) == len(list(net.parameters())) and all(p.requires_grad for p in params)
     assert frozen is not net and not any(p.requires_grad for p in frozen.parameters())
     ref_before = {k: v.clone() for k, v in frozen.state_dict().items()}
-    ctx, opt, batch = trainer.StepContext(wan, cfg, frozen, torch.device("cpu")), trainer.make_optimizer(cfg, params), \
-        _batch(wan)
+    ctx, opt, batch = (
+        trainer.StepContext(wan, cfg, frozen, torch.device("cpu")),
+        trainer.make_optimizer(cfg, params),
+        _batch(wan),
+    )
     first = _dpo(ctx, batch)
     assert first.item() == pytest.approx(np.log(2), abs=1e-6)  # policy = reference at the start
     for _ in range(6):
@@ -103,8 +107,12 @@ def test_adamw8bit_needs_bitsandbytes(monkeypatch, wan):
 
 
 def test_memory_options_are_validated():
-    for bad, msg in (({"finetune": "qlora"}, "finetune"), ({"mixed_precision": "fp16"}, "mixed_precision"),
-                     ({"optimizer": "sgd"}, "optimizer"), ({"ref_offload": True}, "ref_offload")):
+    for bad, msg in (
+        ({"finetune": "qlora"}, "finetune"),
+        ({"mixed_precision": "fp16"}, "mixed_precision"),
+        ({"optimizer": "sgd"}, "optimizer"),
+        ({"ref_offload": True}, "ref_offload"),
+    ):
         with pytest.raises(UserError, match=msg):
             load(TrainConfig, None, bad)
     assert load(TrainConfig, None, {"finetune": "full", "ref_offload": "true"}).ref_offload is True
@@ -166,23 +174,36 @@ def test_dataset_layouts_folder_vidgen_jsonl_and_openvid_csv(tmp_path):
         (d / f"v{i}.txt").write_text(f" caption {i}\n")
     assert [(c.video.name, c.caption) for c in read_dataset(d)] == [("v0.mp4", "caption 0"), ("v1.mp4", "caption 1")]
     vidgen = d / "vidgen.jsonl"  # VidGen-1M: {"vid": id, "caption": ...}, videos named id.mp4
-    vidgen.write_text(json.dumps({"vid": "v1", "caption": "one"}) + "\n\n" + json.dumps({"vid": "v0.mp4",
-                                                                                          "caption": "zero"}) + "\n")
+    vidgen.write_text(
+        json.dumps({"vid": "v1", "caption": "one"}) + "\n\n" + json.dumps({"vid": "v0.mp4", "caption": "zero"}) + "\n"
+    )
     assert [(c.video.name, c.caption) for c in read_dataset(vidgen)] == [("v1.mp4", "one"), ("v0.mp4", "zero")]
     openvid = d / "openvid.csv"  # OpenVid-1M: video,caption,aesthetic score,...
     openvid.write_text('video,caption,aesthetic score\nv0.mp4,"a cat, sleeping",5.1\n')
     assert [(c.video.name, c.caption, c.where) for c in read_dataset(openvid)] == [
-        ("v0.mp4", "a cat, sleeping", f"{openvid}: line 2")]
+        ("v0.mp4", "a cat, sleeping", f"{openvid}: line 2")
+    ]
 
 
-@pytest.mark.parametrize("name,text,message", [
-    ("m.jsonl", '{"video": "v0.mp4", "caption": "ok"}\n{"video": "v1.mp4"}\n', r"m.jsonl: line 2: no caption column"),
-    ("m.jsonl", '{"video": "v0.mp4", "caption": "ok"}\n{"video": \n', r"m.jsonl: line 2: invalid JSON"),
-    ("m.jsonl", '["v0.mp4", "ok"]\n', r"m.jsonl: line 1: expected a JSON object"),
-    ("m.csv", "file,caption\nv0.mp4,ok\n", r"m.csv: line 2: no video column \(one of video, video_path"),
-    ("m.csv", "video,caption\nv0.mp4,ok\nmissing.mp4,gone\n", r"m.csv: line 3: video 'missing.mp4': file not found"),
-    ("m.txt", "v0.mp4\n", r"m.txt: real videos must be a folder of videos or a .jsonl/.csv manifest"),
-])
+@pytest.mark.parametrize(
+    "name,text,message",
+    [
+        (
+            "m.jsonl",
+            '{"video": "v0.mp4", "caption": "ok"}\n{"video": "v1.mp4"}\n',
+            r"m.jsonl: line 2: no caption column",
+        ),
+        ("m.jsonl", '{"video": "v0.mp4", "caption": "ok"}\n{"video": \n', r"m.jsonl: line 2: invalid JSON"),
+        ("m.jsonl", '["v0.mp4", "ok"]\n', r"m.jsonl: line 1: expected a JSON object"),
+        ("m.csv", "file,caption\nv0.mp4,ok\n", r"m.csv: line 2: no video column \(one of video, video_path"),
+        (
+            "m.csv",
+            "video,caption\nv0.mp4,ok\nmissing.mp4,gone\n",
+            r"m.csv: line 3: video 'missing.mp4': file not found",
+        ),
+        ("m.txt", "v0.mp4\n", r"m.txt: real videos must be a folder of videos or a .jsonl/.csv manifest"),
+    ],
+)
 def test_manifest_errors_name_file_line_and_field(tmp_path, name, text, message):
     _videos(tmp_path)
     (tmp_path / name).write_text(text)

@@ -1,4 +1,5 @@
 """`vipo eval DIR`: VBench-style metrics on folders of rendered clips whose answers are known."""
+
 import json
 
 import pytest
@@ -21,8 +22,12 @@ def folder(tmp_path, name, clips, meta=True):
     for i, c in enumerate(clips):
         write_mp4(root / f"a red circle moving right-{i}.mp4", c)
     if meta:
-        (root / "metadata.jsonl").write_text("".join(json.dumps({"file_name": f"a red circle moving right-{i}.mp4",
-                                                                 "prompt": "x"}) + "\n" for i in range(len(clips))))
+        (root / "metadata.jsonl").write_text(
+            "".join(
+                json.dumps({"file_name": f"a red circle moving right-{i}.mp4", "prompt": "x"}) + "\n"
+                for i in range(len(clips))
+            )
+        )
     return root
 
 
@@ -40,8 +45,10 @@ def test_known_answers_through_the_cli(tmp_path, capsys):
     flicker = static.copy()
     flicker[1::2] = 0
     jittery = fast[[0, 2, 1, 4, 3, 6, 5, 8, 7]]
-    s = {n: scores(tmp_path, n, [c], capsys) for n, c in
-         (("static", static), ("flicker", flicker), ("slow", slow), ("fast", fast), ("jittery", jittery))}
+    s = {
+        n: scores(tmp_path, n, [c], capsys)
+        for n, c in (("static", static), ("flicker", flicker), ("slow", slow), ("fast", fast), ("jittery", jittery))
+    }
     raw = {n: v["raw"] for n, v in s.items()}
     assert raw["static"] == {"temporal_flickering": 1.0, "motion_smoothness": 1.0, "dynamic_degree": 0.0}
     assert raw["flicker"]["temporal_flickering"] < raw["fast"]["temporal_flickering"] < 1.0
@@ -56,8 +63,9 @@ def test_known_answers_through_the_cli(tmp_path, capsys):
 
 
 def test_total_quality_semantic_weights():
-    got = final_score({"temporal_flickering": 1.0, "motion_smoothness": 0.706, "dynamic_degree": 1.0,
-                       "overall_consistency": 0.364})
+    got = final_score(
+        {"temporal_flickering": 1.0, "motion_smoothness": 0.706, "dynamic_degree": 1.0, "overall_consistency": 0.364}
+    )
     assert got["quality score"] == pytest.approx(1.5 / 2.5) and got["semantic score"] == 1.0
     assert got["total score"] == pytest.approx((4 * 0.6 + 1) / 5)
 

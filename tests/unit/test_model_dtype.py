@@ -1,6 +1,7 @@
 """``model_dtype: bfloat16`` on tiny pipelines of the real families: frozen weights load in bf16, LoRA and full
 fine-tune weights train in float32, latents and errors stay float32, and a bf16 policy's adapters give the video a
 plain diffusers pipeline loaded in bf16 gives."""
+
 import diffusers
 import numpy as np
 import pytest
@@ -29,8 +30,7 @@ def _cond(model, prompts):
 def _low_precision(module) -> list[str]:
     """Names of ``module``'s float parameters that are not bf16, less those diffusers keeps in float32 on purpose."""
     keep = getattr(module, "_keep_in_fp32_modules", None) or ()
-    return [n for n, p in module.named_parameters()
-            if p.dtype != BF16 and not any(k in n.split(".") for k in keep)]
+    return [n for n, p in module.named_parameters() if p.dtype != BF16 and not any(k in n.split(".") for k in keep)]
 
 
 def _batch(model, seed=0):
@@ -91,18 +91,31 @@ def _diffusers_video(base, prompt, seed, adapter=None, transformer=None):
     full fine-tune's folder) in place of its own."""
     pipe = diffusers.DiffusionPipeline.from_pretrained(str(base), **dtype_kwargs(BF16))  # = torch_dtype=bf16
     if isinstance(pipe, diffusers.CogVideoXPipeline):  # as IPO samples CogVideoX
-        pipe.scheduler = diffusers.CogVideoXDPMScheduler.from_config(pipe.scheduler.config,
-                                                                     timestep_spacing="trailing")
+        pipe.scheduler = diffusers.CogVideoXDPMScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")
     if adapter is not None:
         pipe.load_lora_weights(str(adapter))
     if transformer is not None:
         pipe.transformer = type(pipe.transformer).from_pretrained(str(transformer), **dtype_kwargs(BF16))
     extra = {"use_dynamic_cfg": True} if isinstance(pipe, diffusers.CogVideoXPipeline) else {}
-    tokens = (pipe.transformer.config.max_text_seq_length if isinstance(pipe, diffusers.CogVideoXPipeline)
-              else 512 if isinstance(pipe, diffusers.WanPipeline) else 128)
-    frames = pipe(prompt=prompt, num_frames=VIDEO["frames"], height=VIDEO["height"], width=VIDEO["width"],
-                  num_inference_steps=3, guidance_scale=3.0, generator=torch.Generator().manual_seed(seed),
-                  max_sequence_length=tokens, output_type="np", **extra).frames
+    tokens = (
+        pipe.transformer.config.max_text_seq_length
+        if isinstance(pipe, diffusers.CogVideoXPipeline)
+        else 512
+        if isinstance(pipe, diffusers.WanPipeline)
+        else 128
+    )
+    frames = pipe(
+        prompt=prompt,
+        num_frames=VIDEO["frames"],
+        height=VIDEO["height"],
+        width=VIDEO["width"],
+        num_inference_steps=3,
+        guidance_scale=3.0,
+        generator=torch.Generator().manual_seed(seed),
+        max_sequence_length=tokens,
+        output_type="np",
+        **extra,
+    ).frames
     return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
 
 
@@ -164,8 +177,9 @@ def test_bf16_adapter_chain_stays_unfused_and_matches_diffusers_in_bf16(tmp_path
             torch.nn.init.normal_(p, std=0.1)
         with torch.no_grad(), lora.without(model):  # the reference: the round's starting policy, chain included
             ref = losses.per_sample_error(*model.predict_and_target(x, cond, noise, t))
-        assert torch.equal(ref, before) and {id(p) for p in params} == {id(p) for p in net.parameters()
-                                                                        if p.requires_grad}
+        assert torch.equal(ref, before) and {id(p) for p in params} == {
+            id(p) for p in net.parameters() if p.requires_grad
+        }
         prev = tmp_path / f"round-{rnd - 1}" / "checkpoint" if rnd > 1 else None
         ckpt = tmp_path / f"round-{rnd}" / "checkpoint"
         lora.write_checkpoint(model, ckpt, str(base), prev, rnd)
@@ -179,9 +193,11 @@ def test_bf16_adapter_chain_stays_unfused_and_matches_diffusers_in_bf16(tmp_path
 
 
 def test_model_dtype_is_validated_and_old_snapshots_load(tmp_path, tiny_model_dir, tiny_family_dir):
-    for over, msg in (({"model_dtype": "fp8"}, "model_dtype must be float32 or bfloat16"),
-                      ({"model_dtype": "float16"}, "model_dtype must be float32 or bfloat16 .float16 trains without"),
-                      ({"model_dtype": "bfloat16"}, "model_dtype: the embedded world model loads in float32 only")):
+    for over, msg in (
+        ({"model_dtype": "fp8"}, "model_dtype must be float32 or bfloat16"),
+        ({"model_dtype": "float16"}, "model_dtype must be float32 or bfloat16 .float16 trains without"),
+        ({"model_dtype": "bfloat16"}, "model_dtype: the embedded world model loads in float32 only"),
+    ):
         with pytest.raises(UserError, match=msg):
             load(RunConfig, None, over)
     with pytest.raises(UserError, match="model_dtype: the world family loads in float32 only, got 'bfloat16'"):

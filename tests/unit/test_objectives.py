@@ -1,5 +1,6 @@
 """The objectives as their references define them: caption dropout, NLL units, pair-building edge cases, the world's
 real videos. (The loss branches themselves: test_losses.py.)"""
+
 import pytest
 import torch
 
@@ -23,15 +24,19 @@ def tiny():
 def _setup(model, cfg, prompts):
     """A DPO micro-batch of the tiny model: items, a conditioning cache with '' whose tensors require grad."""
     g = torch.Generator().manual_seed(0)
-    latents = {f"s{i}": torch.randn(model.frames, 3, model.side, model.side, generator=g) for i in range(2 * len(prompts))}
+    latents = {
+        f"s{i}": torch.randn(model.frames, 3, model.side, model.side, generator=g) for i in range(2 * len(prompts))
+    }
     with torch.no_grad():
         enc = model.encode_prompts(prompts + [""])
-    cache = {p: {k: v[i:i + 1].clone() for k, v in enc.items()} for i, p in enumerate(prompts + [""])}
+    cache = {p: {k: v[i : i + 1].clone() for k, v in enc.items()} for i, p in enumerate(prompts + [""])}
     for v in cache[""].values():
         if v.is_floating_point():
             v.requires_grad_(True)
-    batch = [{"chosen": {"id": f"s{2 * i}", "prompt": p}, "rejected": {"id": f"s{2 * i + 1}", "prompt": p},
-              "weight": 1.0} for i, p in enumerate(prompts)]
+    batch = [
+        {"chosen": {"id": f"s{2 * i}", "prompt": p}, "rejected": {"id": f"s{2 * i + 1}", "prompt": p}, "weight": 1.0}
+        for i, p in enumerate(prompts)
+    ]
     ctx = trainer.StepContext(model, cfg, None, torch.device("cpu"))
     return ctx, batch, cache, (lambda s: latents[s["id"]])
 
@@ -86,7 +91,7 @@ def test_nll_terms_are_in_likelihood_units(tiny):
 
 def test_grad_norms_measure_each_term_apart():
     w = torch.tensor([1.0, 2.0], requires_grad=True)
-    terms = trainer.Terms(preference=(3 * w).sum(), winner_nll=(w ** 2).sum(), real_nll=None)
+    terms = trainer.Terms(preference=(3 * w).sum(), winner_nll=(w**2).sum(), real_nll=None)
     out = trainer.grad_norms(terms, [w])
     assert out["grad_norm_preference"] == pytest.approx((9 + 9) ** 0.5)  # d/dw 3w = [3, 3]
     assert out["grad_norm_winner_nll"] == pytest.approx((4 + 16) ** 0.5)  # 2w = [2, 4]
@@ -140,8 +145,17 @@ def test_an_unparseable_sample_is_left_out_of_ranking_not_scored_zero(tmp_path):
     mid = {"semantic": "Normal", "fidelity": "Good", "motion": "Good"}
     with Ledger(tmp_path / "l.sqlite") as ledger:
         for i in range(3):
-            ledger.add_sample({"id": f"s{i}", "round": 1, "prompt_id": 0, "sample_index": i, "prompt": "p",
-                               "seed": i, "file_name": f"s{i}.mp4"})
+            ledger.add_sample(
+                {
+                    "id": f"s{i}",
+                    "round": 1,
+                    "prompt_id": 0,
+                    "sample_index": i,
+                    "prompt": "p",
+                    "seed": i,
+                    "file_name": f"s{i}.mp4",
+                }
+            )
         ledger.add_judgment(_judgment("pw:s0", "s0", good, overall=1.0))
         ledger.add_judgment(_judgment("pw:s1", "s1", mid, overall=0.8))
         ledger.add_judgment(_judgment("pw:s2", "s2", error="no verdict"))
@@ -182,8 +196,21 @@ def test_a_killed_kto_round_resumes_with_its_reward_pool(tmp_path, tiny_model_di
     from vipo import faults
     from vipo.cli import main
 
-    args = ["--model", str(tiny_model_dir), "--rounds", "1", "--method", "kto", *TINY_RUN,
-            "--set", "train.epochs=6", "--set", "train.batch_size=1", "--set", "train.kto_kl_pool=4"]
+    args = [
+        "--model",
+        str(tiny_model_dir),
+        "--rounds",
+        "1",
+        "--method",
+        "kto",
+        *TINY_RUN,
+        "--set",
+        "train.epochs=6",
+        "--set",
+        "train.batch_size=1",
+        "--set",
+        "train.kto_kl_pool=4",
+    ]
     assert main(["run", "--out", str(tmp_path / "ref"), *args]) == 0
     monkeypatch.setattr(faults, "_PLAN", faults._parse("train.after_step:3=raise"))
     monkeypatch.setattr(faults, "_hits", faults.Counter())

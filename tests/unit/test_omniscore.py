@@ -1,4 +1,5 @@
 """OmniScore's weight-free dimensions on rendered clips whose answers are known, and its way into pairs."""
+
 import sys
 
 import pytest

@@ -1,4 +1,5 @@
 """Ranking with position swap, pair selection, VideoDPO options, KTO labels, and the critic text format."""
+
 import random
 
 import pytest
@@ -74,8 +75,10 @@ def test_kto_labels_take_the_worst_dimension():
     assert P.combine_labels({"semantic": "Good", "fidelity": "Normal", "motion": "Good"}) == "Normal"
     assert P.combine_labels({"semantic": "Good", "fidelity": "Good", "motion": "Bad"}) == "Bad"
     samples = [{"id": "x", "prompt_id": 0}, {"id": "y", "prompt_id": 0}]
-    pw = {"x": {"labels": {"semantic": "Good", "fidelity": "Normal", "motion": "Good"}, "overall": 0.8},
-          "y": {"labels": {"semantic": "Bad", "fidelity": "Good", "motion": "Good"}, "overall": 0.6}}
+    pw = {
+        "x": {"labels": {"semantic": "Good", "fidelity": "Normal", "motion": "Good"}, "overall": 0.8},
+        "y": {"labels": {"semantic": "Bad", "fidelity": "Good", "motion": "Good"}, "overall": 0.6},
+    }
     ex, counts = P.kto_examples(samples, pw)
     assert [e["desirable"] for e in ex] == [True, False] and counts == {"Normal": 1, "Bad": 1}
 

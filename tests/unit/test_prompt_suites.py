@@ -1,5 +1,6 @@
 """Prompt suites: importers on malformed files (bad lines named by line number), template expansion per seed,
 duplicate removal and length limits."""
+
 import json
 
 import pytest
@@ -11,8 +12,10 @@ from vipo.errors import UserError
 
 def test_jsonl_bad_lines_reported_with_line_numbers(tmp_path):
     f = tmp_path / "p.jsonl"
-    f.write_text('{"prompt": "a cat runs"}\n{"prompt": \n\n{"text": "a dog sits"}\n{"id": 3}\n"a bare string"\n'
-                 '{"prompt": "bad \\u0007 bell"}\n')
+    f.write_text(
+        '{"prompt": "a cat runs"}\n{"prompt": \n\n{"text": "a dog sits"}\n{"id": 3}\n"a bare string"\n'
+        '{"prompt": "bad \\u0007 bell"}\n'
+    )
     rows, problems = P.import_prompts(f)
     assert rows == [(1, "a cat runs"), (4, "a dog sits"), (6, "a bare string")]
     assert [p.split(": ")[0] for p in problems] == [f"{f}:2", f"{f}:5", f"{f}:7"]
@@ -34,8 +37,11 @@ def test_csv_and_vidprom(tmp_path):
 
 def test_json_and_vbench_suite(tmp_path):
     f = tmp_path / "VBench_full_info.json"
-    f.write_text(json.dumps([{"prompt_en": "a person is swimming", "dimension": ["human_action"]}, {"x": 1},
-                             "a panda eating bamboo"]))
+    f.write_text(
+        json.dumps(
+            [{"prompt_en": "a person is swimming", "dimension": ["human_action"]}, {"x": 1}, "a panda eating bamboo"]
+        )
+    )
     rows, problems = P.import_prompts(f, "vbench")
     assert [t for _, t in rows] == ["a person is swimming", "a panda eating bamboo"]
     assert problems == [f"{f}:item 2: no prompt/prompt_en/text/caption string"]
@@ -62,8 +68,9 @@ def test_template_expansion_deterministic_per_seed(tmp_path, capsys):
 
 
 def test_dedupe_exact_and_near():
-    got = P.dedupe(["A cat runs on the beach.", "a cat  runs on the beach", "A cat runs on the beaches",
-                    "A dog sleeps in a barn"])
+    got = P.dedupe(
+        ["A cat runs on the beach.", "a cat  runs on the beach", "A cat runs on the beaches", "A dog sleeps in a barn"]
+    )
     assert got == ["A cat runs on the beach.", "A dog sleeps in a barn"]
     assert len(P.dedupe(["A cat runs on the beach.", "A cat runs on the beaches"], near=1.0)) == 2
 

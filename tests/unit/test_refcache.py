@@ -1,6 +1,7 @@
 """Cached reference errors (train.ref_cache): the loss on a cached draw is the live loss on the same draw (DPO and
 KTO, LoRA and full fine-tune); draws are fixed per (item, k); the pass resumes and is keyed; a round trains with no
 reference forward in its steps."""
+
 import dataclasses
 import shutil
 
@@ -22,21 +23,34 @@ def _round(model, method, n=4):
     latents = {f"s{i}": torch.randn(model.frames, 3, model.side, model.side, generator=g) for i in range(2 * n)}
     with torch.no_grad():
         enc = model.encode_prompts(prompts + [""])
-    cache = {p: {k: v[i:i + 1] for k, v in enc.items()} for i, p in enumerate(prompts + [""])}
+    cache = {p: {k: v[i : i + 1] for k, v in enc.items()} for i, p in enumerate(prompts + [""])}
     if method == "dpo":
-        items = [{"chosen": {"id": f"s{2 * i}", "prompt": p}, "rejected": {"id": f"s{2 * i + 1}", "prompt": p},
-                  "weight": 1.0} for i, p in enumerate(prompts)]
+        items = [
+            {
+                "chosen": {"id": f"s{2 * i}", "prompt": p},
+                "rejected": {"id": f"s{2 * i + 1}", "prompt": p},
+                "weight": 1.0,
+            }
+            for i, p in enumerate(prompts)
+        ]
     else:
-        items = [{"sample": {"id": f"s{i}", "prompt": prompts[i // 2]}, "desirable": i % 2 == 0}
-                 for i in range(2 * n)]
+        items = [{"sample": {"id": f"s{i}", "prompt": prompts[i // 2]}, "desirable": i % 2 == 0} for i in range(2 * n)]
     return items, cache, (lambda s: latents[s["id"]])
 
 
 @pytest.mark.parametrize("method,finetune", [("dpo", "lora"), ("kto", "lora"), ("dpo", "full"), ("kto", "full")])
 def test_cached_loss_equals_the_live_loss_on_the_same_draws(tmp_path, method, finetune):
     model = WorldModel.fresh(widths=(16, 32, 32), text_width=32, seed=0)
-    cfg = TrainConfig(method=method, finetune=finetune, ref_cache=2, epochs=3, batch_size=2, caption_dropout=0.5,
-                      lambda_real=0, kto_kl_pool=0)
+    cfg = TrainConfig(
+        method=method,
+        finetune=finetune,
+        ref_cache=2,
+        epochs=3,
+        batch_size=2,
+        caption_dropout=0.5,
+        lambda_real=0,
+        kto_kl_pool=0,
+    )
     params, frozen = trainer.trainable(model, cfg, seed=0)
     with torch.no_grad():  # a policy away from its reference, so the comparison means something
         for p in params:
@@ -52,8 +66,9 @@ def test_cached_loss_equals_the_live_loss_on_the_same_draws(tmp_path, method, fi
     for ref in (errors[idx, k].T.reshape(-1), None):  # cached, then the reference run live on the same draws
         for p in params:
             p.grad = None
-        terms = trainer._micro_loss(ctx, [items[i] for i in idx], cache, latent, torch.Generator().manual_seed(5),
-                                    None, 0, None, draws, ref)
+        terms = trainer._micro_loss(
+            ctx, [items[i] for i in idx], cache, latent, torch.Generator().manual_seed(5), None, 0, None, draws, ref
+        )
         terms.total.backward()
         got.append(terms.total.detach())
         grads.append(torch.cat([p.grad.flatten() for p in params if p.grad is not None]))
@@ -108,13 +123,15 @@ def test_the_key_follows_what_the_errors_depend_on():
     items = [{"sample": {"id": "a"}}, {"sample": {"id": "b"}}]
     base = refcache.key(TrainConfig(ref_cache=4), 0, 1, items, "ref", 4)
     assert base == refcache.key(TrainConfig(ref_cache=4, lr=1.0, epochs=9), 0, 1, items, "ref", 4)  # not these
-    for other in (refcache.key(TrainConfig(ref_cache=4, caption_dropout=0.2), 0, 1, items, "ref", 4),
-                  refcache.key(TrainConfig(ref_cache=4, timestep_window=[0.5, 1.0]), 0, 1, items, "ref", 4),
-                  refcache.key(TrainConfig(ref_cache=4), 1, 1, items, "ref", 4),
-                  refcache.key(TrainConfig(ref_cache=4), 0, 2, items, "ref", 4),
-                  refcache.key(TrainConfig(ref_cache=4), 0, 1, items[::-1], "ref", 4),
-                  refcache.key(TrainConfig(ref_cache=4), 0, 1, items, "another reference", 4),
-                  refcache.key(TrainConfig(ref_cache=4), 0, 1, items, "ref", 2)):
+    for other in (
+        refcache.key(TrainConfig(ref_cache=4, caption_dropout=0.2), 0, 1, items, "ref", 4),
+        refcache.key(TrainConfig(ref_cache=4, timestep_window=[0.5, 1.0]), 0, 1, items, "ref", 4),
+        refcache.key(TrainConfig(ref_cache=4), 1, 1, items, "ref", 4),
+        refcache.key(TrainConfig(ref_cache=4), 0, 2, items, "ref", 4),
+        refcache.key(TrainConfig(ref_cache=4), 0, 1, items[::-1], "ref", 4),
+        refcache.key(TrainConfig(ref_cache=4), 0, 1, items, "another reference", 4),
+        refcache.key(TrainConfig(ref_cache=4), 0, 1, items, "ref", 2),
+    ):
         assert other != base
 
 

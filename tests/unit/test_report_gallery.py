@@ -1,5 +1,6 @@
 """report: what a new user meets first reads right: each gallery clip says its verdict and why, a one-step training
 curve still shows its point, and no legend covers a line."""
+
 import json
 
 import pytest
@@ -7,16 +8,26 @@ import pytest
 from vipo.run import report
 
 
-@pytest.mark.parametrize("row, expected", [
-    ({"passed": True, "color_ok": True, "shape_ok": True, "direction_ok": True, "raw": "ok"}, ("pass", "pass", "ok")),
-    ({"passed": False, "color_ok": False, "shape_ok": True, "direction_ok": False, "raw": "r"},
-     ("fail", "fail: wrong color, direction", "r")),
-    ({"labels": {"semantic": "Good", "fidelity": "Normal", "motion": "Bad"}, "raw": "The video shows"},
-     ("pass", "semantic Good, fidelity Normal, motion Bad", "The video shows")),
-    ({"labels": {"semantic": "Bad"}}, ("fail", "semantic Bad", "")),
-    ({"error": "no verdict in the answer", "raw": "?"}, ("fail", "unparseable answer", "no verdict in the answer")),
-    (None, ("", "not judged", "")),
-])
+@pytest.mark.parametrize(
+    "row, expected",
+    [
+        (
+            {"passed": True, "color_ok": True, "shape_ok": True, "direction_ok": True, "raw": "ok"},
+            ("pass", "pass", "ok"),
+        ),
+        (
+            {"passed": False, "color_ok": False, "shape_ok": True, "direction_ok": False, "raw": "r"},
+            ("fail", "fail: wrong color, direction", "r"),
+        ),
+        (
+            {"labels": {"semantic": "Good", "fidelity": "Normal", "motion": "Bad"}, "raw": "The video shows"},
+            ("pass", "semantic Good, fidelity Normal, motion Bad", "The video shows"),
+        ),
+        ({"labels": {"semantic": "Bad"}}, ("fail", "semantic Bad", "")),
+        ({"error": "no verdict in the answer", "raw": "?"}, ("fail", "unparseable answer", "no verdict in the answer")),
+        (None, ("", "not judged", "")),
+    ],
+)
 def test_a_gallery_verdict_says_why(row, expected):
     assert report.verdict(row) == expected
 
@@ -45,8 +56,11 @@ def _legends_clear_of_their_axes(fig):
 def test_a_one_step_round_shows_its_point_and_legends_sit_beside_the_plots(tmp_path, figures):
     for k, steps in ((1, 1), (2, 4)):
         (tmp_path / f"round-{k}").mkdir()
-        (tmp_path / f"round-{k}" / "train_log.jsonl").write_text("".join(
-            json.dumps({"step": i + 1, "implicit_acc": 0.5, "reward_margin": 0.1 * i}) + "\n" for i in range(steps)))
+        (tmp_path / f"round-{k}" / "train_log.jsonl").write_text(
+            "".join(
+                json.dumps({"step": i + 1, "implicit_acc": 0.5, "reward_margin": 0.1 * i}) + "\n" for i in range(steps)
+            )
+        )
         (tmp_path / f"round-{k}" / "pairs.jsonl").write_text(json.dumps({"gap": 1.0}) + "\n")
     report._train_plot(tmp_path, [0, 1, 2])
     report._gap_plot(tmp_path, [1, 2])

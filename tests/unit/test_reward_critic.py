@@ -1,6 +1,7 @@
 """The reward critic on a tiny random VideoAlign checkpoint saved in the released layout: weights land where a
 reference (peft applying the LoRA, the head at the reward tokens) puts them, frames and patches follow Qwen2-VL's
 rules, verdicts follow the documented thresholds and margin, and it judges through `vipo judge DIR`."""
+
 import json
 import math
 
@@ -38,8 +39,10 @@ def _critic(checkpoint, **over):
 
 def _clips(n=3, frames=12, side=40):
     rng = np.random.default_rng(0)
-    return [Video(f"a red kite number {i} over a beach", rng.integers(0, 256, (frames, side, side + 8, 3), np.uint8))
-            for i in range(n)]
+    return [
+        Video(f"a red kite number {i} over a beach", rng.integers(0, 256, (frames, side, side + 8, 3), np.uint8))
+        for i in range(n)
+    ]
 
 
 def test_frame_count_and_sides_follow_qwen_vl_rules():
@@ -85,8 +88,9 @@ def _reference(checkpoint, inputs):
         for k, v in exp["state"].items():
             state[k].copy_(v)
     modules = sorted(exp["lora"])
-    model = get_peft_model(model, LoraConfig(r=tiny_reward.RANK, lora_alpha=tiny_reward.ALPHA,
-                                             target_modules=modules, lora_dropout=0.0))
+    model = get_peft_model(
+        model, LoraConfig(r=tiny_reward.RANK, lora_alpha=tiny_reward.ALPHA, target_modules=modules, lora_dropout=0.0)
+    )
     with torch.no_grad():
         for name, mod in model.named_modules():
             key = name.removeprefix("base_model.model.")
@@ -173,8 +177,9 @@ def test_pickles_need_allow_pickle_and_bad_folders_one_line(checkpoint, tmp_path
     with pytest.raises(UserError, match="not a local folder"):
         R.RewardCritic(JudgeConfig(critic="reward", model=str(tmp_path / "nope")))
     with pytest.raises(UserError, match="reward_base"):
-        R.RewardCritic(JudgeConfig(critic="reward", model=str(folder), reward_base=str(tmp_path / "no-base"),
-                                   device="cpu"))
+        R.RewardCritic(
+            JudgeConfig(critic="reward", model=str(folder), reward_base=str(tmp_path / "no-base"), device="cpu")
+        )
 
 
 def test_reward_critic_judges_a_folder_through_the_cli(tmp_path, capsys):
@@ -184,8 +189,27 @@ def test_reward_critic_judges_a_folder_through_the_cli(tmp_path, capsys):
     folder = tmp_path / "videos"
     video_folder(folder)
     out = tmp_path / "j.jsonl"
-    assert main(["judge", str(folder), "--critic", "reward", "--model", str(tmp_path / "VideoReward"), "--set",
-                 f"reward_base={base}", "--set", "device=cpu", "--out", str(out), "--pairwise", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "judge",
+                str(folder),
+                "--critic",
+                "reward",
+                "--model",
+                str(tmp_path / "VideoReward"),
+                "--set",
+                f"reward_base={base}",
+                "--set",
+                "device=cpu",
+                "--out",
+                str(out),
+                "--pairwise",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert sum(r["kind"] == "pointwise" for r in rows) == 4 and sum(r["kind"] == "pairwise" for r in rows) == 4
     assert all("error" not in r and r["critic"] == "reward" and "normalised" in r["raw"] for r in rows)

@@ -1,5 +1,6 @@
 """No wasted work in a training step: no value read back from the device inside a micro-batch, no reference forward
 where the loss has no reference, the reference toggle and the denoiser's attributes resolved once per round."""
+
 import pytest
 import tiny_families
 import torch
@@ -15,10 +16,18 @@ META = torch.device("meta")
 
 def _batch(method, prompts):
     if method == "dpo":
-        return [{"chosen": {"id": f"s{2 * i}", "prompt": p}, "rejected": {"id": f"s{2 * i + 1}", "prompt": p},
-                 "weight": 1.0} for i, p in enumerate(prompts)]
-    return [{"sample": {"id": f"s{i}", "prompt": prompts[i // 2]}, "desirable": i % 2 == 0, "score": 0.5}
-            for i in range(2 * len(prompts))]
+        return [
+            {
+                "chosen": {"id": f"s{2 * i}", "prompt": p},
+                "rejected": {"id": f"s{2 * i + 1}", "prompt": p},
+                "weight": 1.0,
+            }
+            for i, p in enumerate(prompts)
+        ]
+    return [
+        {"sample": {"id": f"s{i}", "prompt": prompts[i // 2]}, "desirable": i % 2 == 0, "score": 0.5}
+        for i in range(2 * len(prompts))
+    ]
 
 
 @pytest.mark.parametrize("method,cached", [("dpo", False), ("kto", False), ("rwr", False), ("dpo", True)])
@@ -29,7 +38,7 @@ def test_a_micro_batch_never_reads_a_value_back(method, cached):
     prompts = [a.prompt() for a in grammar.INDIST[:2]]
     with torch.no_grad():
         enc = model.encode_prompts(prompts + [""])
-    cache = {p: {k: v[i:i + 1].to(META) for k, v in enc.items()} for i, p in enumerate(prompts + [""])}
+    cache = {p: {k: v[i : i + 1].to(META) for k, v in enc.items()} for i, p in enumerate(prompts + [""])}
     model.unet.to(META)
     model._grid, model.device = model._grid.to(META), META
     params = lora.attach(model, 4, 4, seed=0)
@@ -42,11 +51,23 @@ def test_a_micro_batch_never_reads_a_value_back(method, cached):
     if cached:
         from vipo.train import refcache
 
-        draws = [refcache.draw(model, cfg, 0, 1, refcache.item_key(b), 0, (model.frames, 3, model.side, model.side))
-                 for b in batch]
+        draws = [
+            refcache.draw(model, cfg, 0, 1, refcache.item_key(b), 0, (model.frames, 3, model.side, model.side))
+            for b in batch
+        ]
         ref = torch.rand(2 * len(batch))
-    terms = trainer.micro_loss(ctx, batch, cache, lambda s: latents[s["id"]], torch.Generator().manual_seed(1),
-                               None, 0, 0.0 if method == "kto" else None, draws, ref)
+    terms = trainer.micro_loss(
+        ctx,
+        batch,
+        cache,
+        lambda s: latents[s["id"]],
+        torch.Generator().manual_seed(1),
+        None,
+        0,
+        0.0 if method == "kto" else None,
+        draws,
+        ref,
+    )
     terms.total.backward()
     torch.nn.utils.clip_grad_norm_(params, 1.0)
     assert terms.total.device == META
@@ -54,8 +75,10 @@ def test_a_micro_batch_never_reads_a_value_back(method, cached):
 
 
 def test_read_back_gives_the_step_s_numbers_in_one_transfer():
-    metrics = [trainer.Metrics(loss=torch.tensor(1.5), acc=torch.tensor(0.25)),
-               trainer.Metrics(loss=torch.tensor(0.5), acc=torch.tensor(0.75), grad_norm_preference=2.0)]
+    metrics = [
+        trainer.Metrics(loss=torch.tensor(1.5), acc=torch.tensor(0.25)),
+        trainer.Metrics(loss=torch.tensor(0.5), acc=torch.tensor(0.75), grad_norm_preference=2.0),
+    ]
     rows, norm, rewards = trainer.read_back(metrics, torch.tensor(3.0), [torch.tensor([1.0, -1.0]), torch.zeros(0)])
     assert rows == [{"loss": 1.5, "acc": 0.25}, {"loss": 0.5, "acc": 0.75, "grad_norm_preference": 2.0}]
     assert norm == 3.0 and rewards == [1.0, -1.0]
@@ -68,15 +91,16 @@ def test_rwr_runs_no_reference_forward(monkeypatch):
     prompts = [a.prompt() for a in grammar.INDIST[:2]]
     with torch.no_grad():
         enc = model.encode_prompts(prompts + [""])
-    cache = {p: {k: v[i:i + 1] for k, v in enc.items()} for i, p in enumerate(prompts + [""])}
+    cache = {p: {k: v[i : i + 1] for k, v in enc.items()} for i, p in enumerate(prompts + [""])}
     latents = {f"s{i}": torch.randn(model.frames, 3, model.side, model.side) for i in range(4)}
     entered = []
     original = trainer.StepContext.reference
     monkeypatch.setattr(trainer.StepContext, "reference", lambda self: (entered.append(1), original(self))[1])
     for method in ("rwr", "kto"):
         ctx = trainer.StepContext(model, TrainConfig(method=method, lambda_real=0), None, torch.device("cpu"))
-        trainer.micro_loss(ctx, _batch(method, prompts), cache, lambda s: latents[s["id"]],
-                           torch.Generator().manual_seed(1), None, 0)
+        trainer.micro_loss(
+            ctx, _batch(method, prompts), cache, lambda s: latents[s["id"]], torch.Generator().manual_seed(1), None, 0
+        )
         assert len(entered) == (0 if method == "rwr" else 1)
 
 
@@ -116,8 +140,9 @@ def test_a_round_resolves_the_denoiser_s_dtype_and_rotary_tables_once(tiny_famil
     cls = type(net)
     monkeypatch.setattr(cls, "dtype", property(lambda self: (reads.append(1), torch.float32)[1]), raising=False)
     make = model.pipe._prepare_rotary_positional_embeddings
-    monkeypatch.setattr(model.pipe, "_prepare_rotary_positional_embeddings",
-                        lambda *a, **k: (rotary.append(1), make(*a, **k))[1])
+    monkeypatch.setattr(
+        model.pipe, "_prepare_rotary_positional_embeddings", lambda *a, **k: (rotary.append(1), make(*a, **k))[1]
+    )
     x = torch.randn(2, 3, 4, 4, 4)
     cond = {"prompt_embeds": torch.randn(2, 32, tiny_families.TEXT_WIDTH)}
     t = torch.tensor([10, 500])

@@ -1,4 +1,5 @@
 """Training and evaluation prompts never overlap: one file split (seeded), two files checked, VBench's extra split."""
+
 import pytest
 
 from vipo import seeds
@@ -18,14 +19,16 @@ def _file(path, lines):
     return str(path)
 
 
-PROMPTS = [f"a {c} kite over a {p} at dawn" for c in ("red", "blue", "green", "yellow", "white")
-           for p in ("beach", "lake")]  # 10 distinct prompts
+PROMPTS = [
+    f"a {c} kite over a {p} at dawn" for c in ("red", "blue", "green", "yellow", "white") for p in ("beach", "lake")
+]  # 10 distinct prompts
 
 
 def test_one_file_is_split_the_same_way_every_time(tmp_path):
     f = _file(tmp_path / "p.txt", ["# a suite"] + PROMPTS + ["A red kite over a beach, at dawn!"])  # a duplicate
-    train, held = suites.split_heldout([(i + 2, t) for i, t in enumerate(PROMPTS)] + [(12, PROMPTS[0].upper())],
-                                       0.3, seed=0)
+    train, held = suites.split_heldout(
+        [(i + 2, t) for i, t in enumerate(PROMPTS)] + [(12, PROMPTS[0].upper())], 0.3, seed=0
+    )
     assert len(held) == 3 and len(train) == 7  # 10 distinct, round(0.3 * 10) held out
     assert not {t for _, t in train} & {t for _, t in held}
     again = [(i + 2, t) for i, t in enumerate(PROMPTS)]
@@ -62,8 +65,13 @@ def test_an_evaluation_prompt_that_is_trained_on_is_refused(tmp_path):
 def test_rows_cycle_over_a_splits_prompts_with_fixed_eval_seeds():
     rows = suites.rows({"heldout": ["a", "b"], "vbench": ["c"]}, 3, seed=7)
     assert [(r["file_name"], r["prompt"]) for r in rows] == [
-        ("heldout-000.mp4", "a"), ("heldout-001.mp4", "b"), ("heldout-002.mp4", "a"), ("vbench-000.mp4", "c"),
-        ("vbench-001.mp4", "c"), ("vbench-002.mp4", "c")]
+        ("heldout-000.mp4", "a"),
+        ("heldout-001.mp4", "b"),
+        ("heldout-002.mp4", "a"),
+        ("vbench-000.mp4", "c"),
+        ("vbench-001.mp4", "c"),
+        ("vbench-002.mp4", "c"),
+    ]
     assert all(r["seed"] == seeds.eval_seed(7, r["split"], int(r["file_name"][-7:-4])) >= seeds.SPAN for r in rows)
 
 
@@ -71,8 +79,11 @@ def test_the_metric_follows_the_suite(tmp_path):
     from vipo.run.driver import eval_rows, metric_name
 
     f = _file(tmp_path / "p.txt", PROMPTS)
-    cfg = _cfg(prompts={"source": f}, judge={"critic": "metric"}, eval={"clips_per_split": 2,
-                                                                         "vbench": _file(tmp_path / "v.txt", ["x"])})
+    cfg = _cfg(
+        prompts={"source": f},
+        judge={"critic": "metric"},
+        eval={"clips_per_split": 2, "vbench": _file(tmp_path / "v.txt", ["x"])},
+    )
     assert metric_name(cfg) == "heldout_score"
     assert [r["split"] for r in eval_rows(cfg)] == ["heldout", "heldout", "vbench", "vbench"]
     assert metric_name(_cfg()) == "indist_pass"  # the world as before

@@ -1,4 +1,5 @@
 """tracking: a run's metrics mirrored to an experiment tracker on one global step axis, by the first process only."""
+
 import json
 
 import pytest
@@ -38,12 +39,26 @@ def test_rounds_share_one_step_axis_and_evals_sit_at_their_round_end(tmp_path, r
     tracking.start("recorder", tmp_path, {"rounds": 2})  # the same run again: the same tracker
     assert len(recorder.made) == 1
     t = recorder.made[0]
-    tracking.eval_round(0, {"indist": {"n": 4, "semantic_pass": 0.25, "ci95": {"semantic_pass": [0.05, 0.7]}},
-                            "config": {"critic": "world"}}, tmp_path / "round-0" / "eval")
+    tracking.eval_round(
+        0,
+        {
+            "indist": {"n": 4, "semantic_pass": 0.25, "ci95": {"semantic_pass": [0.05, 0.7]}},
+            "config": {"critic": "world"},
+        },
+        tmp_path / "round-0" / "eval",
+    )
     tracking.train_step(2, {"step": 1, "loss": 0.5, "skipped": True, "implicit_acc": 1})
     tracking.eval_round(1, {"heldout": {"n": 2, "score": 0.4}}, tmp_path / "nowhere")
-    assert t.logged[0] == (0, {"eval/round": 0.0, "eval/indist/n": 4.0, "eval/indist/semantic_pass": 0.25,
-                               "eval/indist/semantic_pass_ci95_low": 0.05, "eval/indist/semantic_pass_ci95_high": 0.7})
+    assert t.logged[0] == (
+        0,
+        {
+            "eval/round": 0.0,
+            "eval/indist/n": 4.0,
+            "eval/indist/semantic_pass": 0.25,
+            "eval/indist/semantic_pass_ci95_low": 0.05,
+            "eval/indist/semantic_pass_ci95_high": 0.7,
+        },
+    )
     assert t.logged[1] == (4, {"train/loss": 0.5, "train/implicit_acc": 1.0, "train/round": 2.0})  # after round 1's 3
     assert t.logged[2] == (3, {"eval/round": 1.0, "eval/heldout/n": 2.0, "eval/heldout/score": 0.4})
 

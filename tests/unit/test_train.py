@@ -1,5 +1,6 @@
 """Training mechanics on a tiny model: each objective lowers its loss on a fixed batch; the reference is the
 adapter-disabled network; a saved round checkpoint reloads to exactly the trained policy."""
+
 import random
 
 import numpy as np
@@ -21,9 +22,12 @@ def _batch(model, n=4, seed=0):
     rng = random.Random(seed)
     attrs = [grammar.INDIST[i * 7] for i in range(n)]
     w = model.encode_video(np.stack([render.random_clip(a, rng) for a in attrs]))
-    lclips = np.stack([render.random_clip(grammar.Attributes(a.color, a.shape,
-                                                             "up" if a.direction != "up" else "down"), rng)
-                       for a in attrs])
+    lclips = np.stack(
+        [
+            render.random_clip(grammar.Attributes(a.color, a.shape, "up" if a.direction != "up" else "down"), rng)
+            for a in attrs
+        ]
+    )
     l_ = model.encode_video(lclips)
     with torch.no_grad():
         cond = model.encode_prompts([a.prompt() for a in attrs])

@@ -1,4 +1,5 @@
 """VBench's weight-dependent dimensions (omniscore critic and `vipo eval DIR`) on tiny random models saved locally."""
+
 import json
 import logging
 import sys
@@ -35,23 +36,43 @@ def models(tmp_path_factory):
     torch.manual_seed(0)
     small = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=24)
     T.ViTModel(T.ViTConfig(image_size=32, patch_size=8, **small)).save_pretrained(root / "dino")
-    T.ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.485, 0.456, 0.406],
-                        image_std=[0.229, 0.224, 0.225]).save_pretrained(root / "dino")
+    T.ViTImageProcessor(
+        size={"height": 32, "width": 32}, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]
+    ).save_pretrained(root / "dino")
     text = dict(vocab_size=50, max_position_embeddings=77, **small)
     processor = T.CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    T.CLIPModel(T.CLIPConfig(text_config=text, vision_config=dict(image_size=32, patch_size=8, **small),
-                             projection_dim=PROJ)).save_pretrained(root / "clip")
+    T.CLIPModel(
+        T.CLIPConfig(text_config=text, vision_config=dict(image_size=32, patch_size=8, **small), projection_dim=PROJ)
+    ).save_pretrained(root / "clip")
     processor.save_pretrained(root / "clip")
-    vision = dict(image_size=32, patch_size=8, num_frames=4, mit_hidden_size=PROJ, mit_intermediate_size=16,
-                  mit_num_hidden_layers=1, mit_num_attention_heads=2, **small)
-    T.XCLIPModel(T.XCLIPConfig(text_config=text, vision_config=vision, projection_dim=PROJ, prompt_layers=1,
-                               prompt_num_attention_heads=2)).save_pretrained(root / "xclip")
+    vision = dict(
+        image_size=32,
+        patch_size=8,
+        num_frames=4,
+        mit_hidden_size=PROJ,
+        mit_intermediate_size=16,
+        mit_num_hidden_layers=1,
+        mit_num_attention_heads=2,
+        **small,
+    )
+    T.XCLIPModel(
+        T.XCLIPConfig(
+            text_config=text, vision_config=vision, projection_dim=PROJ, prompt_layers=1, prompt_num_attention_heads=2
+        )
+    ).save_pretrained(root / "xclip")
     processor.save_pretrained(root / "xclip")
     tokenizer(77).save_pretrained(root / "xclip")
     w, b = torch.linspace(-1, 1, PROJ)[None], torch.tensor([5.0])
     save_file({"weight": w, "bias": b}, str(root / "head.safetensors"))
-    return {"dino": str(root / "dino"), "clip": str(root / "clip"), "xclip": str(root / "xclip"),
-            "aesthetic_head": str(root / "head.safetensors"), "root": root, "w": w, "b": b}
+    return {
+        "dino": str(root / "dino"),
+        "clip": str(root / "clip"),
+        "xclip": str(root / "xclip"),
+        "aesthetic_head": str(root / "head.safetensors"),
+        "root": root,
+        "w": w,
+        "b": b,
+    }
 
 
 def judge(models, **over):
@@ -72,8 +93,12 @@ def test_consistency_formula_by_hand():
 
 def test_static_clip_is_consistent_and_changing_one_less(models):
     fm = FeatureModels(judge(models))
-    assert set(fm.measures) == {"subject_consistency", "background_consistency", "aesthetic_quality",
-                                "overall_consistency_xclip"}
+    assert set(fm.measures) == {
+        "subject_consistency",
+        "background_consistency",
+        "aesthetic_quality",
+        "overall_consistency_xclip",
+    }
     assert set(fm.skipped) == {"imaging_quality", "overall_consistency"}
     static, changing = fm.measure(STATIC, "a red circle"), fm.measure(CHANGING, "a red circle")
     for k in ("subject_consistency", "background_consistency"):
@@ -101,8 +126,10 @@ def test_aesthetic_head_known_value(models):
     assert got == pytest.approx(expected, abs=1e-5)
     # LAION's layers.N naming (the improved predictor): its linear layers chained in order
     a, b = torch.randn(3, PROJ), torch.randn(1, 3)
-    layers = aesthetic_layers({"layers.0.weight": a, "layers.0.bias": torch.zeros(3), "layers.2.weight": b,
-                               "layers.2.bias": torch.ones(1)}, "head")
+    layers = aesthetic_layers(
+        {"layers.0.weight": a, "layers.0.bias": torch.zeros(3), "layers.2.weight": b, "layers.2.bias": torch.ones(1)},
+        "head",
+    )
     v = torch.randn(2, PROJ)
     from vipo.critics.features import aesthetic_scores
 
@@ -157,8 +184,11 @@ def test_imaging_quality_needs_pyiqa(models, monkeypatch):
 
     arch = types.ModuleType("pyiqa.archs.musiq_arch")
     arch.MUSIQ = MUSIQ
-    for name, mod in (("pyiqa", types.ModuleType("pyiqa")), ("pyiqa.archs", types.ModuleType("pyiqa.archs")),
-                      ("pyiqa.archs.musiq_arch", arch)):
+    for name, mod in (
+        ("pyiqa", types.ModuleType("pyiqa")),
+        ("pyiqa.archs", types.ModuleType("pyiqa.archs")),
+        ("pyiqa.archs.musiq_arch", arch),
+    ):
         monkeypatch.setitem(sys.modules, name, mod)
     fm = FeatureModels(JudgeConfig(device="cpu", musiq=str(weights)))
     frames = np.full((2, 40, 1024, 3), 51, np.uint8)
@@ -179,8 +209,9 @@ def test_critic_with_and_without_model_paths(models, caplog):
     assert "subject_consistency" not in skipped and "stand-in" in caplog.text
     video = Video("a red circle", CHANGING)
     m = c.measure(video)
-    assert {"subject_consistency", "background_consistency", "aesthetic_quality",
-            "overall_consistency_xclip"} <= set(m["raw"])
+    assert {"subject_consistency", "background_consistency", "aesthetic_quality", "overall_consistency_xclip"} <= set(
+        m["raw"]
+    )
     assert m["total"] == pytest.approx(O.omniscore(O.normalized(m["raw"])))
     assert m["dims"]["semantic"] is not None and "subject_consistency=" in c.pointwise(video).raw
     assert bare.measure(video)["dims"]["semantic"] is None
@@ -190,9 +221,16 @@ def test_critic_with_and_without_model_paths(models, caplog):
 def test_vbench_constants_in_the_aggregate():
     from vipo.stages.metrics import final_score
 
-    means = {"subject_consistency": 0.1462 + 0.8538 / 2, "background_consistency": 0.2615,
-             "temporal_flickering": 1.0, "motion_smoothness": 0.9975, "dynamic_degree": 0.0,
-             "aesthetic_quality": 0.6, "imaging_quality": 0.4, "overall_consistency_xclip": 0.182}
+    means = {
+        "subject_consistency": 0.1462 + 0.8538 / 2,
+        "background_consistency": 0.2615,
+        "temporal_flickering": 1.0,
+        "motion_smoothness": 0.9975,
+        "dynamic_degree": 0.0,
+        "aesthetic_quality": 0.6,
+        "imaging_quality": 0.4,
+        "overall_consistency_xclip": 0.182,
+    }
     got = final_score(means)
     assert got["background_consistency"] == pytest.approx(0.0) and got["subject_consistency"] == pytest.approx(0.5)
     quality = (0.5 + 0 + 1 + 1 + 0.6 + 0.4 + 0.5 * 0) / 6.5
@@ -217,15 +255,29 @@ def test_vipo_eval_measures_given_models_and_names_the_skipped(models, tmp_path,
     assert bare["measured"] == list(O.MEASURES) and set(bare["skipped"]) == set(O.NEEDS_WEIGHTS)
     assert "skipping subject_consistency" in capsys.readouterr().err
     (tmp_path / "judge.yaml").write_text(f"judge:\n  critic: omniscore\n  clip: {models['clip']}\n")
-    argv = ["eval", str(root), "--out", str(tmp_path / "full"), "--device", "cpu", "--config",
-            str(tmp_path / "judge.yaml"), "--dino", models["dino"], "--aesthetic-head", models["aesthetic_head"],
-            "--xclip", models["xclip"]]
+    argv = [
+        "eval",
+        str(root),
+        "--out",
+        str(tmp_path / "full"),
+        "--device",
+        "cpu",
+        "--config",
+        str(tmp_path / "judge.yaml"),
+        "--dino",
+        models["dino"],
+        "--aesthetic-head",
+        models["aesthetic_head"],
+        "--xclip",
+        models["xclip"],
+    ]
     assert main(argv) == 0
     out = capsys.readouterr()
     score = json.loads((tmp_path / "full" / "vipo_final_score.json").read_text())
-    assert json.loads(out.out[:out.out.rindex("}") + 1])["skipped"] == score["skipped"]  # printed as well
-    assert {"subject_consistency", "background_consistency", "aesthetic_quality",
-            "overall_consistency_xclip"} <= set(score["measured"])
+    assert json.loads(out.out[: out.out.rindex("}") + 1])["skipped"] == score["skipped"]  # printed as well
+    assert {"subject_consistency", "background_consistency", "aesthetic_quality", "overall_consistency_xclip"} <= set(
+        score["measured"]
+    )
     assert set(score["skipped"]) == {"imaging_quality", "overall_consistency"}
     assert "ViCLIP" in score["stand_ins"]["overall_consistency_xclip"]
     res = json.loads((tmp_path / "full" / "vipo_eval_results.json").read_text())
@@ -233,7 +285,8 @@ def test_vipo_eval_measures_given_models_and_names_the_skipped(models, tmp_path,
     assert rows[0]["video_results"] == pytest.approx(1.0, abs=1e-4) and rows[1]["video_results"] < 1.0
     # VBench's folder mean for the consistency dimensions is over frame pairs (4 of the static clip, 2 of the other)
     assert res["subject_consistency"][0] == pytest.approx(
-        (4 * rows[0]["video_results"] + 2 * rows[1]["video_results"]) / 6)
+        (4 * rows[0]["video_results"] + 2 * rows[1]["video_results"]) / 6
+    )
     assert score["raw"]["background_consistency"] == pytest.approx(res["background_consistency"][0])
     norm = O.normalized({k: v for k, v in score["raw"].items()})
     assert score["quality score"] == pytest.approx(O.vbench_scores(norm)["quality"])

@@ -1,5 +1,6 @@
 """Win rate against the base: outcomes from both orders, tallies with Wilson intervals (hand-computed), and the
 judging of a round's clips against the base's on real mp4 files."""
+
 import json
 
 import numpy as np
@@ -52,8 +53,10 @@ class Brighter:
 
 def test_versus_base_on_mp4s(tmp_path):
     base, mine = tmp_path / "round-0" / "eval", tmp_path / "round-1" / "eval"
-    rows = [{"file_name": f"heldout-{i:03d}.mp4", "prompt": p, "seed": 100 + i, "split": "heldout"}
-            for i, p in enumerate(["a", "b", "c", "never", "biased"])]
+    rows = [
+        {"file_name": f"heldout-{i:03d}.mp4", "prompt": p, "seed": 100 + i, "split": "heldout"}
+        for i, p in enumerate(["a", "b", "c", "never", "biased"])
+    ]
     level = {"a": (40, 200), "b": (200, 40), "c": (90, 90), "never": (10, 20), "biased": (10, 200)}  # (base, mine)
     for folder, k in ((base, 0), (mine, 1)):
         folder.mkdir(parents=True)

@@ -1,4 +1,5 @@
 """The embedded world: grammar, split, renderer constraints, and the judge's exactness (strict, not lenient)."""
+
 import random
 
 import numpy as np
@@ -156,8 +157,7 @@ def test_pretraining_resumes_from_its_safetensors_state_exactly(tmp_path):
     from vipo.config import PretrainConfig
     from vipo.world.pretrain import pretrain
 
-    cfg = PretrainConfig(steps=3, batch_size=2, widths=[16, 32, 32], text_width=32, save_every=1, warmup=1,
-                         log_every=1)
+    cfg = PretrainConfig(steps=3, batch_size=2, widths=[16, 32, 32], text_width=32, save_every=1, warmup=1, log_every=1)
     clean = pretrain(cfg, tmp_path / "clean", progress=False)
 
     def stop(step, ema):
@@ -167,8 +167,12 @@ def test_pretraining_resumes_from_its_safetensors_state_exactly(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         pretrain(cfg, tmp_path / "run", progress=False, callback=stop)
     state = tmp_path / "run" / "state"
-    assert {p.name for p in state.iterdir()} == {"COMPLETE", "state.json", "trainable.safetensors",
-                                                 "optimizer_rng.safetensors"}
+    assert {p.name for p in state.iterdir()} == {
+        "COMPLETE",
+        "state.json",
+        "trainable.safetensors",
+        "optimizer_rng.safetensors",
+    }
     resumed = pretrain(cfg, tmp_path / "run", progress=False)
     for a, b in ((clean.unet, resumed.unet), (clean.text_encoder, resumed.text_encoder)):
         sa, sb = a.state_dict(), b.state_dict()

@@ -4,7 +4,7 @@ import sys
 
 import torch
 
-sys.path.insert(0, 'src')
+sys.path.insert(0, "src")
 torch.set_num_threads(1)
 from vipo.models.world import WorldModel
 from vipo.world import grammar
@@ -23,8 +23,9 @@ for d in dirs:
     for f in fr:
         got = None
         for d2 in dirs:
-            if judge_clip(f, grammar.Attributes("red", "circle", d2)).direction_ok: got = d2
+            if judge_clip(f, grammar.Attributes("red", "circle", d2)).direction_ok:
+                got = d2
         seen[d].append(got)
-    print(d, 'correct', sum(g == d for g in seen[d]), collections.Counter(seen[d]), flush=True)
+    print(d, "correct", sum(g == d for g in seen[d]), collections.Counter(seen[d]), flush=True)
 same = sum(len(set(seen[d][i] for d in dirs)) == 1 for i in range(len(seeds)))
-print('seeds whose clip goes the same way whatever the prompt says:', same, '/', len(seeds))
+print("seeds whose clip goes the same way whatever the prompt says:", same, "/", len(seeds))

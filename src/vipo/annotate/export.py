@@ -27,6 +27,7 @@ and simulated annotators' answers go through the same code. ``OUT`` holds:
 
 The split is a function of the prompt alone (:func:`split_of`), so a prompt never crosses splits.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -74,7 +75,7 @@ class ExportOptions:
 def split_of(prompt: str, test_fraction: float) -> str:
     """``test`` when the first 8 bytes of sha256(prompt, UTF-8) read as a big-endian fraction of 2**64 fall below
     ``test_fraction``, else ``train``: deterministic, and the same for every record of a prompt."""
-    u = int.from_bytes(hashlib.sha256(prompt.encode("utf-8")).digest()[:8], "big") / 2 ** 64
+    u = int.from_bytes(hashlib.sha256(prompt.encode("utf-8")).digest()[:8], "big") / 2**64
     return "test" if u < test_fraction else "train"
 
 
@@ -107,7 +108,7 @@ def _jsonl(rows: list[dict]) -> str:
 
 def _place(src: Path, dst: Path, link: bool) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
-    if link and os.access(src, os.W_OK):     # the folder's fsync opens files for writing: link writable ones only
+    if link and os.access(src, os.W_OK):  # the folder's fsync opens files for writing: link writable ones only
         try:
             os.link(src, dst)
             return
@@ -118,8 +119,9 @@ def _place(src: Path, dst: Path, link: bool) -> None:
 
 def _check_out(out: Path) -> None:
     atomic.recover(out)
-    if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or (
-            atomic.is_complete(out) and (out / "agreement.json").is_file()))):
+    if out.exists() and not (
+        out.is_dir() and (not any(out.iterdir()) or (atomic.is_complete(out) and (out / "agreement.json").is_file()))
+    ):
         raise UserError(f"annotate export --out: {out} exists and is not an earlier export: choose a new folder")
 
 
@@ -127,18 +129,23 @@ def tally(items: list[Item], answers: list[Answer], min_annotators: int = 1) -> 
     """Per item: its answers and each dimension's :class:`Vote`; ``complete`` once ``min_annotators`` answered."""
     by_item: dict[str, dict[str, Answer]] = {}
     for a in answers:
-        by_item.setdefault(a.item, {})[a.annotator] = a      # an annotator's later answer replaces theirs
+        by_item.setdefault(a.item, {})[a.annotator] = a  # an annotator's later answer replaces theirs
     voted = votes([a for got in by_item.values() for a in got.values()])
     out = {}
     for it in items:
         got = by_item.get(it.id, {})
-        out[it.id] = {"item": it, "answers": list(got.values()), "complete": len(got) >= min_annotators,
-                      "votes": {d: voted.get((it.id, d), Vote(None, {}, 0)) for d in DIMENSIONS}}
+        out[it.id] = {
+            "item": it,
+            "answers": list(got.values()),
+            "complete": len(got) >= min_annotators,
+            "votes": {d: voted.get((it.id, d), Vote(None, {}, 0)) for d in DIMENSIONS},
+        }
     return out
 
 
-def write_export(out: str | Path, root: str | Path, items: list[Item], answers: list[Answer],
-                 options: ExportOptions | None = None) -> dict:
+def write_export(
+    out: str | Path, root: str | Path, items: list[Item], answers: list[Answer], options: ExportOptions | None = None
+) -> dict:
     """Write the export folder ``out`` (atomically: a killed export leaves the previous one or nothing) and return
     the summary that ``agreement.json`` holds."""
     opts = options or ExportOptions()
@@ -157,21 +164,42 @@ def write_export(out: str | Path, root: str | Path, items: list[Item], answers: 
         entry = table[it.id]
         got, vs = entry["answers"], entry["votes"]
         if got:
-            rows.append({"id": it.id, "task": it.task, "prompt": it.prompt, "videos": list(it.videos),
-                         "complete": entry["complete"],
-                         "votes": {d: {"verdict": v.verdict, "counts": v.counts, "n": v.n, "tied": v.tied}
-                                   for d, v in vs.items()},
-                         "answers": [{"annotator": a.annotator, "verdicts": a.verdicts, "reasons": a.reasons,
-                                      "tags": a.tags, "swapped": a.swapped} for a in got]})
+            rows.append(
+                {
+                    "id": it.id,
+                    "task": it.task,
+                    "prompt": it.prompt,
+                    "videos": list(it.videos),
+                    "complete": entry["complete"],
+                    "votes": {
+                        d: {"verdict": v.verdict, "counts": v.counts, "n": v.n, "tied": v.tied} for d, v in vs.items()
+                    },
+                    "answers": [
+                        {
+                            "annotator": a.annotator,
+                            "verdicts": a.verdicts,
+                            "reasons": a.reasons,
+                            "tags": a.tags,
+                            "swapped": a.swapped,
+                        }
+                        for a in got
+                    ],
+                }
+            )
         for d, v in vs.items():
-            state = ("unanswered" if v.n == 0 else "incomplete" if not entry["complete"]
-                     else "tied" if v.tied else "decided")
+            state = (
+                "unanswered" if v.n == 0 else "incomplete" if not entry["complete"] else "tied" if v.tied else "decided"
+            )
             counts[it.task][d][state] += 1
         if not entry["complete"] or not got:
             continue
         decided = {d: v for d, v in vs.items() if v.verdict is not None}
-        why = {d: "; ".join(a.reasons.get(d, "") for a in got if a.verdicts.get(d) == v.verdict
-                            and a.reasons.get(d, "").strip()) for d, v in decided.items()}
+        why = {
+            d: "; ".join(
+                a.reasons.get(d, "") for a in got if a.verdicts.get(d) == v.verdict and a.reasons.get(d, "").strip()
+            )
+            for d, v in decided.items()
+        }
         if len(decided) == len(DIMENSIONS):
             verdicts = {d: v.verdict for d, v in decided.items()}
             if it.task == "pointwise":
@@ -180,26 +208,41 @@ def write_export(out: str | Path, root: str | Path, items: list[Item], answers: 
                 labels.append({"a": it.videos[0], "b": it.videos[1], "verdicts": verdicts, "reasons": why})
         for d, v in decided.items():
             used.update(it.videos)
-            train.append({
-                "id": f"{it.id}#{d}", "task": it.task, "dimension": d, "prompt": it.prompt,
-                "videos": [f"videos/{name}" for name in it.videos],
-                "question": question(it.task, d, it.prompt),
-                "verdict": v.verdict,
-                "votes": {c: v.counts.get(c, 0) for c in CHOICES[it.task]},
-                "reasons": [a.reasons[d] for a in got if a.verdicts.get(d) == v.verdict and a.reasons.get(d, "").strip()],
-                "annotators": v.n,
-                "split": split_of(it.prompt, opts.test_fraction)})
+            train.append(
+                {
+                    "id": f"{it.id}#{d}",
+                    "task": it.task,
+                    "dimension": d,
+                    "prompt": it.prompt,
+                    "videos": [f"videos/{name}" for name in it.videos],
+                    "question": question(it.task, d, it.prompt),
+                    "verdict": v.verdict,
+                    "votes": {c: v.counts.get(c, 0) for c in CHOICES[it.task]},
+                    "reasons": [
+                        a.reasons[d] for a in got if a.verdicts.get(d) == v.verdict and a.reasons.get(d, "").strip()
+                    ],
+                    "annotators": v.n,
+                    "split": split_of(it.prompt, opts.test_fraction),
+                }
+            )
 
-    summary = _clean({
-        "items": {t: sum(it.task == t for it in items) for t in CHOICES},
-        "answers": len({(a.item, a.annotator) for a in answers}),
-        "annotators": sorted({a.annotator for a in answers}),
-        "questions": {t: {d: {k: c[k] for k in ("decided", "tied", "incomplete", "unanswered")}
-                          for d, c in per.items()} for t, per in counts.items()},
-        "labels_rows": len(labels), "critic_train_records": len(train),
-        "splits": dict(Counter(r["split"] for r in train)),
-        "agreement": agreement(answers), "position_bias": position_bias(answers),
-        "options": asdict(opts)})
+    summary = _clean(
+        {
+            "items": {t: sum(it.task == t for it in items) for t in CHOICES},
+            "answers": len({(a.item, a.annotator) for a in answers}),
+            "annotators": sorted({a.annotator for a in answers}),
+            "questions": {
+                t: {d: {k: c[k] for k in ("decided", "tied", "incomplete", "unanswered")} for d, c in per.items()}
+                for t, per in counts.items()
+            },
+            "labels_rows": len(labels),
+            "critic_train_records": len(train),
+            "splits": dict(Counter(r["split"] for r in train)),
+            "agreement": agreement(answers),
+            "position_bias": position_bias(answers),
+            "options": asdict(opts),
+        }
+    )
 
     with atomic.atomic_dir(out) as tmp:
         (tmp / "labels.jsonl").write_text(_jsonl(labels), encoding="utf-8")

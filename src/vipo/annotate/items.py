@@ -9,6 +9,7 @@ folder (:func:`vipo.io.paths.confined`: no absolute path, no ``..``, no symlink 
   ``pairwise:<a>|<b>``. By default every pair of a prompt's videos is an item; ``pairs_per_prompt`` keeps at most
   that many per prompt, drawn at random with ``seed`` (the same seed gives the same pairs).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -72,8 +73,9 @@ def read_folder(root: str | Path) -> list[tuple[str, str]]:
     return rows
 
 
-def build_items(rows: list[tuple[str, str]], task: str = "both", pairs_per_prompt: int | None = None,
-                seed: int = 0) -> list[Item]:
+def build_items(
+    rows: list[tuple[str, str]], task: str = "both", pairs_per_prompt: int | None = None, seed: int = 0
+) -> list[Item]:
     """The items of a folder's rows: pairs first (prompt by prompt, in folder order), then single videos."""
     if task not in TASK_CHOICES:
         raise UserError(f"annotate --task: {task!r} is not one of {', '.join(TASK_CHOICES)}")
@@ -96,6 +98,7 @@ def build_items(rows: list[tuple[str, str]], task: str = "both", pairs_per_promp
     return items
 
 
-def folder_items(root: str | Path, task: str = "both", pairs_per_prompt: int | None = None,
-                 seed: int = 0) -> list[Item]:
+def folder_items(
+    root: str | Path, task: str = "both", pairs_per_prompt: int | None = None, seed: int = 0
+) -> list[Item]:
     return build_items(read_folder(root), task, pairs_per_prompt, seed)

@@ -19,6 +19,7 @@ Safety, as the app promises it:
   tags have length limits;
 - **durable answers**: an answer is committed (and fsynced) in SQLite before its request returns.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,10 @@ from .votes import CHOICES
 COOKIE = "vipo_token"
 MAX_REASON = 2000
 STATIC = {"app.js": "text/javascript", "app.css": "text/css"}
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; media-src 'self'; img-src 'self'; "
-       "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; media-src 'self'; img-src 'self'; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
 
 
 def _static(name: str) -> str:
@@ -100,8 +103,9 @@ def create_app(root: str | Path, store: Store, k: int, max_body: int = 65536) ->
     def user(request: Request) -> User:
         u = store.authenticate(token_of(request))
         if u is None:
-            raise HTTPException(401, "a valid token is needed (vipo annotate add-user NAME)",
-                                headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                401, "a valid token is needed (vipo annotate add-user NAME)", headers={"WWW-Authenticate": "Bearer"}
+            )
         return u
 
     async def json_body(request: Request) -> dict:
@@ -119,7 +123,7 @@ def create_app(root: str | Path, store: Store, k: int, max_body: int = 65536) ->
         return body
 
     def login_page(message: str = "", status: int = 401) -> HTMLResponse:
-        html = _static("login.html").replace("<!--message-->", message)   # message: fixed strings, never input
+        html = _static("login.html").replace("<!--message-->", message)  # message: fixed strings, never input
         return HTMLResponse(html, status, headers={"WWW-Authenticate": "Bearer"} if status == 401 else None)
 
     # -- pages ------------------------------------------------------------------------------------------------------
@@ -169,21 +173,34 @@ def create_app(root: str | Path, store: Store, k: int, max_body: int = 65536) ->
         swapped = store.shown(u, item_id)
         if item is None or swapped is None:
             raise HTTPException(404, "not an item you were given")
-        titled = [{"title": t, "file": f, "url": "/video/" + quote(f, safe="/")}
-                  for t, f in zip(("A", "B"), item.videos)]
+        titled = [
+            {"title": t, "file": f, "url": "/video/" + quote(f, safe="/")} for t, f in zip(("A", "B"), item.videos)
+        ]
         if swapped:
             titled.reverse()
         history = store.history(u)
-        return {"id": item.id, "task": item.task, "prompt": item.prompt, "videos": titled,
-                "choices": list(CHOICES[item.task]), "answer": store.my_answer(u, item.id),
-                "history_index": history.index(item.id) if item.id in history else None,
-                "progress": store.progress(u, k)}
+        return {
+            "id": item.id,
+            "task": item.task,
+            "prompt": item.prompt,
+            "videos": titled,
+            "choices": list(CHOICES[item.task]),
+            "answer": store.my_answer(u, item.id),
+            "history_index": history.index(item.id) if item.id in history else None,
+            "progress": store.progress(u, k),
+        }
 
     @app.get("/api/me")
     def me(request: Request):
         u = user(request)
-        return {"name": u.name, "admin": u.admin, "k": k, "dimensions": list(DIMENSIONS), "tags": tags,
-                "progress": store.progress(u, k)}
+        return {
+            "name": u.name,
+            "admin": u.admin,
+            "k": k,
+            "dimensions": list(DIMENSIONS),
+            "tags": tags,
+            "progress": store.progress(u, k),
+        }
 
     @app.get("/api/next")
     def next_item(request: Request):
@@ -221,12 +238,18 @@ def create_app(root: str | Path, store: Store, k: int, max_body: int = 65536) ->
         if any(len(reasons[d]) > MAX_REASON for d in DIMENSIONS):
             raise HTTPException(400, f"a reason is at most {MAX_REASON} characters")
         sides = ("A", "B") if item.task == "pairwise" else ("A",)
-        if set(tagged) - set(sides) or any(not isinstance(v, list) or set(v) - set(tags) or len(v) != len(set(v))
-                                           for v in tagged.values()):
+        if set(tagged) - set(sides) or any(
+            not isinstance(v, list) or set(v) - set(tags) or len(v) != len(set(v)) for v in tagged.values()
+        ):
             raise HTTPException(400, f"tags are lists of {', '.join(tags)} per video ({'/'.join(sides)})")
         try:
-            store.answer(u, item.id, {d: verdicts[d] for d in DIMENSIONS}, {d: reasons[d] for d in DIMENSIONS},
-                         {s: v for s, v in tagged.items() if v})
+            store.answer(
+                u,
+                item.id,
+                {d: verdicts[d] for d in DIMENSIONS},
+                {d: reasons[d] for d in DIMENSIONS},
+                {s: v for s, v in tagged.items() if v},
+            )
         except PermissionError as e:
             raise HTTPException(403, str(e)) from None
         return {"ok": True, "progress": store.progress(u, k)}
@@ -251,8 +274,9 @@ def create_app(root: str | Path, store: Store, k: int, max_body: int = 65536) ->
     return app
 
 
-def run_server(root: str | Path, store: Store, k: int, host: str = "127.0.0.1", port: int = 8765,
-               max_body: int = 65536) -> None:
+def run_server(
+    root: str | Path, store: Store, k: int, host: str = "127.0.0.1", port: int = 8765, max_body: int = 65536
+) -> None:
     """Serve until interrupted; the bound address is printed first (``--port 0`` picks a free port)."""
     import uvicorn
 
@@ -265,12 +289,16 @@ def run_server(root: str | Path, store: Store, k: int, host: str = "127.0.0.1", 
         from ..errors import UserError
 
         raise UserError(f"annotate serve: cannot bind {host}:{port} ({e.strerror})") from None
-    sock.listen(128)        # connections wait in the backlog until uvicorn accepts: the printed address works at once
+    sock.listen(128)  # connections wait in the backlog until uvicorn accepts: the printed address works at once
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     print(f"vipo annotate: serving on http://{shown}:{bound}/ (Ctrl-C stops)", flush=True)
     if host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"vipo annotate: bound to {host}: reachable from other machines over plain HTTP; put it behind "
-              "HTTPS (a reverse proxy) outside a trusted network", file=sys.stderr, flush=True)
+        print(
+            f"vipo annotate: bound to {host}: reachable from other machines over plain HTTP; put it behind "
+            "HTTPS (a reverse proxy) outside a trusted network",
+            file=sys.stderr,
+            flush=True,
+        )
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     server.run(sockets=[sock])

@@ -12,6 +12,7 @@ acknowledged survives a SIGKILL or power loss, and a killed server never leaves 
   Each annotator takes items in the folder's order, resuming their own open claim first. Whether the pair's first
   video (A) is shown on the right is drawn per annotator and item (seeded, so reproducible) and recorded.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -30,7 +31,7 @@ from .items import Item
 from .votes import Answer
 
 DB_NAME = ".vipo-annotate.sqlite"
-SCRYPT = {"n": 2 ** 14, "r": 8, "p": 1, "dklen": 32}
+SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -112,8 +113,11 @@ class Store:
         return rows[0][0] if rows else default
 
     def set_meta(self, **values) -> None:
-        self._tx(lambda c: c.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                                         [(k, str(v)) for k, v in values.items()]))
+        self._tx(
+            lambda c: c.executemany(
+                "INSERT OR REPLACE INTO meta VALUES (?, ?)", [(k, str(v)) for k, v in values.items()]
+            )
+        )
 
     # -- users ------------------------------------------------------------------------------------------------------
     def add_user(self, name: str, admin: bool = False, reset: bool = False) -> str:
@@ -129,11 +133,14 @@ class Store:
             if row and not reset:
                 raise UserError(f"annotate add-user: {name} exists (--reset gives them a new token)")
             if row:
-                c.execute("UPDATE users SET salt = ?, hash = ?, admin = ? WHERE id = ?", (salt, digest, int(admin),
-                                                                                        row[0]))
+                c.execute(
+                    "UPDATE users SET salt = ?, hash = ?, admin = ? WHERE id = ?", (salt, digest, int(admin), row[0])
+                )
                 return row[0]
-            c.execute("INSERT INTO users (name, salt, hash, admin, created) VALUES (?, ?, ?, ?, ?)",
-                      (name, salt, digest, int(admin), time.time()))
+            c.execute(
+                "INSERT INTO users (name, salt, hash, admin, created) VALUES (?, ?, ?, ?, ?)",
+                (name, salt, digest, int(admin), time.time()),
+            )
             return c.lastrowid
 
         uid = self._tx(run)
@@ -141,9 +148,11 @@ class Store:
 
     def external_user(self, name: str) -> int:
         """The id of a user who cannot log in (answers imported from elsewhere), created if new."""
+
         def run(c):
             c.execute("INSERT OR IGNORE INTO users (name, admin, created) VALUES (?, 0, ?)", (name, time.time()))
             return c.execute("SELECT id FROM users WHERE name = ?", (name,)).fetchone()[0]
+
         return self._tx(run)
 
     def authenticate(self, token: str | None) -> User | None:
@@ -157,7 +166,7 @@ class Store:
             return None
         uid, name, salt, digest, admin = rows[0]
         key = hashlib.sha256(token.encode()).digest()
-        if self._verified.get(key) != (uid, digest):       # scrypt once per token and stored hash, then cached
+        if self._verified.get(key) != (uid, digest):  # scrypt once per token and stored hash, then cached
             if not hmac.compare_digest(_hash(parts[2], salt), digest):
                 return None
             self._verified[key] = (uid, digest)
@@ -170,6 +179,7 @@ class Store:
     def sync_items(self, items: list[Item], deactivate_others: bool = True) -> int:
         """Make ``items`` the served set (new ones added in order, answers to ones no longer listed kept but not
         served); returns how many were new."""
+
         def run(c):
             known = {r[0]: r[1] for r in c.execute("SELECT id, ord FROM items")}
             top = max(known.values(), default=-1)
@@ -182,9 +192,12 @@ class Store:
                 else:
                     top += 1
                     new += 1
-                    c.execute("INSERT INTO items (id, ord, task, prompt, videos, active) VALUES (?, ?, ?, ?, ?, 1)",
-                              (it.id, top, it.task, it.prompt, json.dumps(list(it.videos))))
+                    c.execute(
+                        "INSERT INTO items (id, ord, task, prompt, videos, active) VALUES (?, ?, ?, ?, ?, 1)",
+                        (it.id, top, it.task, it.prompt, json.dumps(list(it.videos))),
+                    )
             return new
+
         return self._tx(run)
 
     @staticmethod
@@ -207,17 +220,21 @@ class Store:
     def next_item(self, user: User, k: int) -> tuple[Item, bool] | None:
         """The user's open claim, else a new claim on the first active item with fewer than ``k`` live claims that
         they have neither answered, claimed nor skipped; None when nothing is left for them."""
+
         def run(c):
             now = time.time()
             row = c.execute(
                 "SELECT cl.item, cl.swapped FROM claims cl JOIN items i ON i.id = cl.item WHERE cl.user = ? AND "
                 "i.active = 1 AND NOT EXISTS (SELECT 1 FROM answers a WHERE a.item = cl.item AND a.user = cl.user) "
-                "ORDER BY i.ord LIMIT 1", (user.id,)).fetchone()
+                "ORDER BY i.ord LIMIT 1",
+                (user.id,),
+            ).fetchone()
             if row:
                 c.execute("UPDATE claims SET created = ? WHERE item = ? AND user = ?", (now, row[0], user.id))
                 return row[0], bool(row[1])
-            row = c.execute(self._OPEN + " ORDER BY i.ord LIMIT 1", (user.id, user.id, user.id,
-                                                                    now - self.claim_ttl_s, k)).fetchone()
+            row = c.execute(
+                self._OPEN + " ORDER BY i.ord LIMIT 1", (user.id, user.id, user.id, now - self.claim_ttl_s, k)
+            ).fetchone()
             if row is None:
                 return None
             swapped = self._swap(user.id, row[0])
@@ -228,12 +245,14 @@ class Store:
         return None if got is None else (self.item(got[0]), got[1])
 
     # items a user could still take: active, not theirs in any way, fewer than k live claims (answered or fresh)
-    _OPEN = ("SELECT i.id FROM items i WHERE i.active = 1 "
-             "AND NOT EXISTS (SELECT 1 FROM claims x WHERE x.item = i.id AND x.user = ?) "
-             "AND NOT EXISTS (SELECT 1 FROM answers x WHERE x.item = i.id AND x.user = ?) "
-             "AND NOT EXISTS (SELECT 1 FROM skips x WHERE x.item = i.id AND x.user = ?) "
-             "AND (SELECT COUNT(*) FROM claims x WHERE x.item = i.id AND (x.created > ? OR EXISTS "
-             "(SELECT 1 FROM answers a WHERE a.item = x.item AND a.user = x.user))) < ?")
+    _OPEN = (
+        "SELECT i.id FROM items i WHERE i.active = 1 "
+        "AND NOT EXISTS (SELECT 1 FROM claims x WHERE x.item = i.id AND x.user = ?) "
+        "AND NOT EXISTS (SELECT 1 FROM answers x WHERE x.item = i.id AND x.user = ?) "
+        "AND NOT EXISTS (SELECT 1 FROM skips x WHERE x.item = i.id AND x.user = ?) "
+        "AND (SELECT COUNT(*) FROM claims x WHERE x.item = i.id AND (x.created > ? OR EXISTS "
+        "(SELECT 1 FROM answers a WHERE a.item = x.item AND a.user = x.user))) < ?"
+    )
 
     def shown(self, user: User, item_id: str) -> bool | None:
         """The recorded side (``swapped``) of an item the user was given, or None if it is not theirs."""
@@ -246,15 +265,19 @@ class Store:
         swapped = self.shown(user, item_id)
         if item is None or swapped is None:
             raise PermissionError(f"{item_id}: not an item you were given")
-        Answer(item_id, user.name, item.task, verdicts, reasons, swapped, tags)   # validates the verdicts
+        Answer(item_id, user.name, item.task, verdicts, reasons, swapped, tags)  # validates the verdicts
         now = time.time()
-        self._tx(lambda c: c.execute(
-            "INSERT INTO answers VALUES (?, ?, ?, ?, ?, ?, 'app', ?, ?) ON CONFLICT (item, user) DO UPDATE SET "
-            "verdicts = excluded.verdicts, reasons = excluded.reasons, tags = excluded.tags, updated = excluded.updated",
-            (item_id, user.id, int(swapped), json.dumps(verdicts), json.dumps(reasons), json.dumps(tags), now, now)))
+        self._tx(
+            lambda c: c.execute(
+                "INSERT INTO answers VALUES (?, ?, ?, ?, ?, ?, 'app', ?, ?) ON CONFLICT (item, user) DO UPDATE SET "
+                "verdicts = excluded.verdicts, reasons = excluded.reasons, tags = excluded.tags, updated = excluded.updated",
+                (item_id, user.id, int(swapped), json.dumps(verdicts), json.dumps(reasons), json.dumps(tags), now, now),
+            )
+        )
 
     def skip(self, user: User, item_id: str) -> None:
         """Give an unanswered item back (it is offered to others, not again to this user)."""
+
         def run(c):
             if c.execute("SELECT 1 FROM answers WHERE item = ? AND user = ?", (item_id, user.id)).fetchone():
                 raise PermissionError(f"{item_id}: already answered (change the answer instead)")
@@ -262,6 +285,7 @@ class Store:
                 raise PermissionError(f"{item_id}: not an item you were given")
             c.execute("DELETE FROM claims WHERE item = ? AND user = ?", (item_id, user.id))
             c.execute("INSERT OR IGNORE INTO skips VALUES (?, ?, ?)", (item_id, user.id, time.time()))
+
         self._tx(run)
 
     def my_answer(self, user: User, item_id: str) -> dict | None:
@@ -272,42 +296,71 @@ class Store:
 
     def history(self, user: User) -> list[str]:
         """The items the user answered, in the order they first answered them."""
-        return [r[0] for r in self._q("SELECT a.item FROM answers a JOIN items i ON i.id = a.item WHERE a.user = ? "
-                                      "AND i.active = 1 ORDER BY a.created, i.ord", (user.id,))]
+        return [
+            r[0]
+            for r in self._q(
+                "SELECT a.item FROM answers a JOIN items i ON i.id = a.item WHERE a.user = ? "
+                "AND i.active = 1 ORDER BY a.created, i.ord",
+                (user.id,),
+            )
+        ]
 
     def progress(self, user: User, k: int) -> dict:
         """``done`` answered, ``open`` claimed and unanswered, ``skipped``, ``available`` still to take;
         ``assigned`` = done + open + available."""
         uid = user.id
-        done = self._q("SELECT COUNT(*) FROM answers a JOIN items i ON i.id = a.item WHERE a.user = ? AND "
-                       "i.active = 1", (uid,))[0][0]
-        open_ = self._q("SELECT COUNT(*) FROM claims c JOIN items i ON i.id = c.item WHERE c.user = ? AND "
-                        "i.active = 1 AND NOT EXISTS (SELECT 1 FROM answers a WHERE a.item = c.item AND "
-                        "a.user = c.user)", (uid,))[0][0]
+        done = self._q(
+            "SELECT COUNT(*) FROM answers a JOIN items i ON i.id = a.item WHERE a.user = ? AND i.active = 1", (uid,)
+        )[0][0]
+        open_ = self._q(
+            "SELECT COUNT(*) FROM claims c JOIN items i ON i.id = c.item WHERE c.user = ? AND "
+            "i.active = 1 AND NOT EXISTS (SELECT 1 FROM answers a WHERE a.item = c.item AND "
+            "a.user = c.user)",
+            (uid,),
+        )[0][0]
         skipped = self._q("SELECT COUNT(*) FROM skips WHERE user = ?", (uid,))[0][0]
-        available = self._q(f"SELECT COUNT(*) FROM ({self._OPEN})",
-                            (uid, uid, uid, time.time() - self.claim_ttl_s, k))[0][0]
-        return {"done": done, "open": open_, "skipped": skipped, "available": available,
-                "assigned": done + open_ + available}
+        available = self._q(f"SELECT COUNT(*) FROM ({self._OPEN})", (uid, uid, uid, time.time() - self.claim_ttl_s, k))[
+            0
+        ][0]
+        return {
+            "done": done,
+            "open": open_,
+            "skipped": skipped,
+            "available": available,
+            "assigned": done + open_ + available,
+        }
 
     def overview(self, k: int) -> dict:
         """The admin view: items complete (>= k answers) / in progress / untouched, and each annotator's progress."""
-        counts = [n for (n,) in self._q("SELECT (SELECT COUNT(*) FROM answers a WHERE a.item = i.id) FROM items i "
-                                        "WHERE i.active = 1")]
+        counts = [
+            n
+            for (n,) in self._q(
+                "SELECT (SELECT COUNT(*) FROM answers a WHERE a.item = i.id) FROM items i WHERE i.active = 1"
+            )
+        ]
         people = []
         for u in self.users():
             last = self._q("SELECT MAX(updated) FROM answers WHERE user = ?", (u.id,))[0][0]
             people.append({"name": u.name, "admin": u.admin, **self.progress(u, k), "last_answer": last})
-        return {"k": k, "items": len(counts), "complete": sum(n >= k for n in counts),
-                "in_progress": sum(0 < n < k for n in counts), "untouched": sum(n == 0 for n in counts),
-                "annotators": people}
+        return {
+            "k": k,
+            "items": len(counts),
+            "complete": sum(n >= k for n in counts),
+            "in_progress": sum(0 < n < k for n in counts),
+            "untouched": sum(n == 0 for n in counts),
+            "annotators": people,
+        }
 
     # -- answers out and in -----------------------------------------------------------------------------------------
     def answers(self) -> list[Answer]:
-        rows = self._q("SELECT a.item, u.name, i.task, a.verdicts, a.reasons, a.swapped, a.tags FROM answers a "
-                       "JOIN users u ON u.id = a.user JOIN items i ON i.id = a.item ORDER BY i.ord, a.created")
-        return [Answer(item, name, task, json.loads(v), json.loads(r), bool(s), json.loads(t))
-                for item, name, task, v, r, s, t in rows]
+        rows = self._q(
+            "SELECT a.item, u.name, i.task, a.verdicts, a.reasons, a.swapped, a.tags FROM answers a "
+            "JOIN users u ON u.id = a.user JOIN items i ON i.id = a.item ORDER BY i.ord, a.created"
+        )
+        return [
+            Answer(item, name, task, json.loads(v), json.loads(r), bool(s), json.loads(t))
+            for item, name, task, v, r, s, t in rows
+        ]
 
     def import_answers(self, answers: list[Answer], source: str) -> int:
         """Insert or replace answers made elsewhere (their annotators become users without a token)."""
@@ -316,12 +369,26 @@ class Store:
         def run(c):
             now = time.time()
             for a in answers:
-                args = (a.item, ids[a.annotator], int(a.swapped), json.dumps(a.verdicts), json.dumps(a.reasons),
-                        json.dumps(a.tags), source, now, now)
-                c.execute("INSERT INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (item, user) DO UPDATE "
-                          "SET verdicts = excluded.verdicts, reasons = excluded.reasons, tags = excluded.tags, "
-                          "swapped = excluded.swapped, source = excluded.source, updated = excluded.updated", args)
-                c.execute("INSERT OR IGNORE INTO claims VALUES (?, ?, ?, ?)", (a.item, ids[a.annotator],
-                                                                              int(a.swapped), now))
+                args = (
+                    a.item,
+                    ids[a.annotator],
+                    int(a.swapped),
+                    json.dumps(a.verdicts),
+                    json.dumps(a.reasons),
+                    json.dumps(a.tags),
+                    source,
+                    now,
+                    now,
+                )
+                c.execute(
+                    "INSERT INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (item, user) DO UPDATE "
+                    "SET verdicts = excluded.verdicts, reasons = excluded.reasons, tags = excluded.tags, "
+                    "swapped = excluded.swapped, source = excluded.source, updated = excluded.updated",
+                    args,
+                )
+                c.execute(
+                    "INSERT OR IGNORE INTO claims VALUES (?, ?, ?, ?)", (a.item, ids[a.annotator], int(a.swapped), now)
+                )
             return len(answers)
+
         return self._tx(run)

@@ -21,6 +21,7 @@ export, or simulated annotators (the world critic's training labels vote with th
 Pairwise verdicts are always in the item's own order (A = the item's first video), whatever side it was shown on;
 ``swapped`` records that A was shown on the right.
 """
+
 from __future__ import annotations
 
 import math
@@ -129,8 +130,11 @@ def krippendorff_alpha(units: dict[str, dict[str, str]], categories: tuple[str, 
     for j, by in enumerate(units.values()):
         for a, c in by.items():
             data[row[a], j] = code[c]
-    return float(krippendorff.alpha(reliability_data=data, level_of_measurement="nominal",
-                                    value_domain=list(range(len(categories)))))
+    return float(
+        krippendorff.alpha(
+            reliability_data=data, level_of_measurement="nominal", value_domain=list(range(len(categories)))
+        )
+    )
 
 
 def pairwise_with_others(units: dict[str, dict[str, str]], annotator: str) -> tuple[int, int]:
@@ -166,15 +170,20 @@ def agreement(answers: list[Answer]) -> dict:
         dims, per = {}, {n: {} for n in names}
         for d in DIMENSIONS:
             units = ratings(mine, d)
-            dims[d] = {"items": len(units), "ratings": sum(len(by) for by in units.values()),
-                       "percent_agreement": _nan_to_none(percent_agreement(units)),
-                       "alpha": _nan_to_none(krippendorff_alpha(units, CHOICES[task]))}
+            dims[d] = {
+                "items": len(units),
+                "ratings": sum(len(by) for by in units.values()),
+                "percent_agreement": _nan_to_none(percent_agreement(units)),
+                "alpha": _nan_to_none(krippendorff_alpha(units, CHOICES[task])),
+            }
             for n in names:
                 agree, total = pairwise_with_others(units, n)
                 without = {u: {a: c for a, c in by.items() if a != n} for u, by in units.items()}
-                per[n][d] = {"answers": sum(n in by for by in units.values()),
-                             "agreement_with_others": rate(agree, total),
-                             "alpha_without": _nan_to_none(krippendorff_alpha(without, CHOICES[task]))}
+                per[n][d] = {
+                    "answers": sum(n in by for by in units.values()),
+                    "agreement_with_others": rate(agree, total),
+                    "alpha_without": _nan_to_none(krippendorff_alpha(without, CHOICES[task])),
+                }
         out[task] = {"dimensions": dims, "annotators": per}
     return out
 
@@ -185,6 +194,7 @@ def position_bias(answers: list[Answer]) -> dict:
     ``{"all": {...}, "dimensions": {dim: {...}}, "annotators": {name: {...}}}`` with each ``{...}`` being
     ``{"left": n, "right": n, "tie": n, "left_share": {"rate", "ci95", "n"}}``.
     """
+
     def empty():
         return {"left": 0, "right": 0, "tie": 0}
 
@@ -200,5 +210,8 @@ def position_bias(answers: list[Answer]) -> dict:
     def done(b):
         return dict(b, left_share=rate(b["left"], b["left"] + b["right"]))
 
-    return {"all": done(total), "dimensions": {d: done(b) for d, b in sorted(by_dim.items())},
-            "annotators": {n: done(b) for n, b in sorted(by_ann.items())}}
+    return {
+        "all": done(total),
+        "dimensions": {d: done(b) for d, b in sorted(by_dim.items())},
+        "annotators": {n: done(b) for n, b in sorted(by_ann.items())},
+    }

@@ -14,6 +14,7 @@ facts, and the raw numbers beside it as JSON.
   weights, bf16 on one GPU: step time, peak memory and model FLOPs utilization per recipe setting, generation seconds
   per video; appended to the same file.
 """
+
 from __future__ import annotations
 
 import json
@@ -71,16 +72,28 @@ def run(opts: Options) -> dict:
 
         gen = {}
         world = load_model("world", device=opts.device)
-        gen["world"] = loop.generation(world, 2 if opts.tiny else 8, 2 if opts.tiny else 15, 2.0, opts.repeats,
-                                       opts.device)
-        gen["cogvideox"] = loop.generation(tiny.cogvideox_model(size, opts.device), 2 if opts.tiny else 4,
-                                           2 if opts.tiny else 5, 6.0, opts.repeats, opts.device)
+        gen["world"] = loop.generation(
+            world, 2 if opts.tiny else 8, 2 if opts.tiny else 15, 2.0, opts.repeats, opts.device
+        )
+        gen["cogvideox"] = loop.generation(
+            tiny.cogvideox_model(size, opts.device),
+            2 if opts.tiny else 4,
+            2 if opts.tiny else 5,
+            6.0,
+            opts.repeats,
+            opts.device,
+        )
         results["generation"] = gen
         done("generation")
     if "judging" in opts.parts:
         log.info("bench: judging")
-        results["judging"] = loop.judging(2 if opts.tiny else 4, opts.repeats, latency=0.01 if opts.tiny else 0.2,
-                                          frames=2 if opts.tiny else 8, frame_size=32 if opts.tiny else 224)
+        results["judging"] = loop.judging(
+            2 if opts.tiny else 4,
+            opts.repeats,
+            latency=0.01 if opts.tiny else 0.2,
+            frames=2 if opts.tiny else 8,
+            frame_size=32 if opts.tiny else 224,
+        )
         done("judging")
     if "round" in opts.parts:
         log.info("bench: a round of %s", opts.round_config)
@@ -98,8 +111,7 @@ def measure_steps(b, repeats: int, device: str, size) -> dict:
     with b.model.pinned():  # as a training round runs its steps
         times = interleave(b.contenders, repeats, warmup=1, device=device)
         calls = encoder_calls(b)
-        memory = {name: [] for name in ("sft", "dpo", "dpo_cached", "kto", "rwr", "diffusers_lora",
-                                         "diffusers_dpo")}
+        memory = {name: [] for name in ("sft", "dpo", "dpo_cached", "kto", "rwr", "diffusers_lora", "diffusers_dpo")}
         held = held_bytes(b.model.denoiser, optimizer=b.opt)  # the transformer with its LoRA, AdamW's moments
         for _ in range(max(1, min(3, repeats))):
             for name in memory:
@@ -109,16 +121,29 @@ def measure_steps(b, repeats: int, device: str, size) -> dict:
     # carries 1/epochs of the pass (ref_cache draws of every pair)
     amortized = [d + p / b.epochs for d, p in zip(times["dpo_cached"], times["ref_cache_pass"])]
     ratios[f"DPO / SFT, ref_cache {b.ref_cache}, the pass amortized over {b.epochs} epochs"] = Ratio.of(
-        amortized, times["sft"])
+        amortized, times["sft"]
+    )
     ratios["no-grad forward / SFT step (the live reference's share)"] = Ratio.of(times["forward_nograd"], times["sft"])
-    ratios["VAE encode of the 8 clips / no-grad forward of the 8 latents"] = Ratio.of(times["vae_encode"],
-                                                                                     times["forward_nograd"])
-    ratios["text encoder on the 4 prompts / no-grad forward of the 8 latents"] = Ratio.of(times["text_encode"],
-                                                                                        times["forward_nograd"])
+    ratios["VAE encode of the 8 clips / no-grad forward of the 8 latents"] = Ratio.of(
+        times["vae_encode"], times["forward_nograd"]
+    )
+    ratios["text encoder on the 4 prompts / no-grad forward of the 8 latents"] = Ratio.of(
+        times["text_encode"], times["forward_nograd"]
+    )
     mem = {name: {k: statistics.median(m[k] for m in ms) for k in ("peak", "step")} for name, ms in memory.items()}
-    return {"model": size.describe(), "size": size.as_dict(), "pairs": len(b.pairs), "epochs": b.epochs,
-            "ref_cache": b.ref_cache, "repeats": repeats, "times": times, "ratios": ratios, "memory": mem,
-            "encoder_calls": calls, "steps": list(STEPS)}
+    return {
+        "model": size.describe(),
+        "size": size.as_dict(),
+        "pairs": len(b.pairs),
+        "epochs": b.epochs,
+        "ref_cache": b.ref_cache,
+        "repeats": repeats,
+        "times": times,
+        "ratios": ratios,
+        "memory": mem,
+        "encoder_calls": calls,
+        "steps": list(STEPS),
+    }
 
 
 def write(out: Path, results: dict) -> None:

@@ -20,6 +20,7 @@ It keeps to ``budget_s`` (default 540 s, inside the 10 minutes a lent GPU gives 
 start past it is skipped and reported so. The section is appended to the report (``--out``). ``--tiny`` runs the same
 code on tiny configurations on the CPU, as ``make test`` does.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,60 +41,183 @@ from .timing import Machine, interleave, peak_memory
 log = logging.getLogger(__name__)
 
 #: CogVideoX-2B (THUDM/CogVideoX-2b transformer/config.json; the class defaults): 30 layers x 30 heads x 64
-COGVIDEOX_2B = dict(num_attention_heads=30, attention_head_dim=64, in_channels=16, out_channels=16,
-                    flip_sin_to_cos=True, freq_shift=0, time_embed_dim=512, text_embed_dim=4096, num_layers=30,
-                    dropout=0.0, attention_bias=True, sample_width=90, sample_height=60, sample_frames=49,
-                    patch_size=2, temporal_compression_ratio=4, max_text_seq_length=226,
-                    activation_fn="gelu-approximate", timestep_activation_fn="silu", norm_elementwise_affine=True,
-                    norm_eps=1e-5, spatial_interpolation_scale=1.875, temporal_interpolation_scale=1.0,
-                    use_rotary_positional_embeddings=False, use_learned_positional_embeddings=False)
+COGVIDEOX_2B = dict(
+    num_attention_heads=30,
+    attention_head_dim=64,
+    in_channels=16,
+    out_channels=16,
+    flip_sin_to_cos=True,
+    freq_shift=0,
+    time_embed_dim=512,
+    text_embed_dim=4096,
+    num_layers=30,
+    dropout=0.0,
+    attention_bias=True,
+    sample_width=90,
+    sample_height=60,
+    sample_frames=49,
+    patch_size=2,
+    temporal_compression_ratio=4,
+    max_text_seq_length=226,
+    activation_fn="gelu-approximate",
+    timestep_activation_fn="silu",
+    norm_elementwise_affine=True,
+    norm_eps=1e-5,
+    spatial_interpolation_scale=1.875,
+    temporal_interpolation_scale=1.0,
+    use_rotary_positional_embeddings=False,
+    use_learned_positional_embeddings=False,
+)
 #: CogVideoX-5B (THUDM/CogVideoX-5b): 42 layers x 48 heads x 64, rotary position embeddings
 COGVIDEOX_5B = dict(COGVIDEOX_2B, num_attention_heads=48, num_layers=42, use_rotary_positional_embeddings=True)
 #: the CogVideoX 3D VAE (both checkpoints; scaling factor 1.15258426 for 2B, 0.7 for 5B)
-COGVIDEOX_VAE = dict(in_channels=3, out_channels=3, block_out_channels=(128, 256, 256, 512), latent_channels=16,
-                     layers_per_block=3, norm_num_groups=32, temporal_compression_ratio=4, sample_height=480,
-                     sample_width=720)
+COGVIDEOX_VAE = dict(
+    in_channels=3,
+    out_channels=3,
+    block_out_channels=(128, 256, 256, 512),
+    latent_channels=16,
+    layers_per_block=3,
+    norm_num_groups=32,
+    temporal_compression_ratio=4,
+    sample_height=480,
+    sample_width=720,
+)
 #: CogVideoX's scheduler (the checkpoints' scheduler_config.json; vipo samples with its DPM twin)
-COGVIDEOX_SCHEDULER = dict(snr_shift_scale=3.0, beta_end=0.012, beta_schedule="scaled_linear", beta_start=0.00085,
-                           clip_sample=False, num_train_timesteps=1000, prediction_type="v_prediction",
-                           rescale_betas_zero_snr=True, set_alpha_to_one=True, timestep_spacing="trailing")
+COGVIDEOX_SCHEDULER = dict(
+    snr_shift_scale=3.0,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    beta_start=0.00085,
+    clip_sample=False,
+    num_train_timesteps=1000,
+    prediction_type="v_prediction",
+    rescale_betas_zero_snr=True,
+    set_alpha_to_one=True,
+    timestep_spacing="trailing",
+)
 #: Wan 2.1 T2V 1.3B (Wan-AI/Wan2.1-T2V-1.3B-Diffusers transformer/config.json): 30 layers, 1536 wide, 12 heads
-WAN_1_3B = dict(patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128, in_channels=16,
-                out_channels=16, text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30, cross_attn_norm=True,
-                qk_norm="rms_norm_across_heads", eps=1e-6, image_dim=None, added_kv_proj_dim=None,
-                rope_max_seq_len=1024)
+WAN_1_3B = dict(
+    patch_size=(1, 2, 2),
+    num_attention_heads=12,
+    attention_head_dim=128,
+    in_channels=16,
+    out_channels=16,
+    text_dim=4096,
+    freq_dim=256,
+    ffn_dim=8960,
+    num_layers=30,
+    cross_attn_norm=True,
+    qk_norm="rms_norm_across_heads",
+    eps=1e-6,
+    image_dim=None,
+    added_kv_proj_dim=None,
+    rope_max_seq_len=1024,
+)
 #: the Wan 2.1 VAE (the class defaults are the checkpoint's)
 WAN_VAE: dict = {}
 
 MODELS = {
-    "CogVideoX-2B": {"family": "cogvideox", "transformer": COGVIDEOX_2B, "vae": COGVIDEOX_VAE, "text": (226, 4096),
-                     "recipe": "configs/cogvideox-2b-dpo.yaml"},
-    "CogVideoX-5B": {"family": "cogvideox", "transformer": COGVIDEOX_5B, "vae": COGVIDEOX_VAE, "text": (226, 4096),
-                     "recipe": "configs/cogvideox-5b-kto.yaml"},
-    "Wan 2.1 1.3B": {"family": "wan", "transformer": WAN_1_3B, "vae": WAN_VAE, "text": (512, 4096),
-                     "recipe": "configs/wan-1.3b-dpo.yaml"},
+    "CogVideoX-2B": {
+        "family": "cogvideox",
+        "transformer": COGVIDEOX_2B,
+        "vae": COGVIDEOX_VAE,
+        "text": (226, 4096),
+        "recipe": "configs/cogvideox-2b-dpo.yaml",
+    },
+    "CogVideoX-5B": {
+        "family": "cogvideox",
+        "transformer": COGVIDEOX_5B,
+        "vae": COGVIDEOX_VAE,
+        "text": (226, 4096),
+        "recipe": "configs/cogvideox-5b-kto.yaml",
+    },
+    "Wan 2.1 1.3B": {
+        "family": "wan",
+        "transformer": WAN_1_3B,
+        "vae": WAN_VAE,
+        "text": (512, 4096),
+        "recipe": "configs/wan-1.3b-dpo.yaml",
+    },
 }
 #: tiny twins for --tiny (the CPU check in make test)
 TINY = {
-    "CogVideoX-2B": {"transformer": dict(COGVIDEOX_2B, num_attention_heads=2, attention_head_dim=16, num_layers=1,
-                                         time_embed_dim=16, text_embed_dim=32, sample_width=8, sample_height=8,
-                                         sample_frames=9, max_text_seq_length=8),
-                     "vae": dict(COGVIDEOX_VAE, block_out_channels=(8, 8, 8, 8), layers_per_block=1,
-                                 norm_num_groups=4, sample_height=64, sample_width=64), "text": (8, 32)},
-    "CogVideoX-5B": {"transformer": dict(COGVIDEOX_5B, num_attention_heads=2, attention_head_dim=16, num_layers=1,
-                                         time_embed_dim=16, text_embed_dim=32, sample_width=8, sample_height=8,
-                                         sample_frames=9, max_text_seq_length=8),
-                     "vae": dict(COGVIDEOX_VAE, block_out_channels=(8, 8, 8, 8), layers_per_block=1,
-                                 norm_num_groups=4, sample_height=64, sample_width=64), "text": (8, 32)},
-    "Wan 2.1 1.3B": {"transformer": dict(WAN_1_3B, num_attention_heads=2, attention_head_dim=8, text_dim=32,
-                                         freq_dim=32, ffn_dim=32, num_layers=1, rope_max_seq_len=32),
-                     "vae": dict(base_dim=8, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1), "text": (8, 32)},
+    "CogVideoX-2B": {
+        "transformer": dict(
+            COGVIDEOX_2B,
+            num_attention_heads=2,
+            attention_head_dim=16,
+            num_layers=1,
+            time_embed_dim=16,
+            text_embed_dim=32,
+            sample_width=8,
+            sample_height=8,
+            sample_frames=9,
+            max_text_seq_length=8,
+        ),
+        "vae": dict(
+            COGVIDEOX_VAE,
+            block_out_channels=(8, 8, 8, 8),
+            layers_per_block=1,
+            norm_num_groups=4,
+            sample_height=64,
+            sample_width=64,
+        ),
+        "text": (8, 32),
+    },
+    "CogVideoX-5B": {
+        "transformer": dict(
+            COGVIDEOX_5B,
+            num_attention_heads=2,
+            attention_head_dim=16,
+            num_layers=1,
+            time_embed_dim=16,
+            text_embed_dim=32,
+            sample_width=8,
+            sample_height=8,
+            sample_frames=9,
+            max_text_seq_length=8,
+        ),
+        "vae": dict(
+            COGVIDEOX_VAE,
+            block_out_channels=(8, 8, 8, 8),
+            layers_per_block=1,
+            norm_num_groups=4,
+            sample_height=64,
+            sample_width=64,
+        ),
+        "text": (8, 32),
+    },
+    "Wan 2.1 1.3B": {
+        "transformer": dict(
+            WAN_1_3B,
+            num_attention_heads=2,
+            attention_head_dim=8,
+            text_dim=32,
+            freq_dim=32,
+            ffn_dim=32,
+            num_layers=1,
+            rope_max_seq_len=32,
+        ),
+        "vae": dict(base_dim=8, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1),
+        "text": (8, 32),
+    },
 }
 TINY_CLIP = {"cogvideox": (9, 64, 64), "wan": (9, 64, 64)}
 #: dense bf16 peak FLOP/s by device name (vendor datasheets, without sparsity)
-PEAK_BF16 = (("H200", 989e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("H800", 989e12), ("A100", 312e12),
-             ("A800", 312e12), ("L40S", 362e12), ("L40", 181e12), ("A6000", 155e12), ("4090", 165e12),
-             ("B200", 2250e12), ("GH200", 989e12))
+PEAK_BF16 = (
+    ("H200", 989e12),
+    ("H100 PCIe", 756e12),
+    ("H100", 989e12),
+    ("H800", 989e12),
+    ("A100", 312e12),
+    ("A800", 312e12),
+    ("L40S", 362e12),
+    ("L40", 181e12),
+    ("A6000", 155e12),
+    ("4090", 165e12),
+    ("B200", 2250e12),
+    ("GH200", 989e12),
+)
 
 
 def peak_flops(name: str) -> float | None:
@@ -121,17 +245,22 @@ def build(name: str, spec: dict, recipe: RunConfig, device: torch.device, tiny: 
     dtype = torch.bfloat16 if recipe.model_dtype == "bfloat16" else torch.float32
     cog = spec["family"] == "cogvideox"
     # (schedulers are built on the CPU, as from_pretrained builds them; the networks right on the device)
-    scheduler = (CogVideoXDDIMScheduler(**COGVIDEOX_SCHEDULER) if cog else
-                 UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0))
+    scheduler = (
+        CogVideoXDDIMScheduler(**COGVIDEOX_SCHEDULER)
+        if cog
+        else UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+    )
     with torch.device(device):
         net = _cast((CogVideoXTransformer3DModel if cog else WanTransformer3DModel)(**arch["transformer"]), dtype)
         vae = _cast((AutoencoderKLCogVideoX if cog else AutoencoderKLWan)(**arch["vae"]), dtype)
-    pipe = (CogVideoXPipeline if cog else WanPipeline)(tokenizer=None, text_encoder=None, vae=vae, transformer=net,
-                                                       scheduler=scheduler)
+    pipe = (CogVideoXPipeline if cog else WanPipeline)(
+        tokenizer=None, text_encoder=None, vae=vae, transformer=net, scheduler=scheduler
+    )
     cls = CogVideoXModel if cog else WanModel
     size = TINY_CLIP[spec["family"]] if tiny else None
-    model = cls(pipe, device=str(device), dtype=dtype, **(dict(zip(("frames", "height", "width"), size)) if size
-                                                          else {}))
+    model = cls(
+        pipe, device=str(device), dtype=dtype, **(dict(zip(("frames", "height", "width"), size)) if size else {})
+    )
     return model
 
 
@@ -148,10 +277,18 @@ def _cast(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
 def latent_shape(model, frames: int, height: int, width: int) -> tuple[int, ...]:
     p = model.pipe
     if model.family == "cogvideox":
-        return ((frames - 1) // p.vae_scale_factor_temporal + 1, 16, height // p.vae_scale_factor_spatial,
-                width // p.vae_scale_factor_spatial)
-    return (16, (frames - 1) // p.vae_scale_factor_temporal + 1, height // p.vae_scale_factor_spatial,
-            width // p.vae_scale_factor_spatial)
+        return (
+            (frames - 1) // p.vae_scale_factor_temporal + 1,
+            16,
+            height // p.vae_scale_factor_spatial,
+            width // p.vae_scale_factor_spatial,
+        )
+    return (
+        16,
+        (frames - 1) // p.vae_scale_factor_temporal + 1,
+        height // p.vae_scale_factor_spatial,
+        width // p.vae_scale_factor_spatial,
+    )
 
 
 def _free() -> None:
@@ -166,10 +303,17 @@ def measure(name: str, spec: dict, device: torch.device, tiny: bool, deadline: f
 
     recipe = load(RunConfig, spec["recipe"])
     tc = dataclasses.replace(recipe.train, lambda_real=0.0, real_batch_size=0, grad_accum=1)
-    out: dict = {"recipe": spec["recipe"], "finetune": tc.finetune, "lora_rank": tc.lora_rank,
-                 "gradient_checkpointing": tc.gradient_checkpointing, "mixed_precision": tc.mixed_precision,
-                 "model_dtype": recipe.model_dtype, "pairs_per_micro_batch": tc.batch_size, "epochs": tc.epochs,
-                 "ref_cache_draws": min(4, int(-(-tc.epochs // 1)))}
+    out: dict = {
+        "recipe": spec["recipe"],
+        "finetune": tc.finetune,
+        "lora_rank": tc.lora_rank,
+        "gradient_checkpointing": tc.gradient_checkpointing,
+        "mixed_precision": tc.mixed_precision,
+        "model_dtype": recipe.model_dtype,
+        "pairs_per_micro_batch": tc.batch_size,
+        "epochs": tc.epochs,
+        "ref_cache_draws": min(4, int(-(-tc.epochs // 1))),
+    }
     t0 = time.perf_counter()
     model = build(name, spec, recipe, device, tiny)
     out["build_s"] = round(time.perf_counter() - t0, 1)
@@ -188,9 +332,20 @@ def measure(name: str, spec: dict, device: torch.device, tiny: bool, deadline: f
     pairs, examples = bench_steps.items(ids, ["p"] * n)
     tokens_per_video = _tokens(model, shape)
     out["video_tokens"] = tokens_per_video
-    contenders = bench_steps.vipo_contenders(model, params, opt, device, pairs, examples, emb,
-                                             lambda s: latents[s["id"]], out["ref_cache_draws"], tc,
-                                             ("sft", "dpo", "dpo_cached", "kto"), frozen)
+    contenders = bench_steps.vipo_contenders(
+        model,
+        params,
+        opt,
+        device,
+        pairs,
+        examples,
+        emb,
+        lambda s: latents[s["id"]],
+        out["ref_cache_draws"],
+        tc,
+        ("sft", "dpo", "dpo_cached", "kto"),
+        frozen,
+    )
     timed = {k: contenders[k] for k in ("sft", "dpo", "dpo_cached", "kto", "ref_cache_pass")}
     results: dict = {}
     with model.pinned():
@@ -258,13 +413,25 @@ def _model_flops(name, spec, recipe, tc, tiny, shape, tokens, width) -> dict:
     pairs, examples = bench_steps.items(ids, ["p"] * n)
     out = {}
     for k in ("sft", "dpo", "kto", "forward_nograd"):
-        fns = bench_steps.vipo_contenders(model, params, opt, meta, pairs, examples, emb, lambda s: latents[s["id"]],
-                                          0, tc, (k,) if k != "forward_nograd" else (), frozen)
+        fns = bench_steps.vipo_contenders(
+            model,
+            params,
+            opt,
+            meta,
+            pairs,
+            examples,
+            emb,
+            lambda s: latents[s["id"]],
+            0,
+            tc,
+            (k,) if k != "forward_nograd" else (),
+            frozen,
+        )
         with FlopCounterMode(display=False) as fc:
             try:
                 fns[k]()
             except (RuntimeError, NotImplementedError) as e:  # the step's read-back cannot read meta tensors; its
-                if "meta" not in str(e).lower():                 # work is counted by then
+                if "meta" not in str(e).lower():  # work is counted by then
                     raise
         out[k] = float(fc.get_total_flops())
     # the cached step is the live one less the reference's no-grad forward; the pass is K such forwards
@@ -291,12 +458,23 @@ def _generation(model, recipe: RunConfig, emb: dict, tokens: int, width: int, de
     torch.cuda.synchronize() if device.type == "cuda" else None
     decode = time.perf_counter() - t0
     n = recipe.generate.num_steps
-    return {"s_per_sampler_step": per_step, "decode_s": decode, "num_steps": n,
-            "s_per_video": per_step * n + (t_steps[0] - per_step) + decode, "vae_tiling": recipe.generate.vae_tiling}
+    return {
+        "s_per_sampler_step": per_step,
+        "decode_s": decode,
+        "num_steps": n,
+        "s_per_video": per_step * n + (t_steps[0] - per_step) + decode,
+        "vae_tiling": recipe.generate.vae_tiling,
+    }
 
 
-def run(out: Path, tiny: bool = False, budget_s: float = 540.0, command: str = "vipo bench --gpu",
-        models: tuple[str, ...] = tuple(MODELS), repeats: int = 3) -> dict:
+def run(
+    out: Path,
+    tiny: bool = False,
+    budget_s: float = 540.0,
+    command: str = "vipo bench --gpu",
+    models: tuple[str, ...] = tuple(MODELS),
+    repeats: int = 3,
+) -> dict:
     """Measure every model within ``budget_s`` and append the section to ``out``."""
     if not tiny and not torch.cuda.is_available():
         from ..errors import UserError

@@ -11,6 +11,7 @@ question at a time, and a whole round's wall time by stage.
   server's latency and capacity scale both sides.
 - A round: the driver's stages (generate, judge, pairs, train, eval) of round 1 of a recipe, each timed.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -42,13 +43,17 @@ def generation(model, n: int, steps: int, guidance: float, repeats: int, device=
     def one_at_a_time():
         with torch.no_grad():
             for i, s in enumerate(seeds):
-                one = {k: v[i:i + 1] for k, v in cond.items()}
+                one = {k: v[i : i + 1] for k, v in cond.items()}
                 model.decode(model.sample(one, uncond, [s], steps, guidance))
 
     t = interleave({"batched": batched, "sequential": one_at_a_time}, repeats, warmup=1, device=device)
-    return {"speedup": Ratio.of(t["sequential"], t["batched"]), "n": n, "steps": steps,
-            "batched_s_per_video": [x / n for x in t["batched"]],
-            "sequential_s_per_video": [x / n for x in t["sequential"]]}
+    return {
+        "speedup": Ratio.of(t["sequential"], t["batched"]),
+        "n": n,
+        "steps": steps,
+        "batched_s_per_video": [x / n for x in t["batched"]],
+        "sequential_s_per_video": [x / n for x in t["sequential"]],
+    }
 
 
 class StandInServer:
@@ -69,8 +74,9 @@ class StandInServer:
                 time.sleep(outer.latency)
                 text = json.dumps(body)
                 verdict = "A" if "Video A" in text else "Good"
-                payload = json.dumps({"choices": [{"message": {"role": "assistant",
-                                                               "content": f"Looks fine.\nVerdict: {verdict}"}}]})
+                payload = json.dumps(
+                    {"choices": [{"message": {"role": "assistant", "content": f"Looks fine.\nVerdict: {verdict}"}}]}
+                )
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
@@ -94,8 +100,9 @@ class StandInServer:
         self.server.server_close()
 
 
-def judging(samples: int, repeats: int, latency: float = 0.2, concurrency: int = 4, frames: int = 8,
-            frame_size: int = 224) -> dict:
+def judging(
+    samples: int, repeats: int, latency: float = 0.2, concurrency: int = 4, frames: int = 8, frame_size: int = 224
+) -> dict:
     """Seconds per pairwise judgment (3 dimensions) for a prompt's ``samples`` videos in both orders."""
     import random
 
@@ -109,9 +116,20 @@ def judging(samples: int, repeats: int, latency: float = 0.2, concurrency: int =
     videos = [Video(attrs.prompt(), render.random_clip(attrs, rng), f"v{i}") for i in range(samples)]
     pairs = list(itertools.permutations(videos, 2))
     with StandInServer(latency) as server:
+
         def critic(c):
-            return OpenAICritic(JudgeConfig(critic="openai", base_url=server.url, model="stand-in", frames=frames,
-                                            frame_size=frame_size, concurrency=c, retries=0))
+            return OpenAICritic(
+                JudgeConfig(
+                    critic="openai",
+                    base_url=server.url,
+                    model="stand-in",
+                    frames=frames,
+                    frame_size=frame_size,
+                    concurrency=c,
+                    retries=0,
+                )
+            )
+
         batched_critic, one_critic = critic(concurrency), critic(1)
 
         def batched():
@@ -123,17 +141,24 @@ def judging(samples: int, repeats: int, latency: float = 0.2, concurrency: int =
                 one_critic.pairwise(a, b)
 
         t = interleave({"batched": batched, "sequential": sequential}, repeats, warmup=1)
-    return {"speedup": Ratio.of(t["sequential"], t["batched"]), "pairs": len(pairs), "latency": latency,
-            "concurrency": concurrency, "frames": frames, "frame_size": frame_size,
-            "batched_s_per_pair": [x / len(pairs) for x in t["batched"]],
-            "sequential_s_per_pair": [x / len(pairs) for x in t["sequential"]]}
+    return {
+        "speedup": Ratio.of(t["sequential"], t["batched"]),
+        "pairs": len(pairs),
+        "latency": latency,
+        "concurrency": concurrency,
+        "frames": frames,
+        "frame_size": frame_size,
+        "batched_s_per_pair": [x / len(pairs) for x in t["batched"]],
+        "sequential_s_per_pair": [x / len(pairs) for x in t["sequential"]],
+    }
 
 
 STAGES = ("generate", "judge", "pairs", "train", "evaluate")
 
 
-def round_stages(config: str | Path | None, overrides: dict | None = None, device: str = "cpu",
-                 folder: str | Path | None = None) -> dict:
+def round_stages(
+    config: str | Path | None, overrides: dict | None = None, device: str = "cpu", folder: str | Path | None = None
+) -> dict:
     """Wall seconds of each stage of round 1 of the recipe ``config`` (the driver's own stages, in a scratch run)."""
     from ..config import RunConfig, load
     from ..data.ledger import Ledger
@@ -160,6 +185,16 @@ def round_stages(config: str | Path | None, overrides: dict | None = None, devic
             samples = len(ledger.rows("samples", 1))
             train = ledger.stage_info(1, "train") or {}
             ev = ledger.stage_info(1, "eval") or {}
-    return {"seconds": times, "base_eval_s": base_eval, "samples": samples, "pairs": pairs, "examples": examples, "config": str(config),
-            "overrides": overrides or {}, "method": cfg.train.method, "ref_cache": cfg.train.ref_cache,
-            "train_steps": train.get("steps"), "eval": {k: ev[k] for k in ("indist", "heldout") if k in ev}}
+    return {
+        "seconds": times,
+        "base_eval_s": base_eval,
+        "samples": samples,
+        "pairs": pairs,
+        "examples": examples,
+        "config": str(config),
+        "overrides": overrides or {},
+        "method": cfg.train.method,
+        "ref_cache": cfg.train.ref_cache,
+        "train_steps": train.get("steps"),
+        "eval": {k: ev[k] for k in ("indist", "heldout") if k in ev},
+    }

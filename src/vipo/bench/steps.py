@@ -20,6 +20,7 @@ vipo's steps run inside ``model.pinned()``, as a training round does (the caller
 re-implemented here from their published logic (their code is not copied); what they do outside the
 step (data loading, video decoding, tokenization in the data loader) is left out, which favours them.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,6 +40,7 @@ from .timing import Calls
 
 #: the contenders that are training steps (the rest are their pieces, timed beside them)
 STEPS = ("sft", "dpo", "dpo_cached", "kto", "kto_cached", "rwr", "diffusers_lora", "diffusers_dpo")
+
 
 @dataclass
 class StepBench:
@@ -67,10 +69,20 @@ def _cfg(method: str, base: TrainConfig | None = None, **over) -> TrainConfig:
     return cfg
 
 
-def vipo_contenders(model, params: list, opt, device: torch.device, pairs: list[dict], examples: list[dict],
-                    cache: dict, latent, ref_cache: int = 4, base: TrainConfig | None = None,
-                    methods: tuple[str, ...] = ("sft", "dpo", "dpo_cached", "kto", "kto_cached", "rwr"),
-                    frozen=None) -> dict:
+def vipo_contenders(
+    model,
+    params: list,
+    opt,
+    device: torch.device,
+    pairs: list[dict],
+    examples: list[dict],
+    cache: dict,
+    latent,
+    ref_cache: int = 4,
+    base: TrainConfig | None = None,
+    methods: tuple[str, ...] = ("sft", "dpo", "dpo_cached", "kto", "kto_cached", "rwr"),
+    frozen=None,
+) -> dict:
     """vipo's steps as zero-argument calls: ``sft`` (the denoising loss on ``examples``' videos), ``dpo`` on
     ``pairs``, ``kto`` and ``rwr`` on ``examples``, ``*_cached`` with the reference errors cached (``ref_cache``
     draws), and the pieces ``ref_cache_pass`` (building the DPO cache) and ``forward_nograd`` (the reference's work in
@@ -99,16 +111,17 @@ def vipo_contenders(model, params: list, opt, device: torch.device, pairs: list[
                 j = next(k) % errors.shape[1]
                 idx = list(range(len(items)))
                 draws, ref = draws_for(idx, [j] * len(idx)), errors[idx, j].T.reshape(-1)
-            terms = trainer.micro_loss(ctx, items, cache, latent, gen, None, 0,
-                                       pool.z0() if pool is not None else None, draws, ref)
+            terms = trainer.micro_loss(
+                ctx, items, cache, latent, gen, None, 0, pool.z0() if pool is not None else None, draws, ref
+            )
             return terms.metrics, terms.rewards, terms.total
+
         return lambda: step(loss_fn)
 
     sft_ctx = trainer.StepContext(model, _cfg("rwr", base), frozen, device)
 
     def sft_loss():
-        x, cond, noise, t = trainer.inputs(sft_ctx, examples, cache, latent,
-                                           torch.Generator().manual_seed(next(seeds)))
+        x, cond, noise, t = trainer.inputs(sft_ctx, examples, cache, latent, torch.Generator().manual_seed(next(seeds)))
         loss = losses.nll(sft_ctx.errors(x, cond, noise, t))
         return {"loss": loss.detach()}, torch.zeros(0), loss
 
@@ -138,8 +151,14 @@ def vipo_contenders(model, params: list, opt, device: torch.device, pairs: list[
     return out
 
 
-def build(size: tiny.Size = tiny.BENCH, device: str = "cpu", pairs: int = 4, epochs: int = 32, ref_cache: int = 4,
-          rank: int = 16) -> StepBench:
+def build(
+    size: tiny.Size = tiny.BENCH,
+    device: str = "cpu",
+    pairs: int = 4,
+    epochs: int = 32,
+    ref_cache: int = 4,
+    rank: int = 16,
+) -> StepBench:
     """The bench model with a fresh LoRA, ``pairs`` pairs of videos (pixels and their latents) and every contender."""
     device = torch.device(device)
     model = tiny.cogvideox_model(size, str(device))
@@ -152,12 +171,13 @@ def build(size: tiny.Size = tiny.BENCH, device: str = "cpu", pairs: int = 4, epo
         enc = model.encode_prompts(sorted(set(prompts)) + [""])
     ids = [f"v{i}" for i in range(2 * pairs)]
     latents = dict(zip(ids, lat))
-    cache = {p: {k: v[i:i + 1] for k, v in enc.items()} for i, p in enumerate(sorted(set(prompts)) + [""])}
+    cache = {p: {k: v[i : i + 1] for k, v in enc.items()} for i, p in enumerate(sorted(set(prompts)) + [""])}
     pair_items, examples = items(ids, prompts)
     calls = Calls(text_encoder=model.pipe.text_encoder, vae=(model.pipe.vae, "encode"))
     b = StepBench(model, params, opt, device, pair_items, examples, cache, latents, pixels, epochs, ref_cache, calls)
-    b.contenders.update(vipo_contenders(model, params, opt, device, pair_items, examples, cache,
-                                        lambda s: latents[s["id"]], ref_cache))
+    b.contenders.update(
+        vipo_contenders(model, params, opt, device, pair_items, examples, cache, lambda s: latents[s["id"]], ref_cache)
+    )
     b.contenders["diffusers_lora"] = diffusers_lora_step(b)
     b.contenders["diffusers_dpo"] = diffusers_dpo_step(b)
     # the encoders' pieces: a VAE encode of the 8 clips, the text encoder on the 4 prompts
@@ -168,18 +188,27 @@ def build(size: tiny.Size = tiny.BENCH, device: str = "cpu", pairs: int = 4, epo
 
 def items(ids: list[str], prompts: list[str]) -> tuple[list[dict], list[dict]]:
     """DPO pairs (ids 2i, 2i+1 on prompt i) and the same videos as KTO/RWR examples (even ids desirable)."""
-    pairs = [{"chosen": {"id": ids[2 * i], "prompt": p}, "rejected": {"id": ids[2 * i + 1], "prompt": p},
-              "weight": 1.0} for i, p in enumerate(prompts)]
-    examples = [{"sample": {"id": ids[i], "prompt": prompts[i // 2]}, "desirable": i % 2 == 0,
-                 "score": 0.9 if i % 2 == 0 else 0.05} for i in range(2 * len(prompts))]
+    pairs = [
+        {"chosen": {"id": ids[2 * i], "prompt": p}, "rejected": {"id": ids[2 * i + 1], "prompt": p}, "weight": 1.0}
+        for i, p in enumerate(prompts)
+    ]
+    examples = [
+        {
+            "sample": {"id": ids[i], "prompt": prompts[i // 2]},
+            "desirable": i % 2 == 0,
+            "score": 0.9 if i % 2 == 0 else 0.05,
+        }
+        for i in range(2 * len(prompts))
+    ]
     return pairs, examples
 
 
 def _rotary(model, latents: torch.Tensor):
     """The rotary tables, built from scratch as the examples build them in every step."""
     s = model.pipe.vae_scale_factor_spatial
-    return model.pipe._prepare_rotary_positional_embeddings(latents.shape[-2] * s, latents.shape[-1] * s,
-                                                            latents.shape[1], latents.device)
+    return model.pipe._prepare_rotary_positional_embeddings(
+        latents.shape[-2] * s, latents.shape[-1] * s, latents.shape[1], latents.device
+    )
 
 
 def _posterior(model, pixels: torch.Tensor):
@@ -192,7 +221,7 @@ def diffusers_lora_step(b: StepBench):
     model, pipe = b.model, b.model.pipe
     net, sched = pipe.transformer, pipe.scheduler
     with torch.no_grad():
-        posteriors = [_posterior(model, b.pixels[i:i + 1]) for i in range(len(b.pixels))]  # once, before training
+        posteriors = [_posterior(model, b.pixels[i : i + 1]) for i in range(len(b.pixels))]  # once, before training
     prompts = [e["sample"]["prompt"] for e in b.examples]
     scaling = model.vae.config.scaling_factor
 
@@ -201,16 +230,27 @@ def diffusers_lora_step(b: StepBench):
         # collate: a posterior sample per video, [B, C, F, H, W] -> [B, F, C, H, W]
         videos = torch.cat([p.sample() * scaling for p in posteriors]).permute(0, 2, 1, 3, 4).float()
         # compute_prompt_embeddings: tokenize and encode every step
-        ids = pipe.tokenizer(prompts, padding="max_length", max_length=net.config.max_text_seq_length,
-                             truncation=True, add_special_tokens=True, return_tensors="pt").input_ids
+        ids = pipe.tokenizer(
+            prompts,
+            padding="max_length",
+            max_length=net.config.max_text_seq_length,
+            truncation=True,
+            add_special_tokens=True,
+            return_tensors="pt",
+        ).input_ids
         with torch.no_grad():
             prompt_embeds = pipe.text_encoder(ids.to(b.device))[0]
         noise = torch.randn_like(videos)
         t = torch.randint(0, sched.config.num_train_timesteps, (len(videos),), device=videos.device).long()
         rotary = _rotary(model, videos)
         noisy = sched.add_noise(videos, noise, t)
-        out = net(hidden_states=noisy, encoder_hidden_states=prompt_embeds, timestep=t, image_rotary_emb=rotary,
-                  return_dict=False)[0]
+        out = net(
+            hidden_states=noisy,
+            encoder_hidden_states=prompt_embeds,
+            timestep=t,
+            image_rotary_emb=rotary,
+            return_dict=False,
+        )[0]
         pred = sched.get_velocity(out, noisy, t)
         weights = 1 / (1 - sched.alphas_cumprod[t])
         while weights.dim() < pred.dim():
@@ -220,6 +260,7 @@ def diffusers_lora_step(b: StepBench):
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         b.opt.step()
         loss.detach().item()
+
     return step
 
 
@@ -231,14 +272,19 @@ def diffusers_dpo_step(b: StepBench, beta: float = 2500.0):
     # the dataset holds each pair's two clips; winners first, then losers, as the example's chunk(2) splits them
     order = [2 * i for i in range(n)] + [2 * i + 1 for i in range(n)]
     pixels = b.pixels[order]
-    ids = pipe.tokenizer([p["chosen"]["prompt"] for p in b.pairs], padding="max_length",
-                         max_length=net.config.max_text_seq_length, truncation=True, return_tensors="pt").input_ids
+    ids = pipe.tokenizer(
+        [p["chosen"]["prompt"] for p in b.pairs],
+        padding="max_length",
+        max_length=net.config.max_text_seq_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids
     scaling = model.vae.config.scaling_factor
 
     def step() -> None:
         b.opt.zero_grad(set_to_none=True)
         with torch.no_grad():
-            latents = torch.cat([_posterior(model, pixels[i:i + 8]).sample() for i in range(0, len(pixels), 8)])
+            latents = torch.cat([_posterior(model, pixels[i : i + 8]).sample() for i in range(0, len(pixels), 8)])
             latents = (latents * scaling).permute(0, 2, 1, 3, 4).float()
         noise = torch.randn_like(latents).chunk(2)[0].repeat(2, 1, 1, 1, 1)
         t = torch.randint(0, sched.config.num_train_timesteps, (n,), device=latents.device).long().repeat(2)
@@ -246,16 +292,22 @@ def diffusers_dpo_step(b: StepBench, beta: float = 2500.0):
         with torch.no_grad():
             hidden = pipe.text_encoder(ids.to(b.device))[0].repeat(2, 1, 1)
         rotary = _rotary(model, latents)
-        pred = net(hidden_states=noisy, encoder_hidden_states=hidden, timestep=t, image_rotary_emb=rotary,
-                   return_dict=False)[0]
+        pred = net(
+            hidden_states=noisy, encoder_hidden_states=hidden, timestep=t, image_rotary_emb=rotary, return_dict=False
+        )[0]
         target = sched.get_velocity(latents, noise, t)
         model_losses = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=[1, 2, 3, 4])
         model_w, model_l = model_losses.chunk(2)
         raw_model_loss = 0.5 * (model_w.mean() + model_l.mean())
         net.disable_adapters()
         with torch.no_grad():
-            ref = net(hidden_states=noisy, encoder_hidden_states=hidden, timestep=t, image_rotary_emb=rotary,
-                      return_dict=False)[0].detach()
+            ref = net(
+                hidden_states=noisy,
+                encoder_hidden_states=hidden,
+                timestep=t,
+                image_rotary_emb=rotary,
+                return_dict=False,
+            )[0].detach()
             ref_losses = F.mse_loss(ref.float(), target.float(), reduction="none").mean(dim=[1, 2, 3, 4])
             ref_w, ref_l = ref_losses.chunk(2)
             raw_ref_loss = ref_losses.mean()
@@ -268,6 +320,7 @@ def diffusers_dpo_step(b: StepBench, beta: float = 2500.0):
         b.opt.step()
         for v in (loss, raw_model_loss, raw_ref_loss, acc):
             v.detach().item()
+
     return step
 
 

@@ -6,6 +6,7 @@ reverse order: A B C, C B A, ...), so a load change on a shared machine hits eve
 one ratio and the bench reports their median and range, beside each contender's median time. On CUDA every timed call
 ends with a synchronisation, so it measures the work and not the launch.
 """
+
 from __future__ import annotations
 
 import gc
@@ -29,8 +30,9 @@ def sync(device: torch.device | str = "cpu") -> None:
         torch.cuda.synchronize(device)
 
 
-def interleave(contenders: dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
-               device: torch.device | str = "cpu") -> dict[str, list[float]]:
+def interleave(
+    contenders: dict[str, Callable[[], object]], repeats: int, warmup: int = 1, device: torch.device | str = "cpu"
+) -> dict[str, list[float]]:
     """Seconds of each call of each contender: ``warmup`` untimed rounds, then ``repeats`` timed ones."""
     names = list(contenders)
     for _ in range(warmup):
@@ -39,7 +41,7 @@ def interleave(contenders: dict[str, Callable[[], object]], repeats: int, warmup
     sync(device)
     times: dict[str, list[float]] = {n: [] for n in names}
     for r in range(repeats):
-        for n in (names if r % 2 == 0 else names[::-1]):
+        for n in names if r % 2 == 0 else names[::-1]:
             t0 = time.perf_counter()
             contenders[n]()
             sync(device)
@@ -146,7 +148,8 @@ class Calls:
         for name, target in targets.items():
             if isinstance(target, torch.nn.Module):
                 handle = target.register_forward_pre_hook(
-                    lambda m, args, kwargs, name=name: self._count(name, args, kwargs), with_kwargs=True)
+                    lambda m, args, kwargs, name=name: self._count(name, args, kwargs), with_kwargs=True
+                )
                 self._undo.append(handle.remove)
             else:
                 obj, attr = target
@@ -155,6 +158,7 @@ class Calls:
                 def wrapped(*args, _name=name, _original=original, **kwargs):
                     self._count(_name, args, kwargs)
                     return _original(*args, **kwargs)
+
                 setattr(obj, attr, wrapped)  # an instance attribute over the class's method
                 self._undo.append(lambda obj=obj, attr=attr: delattr(obj, attr))
 
@@ -192,9 +196,15 @@ class Machine:
 
         device = torch.device(device)
         facts = {
-            "python": platform.python_version(), "torch": torch.__version__, "diffusers": diffusers.__version__,
-            "transformers": transformers.__version__, "peft": peft.__version__, "platform": platform.platform(),
-            "cpu": _cpu_name(), "cpu cores": os.cpu_count(), "torch threads": torch.get_num_threads(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "diffusers": diffusers.__version__,
+            "transformers": transformers.__version__,
+            "peft": peft.__version__,
+            "platform": platform.platform(),
+            "cpu": _cpu_name(),
+            "cpu cores": os.cpu_count(),
+            "torch threads": torch.get_num_threads(),
         }
         if device.type == "cuda":
             facts["gpu"] = torch.cuda.get_device_name(device)

@@ -5,6 +5,7 @@ The measures are IPO's Table 6, computed by :func:`vipo.critics.learn.accuracy.t
 here the truth critic's answers become the questions' truth. A question the truth critic could not answer is
 counted as ``unanswered`` with the critic's own failures.
 """
+
 from __future__ import annotations
 
 from .base import DIMENSIONS, Critic, CriticParseError, Video

@@ -14,6 +14,7 @@ and for a pair (video A shown first):
     fidelity: Tie - both clean
     motion: B - A flickers
 """
+
 from __future__ import annotations
 
 import abc
@@ -81,8 +82,10 @@ class Pairwise:
         return "Tie"
 
 
-_LINE = re.compile(r"^\s*[*#>\-\s]*(semantic|fidelity|motion)[a-z _]*\**\s*[:=]\s*\**\s*([A-Za-z]+)\**\s*[-–—:,.]?\s*(.*)$",
-                   re.IGNORECASE)
+_LINE = re.compile(
+    r"^\s*[*#>\-\s]*(semantic|fidelity|motion)[a-z _]*\**\s*[:=]\s*\**\s*([A-Za-z]+)\**\s*[-–—:,.]?\s*(.*)$",
+    re.IGNORECASE,
+)
 
 
 def _parse(text: str, allowed: tuple[str, ...]) -> tuple[dict[str, str], dict[str, str]]:
@@ -121,8 +124,9 @@ def format_answer(verdicts: dict[str, str], reasons: dict[str, str]) -> str:
 def swap(p: Pairwise) -> Pairwise:
     """The verdict of a pair judged as (B, A), re-expressed in the (A, B) order."""
     flip = {"A": "B", "B": "A", "Tie": "Tie"}
-    return Pairwise({d: flip[v] for d, v in p.verdicts.items()}, p.reasons, p.raw,
-                    None if p.decided is None else flip[p.decided])
+    return Pairwise(
+        {d: flip[v] for d, v in p.verdicts.items()}, p.reasons, p.raw, None if p.decided is None else flip[p.decided]
+    )
 
 
 class Critic(abc.ABC):

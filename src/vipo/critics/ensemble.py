@@ -8,6 +8,7 @@
 
 A member whose answer does not parse is left out; the judgment is unparseable only when every member's is.
 """
+
 from __future__ import annotations
 
 from collections import Counter

@@ -31,6 +31,7 @@ in float32. Frames are uint8 RGB ``[F, H, W, 3]`` as decoded. Each dimension fol
   everywhere and is normalized with ViCLIP's VBench constant (0, 0.364) for want of an X-CLIP one: comparable between
   videos scored the same way, not with published VBench numbers.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -50,10 +51,18 @@ from ..models import PICKLE_SUFFIXES, allow_pickle, check_weights
 log = logging.getLogger(__name__)
 
 #: judge option -> its ``vipo eval DIR`` flag
-FLAGS = {"dino": "--dino", "clip": "--clip", "aesthetic_clip": "--aesthetic-clip", "aesthetic_head": "--aesthetic-head",
-         "musiq": "--musiq", "xclip": "--xclip"}
-XCLIP_NOTE = ("X-CLIP video-text cosine standing in for VBench's ViCLIP overall consistency; normalized with ViCLIP's "
-              "VBench constant (0, 0.364), so not comparable with published VBench numbers")
+FLAGS = {
+    "dino": "--dino",
+    "clip": "--clip",
+    "aesthetic_clip": "--aesthetic-clip",
+    "aesthetic_head": "--aesthetic-head",
+    "musiq": "--musiq",
+    "xclip": "--xclip",
+}
+XCLIP_NOTE = (
+    "X-CLIP video-text cosine standing in for VBench's ViCLIP overall consistency; normalized with ViCLIP's "
+    "VBench constant (0, 0.364), so not comparable with published VBench numbers"
+)
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 CLIP_STATS = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
 MUSIQ_LONG_SIDE = 512
@@ -77,7 +86,8 @@ def _stats(proc, default) -> tuple[torch.Tensor, torch.Tensor]:
     mean = getattr(proc, "image_mean", None) or default[0]
     std = getattr(proc, "image_std", None) or default[1]
     return torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), torch.tensor(std, dtype=torch.float32).view(
-        1, 3, 1, 1)
+        1, 3, 1, 1
+    )
 
 
 def _short_side(proc, default: int = 224) -> int:
@@ -100,11 +110,18 @@ def _resize_short(x: torch.Tensor, short: int, mode: str) -> torch.Tensor:
 def _center_crop(x: torch.Tensor, ch: int, cw: int) -> torch.Tensor:
     h, w = x.shape[-2:]
     if h < ch or w < cw:
-        x = F.pad(x, (max(0, (cw - w) // 2), max(0, cw - w - (cw - w) // 2), max(0, (ch - h) // 2),
-                      max(0, ch - h - (ch - h) // 2)))
+        x = F.pad(
+            x,
+            (
+                max(0, (cw - w) // 2),
+                max(0, cw - w - (cw - w) // 2),
+                max(0, (ch - h) // 2),
+                max(0, ch - h - (ch - h) // 2),
+            ),
+        )
         h, w = x.shape[-2:]
     top, left = int(round((h - ch) / 2.0)), int(round((w - cw) / 2.0))
-    return x[..., top:top + ch, left:left + cw]
+    return x[..., top : top + ch, left : left + cw]
 
 
 class ImagePrep:
@@ -139,9 +156,11 @@ class FeatureModels:
         self.notes: dict[str, str] = {}
         self._clips: dict[str, tuple] = {}
         if self.paths["aesthetic_head"] and not (self.paths["aesthetic_clip"] or self.paths["clip"]):
-            raise UserError(f"{self._name('aesthetic_head')} is given but neither {self._name('aesthetic_clip')} nor "
-                            f"{self._name('clip')}: the aesthetic predictor reads CLIP image embeddings (VBench: CLIP "
-                            "ViT-L/14)")
+            raise UserError(
+                f"{self._name('aesthetic_head')} is given but neither {self._name('aesthetic_clip')} nor "
+                f"{self._name('clip')}: the aesthetic predictor reads CLIP image embeddings (VBench: CLIP "
+                "ViT-L/14)"
+            )
         for f, v in self.paths.items():  # every path first, so a typo fails before any model loads
             if v and not Path(v).exists():
                 raise UserError(f"{self._name(f)}: {v}: not found")
@@ -161,8 +180,9 @@ class FeatureModels:
     def _folder(self, field: str) -> Path:
         path = Path(self.paths[field])
         if not path.is_dir():
-            raise UserError(f"{self._name(field)}: {path}: not a folder (a transformers model saved with "
-                            "save_pretrained)")
+            raise UserError(
+                f"{self._name(field)}: {path}: not a folder (a transformers model saved with save_pretrained)"
+            )
         check_weights(path)
         return path
 
@@ -172,12 +192,15 @@ class FeatureModels:
         folder = self._folder(field)
         try:
             model = getattr(transformers, cls_name).from_pretrained(
-                str(folder), local_files_only=True, use_safetensors=None if allow_pickle() else True)
+                str(folder), local_files_only=True, use_safetensors=None if allow_pickle() else True
+            )
             proc = transformers.AutoImageProcessor.from_pretrained(str(folder), local_files_only=True)
         except Exception as e:  # noqa: BLE001  (transformers raises many types for a wrong folder: one line)
             first = (str(e).strip().splitlines() or [""])[0][:300]
-            raise UserError(f"{self._name(field)}: {folder}: cannot load it as a local transformers {cls_name} with "
-                            f"its image processor ({type(e).__name__}: {first})") from None
+            raise UserError(
+                f"{self._name(field)}: {folder}: cannot load it as a local transformers {cls_name} with "
+                f"its image processor ({type(e).__name__}: {first})"
+            ) from None
         return model.to(self.device).eval(), proc
 
     def _weights_file(self, field: str) -> dict[str, torch.Tensor]:
@@ -191,13 +214,16 @@ class FeatureModels:
                 state = load_file(str(path))
             elif path.suffix in PICKLE_SUFFIXES:
                 if not allow_pickle():
-                    raise UserError(f"{self._name(field)}: {path}: pickle-format weights can run arbitrary code when "
-                                    "loaded; convert them to safetensors, or pass --allow-pickle if you trust their "
-                                    "source")
+                    raise UserError(
+                        f"{self._name(field)}: {path}: pickle-format weights can run arbitrary code when "
+                        "loaded; convert them to safetensors, or pass --allow-pickle if you trust their "
+                        "source"
+                    )
                 state = torch.load(str(path), map_location="cpu", weights_only=True)
             else:
-                raise UserError(f"{self._name(field)}: {path}: expected a .safetensors file (or, with --allow-pickle, "
-                                ".pth/.pt)")
+                raise UserError(
+                    f"{self._name(field)}: {path}: expected a .safetensors file (or, with --allow-pickle, .pth/.pt)"
+                )
         except UserError:
             raise
         except Exception as e:  # noqa: BLE001
@@ -212,7 +238,7 @@ class FeatureModels:
     def _batched(self, frames: np.ndarray, prep: Callable, encode: Callable) -> torch.Tensor:
         out = []
         for i in range(0, len(frames), self.batch):
-            x = torch.from_numpy(np.ascontiguousarray(frames[i:i + self.batch])).to(self.device)
+            x = torch.from_numpy(np.ascontiguousarray(frames[i : i + self.batch])).to(self.device)
             out.append(encode(prep(x.permute(0, 3, 1, 2).float())).float())
         return torch.cat(out)
 
@@ -224,8 +250,11 @@ class FeatureModels:
             return
         model, proc = self._pretrained("dino", "AutoModel")
         prep = ImagePrep(proc, IMAGENET, "bilinear", crop=False)
-        kw = {"interpolate_pos_encoding": True} if "interpolate_pos_encoding" in inspect.signature(
-            model.forward).parameters else {}
+        kw = (
+            {"interpolate_pos_encoding": True}
+            if "interpolate_pos_encoding" in inspect.signature(model.forward).parameters
+            else {}
+        )
 
         @torch.no_grad()
         def measure(frames: np.ndarray, prompt: str, memo: dict) -> float:
@@ -249,6 +278,7 @@ class FeatureModels:
         """Normalized CLIP image embeddings of every frame (computed once per video and CLIP model)."""
         key, model, prep = clip
         if key not in memo:
+
             def encode(x):
                 out = model.get_image_features(pixel_values=x)
                 return out if isinstance(out, torch.Tensor) else out.pooler_output
@@ -272,16 +302,19 @@ class FeatureModels:
 
     def _setup_aesthetic(self) -> None:
         if not self.paths["aesthetic_head"]:
-            self.skipped["aesthetic_quality"] = (f"needs {self._name('aesthetic_head')}: the LAION aesthetic "
-                                                 "predictor, with a CLIP ViT-L/14 folder")
+            self.skipped["aesthetic_quality"] = (
+                f"needs {self._name('aesthetic_head')}: the LAION aesthetic predictor, with a CLIP ViT-L/14 folder"
+            )
             return
         layers = aesthetic_layers(self._weights_file("aesthetic_head"), self._name("aesthetic_head"))
         field = "aesthetic_clip" if self.paths["aesthetic_clip"] else "clip"
         clip = self._clip(field)
         dim = getattr(clip[1].config, "projection_dim", None)
         if dim is not None and layers[0][0].shape[1] != dim:
-            raise UserError(f"{self._name('aesthetic_head')} reads {layers[0][0].shape[1]}-d embeddings but "
-                            f"{self._name(field)} gives {dim}-d ones (VBench's predictor needs CLIP ViT-L/14: 768)")
+            raise UserError(
+                f"{self._name('aesthetic_head')} reads {layers[0][0].shape[1]}-d embeddings but "
+                f"{self._name(field)} gives {dim}-d ones (VBench's predictor needs CLIP ViT-L/14: 768)"
+            )
         layers = [(w.float().to(self.device), b.float().to(self.device)) for w, b in layers]
 
         def measure(frames: np.ndarray, prompt: str, memo: dict) -> float:
@@ -306,8 +339,10 @@ class FeatureModels:
             net.load_state_dict(state, strict=True)
         except RuntimeError as e:
             first = (str(e).strip().splitlines() or [""])[0][:300]
-            raise UserError(f"{self._name('musiq')}: {self.paths['musiq']}: not MUSIQ weights pyiqa's default "
-                            f"MUSIQ (one output, as SPAQ's) takes ({first})") from None
+            raise UserError(
+                f"{self._name('musiq')}: {self.paths['musiq']}: not MUSIQ weights pyiqa's default "
+                f"MUSIQ (one output, as SPAQ's) takes ({first})"
+            ) from None
         net = net.to(self.device).eval()
 
         @torch.no_grad()
@@ -316,8 +351,9 @@ class FeatureModels:
                 h, w = x.shape[-2:]
                 if max(h, w) > MUSIQ_LONG_SIDE:
                     s = MUSIQ_LONG_SIDE / max(h, w)
-                    x = F.interpolate(x, size=(int(s * h), int(s * w)), mode="bilinear", align_corners=False,
-                                      antialias=True)
+                    x = F.interpolate(
+                        x, size=(int(s * h), int(s * w)), mode="bilinear", align_corners=False, antialias=True
+                    )
                 return x / 255.0
 
             return float(self._batched(frames, prep, lambda x: net(x).reshape(len(x))).mean() / 100)
@@ -328,19 +364,23 @@ class FeatureModels:
 
     def _setup_xclip(self) -> None:
         if not self.paths["xclip"]:
-            self.skipped["overall_consistency"] = (f"needs ViCLIP, which vipo does not load ({self._name('xclip')} "
-                                                   "adds the X-CLIP stand-in overall_consistency_xclip)")
+            self.skipped["overall_consistency"] = (
+                f"needs ViCLIP, which vipo does not load ({self._name('xclip')} "
+                "adds the X-CLIP stand-in overall_consistency_xclip)"
+            )
             return
-        self.skipped["overall_consistency"] = ("needs ViCLIP, which vipo does not load; the X-CLIP stand-in "
-                                               "overall_consistency_xclip is measured instead")
+        self.skipped["overall_consistency"] = (
+            "needs ViCLIP, which vipo does not load; the X-CLIP stand-in overall_consistency_xclip is measured instead"
+        )
         from transformers import AutoTokenizer
 
         model, proc = self._pretrained("xclip", "XCLIPModel")
         try:
             tok = AutoTokenizer.from_pretrained(self.paths["xclip"], local_files_only=True)
         except Exception as e:  # noqa: BLE001
-            raise UserError(f"{self._name('xclip')}: {self.paths['xclip']}: no usable tokenizer "
-                            f"({type(e).__name__})") from None
+            raise UserError(
+                f"{self._name('xclip')}: {self.paths['xclip']}: no usable tokenizer ({type(e).__name__})"
+            ) from None
         prep = ImagePrep(proc, CLIP_STATS, "bicubic", crop=True)
         count = int(getattr(model.config.vision_config, "num_frames", 8))
         longest = int(getattr(model.config.text_config, "max_position_embeddings", 77))
@@ -351,8 +391,11 @@ class FeatureModels:
             picked = frames[middle_indices(len(frames), count)]
             x = prep(torch.from_numpy(np.ascontiguousarray(picked)).to(self.device).permute(0, 3, 1, 2).float())
             text = tok([prompt], padding=True, truncation=True, max_length=longest, return_tensors="pt")
-            out = model(input_ids=text["input_ids"].to(self.device), pixel_values=x[None],
-                        attention_mask=text["attention_mask"].to(self.device))
+            out = model(
+                input_ids=text["input_ids"].to(self.device),
+                pixel_values=x[None],
+                attention_mask=text["attention_mask"].to(self.device),
+            )
             video = F.normalize(out.video_embeds.float(), dim=-1)  # [1, D]
             words = F.normalize(out.text_embeds.float(), dim=-1)  # [1, 1, D]: conditioned on the video
             return float((video[:, None] * words).sum(-1)[0, 0])
@@ -376,8 +419,10 @@ def aesthetic_layers(state: dict[str, torch.Tensor], name: str) -> list[tuple[to
         for k, v in state.items():
             m = re.fullmatch(r"(?:.*\.)?layers\.(\d+)\.(weight|bias)", k)
             if not m:
-                raise UserError(f"{name}: unexpected key {k!r}: expected weight and bias of one linear layer, or "
-                                "LAION's layers.N.weight / layers.N.bias")
+                raise UserError(
+                    f"{name}: unexpected key {k!r}: expected weight and bias of one linear layer, or "
+                    "LAION's layers.N.weight / layers.N.bias"
+                )
             found.setdefault(int(m.group(1)), {})[m.group(2)] = v
         if not found or any(set(p) != {"weight", "bias"} for p in found.values()):
             raise UserError(f"{name}: every layer needs a weight and a bias")

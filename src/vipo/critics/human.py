@@ -10,6 +10,7 @@ the file name)::
 A pairwise annotation answers both orders (asked as (b, a), its verdicts are flipped). A question nobody annotated
 is unparseable (recorded, left out, counted), so a partial annotation set surfaces in the unparseable rate.
 """
+
 from __future__ import annotations
 
 import json
@@ -70,8 +71,10 @@ class HumanCritic(Critic):
             first = seen.setdefault(key, (n, answer))
             if first[1] != answer:
                 what = f"video {key[1]!r}" if key[0] == "video" else f"the pair {key[1]!r}, {key[2]!r}"
-                raise UserError(f"{path}:{n}: conflicts with line {first[0]}: two different annotations of {what} "
-                                f"({first[1]} and {answer}); keep one (or merge them before judging)")
+                raise UserError(
+                    f"{path}:{n}: conflicts with line {first[0]}: two different annotations of {what} "
+                    f"({first[1]} and {answer}); keep one (or merge them before judging)"
+                )
 
     def _name(self, video: Video, known) -> str | None:
         return next((t for t in _tails(video.path) if t in known), None)

@@ -10,6 +10,7 @@ Pairwise verdicts come from the difference of the two videos' scores (:mod:`vipo
 two orders of a pair always agree. The graded score of a dimension (what ``pairs`` breaks ties with and eval reports
 as ``*_score``) is the expected label value, ``P(Good) + 0.5 P(Normal)``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -58,8 +59,11 @@ class LearnedWorldCritic(Critic):
         out = []
         for i in range(len(videos)):
             labels = {d: worldnet.label_of(lp[i, k]) for k, d in enumerate(DIMENSIONS)}
-            reasons = {d: f"P(Good) {lp[i, k, 2]:.2f}, P(Normal) {lp[i, k, 1]:.2f}, P(Bad) {lp[i, k, 0]:.2f} "
-                          f"(score {s[i, k]:.2f})" for k, d in enumerate(DIMENSIONS)}
+            reasons = {
+                d: f"P(Good) {lp[i, k, 2]:.2f}, P(Normal) {lp[i, k, 1]:.2f}, P(Bad) {lp[i, k, 0]:.2f} "
+                f"(score {s[i, k]:.2f})"
+                for k, d in enumerate(DIMENSIONS)
+            }
             p = parse_pointwise(format_answer(labels, reasons))
             p.scores = {d: float(lp[i, k, 2] + 0.5 * lp[i, k, 1]) for k, d in enumerate(DIMENSIONS)}
             out.append(p)
@@ -74,8 +78,10 @@ class LearnedWorldCritic(Critic):
         out = []
         for i in range(len(pairs)):
             verdicts = {d: worldnet.verdict_of(lp[i, k]) for k, d in enumerate(DIMENSIONS)}
-            reasons = {d: f"P(A) {lp[i, k, 0]:.2f}, P(B) {lp[i, k, 1]:.2f}, P(Tie) {lp[i, k, 2]:.2f}"
-                       for k, d in enumerate(DIMENSIONS)}
+            reasons = {
+                d: f"P(A) {lp[i, k, 0]:.2f}, P(B) {lp[i, k, 1]:.2f}, P(Tie) {lp[i, k, 2]:.2f}"
+                for k, d in enumerate(DIMENSIONS)
+            }
             out.append(parse_pairwise(format_answer(verdicts, reasons)))
         return out
 

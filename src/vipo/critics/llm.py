@@ -14,6 +14,7 @@ A backend (``vlm``: local transformers; ``openai``: a served endpoint) only turn
 - a judgment with any dimension still unparseable comes back as a :class:`CriticParseError` holding every attempt's
   raw text; the judge stage records it and leaves it out.
 """
+
 from __future__ import annotations
 
 import abc
@@ -58,7 +59,7 @@ def letterbox(frame: np.ndarray, side: int) -> np.ndarray:
     img = np.asarray(Image.fromarray(np.ascontiguousarray(frame)).resize((nw, nh), Image.BICUBIC))
     out = np.zeros((side, side, 3), dtype=np.uint8)
     y, x = (side - nh) // 2, (side - nw) // 2
-    out[y:y + nh, x:x + nw] = img
+    out[y : y + nh, x : x + nw] = img
     return out
 
 
@@ -97,8 +98,10 @@ class Questions:
 
     def query_pairwise(self, a: Video, b: Video, dim: str, retry: bool = False) -> Query:
         fa, fb = self.frames(a), self.frames(b)
-        return Query(self.templates["system"], ["Video A:"] + fa + ["Video B:"] + fb +
-                     [self._text(f"pairwise_{dim}", a.prompt, len(fa), retry)])
+        return Query(
+            self.templates["system"],
+            ["Video A:"] + fa + ["Video B:"] + fb + [self._text(f"pairwise_{dim}", a.prompt, len(fa), retry)],
+        )
 
 
 class LLMCritic(Questions, Critic):
@@ -137,8 +140,11 @@ class LLMCritic(Questions, Critic):
             bad = [d for d in DIMENSIONS if (i, d) not in got]
             if bad:
                 raw = "\n\n".join(f"[{d}, attempt {k + 1}]\n{t}" for d in bad for k, t in enumerate(attempts[(i, d)]))
-                out.append(CriticParseError(f"no parseable verdict for {', '.join(bad)} after "
-                                            f"{self.cfg.retries + 1} attempts", raw))
+                out.append(
+                    CriticParseError(
+                        f"no parseable verdict for {', '.join(bad)} after {self.cfg.retries + 1} attempts", raw
+                    )
+                )
                 continue
             verdicts = {d: got[(i, d)][0] for d in DIMENSIONS}
             reasons = {d: got[(i, d)][1] for d in DIMENSIONS}

@@ -10,6 +10,7 @@ verdict is always Normal (pointwise) and Tie (pairwise), and fidelity then motio
 Both are clipped to [0, 1]; Good >= 0.75, Normal >= 0.4, else Bad. Replace it with a real critic (a multimodal LLM,
 VideoScore, human labels) for any result that is meant to mean something.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -45,8 +46,11 @@ class MetricCritic(Critic):
     def answer_pointwise(self, video: Video) -> str:
         m = measure(video.frames)
         labels = {"semantic": "Normal", "fidelity": _label(m["fidelity"]), "motion": _label(m["motion"])}
-        reasons = {"semantic": "placeholder metric: the prompt is not read",
-                   "fidelity": f"smoothness {m['fidelity']:.3f}", "motion": f"steadiness {m['motion']:.3f}"}
+        reasons = {
+            "semantic": "placeholder metric: the prompt is not read",
+            "fidelity": f"smoothness {m['fidelity']:.3f}",
+            "motion": f"steadiness {m['motion']:.3f}",
+        }
         return format_answer(labels, reasons)
 
     def answer_pairwise(self, a: Video, b: Video) -> str:

@@ -28,6 +28,7 @@ fidelity <- mean of temporal flickering, aesthetic and imaging quality; motion <
 background consistency, motion smoothness and dynamic degree; Good >= 0.75, Normal >= 0.4. The pointwise ``total`` is
 the OmniScore (what ``pairs`` ranks, filters and re-weights by); pairwise, the larger OmniScore wins.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -40,23 +41,42 @@ from .base import DIMENSIONS, Critic, Pairwise, Pointwise, Video, format_answer,
 log = logging.getLogger(__name__)
 
 NORMALIZE = {  # VBench's min-max constants (scripts/constant.py NORMALIZE_DIC)
-    "subject_consistency": (0.1462, 1.0), "background_consistency": (0.2615, 1.0),
-    "temporal_flickering": (0.6293, 1.0), "motion_smoothness": (0.706, 0.9975), "dynamic_degree": (0.0, 1.0),
-    "aesthetic_quality": (0.0, 1.0), "imaging_quality": (0.0, 1.0), "overall_consistency": (0.0, 0.364),
+    "subject_consistency": (0.1462, 1.0),
+    "background_consistency": (0.2615, 1.0),
+    "temporal_flickering": (0.6293, 1.0),
+    "motion_smoothness": (0.706, 0.9975),
+    "dynamic_degree": (0.0, 1.0),
+    "aesthetic_quality": (0.0, 1.0),
+    "imaging_quality": (0.0, 1.0),
+    "overall_consistency": (0.0, 0.364),
     # not VBench's: the X-CLIP stand-in for overall consistency borrows ViCLIP's constant (no X-CLIP one exists)
     "overall_consistency_xclip": (0.0, 0.364),
 }
 WEIGHT = {"dynamic_degree": 0.5}
-QUALITY = ("subject_consistency", "background_consistency", "temporal_flickering", "motion_smoothness",
-           "aesthetic_quality", "imaging_quality", "dynamic_degree")
+QUALITY = (
+    "subject_consistency",
+    "background_consistency",
+    "temporal_flickering",
+    "motion_smoothness",
+    "aesthetic_quality",
+    "imaging_quality",
+    "dynamic_degree",
+)
 SEMANTIC = ("overall_consistency", "overall_consistency_xclip")
-NEEDS_WEIGHTS = ("subject_consistency", "background_consistency", "aesthetic_quality", "imaging_quality",
-                 "overall_consistency")
+NEEDS_WEIGHTS = (
+    "subject_consistency",
+    "background_consistency",
+    "aesthetic_quality",
+    "imaging_quality",
+    "overall_consistency",
+)
 #: dimensions scored as a folder mean over frame pairs (VBench's sim / cnt), not over videos
 PER_FRAME_PAIR = ("subject_consistency", "background_consistency")
-AS_DIMENSION = {"semantic": ("overall_consistency", "overall_consistency_xclip"),
-                "fidelity": ("temporal_flickering", "aesthetic_quality", "imaging_quality"),
-                "motion": ("subject_consistency", "background_consistency", "motion_smoothness", "dynamic_degree")}
+AS_DIMENSION = {
+    "semantic": ("overall_consistency", "overall_consistency_xclip"),
+    "fidelity": ("temporal_flickering", "aesthetic_quality", "imaging_quality"),
+    "motion": ("subject_consistency", "background_consistency", "motion_smoothness", "dynamic_degree"),
+}
 GOOD, NORMAL = 0.75, 0.4
 TIE_TOTAL, TIE_DIM = 1e-3, 0.01
 
@@ -121,13 +141,17 @@ def feature_consistency(features: np.ndarray) -> float:
     return float(((previous + first) / 2).mean())
 
 
-MEASURES = {"temporal_flickering": temporal_flickering, "motion_smoothness": motion_smoothness,
-            "dynamic_degree": dynamic_degree}
+MEASURES = {
+    "temporal_flickering": temporal_flickering,
+    "motion_smoothness": motion_smoothness,
+    "dynamic_degree": dynamic_degree,
+}
 
 
 def normalized(raw: dict[str, float]) -> dict[str, float]:
-    return {k: float(np.clip((v - NORMALIZE[k][0]) / (NORMALIZE[k][1] - NORMALIZE[k][0]), 0, 1))
-            for k, v in raw.items()}
+    return {
+        k: float(np.clip((v - NORMALIZE[k][0]) / (NORMALIZE[k][1] - NORMALIZE[k][0]), 0, 1)) for k, v in raw.items()
+    }
 
 
 def _weighted(norm: dict[str, float], names) -> float | None:
@@ -166,7 +190,8 @@ class OmniScoreCritic(Critic):
         self.dimensions = [*MEASURES, *features.measures]
         skipped = "; ".join(f"{k} ({why})" for k, why in features.skipped.items())
         (log.warning if features.skipped else log.info)(
-            "omniscore: measuring %s%s", ", ".join(self.dimensions), f"; skipping {skipped}" if skipped else "")
+            "omniscore: measuring %s%s", ", ".join(self.dimensions), f"; skipping {skipped}" if skipped else ""
+        )
         for k, note in features.notes.items():
             log.warning("omniscore: %s is a stand-in: %s", k, note)
         self._cache: dict[str, dict] = {}
@@ -188,7 +213,8 @@ class OmniScoreCritic(Critic):
 
     def _details(self, m: dict) -> str:
         return "omniscore: total={:.4f} ".format(m["total"]) + " ".join(
-            f"{k}={m['raw'][k]:.4f}(norm {m['norm'][k]:.3f})" for k in m["raw"])
+            f"{k}={m['raw'][k]:.4f}(norm {m['norm'][k]:.3f})" for k in m["raw"]
+        )
 
     def answer_pointwise(self, video: Video) -> str:
         m = self.measure(video)

@@ -11,6 +11,7 @@ SGLang, hosted APIs. Frames go as base64 ``data:`` URL images (``image_url`` con
 - the API key is read from the environment variable named by ``api_key_env`` and only ever put in the request's
   Authorization header: never in a message, log line, record or config.
 """
+
 from __future__ import annotations
 
 import base64
@@ -36,8 +37,9 @@ MAX_BACKOFF = 60.0
 
 def data_url(image: np.ndarray, fmt: str = "png") -> str:
     buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG" if fmt == "png" else "JPEG", **({} if fmt == "png" else
-                                                                                {"quality": 90}))
+    Image.fromarray(image).save(
+        buf, format="PNG" if fmt == "png" else "JPEG", **({} if fmt == "png" else {"quality": 90})
+    )
     return f"data:image/{fmt};base64,{base64.b64encode(buf.getvalue()).decode('ascii')}"
 
 
@@ -58,10 +60,18 @@ class OpenAICritic(LLMCritic):
         return headers
 
     def body(self, q: Query) -> dict:
-        content = [{"type": "text", "text": p} if isinstance(p, str) else
-                   {"type": "image_url", "image_url": {"url": data_url(p, self.cfg.image_format)}} for p in q.parts]
-        return {"model": self.cfg.model, "max_tokens": self.cfg.max_tokens, "temperature": self.cfg.temperature,
-                "messages": [{"role": "system", "content": q.system}, {"role": "user", "content": content}]}
+        content = [
+            {"type": "text", "text": p}
+            if isinstance(p, str)
+            else {"type": "image_url", "image_url": {"url": data_url(p, self.cfg.image_format)}}
+            for p in q.parts
+        ]
+        return {
+            "model": self.cfg.model,
+            "max_tokens": self.cfg.max_tokens,
+            "temperature": self.cfg.temperature,
+            "messages": [{"role": "system", "content": q.system}, {"role": "user", "content": content}],
+        }
 
     def complete(self, queries: list[Query]) -> list[str | Exception]:
         with ThreadPoolExecutor(max_workers=self.cfg.concurrency) as pool:
@@ -83,7 +93,9 @@ class OpenAICritic(LLMCritic):
             except urllib.error.HTTPError as e:
                 if e.code != 429 and e.code < 500:
                     detail = e.read()[:300].decode("utf-8", "replace").strip()
-                    raise UserError(f"openai critic: {self.url} answered HTTP {e.code} ({detail or e.reason})") from None
+                    raise UserError(
+                        f"openai critic: {self.url} answered HTTP {e.code} ({detail or e.reason})"
+                    ) from None
                 last = RuntimeError(f"HTTP {e.code}")
                 last.retry_after = _seconds(e.headers.get("Retry-After"))  # type: ignore[attr-defined]
             except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:

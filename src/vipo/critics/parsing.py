@@ -11,6 +11,7 @@ parser is strict about what counts as a verdict and lenient about decoration:
 
 The reason returned is the reasoning before the verdict line (whitespace collapsed, at most ``MAX_REASON`` chars).
 """
+
 from __future__ import annotations
 
 import re
@@ -18,8 +19,10 @@ import re
 from .base import CriticParseError
 
 MAX_REASON = 500
-_LINE = re.compile(r"^[\s>#*_\-+•]*(?:(?:final|my|overall)\s+)?verdict(?:\s+is)?[\s*_]*[:=][\s*_\"'`\[(]*([a-z/|]+)[*_\"'`\])]*(.*)$",
-                   re.IGNORECASE)
+_LINE = re.compile(
+    r"^[\s>#*_\-+•]*(?:(?:final|my|overall)\s+)?verdict(?:\s+is)?[\s*_]*[:=][\s*_\"'`\[(]*([a-z/|]+)[*_\"'`\])]*(.*)$",
+    re.IGNORECASE,
+)
 _ANYWHERE = re.compile(r"\bverdict(?:\s+is)?[\s*_]*[:=][\s*_\"'`\[(]*([a-z]+)\b", re.IGNORECASE)
 _ALTERNATIVE = r"^\s*(?:/|\||or\b|and\b|vs\.?)\s*[*_\"'`]*\s*({})\b"
 
@@ -48,5 +51,5 @@ def parse_verdict(text: str, allowed: tuple[str, ...]) -> tuple[str, str]:
     named = {canon[w.lower()] for w in _ANYWHERE.findall(text) if w.lower() in canon}  # also mid-line mentions
     if len({v for _, v in found} | named) > 1:
         raise CriticParseError(f"verdicts disagree ({', '.join(sorted({v for _, v in found} | named))})", text)
-    reason = " ".join(" ".join(lines[:found[0][0]]).split())
+    reason = " ".join(" ".join(lines[: found[0][0]]).split())
     return found[-1][1], reason[:MAX_REASON]

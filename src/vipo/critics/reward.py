@@ -46,6 +46,7 @@ judgment's raw text gives every raw and normalised score, so a record shows what
 in batches of ``judge.batch_size`` on ``judge.device`` and cached per clip, so a clip's pairwise questions reuse its
 pointwise scores.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -69,9 +70,11 @@ log = logging.getLogger(__name__)
 #: VideoAlign's dimension names -> ours
 VIDEOALIGN = {"VQ": "fidelity", "MQ": "motion", "TA": "semantic"}
 REWARD_TOKENS = ("<|VQ_reward|>", "<|MQ_reward|>", "<|TA_reward|>")
-SYNONYMS = {"semantic": ("semantic", "ta", "text_alignment", "alignment", "text-alignment"),
-            "fidelity": ("fidelity", "vq", "visual_quality", "quality", "visual-quality"),
-            "motion": ("motion", "mq", "motion_quality", "motion-quality")}
+SYNONYMS = {
+    "semantic": ("semantic", "ta", "text_alignment", "alignment", "text-alignment"),
+    "fidelity": ("fidelity", "vq", "visual_quality", "quality", "visual-quality"),
+    "motion": ("motion", "mq", "motion_quality", "motion-quality"),
+}
 # Qwen2-VL's video input as VideoAlign prepares it (qwen-vl-utils' constants)
 FACTOR, MIN_PIXELS, FRAME_FACTOR, MIN_FRAMES, MAX_FRAMES = 28, 128 * 28 * 28, 2, 4, 768
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
@@ -93,8 +96,9 @@ def frame_count(total: int, video_fps: float, fps: float | None = None, nframes:
     return n
 
 
-def fit_sides(height: int, width: int, max_pixels: int, factor: int = FACTOR,
-              min_pixels: int = MIN_PIXELS) -> tuple[int, int]:
+def fit_sides(
+    height: int, width: int, max_pixels: int, factor: int = FACTOR, min_pixels: int = MIN_PIXELS
+) -> tuple[int, int]:
     """Sides that are multiples of ``factor`` with between ``min_pixels`` and ``max_pixels`` pixels, the aspect
     ratio kept as closely as that allows (qwen-vl-utils' rule)."""
     h = max(factor, round(height / factor) * factor)
@@ -109,8 +113,9 @@ def fit_sides(height: int, width: int, max_pixels: int, factor: int = FACTOR,
     return h, w
 
 
-def video_patches(frames: torch.Tensor, patch: int = 14, merge: int = 2, temporal: int = 2,
-                  mean=CLIP_MEAN, std=CLIP_STD) -> tuple[torch.Tensor, tuple[int, int, int]]:
+def video_patches(
+    frames: torch.Tensor, patch: int = 14, merge: int = 2, temporal: int = 2, mean=CLIP_MEAN, std=CLIP_STD
+) -> tuple[torch.Tensor, tuple[int, int, int]]:
     """Qwen2-VL's flattened video patches of float frames [T, 3, H, W] in [0, 255] (H, W multiples of
     ``patch * merge``): rescaled to [0, 1], normalised, the last frame repeated up to a multiple of ``temporal``;
     rows ordered (time, merged row, merged column, row in merge, column in merge), each row (channel, frame in
@@ -146,8 +151,12 @@ def _device_dtype(cfg: JudgeConfig) -> tuple[str, torch.dtype]:
     from ..device import resolve_device
 
     device = resolve_device(cfg.device)
-    dtype = {"auto": torch.bfloat16 if device.startswith("cuda") else torch.float32, "bfloat16": torch.bfloat16,
-             "float16": torch.float16, "float32": torch.float32}[cfg.dtype]
+    dtype = {
+        "auto": torch.bfloat16 if device.startswith("cuda") else torch.float32,
+        "bfloat16": torch.bfloat16,
+        "float16": torch.float16,
+        "float32": torch.float32,
+    }[cfg.dtype]
     return device, dtype
 
 
@@ -160,9 +169,11 @@ def _state_dict(path: Path) -> dict[str, torch.Tensor]:
 
         return load_file(str(path))
     if not allow_pickle():
-        raise UserError(f"{path}: pickle-format weights can run arbitrary code when loaded; pass --allow-pickle if you "
-                        "trust the checkpoint, or convert it once: python -c \"import torch, safetensors.torch as s; "
-                        f"s.save_file(torch.load('{path}'), '{path.with_suffix('.safetensors')}')\"")
+        raise UserError(
+            f"{path}: pickle-format weights can run arbitrary code when loaded; pass --allow-pickle if you "
+            'trust the checkpoint, or convert it once: python -c "import torch, safetensors.torch as s; '
+            f"s.save_file(torch.load('{path}'), '{path.with_suffix('.safetensors')}')\""
+        )
     return torch.load(str(path), map_location="cpu", weights_only=True)
 
 
@@ -184,16 +195,25 @@ class VideoAlignModel:
         ckpt = self._checkpoint(folder, cfg.reward_checkpoint)
         base = cfg.reward_base or mcfg.get("model_name_or_path", "")
         if not base:
-            raise UserError(f"{folder / 'model_config.json'}: no model_config.model_name_or_path; set judge.reward_base "
-                            "to the base VLM's local folder (Qwen2-VL-2B-Instruct)")
+            raise UserError(
+                f"{folder / 'model_config.json'}: no model_config.model_name_or_path; set judge.reward_base "
+                "to the base VLM's local folder (Qwen2-VL-2B-Instruct)"
+            )
         self.device, self.dtype = _device_dtype(cfg)
         self.template = self._template(str(self.data.get("prompt_template_type", "none")), folder)
         self.mode = "special" if mcfg.get("use_special_tokens") else str(mcfg.get("reward_token", "last"))
         dims = self.data.get("eval_dim", ["VQ", "MQ", "TA"])
         self.names = list(VIDEOALIGN) if self.mode == "special" else ([dims] if isinstance(dims, str) else list(dims))
         self._load(base, ckpt, folder, int(mcfg.get("output_dim", 1)))
-        log.info("reward critic: VideoAlign %s on %s (%s), base %s, reward token %s, dimensions %s", ckpt, self.device,
-                 str(self.dtype).removeprefix("torch."), base, self.mode, ", ".join(self.names))
+        log.info(
+            "reward critic: VideoAlign %s on %s (%s), base %s, reward token %s, dimensions %s",
+            ckpt,
+            self.device,
+            str(self.dtype).removeprefix("torch."),
+            base,
+            self.mode,
+            ", ".join(self.names),
+        )
 
     # -- loading ---------------------------------------------------------------------------------------------------
     @staticmethod
@@ -202,8 +222,11 @@ class VideoAlignModel:
             if not (folder / name).is_dir():
                 raise UserError(f"judge.reward_checkpoint: {folder / name}: not a folder")
             return folder / name
-        steps = sorted((int(m.group(1)), p) for p in folder.glob("checkpoint-*")
-                       if (m := re.fullmatch(r"checkpoint-(\d+)", p.name)) and p.is_dir())
+        steps = sorted(
+            (int(m.group(1)), p)
+            for p in folder.glob("checkpoint-*")
+            if (m := re.fullmatch(r"checkpoint-(\d+)", p.name)) and p.is_dir()
+        )
         if steps:
             return steps[-1][1]
         if _weights(folder, "model") or (folder / "adapter_model.safetensors").is_file():
@@ -215,8 +238,10 @@ class VideoAlignModel:
         if kind == "none":
             return "{text_prompt}"
         if kind not in ("detailed_special", "detailed"):
-            raise UserError(f"{folder / 'model_config.json'}: data_config.prompt_template_type {kind!r} is not "
-                            "supported (detailed_special, detailed or none)")
+            raise UserError(
+                f"{folder / 'model_config.json'}: data_config.prompt_template_type {kind!r} is not "
+                "supported (detailed_special, detailed or none)"
+            )
         return resources.files("vipo.critics").joinpath("prompts", f"videoalign_{kind}.txt").read_text()
 
     def _load(self, base: str, ckpt: Path, folder: Path, output_dim: int) -> None:
@@ -233,8 +258,10 @@ class VideoAlignModel:
             self.images = AutoImageProcessor.from_pretrained(base, local_files_only=True)
             model = Qwen2VLForConditionalGeneration.from_pretrained(base, dtype=torch.float32, local_files_only=True)
         except OSError as e:
-            raise UserError(f"reward critic: the base VLM {base!r} is not a local folder or in the local Hugging Face "
-                            f"cache ({str(e).splitlines()[0]}); set judge.reward_base to its folder") from None
+            raise UserError(
+                f"reward critic: the base VLM {base!r} is not a local folder or in the local Hugging Face "
+                f"cache ({str(e).splitlines()[0]}); set judge.reward_base to its folder"
+            ) from None
         self.tokenizer.padding_side = "right"
         if self.mode == "special" and not all(t in self.tokenizer.get_vocab() for t in REWARD_TOKENS):
             self.tokenizer.add_special_tokens({"additional_special_tokens": list(REWARD_TOKENS)})
@@ -268,8 +295,11 @@ class VideoAlignModel:
 
         def target(key: str) -> str | None:
             k = key.removeprefix("base_model.model.").replace(".base_layer.", ".").replace(".default.", ".")
-            for cand in (k, re.sub(r"^model\.(?!language_model\.|visual\.)", "model.language_model.", k),
-                         re.sub(r"^visual\.", "model.visual.", k)):
+            for cand in (
+                k,
+                re.sub(r"^model\.(?!language_model\.|visual\.)", "model.language_model.", k),
+                re.sub(r"^visual\.", "model.visual.", k),
+            ):
                 if cand in names:
                     return cand
             return None
@@ -282,8 +312,10 @@ class VideoAlignModel:
         else:
             non_lora = _weights(ckpt, "non_lora_state_dict")
             if non_lora is None or not (ckpt / "adapter_model.safetensors").is_file():
-                raise UserError(f"{ckpt}: neither model.pth nor adapter_model.safetensors with "
-                                "non_lora_state_dict.pth (VideoAlign's checkpoint layout)")
+                raise UserError(
+                    f"{ckpt}: neither model.pth nor adapter_model.safetensors with "
+                    "non_lora_state_dict.pth (VideoAlign's checkpoint layout)"
+                )
             plain = _state_dict(non_lora)
             adapter = _state_dict(ckpt / "adapter_model.safetensors")
             lora = {k: v for k, v in adapter.items() if ".lora_" in k}
@@ -300,8 +332,10 @@ class VideoAlignModel:
                 if t is None:
                     unknown.append(k)
                 elif state[t].shape != v.shape:
-                    raise UserError(f"{ckpt}: {k} has shape {tuple(v.shape)}, the base model's {t} "
-                                    f"{tuple(state[t].shape)} (is judge.reward_base the model it was trained from?)")
+                    raise UserError(
+                        f"{ckpt}: {k} has shape {tuple(v.shape)}, the base model's {t} "
+                        f"{tuple(state[t].shape)} (is judge.reward_base the model it was trained from?)"
+                    )
                 else:
                     state[t].copy_(v.float())
             if self.mode == "special" and not any("embed_tokens" in k for k in plain):
@@ -309,15 +343,21 @@ class VideoAlignModel:
             if lora:
                 self._merge(state, lora, ckpt, target, unknown)
         if unknown:
-            raise UserError(f"{ckpt}: {len(unknown)} weights the base model has no place for (first: {unknown[0]}); "
-                            "is judge.reward_base the model it was trained from?")
+            raise UserError(
+                f"{ckpt}: {len(unknown)} weights the base model has no place for (first: {unknown[0]}); "
+                "is judge.reward_base the model it was trained from?"
+            )
 
     @staticmethod
     def _merge(state, lora, ckpt: Path, target, unknown: list) -> None:
         """Merge each LoRA pair into its base weight: W += scale * B @ A (Hu et al., 2021, Eq. 3)."""
-        conf = json.loads((ckpt / "adapter_config.json").read_text()) if (ckpt / "adapter_config.json").is_file() else {}
+        conf = (
+            json.loads((ckpt / "adapter_config.json").read_text()) if (ckpt / "adapter_config.json").is_file() else {}
+        )
         if conf.get("use_dora") or conf.get("rank_pattern") or conf.get("alpha_pattern"):
-            raise UserError(f"{ckpt / 'adapter_config.json'}: DoRA and per-module rank/alpha patterns are not supported")
+            raise UserError(
+                f"{ckpt / 'adapter_config.json'}: DoRA and per-module rank/alpha patterns are not supported"
+            )
         r, alpha = conf.get("r", 16), conf.get("lora_alpha", 32)
         scale = alpha / math.sqrt(r) if conf.get("use_rslora") else alpha / r
         for key in [k for k in lora if ".lora_A." in k]:
@@ -338,8 +378,9 @@ class VideoAlignModel:
         n = frame_count(len(frames), clip_fps(video), self.data.get("fps"), self.data.get("num_frames"))
         idx = np.linspace(0, len(frames) - 1, n).round().astype(int)
         x = torch.from_numpy(np.ascontiguousarray(frames[idx])).permute(0, 3, 1, 2).float()
-        h, w = fit_sides(x.shape[2], x.shape[3], int(self.data.get("max_frame_pixels", 448 * 448)),
-                         self.patch * self.merge)
+        h, w = fit_sides(
+            x.shape[2], x.shape[3], int(self.data.get("max_frame_pixels", 448 * 448)), self.patch * self.merge
+        )
         if (h, w) != tuple(x.shape[2:]):
             x = F.interpolate(x, size=(h, w), mode="bicubic", antialias=True, align_corners=False)
         mean = getattr(self.images, "image_mean", CLIP_MEAN)
@@ -347,14 +388,24 @@ class VideoAlignModel:
         return video_patches(x, self.patch, self.merge, self.temporal, mean, std)
 
     def text(self, prompt: str, grid: tuple[int, int, int]) -> str:
-        messages = [{"role": "user", "content": [{"type": "video"},
-                                                 {"type": "text", "text": self.template.replace("{text_prompt}", prompt)}]}]
-        text = self.tokenizer.apply_chat_template(messages, chat_template=self.chat_template, tokenize=False,
-                                                  add_generation_prompt=True)
-        tokens = grid[0] * grid[1] * grid[2] // self.merge ** 2
+        messages = [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "video"},
+                    {"type": "text", "text": self.template.replace("{text_prompt}", prompt)},
+                ],
+            }
+        ]
+        text = self.tokenizer.apply_chat_template(
+            messages, chat_template=self.chat_template, tokenize=False, add_generation_prompt=True
+        )
+        tokens = grid[0] * grid[1] * grid[2] // self.merge**2
         if text.count(self.video_token) != 1:
-            raise UserError(f"reward critic: the chat template renders {text.count(self.video_token)} "
-                            f"{self.video_token} tokens for one video")
+            raise UserError(
+                f"reward critic: the chat template renders {text.count(self.video_token)} "
+                f"{self.video_token} tokens for one video"
+            )
         return text.replace(self.video_token, self.video_token * tokens)
 
     def inputs(self, videos: list[Video]) -> dict[str, torch.Tensor]:
@@ -362,9 +413,12 @@ class VideoAlignModel:
         patches = [self._video(v) for v in videos]
         texts = [self.text(v.prompt, g) for v, (_, g) in zip(videos, patches)]
         enc = self.tokenizer(texts, padding=True, return_tensors="pt")
-        out = {"input_ids": enc["input_ids"].to(self.device), "attention_mask": enc["attention_mask"].to(self.device),
-               "pixel_values_videos": torch.cat([p for p, _ in patches]).to(self.device, self.dtype),
-               "video_grid_thw": torch.tensor([g for _, g in patches]).to(self.device)}
+        out = {
+            "input_ids": enc["input_ids"].to(self.device),
+            "attention_mask": enc["attention_mask"].to(self.device),
+            "pixel_values_videos": torch.cat([p for p, _ in patches]).to(self.device, self.dtype),
+            "video_grid_thw": torch.tensor([g for _, g in patches]).to(self.device),
+        }
         if self._types:  # transformers >= 5 asks which tokens are video (2) for the multimodal rotary positions
             out["mm_token_type_ids"] = (out["input_ids"] == self.video_id).int() * 2
         return out
@@ -412,17 +466,33 @@ class SequenceClassifierModel:
         check_weights(folder)
         self.cfg = cfg
         self.device, self.dtype = _device_dtype(cfg)
-        self.model = AutoModelForSequenceClassification.from_pretrained(
-            str(folder), dtype=self.dtype, use_safetensors=not allow_pickle(), local_files_only=True,
-            trust_remote_code=cfg.trust_remote_code).to(self.device).eval()
+        self.model = (
+            AutoModelForSequenceClassification.from_pretrained(
+                str(folder),
+                dtype=self.dtype,
+                use_safetensors=not allow_pickle(),
+                local_files_only=True,
+                trust_remote_code=cfg.trust_remote_code,
+            )
+            .to(self.device)
+            .eval()
+        )
         self.processor = load_processor(str(folder), cfg.trust_remote_code)
         self.processor.tokenizer.padding_side = "right"
         config = self.model.config
         self.names = [config.id2label[i] for i in range(config.num_labels)]
-        self.norm = {"mean": getattr(config, "reward_mean", None) or {}, "std": getattr(config, "reward_std", None) or {}}
+        self.norm = {
+            "mean": getattr(config, "reward_mean", None) or {},
+            "std": getattr(config, "reward_std", None) or {},
+        }
         self._frames = lambda v: [letterbox(f, cfg.frame_size) for f in sample_frames(v.frames, cfg.frames)]
-        log.info("reward critic: %s (%s) on %s, outputs %s", folder, type(self.model).__name__, self.device,
-                 ", ".join(self.names))
+        log.info(
+            "reward critic: %s (%s) on %s, outputs %s",
+            folder,
+            type(self.model).__name__,
+            self.device,
+            ", ".join(self.names),
+        )
 
     @torch.no_grad()
     def raw(self, videos: list[Video]) -> list[dict[str, float]]:
@@ -463,20 +533,26 @@ class RewardCritic(Critic):
         if backend is None:
             folder = Path(cfg.model)
             if not folder.is_dir():
-                raise UserError(f"judge.model: {cfg.model}: not a local folder (the reward critic loads a VideoAlign "
-                                "checkpoint folder or a sequence-classification model folder; nothing is downloaded)")
+                raise UserError(
+                    f"judge.model: {cfg.model}: not a local folder (the reward critic loads a VideoAlign "
+                    "checkpoint folder or a sequence-classification model folder; nothing is downloaded)"
+                )
             if (folder / "model_config.json").is_file():
                 backend = VideoAlignModel(cfg)
             elif "ForSequenceClassification" in " ".join(_architectures(folder)):
                 backend = SequenceClassifierModel(cfg)
             else:
-                raise UserError(f"judge.model: {folder}: neither VideoAlign's layout (model_config.json and "
-                                "checkpoint-N/) nor a transformers ...ForSequenceClassification model (config.json)")
+                raise UserError(
+                    f"judge.model: {folder}: neither VideoAlign's layout (model_config.json and "
+                    "checkpoint-N/) nor a transformers ...ForSequenceClassification model (config.json)"
+                )
         self.backend = backend
         mapped = {n: backend.dimension(n) for n in backend.names}
         if not any(mapped.values()):
-            raise UserError(f"judge.model: {cfg.model}: none of its outputs ({', '.join(backend.names)}) names a "
-                            "dimension (semantic/TA, fidelity/VQ, motion/MQ)")
+            raise UserError(
+                f"judge.model: {cfg.model}: none of its outputs ({', '.join(backend.names)}) names a "
+                "dimension (semantic/TA, fidelity/VQ, motion/MQ)"
+            )
         self.mapped = mapped
         self._cache: OrderedDict[tuple, dict] = OrderedDict()
 
@@ -490,12 +566,12 @@ class RewardCritic(Critic):
         dimension of ours)."""
         todo = list({self._key(v): v for v in videos if self._key(v) not in self._cache}.items())
         for i in range(0, len(todo), self.cfg.batch_size):
-            chunk = todo[i:i + self.cfg.batch_size]
+            chunk = todo[i : i + self.cfg.batch_size]
             for (key, _), raw in zip(chunk, self.backend.raw([v for _, v in chunk])):
                 z = {n: self.backend.normalise(n, x) for n, x in raw.items()}
                 dims = {}
                 for n, d in self.mapped.items():
-                    for dim in (DIMENSIONS if d == "all" else (d,) if d else ()):
+                    for dim in DIMENSIONS if d == "all" else (d,) if d else ():
                         dims[dim] = z[n]
                 have = [dims[d] for d in DIMENSIONS if d in dims]
                 for d in DIMENSIONS:
@@ -512,8 +588,9 @@ class RewardCritic(Critic):
         return "Tie" if abs(za - zb) <= self.margin else "A" if za > zb else "B"
 
     def _describe(self, s: dict) -> str:
-        return ", ".join(f"{n} {x:.4f}" + (f" (normalised {s['z'][n]:.4f})" if s["z"][n] != x else "")
-                         for n, x in s["raw"].items())
+        return ", ".join(
+            f"{n} {x:.4f}" + (f" (normalised {s['z'][n]:.4f})" if s["z"][n] != x else "") for n, x in s["raw"].items()
+        )
 
     # -- the critic interface ----------------------------------------------------------------------------------------
     def pointwise_many(self, videos: list[Video]) -> list[Pointwise | CriticParseError]:
@@ -524,9 +601,13 @@ class RewardCritic(Critic):
             mean = float(np.mean([s["dims"][d] for d in DIMENSIONS]))
             raw = "\n".join(f"{d}: {labels[d]} - {reasons[d]}" for d in DIMENSIONS) + (
                 f"\nrewards: {self._describe(s)}; mean over dimensions {mean:.4f}; thresholds Bad < {self.bad_below} "
-                f"<= Normal < {self.good_from} <= Good")
-            out.append(Pointwise(labels, reasons, raw, scores={d: _sigmoid(s["dims"][d]) for d in DIMENSIONS},
-                                 total=_sigmoid(mean)))
+                f"<= Normal < {self.good_from} <= Good"
+            )
+            out.append(
+                Pointwise(
+                    labels, reasons, raw, scores={d: _sigmoid(s["dims"][d]) for d in DIMENSIONS}, total=_sigmoid(mean)
+                )
+            )
         return out
 
     def pairwise_many(self, pairs: list[tuple[Video, Video]]) -> list[Pairwise | CriticParseError]:
@@ -539,7 +620,8 @@ class RewardCritic(Critic):
             decided = self.verdict(ma, mb)
             raw = "\n".join(f"{d}: {verdicts[d]} - {reasons[d]}" for d in DIMENSIONS) + (
                 f"\noverall: {decided} - mean {ma:.4f} vs {mb:.4f} (tie margin {self.margin})"
-                f"\nA: {self._describe(sa)}\nB: {self._describe(sb)}")
+                f"\nA: {self._describe(sa)}\nB: {self._describe(sb)}"
+            )
             out.append(Pairwise(verdicts, reasons, raw, decided))
         return out
 

@@ -8,6 +8,7 @@ generation, ``batch_size`` questions at a time, left-padded.
 Without torchvision, ``AutoProcessor`` fails for models that ship a video processor (Qwen-VL's): the processor is
 then assembled from its tokenizer and image processor with the video processor left out, which serves images.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -72,16 +73,19 @@ def load_processor(path: str, trust_remote_code: bool = False):
     elif (root / "chat_template.json").is_file():
         template = json.loads((root / "chat_template.json").read_text())["chat_template"]
     tok = AutoTokenizer.from_pretrained(path)
-    return images_only_processor(getattr(transformers, name), AutoImageProcessor.from_pretrained(path), tok,
-                                 template or getattr(tok, "chat_template", None))
+    return images_only_processor(
+        getattr(transformers, name),
+        AutoImageProcessor.from_pretrained(path),
+        tok,
+        template or getattr(tok, "chat_template", None),
+    )
 
 
 def chat_messages(q: Query) -> list[dict]:
     """A question as chat messages: the system text, then the user's text and image placeholders in order (the
     images themselves go to the processor separately, in the same order)."""
     content = [{"type": "text", "text": p} if isinstance(p, str) else {"type": "image"} for p in q.parts]
-    return [{"role": "system", "content": [{"type": "text", "text": q.system}]},
-            {"role": "user", "content": content}]
+    return [{"role": "system", "content": [{"type": "text", "text": q.system}]}, {"role": "user", "content": content}]
 
 
 def with_adapter(model, adapter: str):
@@ -110,14 +114,19 @@ class VLMCritic(LLMCritic):
 
             if not Path(cfg.model).exists():
                 log.info("vlm critic: %s is not a folder; loading it from the local Hugging Face cache", cfg.model)
-            dtype = {"auto": torch.bfloat16 if device.startswith("cuda") else torch.float32, "bfloat16": torch.bfloat16,
-                     "float16": torch.float16, "float32": torch.float32}[cfg.dtype]
+            dtype = {
+                "auto": torch.bfloat16 if device.startswith("cuda") else torch.float32,
+                "bfloat16": torch.bfloat16,
+                "float16": torch.float16,
+                "float32": torch.float32,
+            }[cfg.dtype]
             from ..models import allow_pickle, check_weights
 
             if Path(cfg.model).is_dir():
                 check_weights(Path(cfg.model))
-            model = AutoModelForImageTextToText.from_pretrained(cfg.model, dtype=dtype, use_safetensors=not
-                                                                allow_pickle(), trust_remote_code=cfg.trust_remote_code)
+            model = AutoModelForImageTextToText.from_pretrained(
+                cfg.model, dtype=dtype, use_safetensors=not allow_pickle(), trust_remote_code=cfg.trust_remote_code
+            )
         if cfg.adapter:
             model = with_adapter(model, cfg.adapter)
         self.model = model.to(device).eval()
@@ -132,13 +141,19 @@ class VLMCritic(LLMCritic):
     def complete(self, queries: list[Query]) -> list[str | Exception]:
         out: list[str | Exception] = []
         for i in range(0, len(queries), self.cfg.batch_size):
-            chunk = queries[i:i + self.cfg.batch_size]
-            texts = [self.processor.apply_chat_template(self.messages(q), add_generation_prompt=True, tokenize=False)
-                     for q in chunk]
+            chunk = queries[i : i + self.cfg.batch_size]
+            texts = [
+                self.processor.apply_chat_template(self.messages(q), add_generation_prompt=True, tokenize=False)
+                for q in chunk
+            ]
             images = [[Image.fromarray(p) for p in q.parts if not isinstance(p, str)] for q in chunk]
             inputs = self.processor(text=texts, images=images, padding=True, return_tensors="pt").to(self.device)
             sample = self.cfg.temperature > 0
-            gen = self.model.generate(**inputs, max_new_tokens=self.cfg.max_tokens, do_sample=sample,
-                                      **({"temperature": self.cfg.temperature} if sample else {}))
-            out += self.processor.batch_decode(gen[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+            gen = self.model.generate(
+                **inputs,
+                max_new_tokens=self.cfg.max_tokens,
+                do_sample=sample,
+                **({"temperature": self.cfg.temperature} if sample else {}),
+            )
+            out += self.processor.batch_decode(gen[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
         return out

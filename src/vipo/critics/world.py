@@ -4,6 +4,7 @@ It reads decoded frames only and answers both question kinds. Labels come from g
 prompt's samples rarely tie: pairwise verdicts compare the graded scores per dimension (semantic: number of correct
 attributes first, then how close colour, shape and motion direction are).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -36,8 +37,10 @@ class WorldCritic(Critic):
 
     def unreadable(self, prompt: str) -> str | None:
         if grammar.parse(prompt) is None:
-            return "not a prompt of the world's grammar, which the world critic reads (e.g. 'a red circle moving " \
-                   "left'); choose another judge.critic for other prompts"
+            return (
+                "not a prompt of the world's grammar, which the world critic reads (e.g. 'a red circle moving "
+                "left'); choose another judge.critic for other prompts"
+            )
         return None
 
     def scores(self, video: Video) -> Scores:
@@ -53,8 +56,11 @@ class WorldCritic(Critic):
         a = _attrs(video.prompt)
         m = s.m
         n_ok = s.color_ok + s.shape_ok + s.direction_ok
-        wrong = [f"{k} is not clearly {getattr(a, k)}: {why_wrong(m, a, k)}" for k, ok in
-                 (("color", s.color_ok), ("shape", s.shape_ok), ("direction", s.direction_ok)) if not ok]
+        wrong = [
+            f"{k} is not clearly {getattr(a, k)}: {why_wrong(m, a, k)}"
+            for k, ok in (("color", s.color_ok), ("shape", s.shape_ok), ("direction", s.direction_ok))
+            if not ok
+        ]
         labels = {
             # Any attribute wrong means the video does not show what was asked: Bad. All right but near a
             # threshold (colour off, shape loose, short or drifting travel): Normal.
@@ -63,15 +69,16 @@ class WorldCritic(Critic):
             "motion": _grade(s.motion),
         }
         reasons = {
-            "semantic": f"a {a.color} {a.shape} moving {a.direction} as asked" if n_ok == 3
-            else "; ".join(wrong),
+            "semantic": f"a {a.color} {a.shape} moving {a.direction} as asked" if n_ok == 3 else "; ".join(wrong),
             "fidelity": f"score {s.fidelity:.2f}: stray {m.stray:.2f}, noise {m.noise:.3f}, best shape fit "
-                        f"{max(m.shape_iou.values()):.2f}, size {m.size:.2f}",
+            f"{max(m.shape_iou.values()):.2f}, size {m.size:.2f}",
             "motion": f"score {s.motion:.2f}: jitter {m.jitter:.3f}, area variation {m.area_cv:.2f}, "
-                      f"colour variation {m.color_cv:.1f}",
+            f"colour variation {m.color_cv:.1f}",
         }
-        return format_answer(labels, reasons) + f"\nscores: semantic={s.semantic:.4f} fidelity={s.fidelity:.4f} " \
-                                                 f"motion={s.motion:.4f}"
+        return (
+            format_answer(labels, reasons) + f"\nscores: semantic={s.semantic:.4f} fidelity={s.fidelity:.4f} "
+            f"motion={s.motion:.4f}"
+        )
 
     def answer_pairwise(self, a: Video, b: Video) -> str:
         sa, sb = self.scores(a), self.scores(b)

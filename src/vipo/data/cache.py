@@ -4,6 +4,7 @@ Both are safetensors files named by a content hash, under a folder named by the 
 valid for exactly the model that wrote it and can be shared by rounds and runs. Files are written atomically: a
 killed writer leaves no half file, and a re-run computes only what is missing.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -63,11 +64,11 @@ class TextCache:
         """Encode and store the prompts not in the cache yet (sorted, in batches of ``batch``)."""
         missing = sorted({p for p in prompts if not self._path(p).is_file()})
         for i in range(0, len(missing), batch):
-            chunk = missing[i:i + batch]
+            chunk = missing[i : i + batch]
             with torch.no_grad():
                 enc = model.encode_prompts(chunk)
             for j, p in enumerate(chunk):
-                _save(self._path(p), {k: v[j:j + 1] for k, v in enc.items()})
+                _save(self._path(p), {k: v[j : j + 1] for k, v in enc.items()})
             self.encoded += len(chunk)
 
     def rows(self, model, prompts: list[str], device, batch: int = 64) -> dict[str, dict[str, torch.Tensor]]:

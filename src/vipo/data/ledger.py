@@ -4,6 +4,7 @@ Stages insert with natural keys (``INSERT OR IGNORE``), so re-running a stage af
 whatever is in the ledger is done. Each row keeps a JSON payload; :meth:`Ledger.export` writes a table as JSONL
 (and Parquet where pyarrow is installed) that ``datasets.load_dataset("json", data_files=...)`` reads directly.
 """
+
 from __future__ import annotations
 
 import json
@@ -65,28 +66,42 @@ class Ledger:
 
     # -- writing -------------------------------------------------------------------------------------------------
     def add_sample(self, row: dict) -> None:
-        self.db.execute("INSERT OR IGNORE INTO samples VALUES (?,?,?,?,?,?,?)",
-                        (row["id"], row["round"], row["prompt_id"], row["sample_index"], row["prompt"], row["seed"],
-                         json.dumps(row)))
+        self.db.execute(
+            "INSERT OR IGNORE INTO samples VALUES (?,?,?,?,?,?,?)",
+            (
+                row["id"],
+                row["round"],
+                row["prompt_id"],
+                row["sample_index"],
+                row["prompt"],
+                row["seed"],
+                json.dumps(row),
+            ),
+        )
 
     def add_judgment(self, row: dict, replace: bool = False) -> None:
         """Insert a judgment; ``replace`` overwrites one with the same key (an unparseable answer asked again)."""
-        self.db.execute(f"INSERT OR {'REPLACE' if replace else 'IGNORE'} INTO judgments VALUES (?,?,?,?,?,?,?)",
-                        (row["key"], row["round"], row["kind"], row["prompt_id"], row["a"], row.get("b"),
-                         json.dumps(row)))
+        self.db.execute(
+            f"INSERT OR {'REPLACE' if replace else 'IGNORE'} INTO judgments VALUES (?,?,?,?,?,?,?)",
+            (row["key"], row["round"], row["kind"], row["prompt_id"], row["a"], row.get("b"), json.dumps(row)),
+        )
 
     def replace_rows(self, table: str, round_: int, rows: list[dict]) -> None:
         """Atomically replace a round's derived rows (pairs or KTO examples), which are recomputed, not appended."""
         assert table in ("pairs", "examples")
         with self.transaction() as db:
             db.execute(f"DELETE FROM {table} WHERE round = ?", (round_,))
-            db.executemany(f"INSERT INTO {table} VALUES (?,?,?,?)",
-                           [(r["id"], round_, r["prompt_id"], json.dumps(r)) for r in rows])
+            db.executemany(
+                f"INSERT INTO {table} VALUES (?,?,?,?)",
+                [(r["id"], round_, r["prompt_id"], json.dumps(r)) for r in rows],
+            )
 
     def quarantine(self, round_: int, sample_id: str, reason: str) -> None:
         """Set a sample aside (corrupt or truncated video, wrong frame count, non-finite latent): no stage uses it."""
-        self.db.execute("INSERT OR IGNORE INTO quarantine VALUES (?,?,?)",
-                        (sample_id, round_, json.dumps({"id": sample_id, "round": round_, "reason": reason})))
+        self.db.execute(
+            "INSERT OR IGNORE INTO quarantine VALUES (?,?,?)",
+            (sample_id, round_, json.dumps({"id": sample_id, "round": round_, "reason": reason})),
+        )
 
     def forget(self, round_: int, judgments=(), quarantine=()) -> None:
         """Delete judgments (by key) and quarantine entries (by sample id): a cache's answers about inputs that

@@ -18,6 +18,7 @@ KTO labels: a sample's label is its worst dimension (any Bad makes it Bad, all G
 Good and Normal are desirable, Bad undesirable. A video that gets any dimension badly wrong is not something to learn
 from, whatever its other dimensions.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -53,8 +54,12 @@ def consistent_verdict(ab: str, ba: str) -> str | None:
     return ab if ab == second else None
 
 
-def rank_prompt(sample_ids: list[str], verdicts: dict[tuple[str, str], str], scores: dict[str, float],
-                stats: PairStats | None = None) -> list[tuple[str, int, float]]:
+def rank_prompt(
+    sample_ids: list[str],
+    verdicts: dict[tuple[str, str], str],
+    scores: dict[str, float],
+    stats: PairStats | None = None,
+) -> list[tuple[str, int, float]]:
     """Samples ranked best first as (id, consistent wins, pointwise score).
 
     ``verdicts[(x, y)]`` is the overall verdict ("A"/"B"/"Tie") with x shown first; both orders of every pair are
@@ -85,8 +90,13 @@ def rank_prompt(sample_ids: list[str], verdicts: dict[tuple[str, str], str], sco
     return [(s, wins[s], scores.get(s, 0.0)) for s in order]
 
 
-def build_pairs(groups: dict[int, list[str]], verdicts: dict[tuple[str, str], str], scores: dict[str, float],
-                alpha: float = 0.0, filter_ratio: float = 0.0) -> tuple[list[dict], PairStats]:
+def build_pairs(
+    groups: dict[int, list[str]],
+    verdicts: dict[tuple[str, str], str],
+    scores: dict[str, float],
+    alpha: float = 0.0,
+    filter_ratio: float = 0.0,
+) -> tuple[list[dict], PairStats]:
     """DPO pairs, one per prompt with a clear winner. ``groups`` maps prompt id -> its sample ids."""
     stats = PairStats()
     pairs = []
@@ -105,8 +115,18 @@ def build_pairs(groups: dict[int, list[str]], verdicts: dict[tuple[str, str], st
             stats.dropped_no_winner += 1
             continue
         gap = max(0.0, ws - ls)
-        pairs.append({"id": f"{w}>{l}", "prompt_id": pid, "chosen": w, "rejected": l, "chosen_wins": ww,
-                      "rejected_wins": lw, "gap": gap, "weight": 1.0})
+        pairs.append(
+            {
+                "id": f"{w}>{l}",
+                "prompt_id": pid,
+                "chosen": w,
+                "rejected": l,
+                "chosen_wins": ww,
+                "rejected_wins": lw,
+                "gap": gap,
+                "weight": 1.0,
+            }
+        )
     if filter_ratio > 0 and pairs:
         n_drop = int(round(filter_ratio * len(pairs)))
         if n_drop:
@@ -141,6 +161,15 @@ def kto_examples(samples: list[dict], pointwise: dict[str, dict]) -> tuple[list[
             continue
         label = combine_labels(pw["labels"])
         counts[label] += 1
-        out.append({"id": s["id"], "prompt_id": s["prompt_id"], "sample": s["id"], "label": label,
-                    "labels": dict(pw["labels"]), "desirable": label != "Bad", "score": pw.get("overall", 0.0)})
+        out.append(
+            {
+                "id": s["id"],
+                "prompt_id": s["prompt_id"],
+                "sample": s["id"],
+                "label": label,
+                "labels": dict(pw["labels"]),
+                "desirable": label != "Bad",
+                "score": pw.get("overall", 0.0),
+            }
+        )
     return out, dict(counts)

@@ -9,6 +9,7 @@ skipping bad lines and naming each by file and line; :func:`build_suite` combine
 expands each combination with a local instruction LLM (:class:`LLMExpander`) or the templates, then removes exact and
 near-duplicates (:func:`dedupe`) and keeps prompts within the word limits.
 """
+
 from __future__ import annotations
 
 import logging
@@ -60,8 +61,12 @@ def warn_long(model, prompts: list[str]) -> None:
     for p in dict.fromkeys(prompts):
         n = len(tok(p).input_ids)
         if n > limit:
-            log.warning("prompt %r has %d tokens; the text encoder reads the first %d (the rest is cut)",
-                        p[:60] + ("..." if len(p) > 60 else ""), n, limit)
+            log.warning(
+                "prompt %r has %d tokens; the text encoder reads the first %d (the rest is cut)",
+                p[:60] + ("..." if len(p) > 60 else ""),
+                n,
+                limit,
+            )
 
 
 # --- prompt suites: importers -------------------------------------------------------------------------------------
@@ -159,8 +164,9 @@ def import_prompts(path: str | Path, fmt: str | None = None, field: str | None =
     else:
         raise UserError(f"--format {fmt!r}: txt, jsonl, json, csv, vbench or vidprom")
     if not out:
-        raise UserError(f"{name}: no prompts" + (f" ({len(problems)} bad lines; first: {problems[0]})"
-                                                  if problems else ""))
+        raise UserError(
+            f"{name}: no prompts" + (f" ({len(problems)} bad lines; first: {problems[0]})" if problems else "")
+        )
     return out, problems
 
 
@@ -180,26 +186,52 @@ CATEGORIES = {
     "people": ["a young woman", "an old man", "a child", "a chef", "a dancer", "two friends", "a firefighter"],
     "animals": ["a golden retriever", "a cat", "a horse", "a flock of birds", "a sea turtle", "a fox", "a panda"],
     "actions": ["running", "jumping", "turning around slowly", "playing", "walking", "spinning", "waving"],
-    "real scenes": ["on a busy city street", "in a snowy forest", "on a beach at sunset", "in a small kitchen",
-                    "in a rainy alley", "on a mountain trail", "in a crowded market"],
-    "abstract scenes": ["inside a swirl of colored smoke", "among floating geometric shapes",
-                        "in a dreamlike void", "inside a kaleidoscope"],
+    "real scenes": [
+        "on a busy city street",
+        "in a snowy forest",
+        "on a beach at sunset",
+        "in a small kitchen",
+        "in a rainy alley",
+        "on a mountain trail",
+        "in a crowded market",
+    ],
+    "abstract scenes": [
+        "inside a swirl of colored smoke",
+        "among floating geometric shapes",
+        "in a dreamlike void",
+        "inside a kaleidoscope",
+    ],
     "plants": ["under blooming cherry trees", "in a field of sunflowers", "beside tall bamboo", "among ferns"],
     "vehicles": ["next to a red vintage car", "beside a passing train", "near a sailing boat", "by a bicycle"],
-    "styles": ["cinematic lighting", "in watercolor style", "shot on 35mm film", "in anime style",
-               "with a slow dolly zoom", "in high detail, 4k"],
+    "styles": [
+        "cinematic lighting",
+        "in watercolor style",
+        "shot on 35mm film",
+        "in anime style",
+        "with a slow dolly zoom",
+        "in high detail, 4k",
+    ],
 }
 SUBJECTS, SETTINGS = ("people", "animals"), ("real scenes", "abstract scenes", "plants", "vehicles")
-TEMPLATES = ("{subject} {action} {setting}, {style}", "{style}: {subject} {action} {setting}",
-             "{subject} {setting}, {action}, {style}")
-INSTRUCTION = ("Write one vivid, concrete prompt for a text-to-video model, a single sentence under {max_words} "
-               "words, that combines: {parts}. Answer with the prompt only.")
+TEMPLATES = (
+    "{subject} {action} {setting}, {style}",
+    "{style}: {subject} {action} {setting}",
+    "{subject} {setting}, {action}, {style}",
+)
+INSTRUCTION = (
+    "Write one vivid, concrete prompt for a text-to-video model, a single sentence under {max_words} "
+    "words, that combines: {parts}. Answer with the prompt only."
+)
 
 
 def combine(rng, categories: dict[str, list[str]] = CATEGORIES) -> dict[str, str]:
     """One random combination: a subject, an action, a setting and a style."""
-    return {"subject": rng.choice(categories[rng.choice(SUBJECTS)]), "action": rng.choice(categories["actions"]),
-            "setting": rng.choice(categories[rng.choice(SETTINGS)]), "style": rng.choice(categories["styles"])}
+    return {
+        "subject": rng.choice(categories[rng.choice(SUBJECTS)]),
+        "action": rng.choice(categories["actions"]),
+        "setting": rng.choice(categories[rng.choice(SETTINGS)]),
+        "style": rng.choice(categories["styles"]),
+    }
 
 
 def template_expand(combo: dict[str, str], rng) -> str:
@@ -210,28 +242,37 @@ def template_expand(combo: dict[str, str], rng) -> str:
 class LLMExpander:
     """Expands a combination into a prompt with a local instruction LLM (transformers; e.g. Qwen2.5-Instruct)."""
 
-    def __init__(self, model_path: str, temperature: float = 0.9, top_k: int = 50, top_p: float = 0.9,
-                 max_words: int = 60, seed: int = 0) -> None:
+    def __init__(
+        self,
+        model_path: str,
+        temperature: float = 0.9,
+        top_k: int = 50,
+        top_p: float = 0.9,
+        max_words: int = 60,
+        seed: int = 0,
+    ) -> None:
         if not Path(model_path).is_dir():
             raise UserError(f"--llm {model_path}: not a local model folder (no downloads: give a path)")
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.tok = AutoTokenizer.from_pretrained(model_path)
         self.model = AutoModelForCausalLM.from_pretrained(model_path).eval()
-        self.kw = dict(do_sample=True, temperature=temperature, top_k=top_k, top_p=top_p,
-                       max_new_tokens=2 * max_words + 16)
+        self.kw = dict(
+            do_sample=True, temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=2 * max_words + 16
+        )
         self.max_words, self.seed = max_words, seed
 
     def __call__(self, combo: dict[str, str], rng) -> str:
         import torch
 
         msg = INSTRUCTION.format(max_words=self.max_words, parts="; ".join(combo.values()))
-        ids = self.tok.apply_chat_template([{"role": "user", "content": msg}], add_generation_prompt=True,
-                                           return_tensors="pt")
+        ids = self.tok.apply_chat_template(
+            [{"role": "user", "content": msg}], add_generation_prompt=True, return_tensors="pt"
+        )
         torch.manual_seed(rng.randrange(2**31))
         with torch.no_grad():
             out = self.model.generate(ids, **self.kw)
-        return self.tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip().strip('"').splitlines()[0]
+        return self.tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip().strip('"').splitlines()[0]
 
 
 def prompt_key(text: str) -> str:
@@ -244,7 +285,7 @@ def _key(text: str) -> str:
 
 
 def _grams(key: str) -> set[str]:
-    return {key[i:i + 3] for i in range(max(1, len(key) - 2))}
+    return {key[i : i + 3] for i in range(max(1, len(key) - 2))}
 
 
 def dedupe(prompts: list[str], near: float = 0.85) -> list[str]:
@@ -264,8 +305,9 @@ def dedupe(prompts: list[str], near: float = 0.85) -> list[str]:
     return kept
 
 
-def build_suite(n: int, seed: int = 0, expand=None, min_words: int = 4, max_words: int = 60,
-                near: float = 0.85, max_tries: int = 20) -> list[str]:
+def build_suite(
+    n: int, seed: int = 0, expand=None, min_words: int = 4, max_words: int = 60, near: float = 0.85, max_tries: int = 20
+) -> list[str]:
     """``n`` prompts from random category combinations (seeded), expanded by ``expand`` (default: the templates),
     deduplicated and within the length limits; fewer (with a warning) when ``max_tries * n`` draws do not suffice."""
     import random

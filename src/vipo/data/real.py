@@ -10,6 +10,7 @@ same-stem ``.txt`` captions, or a JSONL/CSV manifest in the style of VidGen-1M (
 VAE-encoded once into a :class:`LatentCache` keyed by the video's content hash and the model, then reused by every
 round and run.
 """
+
 from __future__ import annotations
 
 import csv
@@ -129,7 +130,7 @@ def load_clip(clip: RealClip, frames: int, height: int, width: int) -> np.ndarra
     scale = max(height / h, width / w)
     ch, cw = round(height / scale), round(width / scale)
     top, left = (h - ch) // 2, (w - cw) // 2
-    x = x[..., top:top + ch, left:left + cw]
+    x = x[..., top : top + ch, left : left + cw]
     if (ch, cw) != (height, width):
         x = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
     return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()

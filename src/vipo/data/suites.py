@@ -17,6 +17,7 @@ Each split's clips cycle over its prompts, with seeds from ``vipo.seeds.eval_see
 from), file names ``{split}-{i:03d}.mp4``: the same for every round, so round K's clip and the base's clip of a file
 name share prompt and seed (what the win rate against the base compares).
 """
+
 from __future__ import annotations
 
 import random
@@ -48,8 +49,9 @@ def eval_source(cfg) -> str:
     return cfg.prompts.source if cfg.eval.prompts == "auto" else cfg.eval.prompts
 
 
-def split_heldout(numbered: list[tuple[int, str]], fraction: float, seed: int, where: str = "prompts"
-                  ) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+def split_heldout(
+    numbered: list[tuple[int, str]], fraction: float, seed: int, where: str = "prompts"
+) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
     """(train, held out): the distinct prompts (first occurrence kept, in file order) shuffled with ``seed``;
     ``round(fraction * n)`` of them, at least one, are held out; at least one stays for training."""
     seen, distinct = set(), []
@@ -58,8 +60,10 @@ def split_heldout(numbered: list[tuple[int, str]], fraction: float, seed: int, w
             seen.add(prompt_key(t))
             distinct.append((n, t))
     if len(distinct) < 2:
-        raise UserError(f"{where}: {len(distinct)} distinct prompt(s); training and evaluation from one file need "
-                        "at least 2 (some to train on, some held out)")
+        raise UserError(
+            f"{where}: {len(distinct)} distinct prompt(s); training and evaluation from one file need "
+            "at least 2 (some to train on, some held out)"
+        )
     order = list(range(len(distinct)))
     random.Random(seeds.stream_seed(seed, "eval-heldout")).shuffle(order)
     k = min(len(distinct) - 1, max(1, round(fraction * len(distinct))))
@@ -67,21 +71,26 @@ def split_heldout(numbered: list[tuple[int, str]], fraction: float, seed: int, w
     return ([r for i, r in enumerate(distinct) if i not in held], [r for i, r in enumerate(distinct) if i in held])
 
 
-def _refuse_overlap(name: str, numbered: list[tuple[int, str]], train: list[tuple[int, str]] | None,
-                    train_name: str) -> None:
+def _refuse_overlap(
+    name: str, numbered: list[tuple[int, str]], train: list[tuple[int, str]] | None, train_name: str
+) -> None:
     if train is None:  # the world's grammar trains on every phrasing of its in-distribution combinations
         for n, text in numbered:
             a = grammar.parse(text)
             if a is not None and a not in grammar.HELDOUT:
-                raise UserError(f"{name}:{n}: evaluation prompt {text!r} is an in-distribution combination of the "
-                                "world, which prompts.source=world trains on; evaluation prompts must be held out")
+                raise UserError(
+                    f"{name}:{n}: evaluation prompt {text!r} is an in-distribution combination of the "
+                    "world, which prompts.source=world trains on; evaluation prompts must be held out"
+                )
         return
     seen = {prompt_key(t): n for n, t in train}
     for n, text in numbered:
         if prompt_key(text) in seen:
-            raise UserError(f"{name}:{n}: evaluation prompt {text!r} is also a training prompt ({train_name}:"
-                            f"{seen[prompt_key(text)]}); evaluation prompts must be held out (remove it, or use one "
-                            "file for both and let eval.heldout_fraction split it)")
+            raise UserError(
+                f"{name}:{n}: evaluation prompt {text!r} is also a training prompt ({train_name}:"
+                f"{seen[prompt_key(text)]}); evaluation prompts must be held out (remove it, or use one "
+                "file for both and let eval.heldout_fraction split it)"
+            )
 
 
 def resolve(cfg) -> Prompts:
@@ -107,6 +116,13 @@ def resolve(cfg) -> Prompts:
 
 def rows(splits: dict[str, list[str]], clips_per_split: int, seed: int) -> list[dict]:
     """``clips_per_split`` evaluation clips per split, cycling over its prompts, each with its fixed eval seed."""
-    return [{"file_name": f"{split}-{i:03d}.mp4", "prompt": prompts[i % len(prompts)], "split": split,
-             "seed": seeds.eval_seed(seed, split, i)}
-            for split, prompts in splits.items() for i in range(clips_per_split)]
+    return [
+        {
+            "file_name": f"{split}-{i:03d}.mp4",
+            "prompt": prompts[i % len(prompts)],
+            "split": split,
+            "seed": seeds.eval_seed(seed, split, i),
+        }
+        for split, prompts in splits.items()
+        for i in range(clips_per_split)
+    ]

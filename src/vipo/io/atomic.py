@@ -5,6 +5,7 @@ once their completion marker exists; the marker is written last. The temporary n
 0600, mkdtemp: 0700); what is renamed into place gets the mode a plain ``open``/``mkdir`` would give it under the
 process umask, so colleagues can read a shared run as they can read anything else the user writes.
 """
+
 from __future__ import annotations
 
 import json

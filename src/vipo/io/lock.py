@@ -6,6 +6,7 @@ gets one line naming the holder's pid and exit 2. ``flock`` locks belong to the 
 on any exit of the holder, SIGKILL included: a stale lock file left behind locks nothing. Readers (``vipo report``)
 take no lock. The lock file itself stays (removing it would race a writer that has just opened it).
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -55,8 +56,10 @@ def hold(lock_file: str | Path, what: str) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
-            raise UserError(f"{what}: in use by another vipo process (pid {holder}); wait for it to finish or stop "
-                            f"it (its lock, {lock_file.name}, is released when it exits)") from None
+            raise UserError(
+                f"{what}: in use by another vipo process (pid {holder}); wait for it to finish or stop "
+                f"it (its lock, {lock_file.name}, is released when it exits)"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         _held[lock_file] = 1

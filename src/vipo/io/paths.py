@@ -10,6 +10,7 @@ messages and relative links), with ``allow_absolute`` for real-video manifests, 
 absolute paths (VidGen-1M and OpenVid ship manifests apart from the videos; their relative paths are confined like
 any other). :func:`check_relative` checks a name's text alone, for names that are matched, never opened (labels).
 """
+
 from __future__ import annotations
 
 import os

@@ -8,6 +8,7 @@ different, it refuses with one line naming every changed field, unless ``force``
 starts over, as its contract says, and the record is rewritten). A verb whose contract is a cache (``vipo judge
 DIR --out F``) records only what must not change and recomputes the rest.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,14 +39,19 @@ def _short(v) -> str:
 def differences(old, new, where: str = "") -> list[str]:
     """One "field: old then, new now" per changed leaf (long values cut; lists: their first differing item)."""
     if isinstance(old, dict) and isinstance(new, dict):
-        return [d for k in sorted(set(old) | set(new))
-                for d in differences(old.get(k), new.get(k), f"{where}.{k}" if where else k)]
+        return [
+            d
+            for k in sorted(set(old) | set(new))
+            for d in differences(old.get(k), new.get(k), f"{where}.{k}" if where else k)
+        ]
     if old == new:
         return []
     if isinstance(old, list) and isinstance(new, list) and (len(repr(old)) > SHOWN or len(repr(new)) > SHOWN):
         i = next((i for i, (a, b) in enumerate(zip(old, new)) if a != b), min(len(old), len(new)))
-        first = (f"[{i}] {_short(old[i]) if i < len(old) else '(none)'} then, "
-                 f"{_short(new[i]) if i < len(new) else '(none)'} now")
+        first = (
+            f"[{i}] {_short(old[i]) if i < len(old) else '(none)'} then, "
+            f"{_short(new[i]) if i < len(new) else '(none)'} now"
+        )
         return [f"{where}: {len(old)} items then, {len(new)} now; first difference {first}"]
     return [f"{where}: {_short(old)} then, {_short(new)} now"]
 
@@ -59,8 +65,9 @@ def read(path: str | Path) -> dict | None:
     try:
         data = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
     except (yaml.YAMLError, json.JSONDecodeError):
-        raise UserError(f"{path}: unreadable record of what produced this output; restore it, or pass --force to "
-                        "start over") from None
+        raise UserError(
+            f"{path}: unreadable record of what produced this output; restore it, or pass --force to start over"
+        ) from None
     return data if isinstance(data, dict) else {}
 
 
@@ -72,8 +79,15 @@ def write(path: str | Path, record: dict) -> None:
         atomic.write_json(path, record)
 
 
-def check(path: str | Path, record: dict, force: bool, refusal: str, forced: str = "--force: {changes}",
-          defaults: dict | None = None, start_over=None) -> list[str]:
+def check(
+    path: str | Path,
+    record: dict,
+    force: bool,
+    refusal: str,
+    forced: str = "--force: {changes}",
+    defaults: dict | None = None,
+    start_over=None,
+) -> list[str]:
     """Compare ``record`` with the one at ``path`` and write it where there is none. Changed fields: a
     :class:`UserError` (``refusal`` with ``{changes}`` filled in) unless ``force``, which logs ``forced``, calls
     ``start_over()`` (when given: it removes the old outputs), then rewrites the record; returns the changes.

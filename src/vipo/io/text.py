@@ -1,5 +1,5 @@
-"""Reading the text files users hand vipo (prompt lists, metadata.jsonl, labels): UTF-8 or one line saying where not.
-"""
+"""Reading the text files users hand vipo (prompt lists, metadata.jsonl, labels): UTF-8 or one line saying where not."""
+
 from __future__ import annotations
 
 import json
@@ -14,7 +14,7 @@ def decode_utf8(data: bytes, name: str) -> str:
     try:
         return data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
+        line = data[: e.start].count(b"\n") + 1
         raise UserError(f"{name}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x}); save the file as UTF-8") from None
 
 

@@ -3,6 +3,7 @@
 Small clips are upscaled by an integer factor with nearest-neighbour before encoding so that chroma subsampling and
 the codec's 16-pixel macroblocks do not smear a 32-pixel frame; readers (ours, or anyone's) can block-average back.
 """
+
 from __future__ import annotations
 
 from fractions import Fraction

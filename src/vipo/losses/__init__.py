@@ -27,6 +27,7 @@ as Diffusion-DPO does), so the DPO argument ``beta_paper * (l_w - l_w^ref - l_l 
 - :func:`reward_weighted` — LiFT's reward-weighted denoising loss: ``mean(w * e)``; :data:`LIFT_SCORES` LiFT's map
   from labels to rewards.
 """
+
 from __future__ import annotations
 
 from collections import deque
@@ -38,8 +39,13 @@ import torch.nn.functional as F
 PARAMETERIZATIONS = ("epsilon", "v_prediction", "flow", "sample")
 
 
-def target(parameterization: str, x0: torch.Tensor, noise: torch.Tensor, alpha: torch.Tensor | None = None,
-           sigma: torch.Tensor | None = None) -> torch.Tensor:
+def target(
+    parameterization: str,
+    x0: torch.Tensor,
+    noise: torch.Tensor,
+    alpha: torch.Tensor | None = None,
+    sigma: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Regression target for a noisy input built from clean ``x0`` and ``noise``.
 
     epsilon: ``noise``. v-prediction (DDPM, ``x_t = alpha x0 + sigma noise``): ``alpha * noise - sigma * x0``.
@@ -84,8 +90,14 @@ def _mean(x: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
     return (x * weight.float()).mean()
 
 
-def dpo(e_w: torch.Tensor, e_l: torch.Tensor, r_w: torch.Tensor, r_l: torch.Tensor, beta: float,
-        weight: torch.Tensor | None = None) -> LossOutput:
+def dpo(
+    e_w: torch.Tensor,
+    e_l: torch.Tensor,
+    r_w: torch.Tensor,
+    r_l: torch.Tensor,
+    beta: float,
+    weight: torch.Tensor | None = None,
+) -> LossOutput:
     """Diffusion-DPO over a batch of pairs (all inputs shape [P]); ``weight`` re-weights pairs (VideoDPO's alpha)."""
     inside = -0.5 * beta * ((e_w - r_w) - (e_l - r_l))
     losses = -F.logsigmoid(inside)
@@ -117,8 +129,15 @@ def kto_rewards(e: torch.Tensor, r: torch.Tensor, beta: float) -> torch.Tensor:
     return -beta * (e - r)
 
 
-def kto(e: torch.Tensor, r: torch.Tensor, desirable: torch.Tensor, beta: float, lambda_d: float = 1.0,
-        lambda_u: float = 1.0, z0: float | torch.Tensor | None = None) -> LossOutput:
+def kto(
+    e: torch.Tensor,
+    r: torch.Tensor,
+    desirable: torch.Tensor,
+    beta: float,
+    lambda_d: float = 1.0,
+    lambda_u: float = 1.0,
+    z0: float | torch.Tensor | None = None,
+) -> LossOutput:
     """Diffusion-KTO over single labelled samples (shape [N]); ``desirable`` is a bool tensor.
 
     ``z0`` is the reference point, estimated by the caller over a pool (:class:`RewardPool`); ``None`` takes the
@@ -172,8 +191,9 @@ class RewardPool:
         return list(self.values)
 
 
-def kto_class_weights(n_desirable: int, n_undesirable: int, low: float = 1.0,
-                      high: float = 4 / 3) -> tuple[float, float]:
+def kto_class_weights(
+    n_desirable: int, n_undesirable: int, low: float = 1.0, high: float = 4 / 3
+) -> tuple[float, float]:
     """``(lambda_d, lambda_u)`` by the KTO paper's rule (Ethayarajh et al. 2024, Sec. 4.2): the weighted class ratio
     ``lambda_d * n_d / (lambda_u * n_u)`` must lie in ``[low, high] = [1, 4/3]``.
 
@@ -231,5 +251,6 @@ def label_reward(labels: dict[str, str], scores: dict[str, float]) -> float:
 def reward_weighted(e: torch.Tensor, reward: torch.Tensor) -> LossOutput:
     """LiFT's reward-weighted denoising loss: each sample's error times its critic score (no normalisation)."""
     loss = (reward.float() * e).mean()
-    return LossOutput(loss, {"rw_loss": loss.detach(), "reward_mean": reward.float().mean().detach(),
-                             "err_policy": e.detach().mean()})
+    return LossOutput(
+        loss, {"rw_loss": loss.detach(), "reward_mean": reward.float().mean().detach(), "err_policy": e.detach().mean()}
+    )

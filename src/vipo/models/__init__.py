@@ -1,4 +1,5 @@
 """Model families behind one interface, and the loader that picks the family from a folder's model_index.json."""
+
 from __future__ import annotations
 
 import importlib
@@ -14,8 +15,12 @@ from .base import VideoModel
 #: where the committed embedded base model lives (``--model world``)
 WORLD_CHECKPOINT = Path(__file__).resolve().parent.parent / "world" / "checkpoint"
 #: family name -> (module, class); each family is one file of this package
-FAMILIES = {"world": ("world", "WorldModel"), "cogvideox": ("cogvideox", "CogVideoXModel"),
-            "wan": ("wan", "WanModel"), "ltx": ("ltx", "LTXModel")}
+FAMILIES = {
+    "world": ("world", "WorldModel"),
+    "cogvideox": ("cogvideox", "CogVideoXModel"),
+    "wan": ("wan", "WanModel"),
+    "ltx": ("ltx", "LTXModel"),
+}
 #: ``model_dtype`` names -> torch dtypes
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -39,8 +44,10 @@ def check_weights(folder: Path) -> None:
         return
     for f in sorted(Path(folder).rglob("*")):
         if f.suffix in PICKLE_SUFFIXES and f.is_file() and not any(f.parent.glob("*.safetensors")):
-            raise UserError(f"{f}: pickle-format weights can run arbitrary code when loaded; convert them to "
-                            "safetensors, or pass --allow-pickle if you trust their source")
+            raise UserError(
+                f"{f}: pickle-format weights can run arbitrary code when loaded; convert them to "
+                "safetensors, or pass --allow-pickle if you trust their source"
+            )
 
 
 def resolve(spec: str) -> Path:
@@ -87,8 +94,9 @@ def read_index(path: Path) -> dict:
         if name.startswith("_") or not isinstance(spec, list) or len(spec) != 2 or spec[1] is None:
             continue
         if not (path / name).is_dir():
-            raise UserError(f"{file}: component {name!r} ({spec[1]}) has no folder {path / name}; the model folder is "
-                            "incomplete")
+            raise UserError(
+                f"{file}: component {name!r} ({spec[1]}) has no folder {path / name}; the model folder is incomplete"
+            )
     return index
 
 

@@ -5,6 +5,7 @@ family's own training space (pixels for the world model, VAE latents for real fa
 training never re-encodes generated videos. Training returns (prediction, target) in the family's
 parameterization; the trainer turns them into per-sample errors and the losses only ever see those errors.
 """
+
 from __future__ import annotations
 
 import abc
@@ -70,8 +71,14 @@ class VideoModel(abc.ABC):
         """Text conditioning for a batch, as a dict of tensors with a leading batch dimension (cacheable per row)."""
 
     @abc.abstractmethod
-    def sample(self, cond: dict[str, torch.Tensor], uncond: dict[str, torch.Tensor], seeds: list[int],
-               num_steps: int, guidance: float) -> torch.Tensor:
+    def sample(
+        self,
+        cond: dict[str, torch.Tensor],
+        uncond: dict[str, torch.Tensor],
+        seeds: list[int],
+        num_steps: int,
+        guidance: float,
+    ) -> torch.Tensor:
         """Run the sampler with classifier-free guidance; return final latents [B, ...] (float32, CPU)."""
 
     @abc.abstractmethod
@@ -83,14 +90,16 @@ class VideoModel(abc.ABC):
         """uint8 frames [B, F, H, W, 3] -> latents (used once per real video, then cached)."""
 
     @abc.abstractmethod
-    def sample_timesteps(self, n: int, generator: torch.Generator,
-                         window: tuple[float, float] | None = None) -> torch.Tensor:
+    def sample_timesteps(
+        self, n: int, generator: torch.Generator, window: tuple[float, float] | None = None
+    ) -> torch.Tensor:
         """Training timesteps for ``n`` items, drawn the way the family trains; with ``window = (low, high)``,
         uniformly from that fraction of the noise schedule instead (0 = clean, 1 = pure noise)."""
 
     @abc.abstractmethod
-    def predict_and_target(self, latents: torch.Tensor, cond: dict[str, torch.Tensor], noise: torch.Tensor,
-                           timesteps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def predict_and_target(
+        self, latents: torch.Tensor, cond: dict[str, torch.Tensor], noise: torch.Tensor, timesteps: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Noise ``latents`` at ``timesteps`` and return (model prediction, regression target)."""
 
     @abc.abstractmethod
@@ -109,8 +118,10 @@ class VideoModel(abc.ABC):
             if want and want != have:
                 from ..errors import UserError
 
-                raise UserError(f"{where}.{name}={want}: the {self.family} model's clips are always "
-                                f"{' x '.join(map(str, now))} (frames x height x width); leave {where}.{name} at 0")
+                raise UserError(
+                    f"{where}.{name}={want}: the {self.family} model's clips are always "
+                    f"{' x '.join(map(str, now))} (frames x height x width); leave {where}.{name} at 0"
+                )
 
     # -- optional hooks (the defaults suit a model with no separate frozen encoders) ---------------------------------
     def cache_key(self, part: str) -> str:
@@ -135,7 +146,7 @@ class VideoModel(abc.ABC):
         reference is swapped in there."""
         net = self.denoiser
         for owner in (self, getattr(self, "pipe", None)):
-            for name, value in (vars(owner).items() if owner is not None else ()):
+            for name, value in vars(owner).items() if owner is not None else ():
                 if value is net:
                     return owner, name
         raise RuntimeError(f"{type(self).__name__}: cannot find its denoiser's attribute")

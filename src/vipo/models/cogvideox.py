@@ -14,6 +14,7 @@ beta: the errors the losses see are per-element means, as in the Diffusion-DPO r
 at that scale), so start at 2500-5000 and watch ``implicit_acc`` and ``reward_margin`` in ``train_log.jsonl``: an
 accuracy pinned at 1 from the first steps means beta is too large. Not yet measured on a real checkpoint here.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -50,8 +51,10 @@ class CogVideoXModel(PipelineModel):
         if not cfg.patch_size_t:  # 1.0: sin-cos or rotary embeddings computed for any size
             return 2 * t, s * cfg.patch_size, (None, None, None), why
         # 1.5: rotary positions are sliced from a table of sample_height x sample_width patches
-        top = (cfg.sample_height // cfg.patch_size * cfg.patch_size * s,
-               cfg.sample_width // cfg.patch_size * cfg.patch_size * s)
+        top = (
+            cfg.sample_height // cfg.patch_size * cfg.patch_size * s,
+            cfg.sample_width // cfg.patch_size * cfg.patch_size * s,
+        )
         return 2 * t, s * cfg.patch_size, (None, *top), why + f", rotary table {top[0]} x {top[1]} pixels"
 
     @property
@@ -61,10 +64,17 @@ class CogVideoXModel(PipelineModel):
     @torch.no_grad()
     def sample(self, cond, uncond, seeds, num_steps, guidance):
         emb = cond["prompt_embeds"]
-        out = self.run_pipeline(prompt_embeds=emb, negative_prompt_embeds=uncond["prompt_embeds"].expand_as(emb),
-                                num_frames=self.frames, height=self.height, width=self.width,
-                                num_inference_steps=num_steps, guidance_scale=guidance,
-                                use_dynamic_cfg=self.dynamic_cfg, generator=self.generators(seeds))
+        out = self.run_pipeline(
+            prompt_embeds=emb,
+            negative_prompt_embeds=uncond["prompt_embeds"].expand_as(emb),
+            num_frames=self.frames,
+            height=self.height,
+            width=self.width,
+            num_inference_steps=num_steps,
+            guidance_scale=guidance,
+            use_dynamic_cfg=self.dynamic_cfg,
+            generator=self.generators(seeds),
+        )
         return out.float().cpu()
 
     def _padding(self, latent_frames: int) -> int:
@@ -75,7 +85,7 @@ class CogVideoXModel(PipelineModel):
 
     @torch.no_grad()
     def decode(self, latents):
-        x = latents[:, self._padding(latents.shape[1]):].to(self.device, self.vae.dtype)
+        x = latents[:, self._padding(latents.shape[1]) :].to(self.device, self.vae.dtype)
         video = self.pipe.decode_latents(x)
         return self.to_uint8(self.pipe.video_processor.postprocess_video(video=video, output_type="np"))
 
@@ -99,10 +109,16 @@ class CogVideoXModel(PipelineModel):
         rotary = None
         if net.config.use_rotary_positional_embeddings:
             s, (f, h, w) = self.pipe.vae_scale_factor_spatial, (latents.shape[1], *latents.shape[-2:])
-            rotary = self.pin(("rotary", f, h, w, latents.device),
-                              lambda: self.pipe._prepare_rotary_positional_embeddings(h * s, w * s, f, latents.device))
+            rotary = self.pin(
+                ("rotary", f, h, w, latents.device),
+                lambda: self.pipe._prepare_rotary_positional_embeddings(h * s, w * s, f, latents.device),
+            )
         dtype = self.net_dtype(net)
-        pred = net(hidden_states=noisy.to(dtype), encoder_hidden_states=cond["prompt_embeds"].to(dtype),
-                   timestep=t, image_rotary_emb=rotary, return_dict=False)[0]
+        pred = net(
+            hidden_states=noisy.to(dtype),
+            encoder_hidden_states=cond["prompt_embeds"].to(dtype),
+            timestep=t,
+            image_rotary_emb=rotary,
+            return_dict=False,
+        )[0]
         return pred, target
-

@@ -15,6 +15,7 @@ runs: frames ``t k + 1`` for a VAE that compresses time ``t``-fold (its first fr
 width multiples of the VAE's spatial factor times the transformer's patch, and the transformer's positional limits
 (:meth:`PipelineModel.size_rules`); a size outside them is one line naming the nearest sizes that fit.
 """
+
 from __future__ import annotations
 
 import abc
@@ -52,8 +53,15 @@ class PipelineModel(VideoModel):
     #: sampler settings the family is meant to run with (the run config's generate/eval sections set them)
     recommended: dict = {}
 
-    def __init__(self, pipe, device: str = "cpu", frames: int | None = None, height: int | None = None,
-                 width: int | None = None, dtype: torch.dtype | None = None):
+    def __init__(
+        self,
+        pipe,
+        device: str = "cpu",
+        frames: int | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        dtype: torch.dtype | None = None,
+    ):
         self.pipe = pipe.to(device)
         self.pipe.set_progress_bar_config(disable=True)
         self.device, self.dtype = device, dtype or pipe.transformer.dtype  # (the dtype it was loaded in)
@@ -108,30 +116,41 @@ class PipelineModel(VideoModel):
             near = [below] + ([below + unit] if below < value else [])
             if top is not None:
                 near = [n for n in near if n <= top] or [(top - base) // unit * unit + base]
-            what = f"not {step}k+1" if name == "frames" and not fits else f"not a multiple of {mult}" if not fits \
+            what = (
+                f"not {step}k+1"
+                if name == "frames" and not fits
+                else f"not a multiple of {mult}"
+                if not fits
                 else f"above {top}"
-            problems.append(f"{where}.{name}={value}{'' if asked else ' (the default)'}: {what} (nearest: "
-                            f"{' or '.join(map(str, near))})")
+            )
+            problems.append(
+                f"{where}.{name}={value}{'' if asked else ' (the default)'}: {what} (nearest: "
+                f"{' or '.join(map(str, near))})"
+            )
         if problems:
             from ..errors import UserError
 
             limits = "".join(f", at most {t} {n}" for n, t in zip(("frames", "high", "wide"), most) if t)
-            raise UserError(f"{'; '.join(problems)}. The {self.family} model takes {step}k+1 frames and sides in "
-                            f"multiples of {mult}{limits} ({why})")
+            raise UserError(
+                f"{'; '.join(problems)}. The {self.family} model takes {step}k+1 frames and sides in "
+                f"multiples of {mult}{limits} ({why})"
+            )
         self.frames, self.height, self.width = want
 
     def encode_prompts(self, prompts):
         """The pipeline's own prompt encoder, without its CFG half (the empty prompt is encoded as a prompt)."""
-        emb, _ = self.pipe.encode_prompt(list(prompts), do_classifier_free_guidance=False,
-                                         max_sequence_length=self.max_tokens, device=self.device)
+        emb, _ = self.pipe.encode_prompt(
+            list(prompts), do_classifier_free_guidance=False, max_sequence_length=self.max_tokens, device=self.device
+        )
         return {"prompt_embeds": emb}
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> "PipelineModel":
         # float32 loads exactly as before the option existed (no dtype argument)
         kwargs = dtype_kwargs(dtype) if dtype != torch.float32 else {}
-        model = cls(cls.pipeline_class.from_pretrained(str(path), **kwargs), device=device, dtype=dtype,
-                    **read_options(path))
+        model = cls(
+            cls.pipeline_class.from_pretrained(str(path), **kwargs), device=device, dtype=dtype, **read_options(path)
+        )
         model.denoiser_source = Path(path) / "transformer"
         return model
 
@@ -145,8 +164,9 @@ class PipelineModel(VideoModel):
     def save(self, path: str | Path) -> None:
         path = Path(path)
         self.pipe.save_pretrained(str(path))
-        (path / OPTIONS_FILE).write_text(json.dumps({"frames": self.frames, "height": self.height,
-                                                     "width": self.width}) + "\n")
+        (path / OPTIONS_FILE).write_text(
+            json.dumps({"frames": self.frames, "height": self.height, "width": self.width}) + "\n"
+        )
 
     @property
     def denoiser(self) -> torch.nn.Module:

@@ -12,6 +12,7 @@ beta: the flow target ``noise - x0`` has about twice the per-element variance of
 beta acts more strongly; Flow-DPO uses the Diffusion-DPO sigmoid form on these errors. Start at 500-2000 and watch
 ``implicit_acc`` / ``reward_margin`` in ``train_log.jsonl``; not yet measured on a real checkpoint here.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -54,10 +55,16 @@ class WanModel(PipelineModel):
     @torch.no_grad()
     def sample(self, cond, uncond, seeds, num_steps, guidance):
         emb = cond["prompt_embeds"]
-        out = self.run_pipeline(prompt_embeds=emb, negative_prompt_embeds=uncond["prompt_embeds"].expand_as(emb),
-                                num_frames=self.frames, height=self.height, width=self.width,
-                                num_inference_steps=num_steps, guidance_scale=guidance,
-                                generator=self.generators(seeds))
+        out = self.run_pipeline(
+            prompt_embeds=emb,
+            negative_prompt_embeds=uncond["prompt_embeds"].expand_as(emb),
+            num_frames=self.frames,
+            height=self.height,
+            width=self.width,
+            num_inference_steps=num_steps,
+            guidance_scale=guidance,
+            generator=self.generators(seeds),
+        )
         return out.float().cpu()
 
     @torch.no_grad()
@@ -88,6 +95,10 @@ class WanModel(PipelineModel):
         s = (t / 1000).view(-1, *[1] * (latents.dim() - 1))
         noisy = (1 - s) * latents + s * noise
         dtype = self.net_dtype(net)
-        pred = net(hidden_states=noisy.to(dtype), timestep=t, encoder_hidden_states=cond["prompt_embeds"].to(dtype),
-                   return_dict=False)[0]
+        pred = net(
+            hidden_states=noisy.to(dtype),
+            timestep=t,
+            encoder_hidden_states=cond["prompt_embeds"].to(dtype),
+            return_dict=False,
+        )[0]
         return pred, losses.target("flow", latents, noise)

@@ -12,6 +12,7 @@ predicting the clean clip derives the noise by subtraction, so samples come out 
 Sampling is DPM-Solver++ with trailing spacing, as IPO samples CogVideoX. The "VAE" is the
 identity: latents are pixels scaled to [-1, 1], laid out [F, 3, H, W].
 """
+
 from __future__ import annotations
 
 import json
@@ -39,20 +40,44 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.post_processor = processors.TemplateProcessing(
-        single="[BOS] $A [EOS]", special_tokens=[("[BOS]", vocab["[BOS]"]), ("[EOS]", vocab["[EOS]"])])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", bos_token="[BOS]",
-                                   eos_token="[EOS]", model_max_length=MAX_TOKENS)
+        single="[BOS] $A [EOS]", special_tokens=[("[BOS]", vocab["[BOS]"]), ("[EOS]", vocab["[EOS]"])]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        bos_token="[BOS]",
+        eos_token="[EOS]",
+        model_max_length=MAX_TOKENS,
+    )
 
 
-def build_components(frames: int = 9, side: int = 32, widths: tuple[int, ...] = (32, 64, 64),
-                     text_width: int = 64, layers_per_block: int = 1, attention: bool = False, seed: int = 0) -> dict:
+def build_components(
+    frames: int = 9,
+    side: int = 32,
+    widths: tuple[int, ...] = (32, 64, 64),
+    text_width: int = 64,
+    layers_per_block: int = 1,
+    attention: bool = False,
+    seed: int = 0,
+) -> dict:
     """Fresh, randomly initialised components (the pretraining starting point, and tests' tiny models)."""
     torch.manual_seed(seed)
     tokenizer = build_tokenizer()
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=text_width, intermediate_size=text_width * 2, num_hidden_layers=2,
-        num_attention_heads=4, max_position_embeddings=MAX_TOKENS, pad_token_id=0, bos_token_id=2,
-        eos_token_id=3, projection_dim=text_width))
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=text_width,
+            intermediate_size=text_width * 2,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=MAX_TOKENS,
+            pad_token_id=0,
+            bos_token_id=2,
+            eos_token_id=3,
+            projection_dim=text_width,
+        )
+    )
     # Token identity must dominate the pooled state from the start: with CLIP's default init (std 0.02, the same as
     # the position embeddings) the prompts "... moving left" and "... moving right" pooled to nearly the same vector
     # (distance 0.09 against 1-3 for colours after training) and the direction words never got a gradient.
@@ -67,24 +92,56 @@ def build_components(frames: int = 9, side: int = 32, widths: tuple[int, ...] = 
     # noise at high noise levels and otherwise has only padding to tell where it is, which makes "start right, end
     # left" (direction) far harder to learn than colour or shape.
     unet = UNet2DConditionModel(
-        sample_size=side, in_channels=3 * frames + COORD_CHANNELS, out_channels=3 * frames, down_block_types=down,
-        up_block_types=up, mid_block_type="UNetMidBlock2DCrossAttn" if attention else "UNetMidBlock2D",
-        block_out_channels=tuple(widths), layers_per_block=layers_per_block, cross_attention_dim=text_width,
-        attention_head_dim=8, norm_num_groups=16, resnet_time_scale_shift="scale_shift",
-        class_embed_type="projection", projection_class_embeddings_input_dim=text_width)
-    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2",
-                              prediction_type="sample", clip_sample=True, clip_sample_range=1.0)
+        sample_size=side,
+        in_channels=3 * frames + COORD_CHANNELS,
+        out_channels=3 * frames,
+        down_block_types=down,
+        up_block_types=up,
+        mid_block_type="UNetMidBlock2DCrossAttn" if attention else "UNetMidBlock2D",
+        block_out_channels=tuple(widths),
+        layers_per_block=layers_per_block,
+        cross_attention_dim=text_width,
+        attention_head_dim=8,
+        norm_num_groups=16,
+        resnet_time_scale_shift="scale_shift",
+        class_embed_type="projection",
+        projection_class_embeddings_input_dim=text_width,
+    )
+    scheduler = DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_schedule="squaredcos_cap_v2",
+        prediction_type="sample",
+        clip_sample=True,
+        clip_sample_range=1.0,
+    )
     return {"unet": unet, "text_encoder": text_encoder, "tokenizer": tokenizer, "scheduler": scheduler}
 
 
 class WorldModel(VideoModel):
     family = "world"
     parameterization = "sample"
-    lora_targets = ("to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2", "proj_in", "proj_out",
-                    "time_emb_proj", "linear_1", "linear_2")
+    lora_targets = (
+        "to_q",
+        "to_k",
+        "to_v",
+        "to_out.0",
+        "conv1",
+        "conv2",
+        "proj_in",
+        "proj_out",
+        "time_emb_proj",
+        "linear_1",
+        "linear_2",
+    )
 
-    def __init__(self, unet: UNet2DConditionModel, text_encoder: CLIPTextModel,
-                 tokenizer: PreTrainedTokenizerFast, scheduler: DDPMScheduler, device: str = "cpu"):
+    def __init__(
+        self,
+        unet: UNet2DConditionModel,
+        text_encoder: CLIPTextModel,
+        tokenizer: PreTrainedTokenizerFast,
+        scheduler: DDPMScheduler,
+        device: str = "cpu",
+    ):
         self.unet = unet.to(device)
         self.text_encoder = text_encoder.to(device)
         self.tokenizer = tokenizer
@@ -101,10 +158,13 @@ class WorldModel(VideoModel):
     def load(cls, path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> "WorldModel":
         assert dtype == torch.float32, "the world model loads in float32 only (load_model checks model_dtype)"
         path = Path(path)
-        return cls(UNet2DConditionModel.from_pretrained(path / "unet"),
-                   CLIPTextModel.from_pretrained(path / "text_encoder"),
-                   PreTrainedTokenizerFast.from_pretrained(path / "tokenizer"),
-                   DDPMScheduler.from_pretrained(path / "scheduler"), device=device)
+        return cls(
+            UNet2DConditionModel.from_pretrained(path / "unet"),
+            CLIPTextModel.from_pretrained(path / "text_encoder"),
+            PreTrainedTokenizerFast.from_pretrained(path / "tokenizer"),
+            DDPMScheduler.from_pretrained(path / "scheduler"),
+            device=device,
+        )
 
     @classmethod
     def fresh(cls, device: str = "cpu", **kwargs) -> "WorldModel":
@@ -117,9 +177,15 @@ class WorldModel(VideoModel):
         self.text_encoder.save_pretrained(path / "text_encoder")
         self.tokenizer.save_pretrained(path / "tokenizer")
         self.scheduler.save_pretrained(path / "scheduler")
-        index = {"_class_name": "WorldPipeline", "_diffusers_version": _diffusers_version(), "family": "world",
-                 "unet": ["diffusers", "UNet2DConditionModel"], "text_encoder": ["transformers", "CLIPTextModel"],
-                 "tokenizer": ["transformers", "PreTrainedTokenizerFast"], "scheduler": ["diffusers", "DDPMScheduler"]}
+        index = {
+            "_class_name": "WorldPipeline",
+            "_diffusers_version": _diffusers_version(),
+            "family": "world",
+            "unet": ["diffusers", "UNet2DConditionModel"],
+            "text_encoder": ["transformers", "CLIPTextModel"],
+            "tokenizer": ["transformers", "PreTrainedTokenizerFast"],
+            "scheduler": ["diffusers", "DDPMScheduler"],
+        }
         (path / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
 
     @property
@@ -132,8 +198,9 @@ class WorldModel(VideoModel):
 
     # -- text ---------------------------------------------------------------------------------------------------
     def encode_prompts(self, prompts: list[str]) -> dict[str, torch.Tensor]:
-        tok = self.tokenizer(list(prompts), padding="max_length", max_length=MAX_TOKENS, truncation=True,
-                             return_tensors="pt")
+        tok = self.tokenizer(
+            list(prompts), padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt"
+        )
         ids = tok.input_ids.to(self.device)
         mask = tok.attention_mask.to(self.device)
         hidden = self.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state
@@ -152,12 +219,18 @@ class WorldModel(VideoModel):
         inp = x.reshape(b, -1, self.side, self.side)
         if self.coords:
             inp = torch.cat([inp, self._grid.to(inp.dtype).expand(b, -1, -1, -1)], dim=1)
-        out = self.unet(inp, t, encoder_hidden_states=cond["hidden"],
-                        class_labels=cond["pooled"], encoder_attention_mask=cond["mask"]).sample
+        out = self.unet(
+            inp,
+            t,
+            encoder_hidden_states=cond["hidden"],
+            class_labels=cond["pooled"],
+            encoder_attention_mask=cond["mask"],
+        ).sample
         return out.reshape(x.shape)
 
-    def sample_timesteps(self, n: int, generator: torch.Generator,
-                         window: tuple[float, float] | None = None) -> torch.Tensor:
+    def sample_timesteps(
+        self, n: int, generator: torch.Generator, window: tuple[float, float] | None = None
+    ) -> torch.Tensor:
         """Uniform timesteps, except that a fraction ``HIGH_NOISE[0]`` is drawn from the top of the schedule.
 
         Where the prompt matters most — which way the shape goes, where it starts — is decided at noise levels so
@@ -184,8 +257,9 @@ class WorldModel(VideoModel):
         shape = (self.frames, 3, self.side, self.side)
         x = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
         x = x.to(self.device)
-        sched = DPMSolverMultistepScheduler.from_config(self.scheduler.config, algorithm_type="dpmsolver++",
-                                                        timestep_spacing="trailing")
+        sched = DPMSolverMultistepScheduler.from_config(
+            self.scheduler.config, algorithm_type="dpmsolver++", timestep_spacing="trailing"
+        )
         sched.set_timesteps(num_steps)
         both = {k: torch.cat([uncond[k].expand_as(cond[k]), cond[k]]) for k in cond}
         for t in sched.timesteps:

@@ -6,6 +6,7 @@ objective; Table 2: rounds; Table 5: the real-data NLL term with its real-only c
 dropout, KTO's reference-point pool and class balance; samples per prompt and alpha re-weighting), each row the last
 round's evaluation with 95% intervals and the command that reproduces it.
 """
+
 from __future__ import annotations
 
 import shlex
@@ -19,7 +20,8 @@ from .driver import adopt_base_eval
 from .report import COLUMNS
 
 VARIANTS = {
-    "dpo": [], "kto": ["--method", "kto"],
+    "dpo": [],
+    "kto": ["--method", "kto"],
     # IPO Table 5: the real-video NLL term off, and its control: that term alone (a KTO term at beta 1e-6 has ~no
     # gradient) with the same steps, i.e. supervised fine-tuning on the world's real videos
     "no-nll": ["--set", "train.lambda_real=0"],
@@ -31,17 +33,21 @@ VARIANTS = {
     # KTO's reference point over a pool of 8 rewards (one micro-batch) instead of 128; class weights fixed at 1
     "kto-pool-8": ["--method", "kto", "--set", "train.kto_kl_pool=8"],
     "kto-no-balance": ["--method", "kto", "--set", "train.lambda_desirable=1", "--set", "train.lambda_undesirable=1"],
-    "n3": ["--set", "generate.samples_per_prompt=3"], "n8": ["--set", "generate.samples_per_prompt=8"],
-    "alpha-0.5": ["--set", "pairs.alpha=0.5"], "alpha-1": ["--set", "pairs.alpha=1"],
+    "n3": ["--set", "generate.samples_per_prompt=3"],
+    "n8": ["--set", "generate.samples_per_prompt=8"],
+    "alpha-0.5": ["--set", "pairs.alpha=0.5"],
+    "alpha-1": ["--set", "pairs.alpha=1"],
 }
-STUDIES = (("Objective (IPO Table 1)", ("dpo", "kto")),
-           ("Real-data NLL term (IPO Table 5)", ("no-nll", "dpo", "real-only")),
-           ("NLL units", ("mse", "dpo")),
-           ("Caption dropout", ("no-dropout", "dpo", "kto-no-dropout", "kto")),
-           ("KTO reference point", ("kto-pool-8", "kto")),
-           ("KTO class balance", ("kto-no-balance", "kto")),
-           ("Samples per prompt", ("n3", "dpo", "n8")),
-           ("Alpha re-weighting (VideoDPO)", ("dpo", "alpha-0.5", "alpha-1")))
+STUDIES = (
+    ("Objective (IPO Table 1)", ("dpo", "kto")),
+    ("Real-data NLL term (IPO Table 5)", ("no-nll", "dpo", "real-only")),
+    ("NLL units", ("mse", "dpo")),
+    ("Caption dropout", ("no-dropout", "dpo", "kto-no-dropout", "kto")),
+    ("KTO reference point", ("kto-pool-8", "kto")),
+    ("KTO class balance", ("kto-no-balance", "kto")),
+    ("Samples per prompt", ("n3", "dpo", "n8")),
+    ("Alpha re-weighting (VideoDPO)", ("dpo", "alpha-0.5", "alpha-1")),
+)
 
 
 def variant_args(variant: str, cfg=None) -> list[str]:
@@ -56,13 +62,19 @@ def variant_args(variant: str, cfg=None) -> list[str]:
 
 
 def command(variant: str, config: str | None, out: Path, extra: list[str], cfg=None) -> list[str]:
-    return (["vipo", "run"] + (["--config", config] if config else []) + ["--out", str(out / variant)]
-            + variant_args(variant, cfg) + extra)
+    return (
+        ["vipo", "run"]
+        + (["--config", config] if config else [])
+        + ["--out", str(out / variant)]
+        + variant_args(variant, cfg)
+        + extra
+    )
 
 
 #: the table's columns: every number for in-distribution prompts, the pass and quality rates for held-out ones
 CELLS = tuple(("indist", c, f"indist {name}") for c, name in COLUMNS) + tuple(
-    ("heldout", c, f"heldout {name}") for c, name in COLUMNS if c in ("semantic_pass", "fidelity_good", "motion_good"))
+    ("heldout", c, f"heldout {name}") for c, name in COLUMNS if c in ("semantic_pass", "fidelity_good", "motion_good")
+)
 
 
 def _cells(e: dict) -> str:
@@ -71,10 +83,17 @@ def _cells(e: dict) -> str:
 
 def tables(out: Path, variants: list[str], config: str | None, extra: list[str], cfg=None) -> str:
     head = "| {first} | " + " | ".join(name for _, _, name in CELLS) + " | command |\n|---|" + "---|" * (len(CELLS) + 1)
-    evals = {v: atomic.read_json(out / v / "summary.json")["rounds"] for v in variants
-             if (out / v / "summary.json").is_file()}
-    lines = [f"# Ablations in {out}", "", "Percent of evaluation clips with 95% Wilson intervals; each row is the "
-             "variant's last round.", ""]
+    evals = {
+        v: atomic.read_json(out / v / "summary.json")["rounds"]
+        for v in variants
+        if (out / v / "summary.json").is_file()
+    }
+    lines = [
+        f"# Ablations in {out}",
+        "",
+        "Percent of evaluation clips with 95% Wilson intervals; each row is the variant's last round.",
+        "",
+    ]
     for title, names in STUDIES:
         rows = [v for v in names if v in evals]
         if len(rows) < 2:
@@ -93,8 +112,7 @@ def tables(out: Path, variants: list[str], config: str | None, extra: list[str],
     return "\n".join(lines)
 
 
-def ablate(out: Path, variants: list[str], config: str | None, extra: list[str], run_one, cfg=None,
-           load=None) -> Path:
+def ablate(out: Path, variants: list[str], config: str | None, extra: list[str], run_one, cfg=None, load=None) -> Path:
     """Run each variant (``run_one(argv)`` runs ``vipo`` with argv) and write ``OUT/ablation.md``; ``cfg`` is the
     recipe's RunConfig (with ``extra`` applied), used to size the kto variant; ``load(argv)`` gives a variant's
     RunConfig, so a variant whose base evaluation is another's (every variant of one recipe, as a rule) adopts it

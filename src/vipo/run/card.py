@@ -7,6 +7,7 @@ options), the run's evaluation per round with its 95% intervals (from each round
 commands that reproduce it (the run's resolved ``config.yaml`` is printed in full). A checkpoint outside a run folder
 gets a card without the evaluation and the recipe.
 """
+
 from __future__ import annotations
 
 import re
@@ -23,8 +24,11 @@ SPLITS = {"indist": "in-distribution prompts", "heldout": "held-out prompts", "v
 def _run_dir(checkpoint: Path) -> Path | None:
     """The run folder a round checkpoint (RUN/round-K/checkpoint) belongs to, if it is in one."""
     run = checkpoint.resolve().parent.parent
-    return run if (run / "config.yaml").is_file() and re.fullmatch(r"round-\d+", checkpoint.resolve().parent.name) \
+    return (
+        run
+        if (run / "config.yaml").is_file() and re.fullmatch(r"round-\d+", checkpoint.resolve().parent.name)
         else None
+    )
 
 
 def hub_id(base: str) -> str | None:
@@ -47,11 +51,16 @@ def eval_table(run_dir: Path, last_round: int) -> list[str]:
         rows = {k: e[split] for k, e in evals.items() if isinstance(e.get(split), dict)}
         cols = report.columns(evals, split)
         n = max((r.get("n", 0) for r in rows.values() if isinstance(r.get("n"), int)), default=0)
-        lines += [f"**{split}** ({SPLITS.get(split, split)}, {n} clips per round)", "",
-                  "| model | " + " | ".join(name for _, name in cols) + " |", "|---|" + "---|" * len(cols)]
+        lines += [
+            f"**{split}** ({SPLITS.get(split, split)}, {n} clips per round)",
+            "",
+            "| model | " + " | ".join(name for _, name in cols) + " |",
+            "|---|" + "---|" * len(cols),
+        ]
         for k, r in sorted(rows.items()):
-            lines.append(f"| {'base' if k == 0 else f'round {k}'} | "
-                         + " | ".join(report.cell(r, c) for c, _ in cols) + " |")
+            lines.append(
+                f"| {'base' if k == 0 else f'round {k}'} | " + " | ".join(report.cell(r, c) for c, _ in cols) + " |"
+            )
         lines.append("")
     return lines
 
@@ -66,24 +75,52 @@ def model_card(checkpoint: Path, out: Path, base: str, family: str, policy: dict
     method = train.get("method", "unknown")
     full = bool(policy.get("denoiser")) and not policy.get("adapters")
     finetune = "full" if full or train.get("finetune") == "full" else "lora"
-    rounds = (int(checkpoint.resolve().parent.name.split("-")[1]) if run_dir is not None
-              else len(policy.get("adapters") or []) or "unknown")
+    rounds = (
+        int(checkpoint.resolve().parent.name.split("-")[1])
+        if run_dir is not None
+        else len(policy.get("adapters") or []) or "unknown"
+    )
     critic = (cfg.get("judge") or {}).get("critic", "unknown")
     hub = hub_id(base)
-    meta = {"library_name": "diffusers", "pipeline_tag": "text-to-video",
-            "tags": ["text-to-video", "diffusers", "vipo", "preference-optimization", method,
-                     "lora" if finetune == "lora" else "full-fine-tune", family]}
+    meta = {
+        "library_name": "diffusers",
+        "pipeline_tag": "text-to-video",
+        "tags": [
+            "text-to-video",
+            "diffusers",
+            "vipo",
+            "preference-optimization",
+            method,
+            "lora" if finetune == "lora" else "full-fine-tune",
+            family,
+        ],
+    }
     if hub:
         meta = {"base_model": hub, **meta}
-    lines = ["---", yaml.safe_dump(meta, sort_keys=False).strip(), "---", "",
-             f"# {out.name}", "",
-             f"A {family} text-to-video model preference-tuned with vipo by iterative "
-             f"preference optimization: {rounds} round(s) of generate -> judge -> {method.upper()} training, each round "
-             "starting from the previous round's policy (which is also its reference). "
-             + ("The whole denoiser was fine-tuned." if finetune == "full" else
-                "Each round trained a LoRA; this folder holds the base with every round's LoRA fused in."), "",
-             "| | |", "|---|---|", f"| base model | `{base}` |", f"| family | {family} |",
-             f"| method | {method} |", f"| rounds | {rounds} |", f"| critic | {critic} |"]
+    lines = [
+        "---",
+        yaml.safe_dump(meta, sort_keys=False).strip(),
+        "---",
+        "",
+        f"# {out.name}",
+        "",
+        f"A {family} text-to-video model preference-tuned with vipo by iterative "
+        f"preference optimization: {rounds} round(s) of generate -> judge -> {method.upper()} training, each round "
+        "starting from the previous round's policy (which is also its reference). "
+        + (
+            "The whole denoiser was fine-tuned."
+            if finetune == "full"
+            else "Each round trained a LoRA; this folder holds the base with every round's LoRA fused in."
+        ),
+        "",
+        "| | |",
+        "|---|---|",
+        f"| base model | `{base}` |",
+        f"| family | {family} |",
+        f"| method | {method} |",
+        f"| rounds | {rounds} |",
+        f"| critic | {critic} |",
+    ]
     for key in ("beta", "lr", "epochs", "lora_rank", "lambda_winner", "lambda_real"):
         if key in train and not (key == "lora_rank" and finetune == "full"):
             lines.append(f"| train.{key} | {train[key]} |")
@@ -95,24 +132,47 @@ def model_card(checkpoint: Path, out: Path, base: str, family: str, policy: dict
         table = eval_table(run_dir, int(rounds))
         if table:
             ev = cfg.get("eval") or {}
-            lines += ["## Evaluation", "",
-                      f"Fixed evaluation seeds never used in training ({ev.get('num_steps', '?')} sampler steps, "
-                      f"guidance {ev.get('guidance', '?')}), judged by the run's evaluating critic. Brackets: 95% "
-                      "Wilson intervals over the clips.", ""] + table
+            lines += [
+                "## Evaluation",
+                "",
+                f"Fixed evaluation seeds never used in training ({ev.get('num_steps', '?')} sampler steps, "
+                f"guidance {ev.get('guidance', '?')}), judged by the run's evaluating critic. Brackets: 95% "
+                "Wilson intervals over the clips.",
+                "",
+            ] + table
         again = run_dir.with_name(run_dir.name + "-reproduced")  # a new folder: the same one would only resume
-        lines += ["## Reproduce", "", "```bash",
-                  f"vipo run --config {run_dir / 'config.yaml'} --out {again}",
-                  f"vipo export --merge {again / checkpoint.resolve().parent.name / 'checkpoint'} "
-                  f"--out {out.with_name(out.name + '-reproduced')}", "```", "",
-                  "<details><summary>the run's resolved config.yaml</summary>", "", "```yaml",
-                  (run_dir / "config.yaml").read_text(encoding="utf-8").rstrip(), "```", "", "</details>", ""]
+        lines += [
+            "## Reproduce",
+            "",
+            "```bash",
+            f"vipo run --config {run_dir / 'config.yaml'} --out {again}",
+            f"vipo export --merge {again / checkpoint.resolve().parent.name / 'checkpoint'} "
+            f"--out {out.with_name(out.name + '-reproduced')}",
+            "```",
+            "",
+            "<details><summary>the run's resolved config.yaml</summary>",
+            "",
+            "```yaml",
+            (run_dir / "config.yaml").read_text(encoding="utf-8").rstrip(),
+            "```",
+            "",
+            "</details>",
+            "",
+        ]
     else:
-        lines += [f"Exported from the round checkpoint `{checkpoint}` (not inside a run folder: no evaluation "
-                  "recorded here).", ""]
-    lines += ["## Use", "", "```bash", f"vipo generate --model {out} --prompt \"...\" --out samples/", "```", ""]
+        lines += [
+            f"Exported from the round checkpoint `{checkpoint}` (not inside a run folder: no evaluation "
+            "recorded here).",
+            "",
+        ]
+    lines += ["## Use", "", "```bash", f'vipo generate --model {out} --prompt "..." --out samples/', "```", ""]
     if family != "world":
-        lines += ["```python", "from diffusers import DiffusionPipeline", "",
-                  f"pipe = DiffusionPipeline.from_pretrained(\"{out}\")  # or the Hub repository it was uploaded to",
-                  "```", ""]
+        lines += [
+            "```python",
+            "from diffusers import DiffusionPipeline",
+            "",
+            f'pipe = DiffusionPipeline.from_pretrained("{out}")  # or the Hub repository it was uploaded to',
+            "```",
+            "",
+        ]
     return "\n".join(lines)
-

@@ -22,6 +22,7 @@ disk. A round checkpoint carries its training summary and the hash of the train 
 run killed after training but before the ledger recorded it finds the checkpoint and does not train again; each
 round records the hash of the checkpoint it trained (``train``) and of the policy it generated with (``generate``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -83,8 +84,9 @@ def check(cfg: RunConfig) -> None:
     tracking.require(cfg.train.tracker)
     if cfg.train.real_videos:
         if cfg.model == "world":
-            raise UserError("train.real_videos: the world family draws its real videos from its renderer; "
-                            "leave it empty")
+            raise UserError(
+                "train.real_videos: the world family draws its real videos from its renderer; leave it empty"
+            )
         read_dataset(cfg.train.real_videos)
 
 
@@ -121,16 +123,30 @@ def preflight(cfg: RunConfig, critic=None, scorer=None) -> None:
         check_prompts(critic, prompts)
     if scorer is not None:
         p = suites.resolve(cfg)
-        where = {"heldout": f"eval.prompts ({p.heldout_of or suites.eval_source(cfg)})",
-                 "vbench": f"eval.vbench ({cfg.eval.vbench})"}
-        check_prompts(scorer, [(where.get(split, f"eval split {split}"), text)
-                               for split, texts in {**(p.splits or {}), **p.extra}.items()
-                               for text in dict.fromkeys(texts)])
+        where = {
+            "heldout": f"eval.prompts ({p.heldout_of or suites.eval_source(cfg)})",
+            "vbench": f"eval.vbench ({cfg.eval.vbench})",
+        }
+        check_prompts(
+            scorer,
+            [
+                (where.get(split, f"eval split {split}"), text)
+                for split, texts in {**(p.splits or {}), **p.extra}.items()
+                for text in dict.fromkeys(texts)
+            ],
+        )
 
 
 @contextmanager
-def open_run(cfg: RunConfig, run_dir: Path, force: bool = False, critic=None, need_critic: bool = True,
-             scorer=None, need_scorer: bool | None = None):
+def open_run(
+    cfg: RunConfig,
+    run_dir: Path,
+    force: bool = False,
+    critic=None,
+    need_critic: bool = True,
+    scorer=None,
+    need_scorer: bool | None = None,
+):
     """Check everything that can be checked (:func:`preflight`; a typo writes nothing), then hold the run folder's
     lock and its config snapshot while the block writes it. Yields ``(critic, scorer)``: the judge's critic and
     the evaluating one (``eval.critic``), each made here when needed (``need_scorer`` defaults to ``need_critic``)
@@ -159,10 +175,15 @@ def open_run(cfg: RunConfig, run_dir: Path, force: bool = False, critic=None, ne
 def snapshot(cfg: RunConfig, run_dir: Path, force: bool = False) -> None:
     """Write the config snapshot, or refuse a config that differs from it (``force``: accept it and overwrite).
     Options added since the snapshot was written count as their defaults."""
-    provenance.check(run_dir / "config.yaml", to_dict(cfg), force, defaults=to_dict(RunConfig()),
-                     refusal="this run folder was started with a different config ({changes}); re-run with the same "
-                             "config, choose another --out, or pass --force to continue with the new one",
-                     forced=f"--force: continuing {run_dir} with a changed config: {{changes}}")
+    provenance.check(
+        run_dir / "config.yaml",
+        to_dict(cfg),
+        force,
+        defaults=to_dict(RunConfig()),
+        refusal="this run folder was started with a different config ({changes}); re-run with the same "
+        "config, choose another --out, or pass --force to continue with the new one",
+        forced=f"--force: continuing {run_dir} with a changed config: {{changes}}",
+    )
 
 
 def before_stage(cfg: RunConfig, run_dir: Path, what: str) -> None:
@@ -172,19 +193,24 @@ def before_stage(cfg: RunConfig, run_dir: Path, what: str) -> None:
         raise faults.Terminated(what)
     free = shutil.disk_usage(run_dir).free / 1e9
     if free < cfg.min_free_gb:
-        raise UserError(f"{run_dir}: {free:.2f} GB free, below min_free_gb={cfg.min_free_gb}; free some space "
-                        f"before {what}")
+        raise UserError(
+            f"{run_dir}: {free:.2f} GB free, below min_free_gb={cfg.min_free_gb}; free some space before {what}"
+        )
 
 
-def run(cfg: RunConfig, run_dir: Path, progress: bool = True, force: bool = False, critic=None,
-        scorer=None) -> dict:
+def run(cfg: RunConfig, run_dir: Path, progress: bool = True, force: bool = False, critic=None, scorer=None) -> dict:
     run_dir = Path(run_dir)
     with open_run(cfg, run_dir, force, critic, scorer=scorer) as (critic, scorer):
         device = resolve_device(cfg.device)  # (under a launcher: this rank's device; open_run joined the group)
         t_start = time.time()
         evals: dict[int, dict] = {}
-        info = {"method": cfg.train.method, "rounds_planned": cfg.rounds, "patience": cfg.patience,
-                "stopped_early": False, "model": cfg.model}
+        info = {
+            "method": cfg.train.method,
+            "rounds_planned": cfg.rounds,
+            "patience": cfg.patience,
+            "stopped_early": False,
+            "model": cfg.model,
+        }
         with dist.on_main(Ledger, run_dir / "ledger.sqlite") as ledger:  # only rank 0 opens it (dist.py says why)
             evals[0] = evaluate_base(cfg, run_dir, ledger, device, progress, scorer)
             best, best_round, since_best = _metric(evals[0], cfg), 0, 0
@@ -203,25 +229,38 @@ def run(cfg: RunConfig, run_dir: Path, progress: bool = True, force: bool = Fals
                     info.update(stopped_early=True, last_round=k)
                     log.info("stopping early: no improvement for %d rounds", since_best)
                     break
-            info.update(best_round=best_round, best_metric=best, metric=metric_name(cfg),
-                        elapsed_s_this_invocation=round(time.time() - t_start, 1))
+            info.update(
+                best_round=best_round,
+                best_metric=best,
+                metric=metric_name(cfg),
+                elapsed_s_this_invocation=round(time.time() - t_start, 1),
+            )
         tracking.finish()
         report = dist.from_main(lambda: write_report(run_dir, evals, info))
     info["report"] = str(report)
     return info
 
 
-def evaluate_base(cfg: RunConfig, run_dir: Path, ledger: Ledger, device: str, progress: bool = True,
-                  critic=None) -> dict:
+def evaluate_base(
+    cfg: RunConfig, run_dir: Path, ledger: Ledger, device: str, progress: bool = True, critic=None
+) -> dict:
     """Round 0: the base model's evaluation (skipped when already done); ``critic``: the evaluating critic."""
     out = Path(run_dir) / "round-0" / "eval"
     if not dist.from_main(lambda: ledger.is_done(0, "eval")):
         before_stage(cfg, Path(run_dir), "round 0 eval")
         log.info("round 0: evaluating the base model")
         base = load(cfg, None, device, "eval")
-        ev = eval_stage.evaluate(base, out, cfg.eval, critic or eval_critic(cfg), progress,
-                                 cfg.generate.fps, text_cache(base, run_dir), rows=eval_rows(cfg),
-                                 features=eval_features(cfg, device))
+        ev = eval_stage.evaluate(
+            base,
+            out,
+            cfg.eval,
+            critic or eval_critic(cfg),
+            progress,
+            cfg.generate.fps,
+            text_cache(base, run_dir),
+            rows=eval_rows(cfg),
+            features=eval_features(cfg, device),
+        )
         dist.from_main(lambda: ledger.mark_done(0, "eval", ev))
         if dist.is_main():  # (the tracker logs from rank 0 only)
             track(cfg, run_dir)
@@ -235,11 +274,18 @@ def base_eval_inputs(cfg: RunConfig) -> dict:
     ev = to_dict(cfg.eval)
     ev.pop("metric", None)
     g, e = cfg.generate, cfg.eval
-    return {"model": cfg.model, "family": cfg.family, "model_dtype": cfg.model_dtype, "eval": ev,
-            "critic": to_dict(eval_judge(cfg)), "fps": cfg.generate.fps,
-            "vae": [cfg.generate.vae_tiling, cfg.generate.vae_slicing],
-            # the clips themselves (a held-out split drawn from prompts.source) and their size (eval.* 0 = the run's)
-            "rows": eval_rows(cfg), "size": [e.frames or g.frames, e.height or g.height, e.width or g.width]}
+    return {
+        "model": cfg.model,
+        "family": cfg.family,
+        "model_dtype": cfg.model_dtype,
+        "eval": ev,
+        "critic": to_dict(eval_judge(cfg)),
+        "fps": cfg.generate.fps,
+        "vae": [cfg.generate.vae_tiling, cfg.generate.vae_slicing],
+        # the clips themselves (a held-out split drawn from prompts.source) and their size (eval.* 0 = the run's)
+        "rows": eval_rows(cfg),
+        "size": [e.frames or g.frames, e.height or g.height, e.width or g.width],
+    }
 
 
 def adopt_base_eval(cfg: RunConfig, run_dir: Path, source: Path) -> bool:
@@ -344,16 +390,27 @@ def _metric(ev: dict, cfg: RunConfig) -> float:
     if key not in ev[split] and all(k.startswith("vbench_") for k in have):  # the critic judged no clip (human
         return float("nan")  # labels, which eval clips never have): only the weight-free VBench dimensions ran
     if not isinstance(ev[split].get(key), (int, float)):
-        raise UserError(f"eval.metric={name}: this run's evaluation has no {key!r} for {split} (it has "
-                        f"{', '.join(have)}); choose one of those or 'auto'")
+        raise UserError(
+            f"eval.metric={name}: this run's evaluation has no {key!r} for {split} (it has "
+            f"{', '.join(have)}); choose one of those or 'auto'"
+        )
     return float(ev[split][key])
 
 
 class Round:
     """One round's stages, each callable alone (the CLI verbs) and each safe to re-run."""
 
-    def __init__(self, cfg: RunConfig, run_dir: Path, k: int, ledger: Ledger, critic=None, device: str = "cpu",
-                 progress: bool = True, scorer=None):
+    def __init__(
+        self,
+        cfg: RunConfig,
+        run_dir: Path,
+        k: int,
+        ledger: Ledger,
+        critic=None,
+        device: str = "cpu",
+        progress: bool = True,
+        scorer=None,
+    ):
         self.cfg, self.run_dir, self.k, self.ledger = cfg, Path(run_dir), k, ledger
         self._critic, self._scorer = critic, scorer
         self.device, self.progress = device, progress
@@ -401,8 +458,9 @@ class Round:
         """The real-data NLL term's videos: the world's renderer, or the configured dataset through its cache."""
         if policy.family == "world":
             if self.cfg.train.real_videos:
-                raise UserError("train.real_videos: the world family draws its real videos from its renderer; "
-                                "leave it empty")
+                raise UserError(
+                    "train.real_videos: the world family draws its real videos from its renderer; leave it empty"
+                )
             return WorldRealVideos(policy.frames, policy.side, self.cfg.train.real_caption_noise)
         if not self.cfg.train.real_videos:
             return None
@@ -422,26 +480,56 @@ class Round:
         prompts = round_prompts(self.cfg, self.k)
         background = None
         if overlap and self.critic.served and not self._done("judge"):
-            gj = GroupJudge(self.critic, self.dir, self.ledger, self.k, self.cfg.train.method == "dpo",
-                            len(prompts) * self.cfg.generate.samples_per_prompt, self.cfg.judge.max_unparseable,
-                            self.cfg.generate.max_quarantined)
-            background = BackgroundJudge(gj, [p.prompt_id for p in prompts], self.cfg.generate.samples_per_prompt,
-                                         dist.from_main(lambda: self.ledger.rows("samples", self.k)))
-        generate(self.policy(), prompts, self.dir, self.ledger, self.k, self.cfg.generate,
-                 self.cfg.seed, progress=self.progress, text_cache=text_cache(self.policy(), self.run_dir),
-                 background=background)
-        self._mark("generate", lambda: {"policy": lora.policy_hash(self.previous) if self.previous is not None
-                                        else self.cfg.model})
+            gj = GroupJudge(
+                self.critic,
+                self.dir,
+                self.ledger,
+                self.k,
+                self.cfg.train.method == "dpo",
+                len(prompts) * self.cfg.generate.samples_per_prompt,
+                self.cfg.judge.max_unparseable,
+                self.cfg.generate.max_quarantined,
+            )
+            background = BackgroundJudge(
+                gj,
+                [p.prompt_id for p in prompts],
+                self.cfg.generate.samples_per_prompt,
+                dist.from_main(lambda: self.ledger.rows("samples", self.k)),
+            )
+        generate(
+            self.policy(),
+            prompts,
+            self.dir,
+            self.ledger,
+            self.k,
+            self.cfg.generate,
+            self.cfg.seed,
+            progress=self.progress,
+            text_cache=text_cache(self.policy(), self.run_dir),
+            background=background,
+        )
+        self._mark(
+            "generate",
+            lambda: {"policy": lora.policy_hash(self.previous) if self.previous is not None else self.cfg.model},
+        )
 
     def judge(self) -> None:
         if self._done("judge"):
             return
         self._require("generate")
         self._start("judge")
-        counts = judge(self.critic, dist.from_main(lambda: self.ledger.rows("samples", self.k)), self.dir,
-                       self.ledger, self.k, pairwise=self.cfg.train.method == "dpo", progress=self.progress,
-                       max_unparseable=self.cfg.judge.max_unparseable,
-                       max_quarantined=self.cfg.generate.max_quarantined, export=self.dir / "judgments.jsonl")
+        counts = judge(
+            self.critic,
+            dist.from_main(lambda: self.ledger.rows("samples", self.k)),
+            self.dir,
+            self.ledger,
+            self.k,
+            pairwise=self.cfg.train.method == "dpo",
+            progress=self.progress,
+            max_unparseable=self.cfg.judge.max_unparseable,
+            max_quarantined=self.cfg.generate.max_quarantined,
+            export=self.dir / "judgments.jsonl",
+        )
         self._mark("judge", counts)
 
     def pairs(self) -> None:
@@ -453,12 +541,21 @@ class Round:
 
     def _pairs(self) -> None:
         info = pairs_stage.build(self.ledger, self.k, self.dir, self.cfg.pairs)
-        log.info("round %d: %d pairs from %d prompts (%d without a clear winner, %d with no consistent verdict; "
-                 "%d inconsistent verdicts%s%s); KTO labels %s", self.k, info["pairs"], info["prompts"],
-                 info["dropped_no_winner"], info["dropped_inconsistent"], info["inconsistent"],
-                 f", {info['unjudged']} pairs ranked by pointwise scores only" if info.get("unjudged") else "",
-                 f", {info['unparseable_samples']} samples without a parseable pointwise judgment left out"
-                 if info.get("unparseable_samples") else "", info["kto_labels"])
+        log.info(
+            "round %d: %d pairs from %d prompts (%d without a clear winner, %d with no consistent verdict; "
+            "%d inconsistent verdicts%s%s); KTO labels %s",
+            self.k,
+            info["pairs"],
+            info["prompts"],
+            info["dropped_no_winner"],
+            info["dropped_inconsistent"],
+            info["inconsistent"],
+            f", {info['unjudged']} pairs ranked by pointwise scores only" if info.get("unjudged") else "",
+            f", {info['unparseable_samples']} samples without a parseable pointwise judgment left out"
+            if info.get("unparseable_samples")
+            else "",
+            info["kto_labels"],
+        )
         self.ledger.mark_done(self.k, "pairs", info)
 
     def train(self) -> None:
@@ -468,18 +565,36 @@ class Round:
         ckpt, chash = self.dir / "checkpoint", config_hash(training_inputs(self.cfg.train), self.cfg.seed, self.k)
         summary = dist.from_main(lambda: lora.finished_training(ckpt, chash))
         if summary is not None:
-            log.info("round %d: %s is complete (trained before the run could record it); not training again",
-                     self.k, ckpt)
+            log.info(
+                "round %d: %s is complete (trained before the run could record it); not training again", self.k, ckpt
+            )
         else:
             self._start("train")
             policy = self.policy()
-            summary = train_round(policy, self.cfg.train, self.ledger, self.k, self.dir,
-                                  real=self.real_videos(policy), run_seed=self.cfg.seed, progress=self.progress,
-                                  text_cache=text_cache(policy, self.run_dir),
-                                  max_quarantined=self.cfg.generate.max_quarantined)
+            summary = train_round(
+                policy,
+                self.cfg.train,
+                self.ledger,
+                self.k,
+                self.dir,
+                real=self.real_videos(policy),
+                run_seed=self.cfg.seed,
+                progress=self.progress,
+                text_cache=text_cache(policy, self.run_dir),
+                max_quarantined=self.cfg.generate.max_quarantined,
+            )
             summary = dict(summary, train_config=chash)
-            dist.from_main(lambda: lora.write_checkpoint(policy, ckpt, self.cfg.model, self.previous, self.k,
-                                                         full=self.cfg.train.finetune == "full", summary=summary))
+            dist.from_main(
+                lambda: lora.write_checkpoint(
+                    policy,
+                    ckpt,
+                    self.cfg.model,
+                    self.previous,
+                    self.k,
+                    full=self.cfg.train.finetune == "full",
+                    summary=summary,
+                )
+            )
             self._policy = None  # the in-memory model now carries an adapter; later stages reload the checkpoint
             faults.point("driver.after_train_before_record")
         self._mark("train", lambda: dict(summary, policy=lora.policy_hash(ckpt)))
@@ -489,10 +604,18 @@ class Round:
             self._require("train")
             self._start("eval")
             trained = load(self.cfg, self.dir / "checkpoint", self.device, "eval")
-            ev = eval_stage.evaluate(trained, self.dir / "eval", self.cfg.eval, self.scorer, self.progress,
-                                     self.cfg.generate.fps, text_cache(trained, self.run_dir),
-                                     rows=eval_rows(self.cfg), base_dir=self.run_dir / "round-0" / "eval",
-                                     features=eval_features(self.cfg, self.device))
+            ev = eval_stage.evaluate(
+                trained,
+                self.dir / "eval",
+                self.cfg.eval,
+                self.scorer,
+                self.progress,
+                self.cfg.generate.fps,
+                text_cache(trained, self.run_dir),
+                rows=eval_rows(self.cfg),
+                base_dir=self.run_dir / "round-0" / "eval",
+                features=eval_features(self.cfg, self.device),
+            )
             self._mark("eval", ev)
             if dist.is_main():
                 tracking.eval_round(self.k, ev, self.dir / "eval", self.cfg.generate.fps)

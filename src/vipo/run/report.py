@@ -16,6 +16,7 @@ file anyone could have edited: a ``<script>`` in a seed must show as text, never
 number and is not is left out of plots and intervals and shown as text in the tables; a gallery ``file_name`` must
 stay inside its folder.
 """
+
 from __future__ import annotations
 
 import base64
@@ -28,21 +29,36 @@ import numpy as np
 from ..io import atomic
 from ..stats import fmt, paired_difference
 
-COLUMNS = (("semantic_pass", "semantic pass"), ("color", "color"), ("shape", "shape"), ("direction", "direction"),
-           ("fidelity_good", "fidelity Good"), ("motion_good", "motion Good"))
+COLUMNS = (
+    ("semantic_pass", "semantic pass"),
+    ("color", "color"),
+    ("shape", "shape"),
+    ("direction", "direction"),
+    ("fidelity_good", "fidelity Good"),
+    ("motion_good", "motion Good"),
+)
 #: a critic other than the world judge: its Good rates and mean score
-CRITIC_COLUMNS = (("semantic_good", "semantic Good"), ("fidelity_good", "fidelity Good"),
-                  ("motion_good", "motion Good"), ("score", "mean score"))
+CRITIC_COLUMNS = (
+    ("semantic_good", "semantic Good"),
+    ("fidelity_good", "fidelity Good"),
+    ("motion_good", "motion Good"),
+    ("score", "mean score"),
+)
 #: every evaluation, where measured: the win rate against the base, VBench's quality score
-MORE_COLUMNS = (("win_rate", "win vs base"), ("tie_rate", "tie"), ("loss_rate", "loss"),
-                ("vbench_quality", "VBench quality"))
+MORE_COLUMNS = (
+    ("win_rate", "win vs base"),
+    ("tie_rate", "tie"),
+    ("loss_rate", "loss"),
+    ("vbench_quality", "VBench quality"),
+)
 NOT_RATES = ("score", "vbench_quality")
 
 
 def splits(evals: dict[int, dict]) -> list[str]:
     """The evaluation's splits: indist, heldout, vbench, then any other."""
-    found = dict.fromkeys(s for e in evals.values() if isinstance(e, dict) for s, v in e.items()
-                          if s != "config" and isinstance(v, dict))
+    found = dict.fromkeys(
+        s for e in evals.values() if isinstance(e, dict) for s, v in e.items() if s != "config" and isinstance(v, dict)
+    )
     order = ("indist", "heldout", "vbench")
     return sorted(found, key=lambda s: order.index(s) if s in order else len(order))
 
@@ -72,9 +88,11 @@ def versus(split: dict) -> str:
     if not isinstance(c, dict) or not c:
         return "-"
     n = {k: _esc(c.get(k, 0)) for k in ("wins", "ties", "losses", "inconsistent", "unjudged")}
-    return (f"{n['wins']}/{n['ties']}/{n['losses']}" + (f", {n['inconsistent']} inconsistent"
-                                                        if c.get("inconsistent") else "")
-            + (f", {n['unjudged']} unjudged" if c.get("unjudged") else ""))
+    return (
+        f"{n['wins']}/{n['ties']}/{n['losses']}"
+        + (f", {n['inconsistent']} inconsistent" if c.get("inconsistent") else "")
+        + (f", {n['unjudged']} unjudged" if c.get("unjudged") else "")
+    )
 
 
 def _num(v) -> float | None:
@@ -105,25 +123,39 @@ def write_report(run_dir: Path, evals: dict[int, dict], info: dict) -> Path:
     summary["rounds"] = {str(k): v for k, v in sorted(evals.items())}
     atomic.write_json(run_dir / "summary.json", summary)
     # (markdown passes HTML through to whatever renders it: the records are escaped here too)
-    lines = [f"# vipo run: {_esc(run_dir.name)}", "", f"method: {_esc(info.get('method'))}, rounds evaluated: "
-             f"{len(evals) - 1}", "", "Judge pass rates on fixed evaluation seeds (round 0 = base model); win/tie/loss "
-             "against the base over the clips whose two orders agreed (W/T/L).", ""]
+    lines = [
+        f"# vipo run: {_esc(run_dir.name)}",
+        "",
+        f"method: {_esc(info.get('method'))}, rounds evaluated: {len(evals) - 1}",
+        "",
+        "Judge pass rates on fixed evaluation seeds (round 0 = base model); win/tie/loss "
+        "against the base over the clips whose two orders agreed (W/T/L).",
+        "",
+    ]
     for split in splits(evals):
         n = next((_split(e, split).get("n") for e in evals.values() if _split(e, split)), 0)
         cols = columns(evals, split)
-        lines += [f"## {_esc(split)} ({_esc(n)} clips per round)", "",
-                  "| round | " + " | ".join(c[1] for c in cols) + " | W/T/L vs base |",
-                  "|---|" + "---|" * (len(cols) + 1)]
+        lines += [
+            f"## {_esc(split)} ({_esc(n)} clips per round)",
+            "",
+            "| round | " + " | ".join(c[1] for c in cols) + " | W/T/L vs base |",
+            "|---|" + "---|" * (len(cols) + 1),
+        ]
         for k, e in sorted(evals.items()):
             if _split(e, split):
-                lines.append(f"| {k} | " + " | ".join(cell(_split(e, split), c) for c, _ in cols)
-                             + f" | {versus(_split(e, split))} |")
+                lines.append(
+                    f"| {k} | "
+                    + " | ".join(cell(_split(e, split), c) for c, _ in cols)
+                    + f" | {versus(_split(e, split))} |"
+                )
         lines.append("")
         lines += _paired_lines(run_dir, sorted(evals), split)
     lines += ["Brackets: 95% Wilson intervals over the clips.", ""] + _training_lines(run_dir, sorted(evals))
     if info.get("stopped_early"):
-        lines.append(f"Stopped early after round {_esc(info.get('last_round'))}: no improvement for "
-                     f"{_esc(info.get('patience'))} rounds.")
+        lines.append(
+            f"Stopped early after round {_esc(info.get('last_round'))}: no improvement for "
+            f"{_esc(info.get('patience'))} rounds."
+        )
     atomic.write_text(run_dir / "report.md", "\n".join(lines) + "\n")
     _plot(run_dir / "report.png", evals)
     write_html(run_dir, evals, info)
@@ -133,8 +165,14 @@ def write_report(run_dir: Path, evals: dict[int, dict], info: dict) -> Path:
 def paired_change(run_dir: Path, k: int, split: str, base: int = 0) -> tuple[str, dict] | None:
     """Round ``k``'s change from round ``base`` on the same evaluation clips (same prompt and seed, matched by file
     name), paired: the world judge's semantic pass where it was measured, else the semantic Good rate."""
-    rows = [{str(r.get("file_name")): r for r in _rows(run_dir / f"round-{j}" / "eval" / "results.jsonl")
-             if r.get("split") == split and isinstance(r.get("labels"), dict)} for j in (k, base)]
+    rows = [
+        {
+            str(r.get("file_name")): r
+            for r in _rows(run_dir / f"round-{j}" / "eval" / "results.jsonl")
+            if r.get("split") == split and isinstance(r.get("labels"), dict)
+        }
+        for j in (k, base)
+    ]
     common = sorted(set(rows[0]) & set(rows[1]))
     if not common:
         return None
@@ -143,8 +181,10 @@ def paired_change(run_dir: Path, k: int, split: str, base: int = 0) -> tuple[str
     def hit(r: dict) -> bool:
         return r["passed"] is True if key else r["labels"].get("semantic") == "Good"
 
-    return ("semantic pass" if key else "semantic Good",
-            paired_difference([hit(rows[0][f]) for f in common], [hit(rows[1][f]) for f in common]))
+    return (
+        "semantic pass" if key else "semantic Good",
+        paired_difference([hit(rows[0][f]) for f in common], [hit(rows[1][f]) for f in common]),
+    )
 
 
 def _paired_lines(run_dir: Path, rounds: list[int], split: str) -> list[str]:
@@ -153,10 +193,14 @@ def _paired_lines(run_dir: Path, rounds: list[int], split: str) -> list[str]:
     if not got:
         return []
     name = got[0][1][0]
-    cells = ", ".join(f"round {k} {100 * d['diff']:+.1f} [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]"
-                      for k, (_, d) in got)
-    return [f"Change of {name} from the base, paired over the same {got[0][1][1]['n']} clips (Newcombe's interval): "
-            f"{cells}.", ""]
+    cells = ", ".join(
+        f"round {k} {100 * d['diff']:+.1f} [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]" for k, (_, d) in got
+    )
+    return [
+        f"Change of {name} from the base, paired over the same {got[0][1][1]['n']} clips (Newcombe's interval): "
+        f"{cells}.",
+        "",
+    ]
 
 
 def _training_lines(run_dir: Path, rounds: list[int]) -> list[str]:
@@ -171,16 +215,30 @@ def _training_lines(run_dir: Path, rounds: list[int]) -> list[str]:
         norms = [_num(t.get(f"grad_norm_{n}")) for n in ("preference", "winner_nll", "real_nll")]
         ratio = " : ".join("-" if v is None else f"{v / norms[0]:.3g}" for v in norms) if norms[0] else "-"
         g = lambda key, spec=".3g": "-" if (v := _num(t.get(key))) is None else f"{v:{spec}}"  # noqa: E731
-        kto = (f"{g('lambda_desirable')} / {g('lambda_undesirable')} ({_esc(t.get('n_desirable'))} / "
-               f"{_esc(t.get('n_undesirable'))})" if "lambda_desirable" in t else "-")
-        rows.append(f"| {k} | {_esc(t.get('steps', '-'))} | " + " | ".join("-" if v is None else f"{v:.3g}"
-                                                                           for v in norms)
-                    + f" | {ratio} | {g('grad_cos_preference_real', '.2f')} | {kto} |")
+        kto = (
+            f"{g('lambda_desirable')} / {g('lambda_undesirable')} ({_esc(t.get('n_desirable'))} / "
+            f"{_esc(t.get('n_undesirable'))})"
+            if "lambda_desirable" in t
+            else "-"
+        )
+        rows.append(
+            f"| {k} | {_esc(t.get('steps', '-'))} | "
+            + " | ".join("-" if v is None else f"{v:.3g}" for v in norms)
+            + f" | {ratio} | {g('grad_cos_preference_real', '.2f')} | {kto} |"
+        )
     if not rows:
         return []
-    return ["## Training", "", "Gradient norm of each weighted loss term at the round's first step, measured apart.", "",
-            "| round | steps | preference | winner NLL | real NLL | ratio pref : winner : real | cos(pref, real) | "
-            "KTO lambda D / U (n D / U) |", "|---|---|---|---|---|---|---|---|", *rows, ""]
+    return [
+        "## Training",
+        "",
+        "Gradient norm of each weighted loss term at the round's first step, measured apart.",
+        "",
+        "| round | steps | preference | winner NLL | real NLL | ratio pref : winner : real | cos(pref, real) | "
+        "KTO lambda D / U (n D / U) |",
+        "|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
 
 
 def _pyplot():
@@ -198,8 +256,9 @@ def _plot(path: Path, evals: dict[int, dict]) -> None:
     fig, ax = plt.subplots(figsize=(7.5, 4))
     for split, style in zip(splits(evals), ("-o", "--s", ":^", "-.v")):
         for key, label in [c for c in columns(evals, split) if c[0] not in NOT_RATES][:2]:
-            ys = [100 * (v if (v := _num(_split(evals[r], split).get(key))) is not None else float("nan"))
-                  for r in rounds]
+            ys = [
+                100 * (v if (v := _num(_split(evals[r], split).get(key))) is not None else float("nan")) for r in rounds
+            ]
             ax.plot(rounds, ys, style, label=f"{split} {label}")
     ax.set_xlabel("round")
     ax.set_ylabel("% of eval clips")
@@ -256,9 +315,14 @@ def _table(evals: dict[int, dict]) -> str:
     cols = {s: columns(evals, s) for s in splits(evals)}
     head = "".join(f'<th colspan="{len(c)}">{_esc(s)}</th>' for s, c in cols.items())
     sub = "".join(f"<th>{c}</th>" for cs in cols.values() for _, c in cs)
-    body = "".join("<tr><td>" + _round_name(k) + "</td>" + "".join(
-        _html_cell(_split(e, s), c) for s, cs in cols.items() for c, _ in cs)
-        + "</tr>" for k, e in sorted(evals.items()))
+    body = "".join(
+        "<tr><td>"
+        + _round_name(k)
+        + "</td>"
+        + "".join(_html_cell(_split(e, s), c) for s, cs in cols.items() for c, _ in cs)
+        + "</tr>"
+        for k, e in sorted(evals.items())
+    )
     return f'<table id="metrics"><tr><th rowspan="2">model</th>{head}</tr><tr>{sub}</tr>{body}</table>'
 
 
@@ -281,8 +345,9 @@ def _label_plot(run_dir: Path, rounds: list[int]) -> bytes | None:
         rs = [r for r in _rows(run_dir / f"round-{k}" / "eval" / "results.jsonl") if isinstance(r.get("labels"), dict)]
         for dim in ("semantic", "fidelity", "motion"):
             if rs:
-                counts[k, dim] = {lab: np.mean([r["labels"].get(dim) == lab for r in rs])
-                                  for lab in ("Good", "Normal", "Bad")}
+                counts[k, dim] = {
+                    lab: np.mean([r["labels"].get(dim) == lab for r in rs]) for lab in ("Good", "Normal", "Bad")
+                }
     if not counts:
         return None
     plt = _pyplot()
@@ -300,8 +365,10 @@ def _label_plot(run_dir: Path, rounds: list[int]) -> bytes | None:
 
 
 def _gap_plot(run_dir: Path, rounds: list[int]) -> bytes | None:
-    gaps = {k: [g for p in _rows(run_dir / f"round-{k}" / "pairs.jsonl") if (g := _num(p.get("gap"))) is not None]
-            for k in rounds}
+    gaps = {
+        k: [g for p in _rows(run_dir / f"round-{k}" / "pairs.jsonl") if (g := _num(p.get("gap"))) is not None]
+        for k in rounds
+    }
     gaps = {k: g for k, g in gaps.items() if g}
     if not gaps:
         return None
@@ -356,11 +423,15 @@ def _gallery(run_dir: Path, rounds: list[int], per_split: int = 2) -> str:
 
     path = run_dir / "round-0" / "eval" / "metadata.jsonl"
     meta = [dict(m, line=n) for n, m in jsonl_objects(path)] if path.is_file() else []
-    picked = [m for s in dict.fromkeys(m.get("split") for m in meta) for m in
-              [m for m in meta if m.get("split") == s][:per_split]]
+    picked = [
+        m
+        for s in dict.fromkeys(m.get("split") for m in meta)
+        for m in [m for m in meta if m.get("split") == s][:per_split]
+    ]
     out = []
-    judged = {k: {r.get("file_name"): r for r in _rows(run_dir / f"round-{k}" / "eval" / "results.jsonl")}
-              for k in rounds}
+    judged = {
+        k: {r.get("file_name"): r for r in _rows(run_dir / f"round-{k}" / "eval" / "results.jsonl")} for k in rounds
+    }
     for m in picked:
         cells = []
         name = str(m.get("file_name"))
@@ -369,11 +440,15 @@ def _gallery(run_dir: Path, rounds: list[int], per_split: int = 2) -> str:
             if video.is_file():
                 rel = video.relative_to(run_dir).as_posix()
                 kind, text, words = verdict(judged[k].get(name))
-                cells.append(f'<td>{_img(frame_strip(read_mp4(video)), rel)}<br>'
-                             f'<a href="{html.escape(rel)}">{_round_name(k)}</a><br>'
-                             f'<span class="verdict {kind}" title="{_esc(words)}">{_esc(text)}</span></td>')
-        out.append(f'<tr><th>{_esc(m.get("prompt"))}<br><small>{_esc(m.get("split"))}, seed {_esc(m.get("seed"))}'
-                   "</small></th>" + "".join(cells) + "</tr>")
+                cells.append(
+                    f"<td>{_img(frame_strip(read_mp4(video)), rel)}<br>"
+                    f'<a href="{html.escape(rel)}">{_round_name(k)}</a><br>'
+                    f'<span class="verdict {kind}" title="{_esc(words)}">{_esc(text)}</span></td>'
+                )
+        out.append(
+            f"<tr><th>{_esc(m.get('prompt'))}<br><small>{_esc(m.get('split'))}, seed {_esc(m.get('seed'))}"
+            "</small></th>" + "".join(cells) + "</tr>"
+        )
     return '<table id="gallery">' + "".join(out) + "</table>"
 
 
@@ -396,27 +471,40 @@ def verdict(row: dict | None) -> tuple[str, str, str]:
     return ("pass" if labels.get("semantic") == "Good" else "fail"), (text or "no labels"), words
 
 
-CSS = ("body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse}"
-       "td,th{border:1px solid #ccc;padding:3px 6px;text-align:center}#gallery img{height:64px}#gallery th{min-width:9em}"
-       "figure{margin:1em 0}.verdict{font-size:small}.pass{color:#2e7d32}.fail{color:#c62828}")
+CSS = (
+    "body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse}"
+    "td,th{border:1px solid #ccc;padding:3px 6px;text-align:center}#gallery img{height:64px}#gallery th{min-width:9em}"
+    "figure{margin:1em 0}.verdict{font-size:small}.pass{color:#2e7d32}.fail{color:#c62828}"
+)
 
 
 def write_html(run_dir: Path, evals: dict[int, dict], info: dict) -> Path:
     run_dir = Path(run_dir)
     rounds = sorted(evals)
-    parts = [f"<h1>vipo run: {html.escape(run_dir.name)}</h1>",
-             f"<p>method: {html.escape(str(info.get('method')))}, model: {html.escape(str(info.get('model')))}, "
-             f"rounds evaluated: {len(evals) - 1}. Percent of evaluation clips on fixed seeds.</p>",
-             "<h2>Metrics per round</h2>", _table(evals), "<figure>", _img((run_dir / "report.png").read_bytes(),
-                                                                          "metrics per round"), "</figure>"]
-    for title, fig_id, png in (("Critic labels on the evaluation clips", "labels", _label_plot(run_dir, rounds)),
-                               ("Pair score gaps", "gaps", _gap_plot(run_dir, rounds)),
-                               ("Training: implicit accuracy and reward margin", "train", _train_plot(run_dir, rounds))):
-        parts += [f"<h2>{title}</h2>", f'<figure id="{fig_id}">{_img(png, title)}</figure>' if png else
-                  "<p>(no data)</p>"]
+    parts = [
+        f"<h1>vipo run: {html.escape(run_dir.name)}</h1>",
+        f"<p>method: {html.escape(str(info.get('method')))}, model: {html.escape(str(info.get('model')))}, "
+        f"rounds evaluated: {len(evals) - 1}. Percent of evaluation clips on fixed seeds.</p>",
+        "<h2>Metrics per round</h2>",
+        _table(evals),
+        "<figure>",
+        _img((run_dir / "report.png").read_bytes(), "metrics per round"),
+        "</figure>",
+    ]
+    for title, fig_id, png in (
+        ("Critic labels on the evaluation clips", "labels", _label_plot(run_dir, rounds)),
+        ("Pair score gaps", "gaps", _gap_plot(run_dir, rounds)),
+        ("Training: implicit accuracy and reward margin", "train", _train_plot(run_dir, rounds)),
+    ):
+        parts += [
+            f"<h2>{title}</h2>",
+            f'<figure id="{fig_id}">{_img(png, title)}</figure>' if png else "<p>(no data)</p>",
+        ]
     parts += ["<h2>Gallery: same prompt and seed, base and every round</h2>", _gallery(run_dir, rounds)]
-    page = (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>vipo report: {html.escape(run_dir.name)}'
-            f"</title><style>{CSS}</style></head><body>" + "\n".join(parts) + "</body></html>\n")
+    page = (
+        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>vipo report: {html.escape(run_dir.name)}'
+        f"</title><style>{CSS}</style></head><body>" + "\n".join(parts) + "</body></html>\n"
+    )
     atomic.write_text(run_dir / "report.html", page)
     return run_dir / "report.html"
 
@@ -428,11 +516,15 @@ def rerender(run_dir: Path) -> Path:
     from ..errors import UserError
 
     run_dir = Path(run_dir)
-    evals = {int(p.parent.parent.name.split("-")[1]): _record(p) for p in run_dir.glob("round-*/eval/eval.json")
-             if re.fullmatch(r"round-\d+", p.parent.parent.name)}
+    evals = {
+        int(p.parent.parent.name.split("-")[1]): _record(p)
+        for p in run_dir.glob("round-*/eval/eval.json")
+        if re.fullmatch(r"round-\d+", p.parent.parent.name)
+    }
     if 0 not in evals:
-        raise UserError(f"{run_dir}: no round-0/eval/eval.json (not a vipo run folder, or its base evaluation is "
-                        "not done yet)")
+        raise UserError(
+            f"{run_dir}: no round-0/eval/eval.json (not a vipo run folder, or its base evaluation is not done yet)"
+        )
     info = _record(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else {}
     info.pop("rounds", None)
     write_report(run_dir, evals, info)

@@ -8,6 +8,7 @@ critic's Good rate per dimension and mean scores (:func:`summarize`; the world j
 evaluates), the win rate against the base's clips of the same prompts and seeds (:mod:`vipo.stages.winrate`, from
 round 1 on) and VBench-style dimensions (:func:`vipo.stages.metrics.split_scores`, in ``eval/vbench/`` too).
 """
+
 from __future__ import annotations
 
 import json
@@ -41,14 +42,29 @@ def eval_prompts(cfg: EvalConfig) -> list[dict]:
     for split, combos in (("indist", grammar.INDIST), ("heldout", grammar.HELDOUT_LIST)):
         for i in range(cfg.clips_per_split):
             a = combos[i % len(combos)]
-            rows.append({"file_name": f"{split}-{i:03d}.mp4", "prompt": a.prompt(), "split": split,
-                         "seed": seeds.eval_seed(cfg.seed, split, i)})
+            rows.append(
+                {
+                    "file_name": f"{split}-{i:03d}.mp4",
+                    "prompt": a.prompt(),
+                    "split": split,
+                    "seed": seeds.eval_seed(cfg.seed, split, i),
+                }
+            )
     return rows
 
 
-def evaluate(model: VideoModel, out_dir: Path, cfg: EvalConfig, critic, progress: bool = True,
-             fps: int = 8, text_cache=None, rows: list[dict] | None = None, base_dir: Path | None = None,
-             features=None) -> dict:
+def evaluate(
+    model: VideoModel,
+    out_dir: Path,
+    cfg: EvalConfig,
+    critic,
+    progress: bool = True,
+    fps: int = 8,
+    text_cache=None,
+    rows: list[dict] | None = None,
+    base_dir: Path | None = None,
+    features=None,
+) -> dict:
     """Generate, judge and summarize the evaluation clips ``rows`` (default: the world's, :func:`eval_prompts`);
     ``base_dir``: the base's evaluation folder, for the win rate; ``features``: the VBench feature models
     (:class:`vipo.critics.features.FeatureModels`; default: the weight-free dimensions only).
@@ -72,16 +88,20 @@ def evaluate(model: VideoModel, out_dir: Path, cfg: EvalConfig, critic, progress
         prepare_text(model, [r["prompt"] for b in todo for r in b], text_cache)
     uncond = encode(model, [""], text_cache) if todo else None
     missing = sum(len(b) for b in todo)
-    bar = tqdm(total=len(rows), initial=len(rows) - missing, disable=not progress or not dist.is_main(), desc="eval",
-               unit="video")
+    bar = tqdm(
+        total=len(rows),
+        initial=len(rows) - missing,
+        disable=not progress or not dist.is_main(),
+        desc="eval",
+        unit="video",
+    )
 
     def sample(chunk) -> int:
         if chunk is None:
             return 0
         with torch.no_grad():
             cond = encode(model, [r["prompt"] for r in chunk], text_cache)
-            frames = model.decode(model.sample(cond, uncond, [r["seed"] for r in chunk], cfg.num_steps,
-                                               cfg.guidance))
+            frames = model.decode(model.sample(cond, uncond, [r["seed"] for r in chunk], cfg.num_steps, cfg.guidance))
         written = 0
         for r, f in zip(chunk, frames):
             if not (out_dir / r["file_name"]).is_file():  # (a batch killed half-written: only what is missing)
@@ -90,7 +110,7 @@ def evaluate(model: VideoModel, out_dir: Path, cfg: EvalConfig, critic, progress
         return written
 
     for s in range(dist.steps(len(todo))):
-        mine = dist.shard(todo[s * dist.world():(s + 1) * dist.world()])
+        mine = dist.shard(todo[s * dist.world() : (s + 1) * dist.world()])
         n, stop = dist.step(lambda: sample(mine[0] if mine else None), sum, faults.term_requested)
         bar.update(n)
         if stop:
@@ -116,9 +136,10 @@ def evaluate(model: VideoModel, out_dir: Path, cfg: EvalConfig, critic, progress
     chunks = batches(rows, JUDGE_CHUNK)
     results: list[dict] = []
     for s in range(dist.steps(len(chunks))):
-        mine = dist.shard(chunks[s * dist.world():(s + 1) * dist.world()])
-        got, stop = dist.step(lambda: judge(mine[0] if mine else None), lambda parts: [r for p in parts for r in p],
-                              faults.term_requested)
+        mine = dist.shard(chunks[s * dist.world() : (s + 1) * dist.world()])
+        got, stop = dist.step(
+            lambda: judge(mine[0] if mine else None), lambda parts: [r for p in parts for r in p], faults.term_requested
+        )
         results += got if dist.is_main() else []
         if stop:
             raise faults.Terminated("eval")
@@ -135,9 +156,14 @@ def evaluate(model: VideoModel, out_dir: Path, cfg: EvalConfig, critic, progress
                 d = summary.setdefault(split, {})
                 d.setdefault("ci95", {}).update(block.pop("ci95", {}))
                 d.update(block)
-        summary["config"] = {"clips_per_split": cfg.clips_per_split, "num_steps": cfg.num_steps,
-                             "guidance": cfg.guidance, "seed": cfg.seed, "critic": critic.name,
-                             "size": list(model.clip_size())}
+        summary["config"] = {
+            "clips_per_split": cfg.clips_per_split,
+            "num_steps": cfg.num_steps,
+            "guidance": cfg.guidance,
+            "seed": cfg.seed,
+            "critic": critic.name,
+            "size": list(model.clip_size()),
+        }
         atomic.write_json(out_dir / "eval.json", summary)
         return summary
 

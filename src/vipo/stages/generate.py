@@ -7,6 +7,7 @@ in the ledger are skipped: re-running after a kill only generates what is missin
 finite is recorded and quarantined in the same transaction (no later stage uses it); each row keeps its frame count so
 readers can tell a truncated video.
 """
+
 from __future__ import annotations
 
 import logging
@@ -70,13 +71,24 @@ def prepare_text(model: VideoModel, prompts: list[str], text_cache: TextCache | 
 def batches(items: list, size: int) -> list[list]:
     """The one-process run's sampler batches over ``items``: ranks take whole batches of this grid, so every video
     is sampled in the same batch (hence with the same bytes) whatever the number of processes."""
-    return [items[i:i + size] for i in range(0, len(items), size)]
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def generate(model: VideoModel, prompts: list[PromptItem], out_dir: Path, ledger: Ledger, round_: int,
-             cfg: GenerateConfig, run_seed: int, keep_latents: bool = True, progress: bool = True,
-             seed_fn=None, text_cache: TextCache | None = None, videos: str = "samples",
-             background=None) -> list[dict]:
+def generate(
+    model: VideoModel,
+    prompts: list[PromptItem],
+    out_dir: Path,
+    ledger: Ledger,
+    round_: int,
+    cfg: GenerateConfig,
+    run_seed: int,
+    keep_latents: bool = True,
+    progress: bool = True,
+    seed_fn=None,
+    text_cache: TextCache | None = None,
+    videos: str = "samples",
+    background=None,
+) -> list[dict]:
     """Generate what is missing and return the round's sample rows (ledger order). The mp4s and metadata.jsonl go
     to ``out_dir/videos`` (a round's ``samples/``), or straight into ``out_dir`` when ``videos`` is empty.
 
@@ -99,8 +111,13 @@ def generate(model: VideoModel, prompts: list[PromptItem], out_dir: Path, ledger
     missing = sum(sample_id(round_, p.prompt_id, k) not in done for b in todo for p, k in b)
     if todo:
         warn_long(model, sorted({p.prompt for b in todo for p, _ in b}))
-        log.info("round %d: generating %d of %d samples%s", round_, missing,
-                 len(prompts) * cfg.samples_per_prompt, f" on {dist.world()} processes" if dist.world() > 1 else "")
+        log.info(
+            "round %d: generating %d of %d samples%s",
+            round_,
+            missing,
+            len(prompts) * cfg.samples_per_prompt,
+            f" on {dist.world()} processes" if dist.world() > 1 else "",
+        )
         prepare_text(model, [p.prompt for b in todo for p, _ in b], text_cache)
     uncond = encode(model, [""], text_cache) if todo else None
     bar = tqdm(total=missing, disable=not progress or not dist.is_main(), desc=f"generate r{round_}", unit="video")
@@ -124,9 +141,19 @@ def generate(model: VideoModel, prompts: list[PromptItem], out_dir: Path, ledger
                 continue
             video = f"{videos}/{sid}.mp4" if videos else f"{sid}.mp4"
             write_mp4(out_dir / video, fr, fps=cfg.fps)
-            row = {"id": sid, "round": round_, "prompt_id": p.prompt_id, "sample_index": k, "prompt": p.prompt,
-                   "seed": seed, "split": p.split, "file_name": video, "num_steps": cfg.num_steps,
-                   "guidance": cfg.guidance, "frames": int(fr.shape[0])}
+            row = {
+                "id": sid,
+                "round": round_,
+                "prompt_id": p.prompt_id,
+                "sample_index": k,
+                "prompt": p.prompt,
+                "seed": seed,
+                "split": p.split,
+                "file_name": video,
+                "num_steps": cfg.num_steps,
+                "guidance": cfg.guidance,
+                "frames": int(fr.shape[0]),
+            }
             if keep_latents:
                 row["latent"] = f"latents/{sid}.safetensors"
                 save_latent(out_dir / row["latent"], lat)
@@ -150,7 +177,7 @@ def generate(model: VideoModel, prompts: list[PromptItem], out_dir: Path, ledger
 
     try:
         for s in range(dist.steps(len(todo))):
-            mine = dist.shard(todo[s * dist.world():(s + 1) * dist.world()])
+            mine = dist.shard(todo[s * dist.world() : (s + 1) * dist.world()])
             new, stop = dist.step(lambda: work(mine[0] if mine else None), commit, faults.term_requested)
             bar.update(len(new))
             if background is not None:
@@ -175,8 +202,14 @@ def _write_metadata(video_dir: Path, rows: list[dict]) -> None:
 
     lines = []
     for r in rows:
-        meta = {"file_name": Path(r["file_name"]).name, "prompt": r["prompt"], "seed": r["seed"],
-                "prompt_id": r["prompt_id"], "sample_index": r["sample_index"], "id": r["id"]}
+        meta = {
+            "file_name": Path(r["file_name"]).name,
+            "prompt": r["prompt"],
+            "seed": r["seed"],
+            "prompt_id": r["prompt_id"],
+            "sample_index": r["sample_index"],
+            "id": r["id"],
+        }
         if r.get("split"):
             meta["split"] = r["split"]
         lines.append(json.dumps(meta) + "\n")
@@ -187,8 +220,18 @@ PROVENANCE = "provenance.json"
 LEDGER = "ledger.sqlite"
 
 
-def standalone(model_spec: str, lora: str | None, prompts: list[str], out: Path, cfg: GenerateConfig, seed: int,
-               device: str, dtype: str = "float32", progress: bool = True, force: bool = False) -> list[dict]:
+def standalone(
+    model_spec: str,
+    lora: str | None,
+    prompts: list[str],
+    out: Path,
+    cfg: GenerateConfig,
+    seed: int,
+    device: str,
+    dtype: str = "float32",
+    progress: bool = True,
+    force: bool = False,
+) -> list[dict]:
     """``vipo generate --out DIR``: mp4s and ``metadata.jsonl`` straight into ``DIR`` (Hugging Face's videofolder
     layout), resumable through ``DIR/ledger.sqlite``.
 
@@ -215,26 +258,37 @@ def standalone(model_spec: str, lora: str | None, prompts: list[str], out: Path,
 
     def take() -> None:  # the main rank (under a launcher): the lock, the checks, the record
         held.enter_context(folder_lock(out))
-        record = {"model_sha256": policy_hash(path)[:16], "lora_sha256": policy_hash(lora)[:16] if lora else None,
-                  "model_dtype": dtype, "seed": seed, "prompts": list(prompts),
-                  "generate": {k: v for k, v in to_dict(cfg).items() if k != "max_quarantined"}}
+        record = {
+            "model_sha256": policy_hash(path)[:16],
+            "lora_sha256": policy_hash(lora)[:16] if lora else None,
+            "model_dtype": dtype,
+            "seed": seed,
+            "prompts": list(prompts),
+            "generate": {k: v for k, v in to_dict(cfg).items() if k != "max_quarantined"},
+        }
         if not (out / PROVENANCE).is_file() and any((out / f).exists() for f in ("metadata.jsonl", LEDGER)):
             if not force:
-                raise UserError(f"--out {out}: holds a metadata.jsonl or {LEDGER} with no {PROVENANCE} (from "
-                                "another tool or an older vipo); choose another --out, or pass --force to replace "
-                                "them")
+                raise UserError(
+                    f"--out {out}: holds a metadata.jsonl or {LEDGER} with no {PROVENANCE} (from "
+                    "another tool or an older vipo); choose another --out, or pass --force to replace "
+                    "them"
+                )
             _start_over(out)
-        provenance.check(out / PROVENANCE, record, force, start_over=lambda: _start_over(out),
-                         refusal=f"{out} holds videos made with other inputs ({{changes}}); choose another --out, "
-                                 "or pass --force to delete them and start over",
-                         forced=f"--force: deleting the videos in {out} and starting over ({{changes}})")
+        provenance.check(
+            out / PROVENANCE,
+            record,
+            force,
+            start_over=lambda: _start_over(out),
+            refusal=f"{out} holds videos made with other inputs ({{changes}}); choose another --out, "
+            "or pass --force to delete them and start over",
+            forced=f"--force: deleting the videos in {out} and starting over ({{changes}})",
+        )
 
     with ExitStack() as held:
         dist.from_main(take)
         items = [PromptItem(i, p) for i, p in enumerate(prompts)]
         with dist.on_main(Ledger, out / LEDGER) as ledger:  # only the main rank opens it (vipo.dist says why)
-            return generate(policy, items, out, ledger, 0, cfg, seed, keep_latents=False, progress=progress,
-                            videos="")
+            return generate(policy, items, out, ledger, 0, cfg, seed, keep_latents=False, progress=progress, videos="")
 
 
 def _start_over(out: Path) -> None:

@@ -14,6 +14,7 @@ and reason in the ledger's ``quarantine`` table), never shown to the critic; pas
 samples the stage stops. Each prompt's judgments commit in one transaction, so a kill loses at most the group in
 flight, and no committed judgment is asked again.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -92,8 +93,14 @@ def _row(row: dict, parsed, kind: str) -> dict:
     if isinstance(parsed, CriticParseError):
         return dict(row, raw=parsed.raw, error=str(parsed))
     if kind == "pointwise":
-        return dict(row, raw=parsed.raw, labels=parsed.labels, reasons=parsed.reasons, scores=parsed.scores,
-                    overall=parsed.overall)
+        return dict(
+            row,
+            raw=parsed.raw,
+            labels=parsed.labels,
+            reasons=parsed.reasons,
+            scores=parsed.scores,
+            overall=parsed.overall,
+        )
     return dict(row, raw=parsed.raw, verdicts=parsed.verdicts, reasons=parsed.reasons, overall=parsed.overall)
 
 
@@ -111,8 +118,10 @@ def read_checked(path: Path, frames: int | None = None):
 def check_quarantine(ledger: Ledger, round_: int, n_samples: int, limit: float, stage: str) -> None:
     bad = ledger.rows("quarantine", round_)
     if n_samples and len(bad) / n_samples > limit:
-        raise StageAborted(f"round {round_} {stage}: {len(bad)} of {n_samples} samples quarantined (first: "
-                           f"{bad[0]['id']}: {bad[0]['reason']}), above generate.max_quarantined={limit}")
+        raise StageAborted(
+            f"round {round_} {stage}: {len(bad)} of {n_samples} samples quarantined (first: "
+            f"{bad[0]['id']}: {bad[0]['reason']}), above generate.max_quarantined={limit}"
+        )
 
 
 class GroupJudge:
@@ -120,16 +129,29 @@ class GroupJudge:
     rows; :meth:`commit` writes groups to the ledger, each group's quarantine and judgments in one transaction
     (the main rank)."""
 
-    def __init__(self, critic: Critic, round_dir: Path, ledger: Ledger, round_: int, pairwise: bool,
-                 n_samples: int, max_unparseable: float, max_quarantined: float, export: Path | None = None):
+    def __init__(
+        self,
+        critic: Critic,
+        round_dir: Path,
+        ledger: Ledger,
+        round_: int,
+        pairwise: bool,
+        n_samples: int,
+        max_unparseable: float,
+        max_quarantined: float,
+        export: Path | None = None,
+    ):
         self.critic, self.round_dir, self.ledger, self.round = critic, Path(round_dir), ledger, round_
         self.export = export
         self.pairwise, self.n_samples = pairwise, n_samples
         self.max_unparseable, self.max_quarantined = max_unparseable, max_quarantined
         #: judgment keys that need no asking (unparseable ones are asked again) and quarantined sample ids
         self.done, self.quarantined = dist.from_main(
-            lambda: ({j["key"] for j in ledger.rows("judgments", round_) if "error" not in j},
-                     ledger.quarantined(round_)))
+            lambda: (
+                {j["key"] for j in ledger.rows("judgments", round_) if "error" not in j},
+                ledger.quarantined(round_),
+            )
+        )
 
     def work(self, item: tuple[int, list[dict]] | None) -> dict | None:
         if item is None:
@@ -150,16 +172,40 @@ class GroupJudge:
         rows = []
         todo = [s for s in group if f"pw:{s['id']}" not in self.done]
         for s, parsed in zip(todo, critic.pointwise_many([videos[s["id"]] for s in todo])):
-            rows.append(_row({"key": f"pw:{s['id']}", "round": round_, "kind": "pointwise", "prompt_id": pid,
-                              "a": s["id"], "critic": critic.name}, parsed, "pointwise"))
+            rows.append(
+                _row(
+                    {
+                        "key": f"pw:{s['id']}",
+                        "round": round_,
+                        "kind": "pointwise",
+                        "prompt_id": pid,
+                        "a": s["id"],
+                        "critic": critic.name,
+                    },
+                    parsed,
+                    "pointwise",
+                )
+            )
         if self.pairwise:
-            todo = [(a, b) for a, b in itertools.permutations(group, 2)
-                    if f"pair:{a['id']}|{b['id']}" not in self.done]
-            for (a, b), parsed in zip(todo, critic.pairwise_many([(videos[a["id"]], videos[b["id"]])
-                                                                  for a, b in todo])):
-                rows.append(_row({"key": f"pair:{a['id']}|{b['id']}", "round": round_, "kind": "pairwise",
-                                  "prompt_id": pid, "a": a["id"], "b": b["id"], "critic": critic.name},
-                                 parsed, "pairwise"))
+            todo = [(a, b) for a, b in itertools.permutations(group, 2) if f"pair:{a['id']}|{b['id']}" not in self.done]
+            for (a, b), parsed in zip(
+                todo, critic.pairwise_many([(videos[a["id"]], videos[b["id"]]) for a, b in todo])
+            ):
+                rows.append(
+                    _row(
+                        {
+                            "key": f"pair:{a['id']}|{b['id']}",
+                            "round": round_,
+                            "kind": "pairwise",
+                            "prompt_id": pid,
+                            "a": a["id"],
+                            "b": b["id"],
+                            "critic": critic.name,
+                        },
+                        parsed,
+                        "pairwise",
+                    )
+                )
         return {"bad": bad, "rows": rows}
 
     def commit(self, results: list) -> int:
@@ -187,23 +233,30 @@ class GroupJudge:
         return n
 
 
-def judge(critic: Critic, samples: list[dict], round_dir: Path, ledger: Ledger, round_: int,
-          pairwise: bool = True, progress: bool = True, max_unparseable: float = 1.0,
-          max_quarantined: float = 1.0, export: Path | None = None) -> dict:
+def judge(
+    critic: Critic,
+    samples: list[dict],
+    round_dir: Path,
+    ledger: Ledger,
+    round_: int,
+    pairwise: bool = True,
+    progress: bool = True,
+    max_unparseable: float = 1.0,
+    max_quarantined: float = 1.0,
+    export: Path | None = None,
+) -> dict:
     """Judge every prompt group not judged yet; ``export``: where the judgments are exported (JSONL) before the stage
     stops on ``max_unparseable``, so the message can point at them. Under a launcher the groups are sharded across
     ranks (group ``j`` in prompt order to rank ``j % N``; a served critic's requests go out from every rank,
     ``judge.concurrency`` each); the main rank commits each round of groups, in prompt order."""
-    gj = GroupJudge(critic, round_dir, ledger, round_, pairwise, len(samples), max_unparseable, max_quarantined,
-                    export)
+    gj = GroupJudge(critic, round_dir, ledger, round_, pairwise, len(samples), max_unparseable, max_quarantined, export)
     groups: dict[int, list[dict]] = defaultdict(list)
     for s in samples:
         groups[s["prompt_id"]].append(s)
     ordered = sorted(groups.items())
-    bar = tqdm(total=len(ordered), disable=not progress or not dist.is_main(), desc=f"judge r{round_}",
-               unit="prompt")
+    bar = tqdm(total=len(ordered), disable=not progress or not dist.is_main(), desc=f"judge r{round_}", unit="prompt")
     for s in range(dist.steps(len(ordered))):
-        mine = dist.shard(ordered[s * dist.world():(s + 1) * dist.world()])
+        mine = dist.shard(ordered[s * dist.world() : (s + 1) * dist.world()])
         n, stop = dist.step(lambda: gj.work(mine[0] if mine else None), gj.commit, faults.term_requested)
         bar.update(n)
         if stop:
@@ -213,10 +266,14 @@ def judge(critic: Critic, samples: list[dict], round_dir: Path, ledger: Ledger, 
     def finish() -> dict:
         info = summarize(ledger.rows("judgments", round_))
         _check_rate(info, max_unparseable, round_, ledger, export)
-        log.info("round %d judged: %d judgments, %.1f%% unparseable, consistency %s; labels %s", round_,
-                 info["judgments"], 100 * info["unparseable_rate"],
-                 "n/a" if info["consistency_rate"] is None else f"{100 * info['consistency_rate']:.1f}%",
-                 info["labels"])
+        log.info(
+            "round %d judged: %d judgments, %.1f%% unparseable, consistency %s; labels %s",
+            round_,
+            info["judgments"],
+            100 * info["unparseable_rate"],
+            "n/a" if info["consistency_rate"] is None else f"{100 * info['consistency_rate']:.1f}%",
+            info["labels"],
+        )
         return info
 
     return dist.from_main(finish)
@@ -278,9 +335,11 @@ def _check_rate(info: dict, limit: float, round_: int, ledger: Ledger, export: P
         where = ledger.path
         if export is not None:
             where = ledger.export("judgments", round_, export)  # written first: the message points at it
-        raise StageAborted(f"round {round_} judge: {info['parse_errors']} of {info['judgments']} judgments "
-                           f"({100 * info['unparseable_rate']:.1f}%) unparseable, above judge.max_unparseable="
-                           f"{limit}; see the 'raw' text of the rows with an 'error' in {where}")
+        raise StageAborted(
+            f"round {round_} judge: {info['parse_errors']} of {info['judgments']} judgments "
+            f"({100 * info['unparseable_rate']:.1f}%) unparseable, above judge.max_unparseable="
+            f"{limit}; see the 'raw' text of the rows with an 'error' in {where}"
+        )
 
 
 def summarize(judgments: list[dict]) -> dict:
@@ -292,10 +351,17 @@ def summarize(judgments: list[dict]) -> dict:
     overall = {(j["a"], j["b"]): j["overall"] for j in judgments if j["kind"] == "pairwise" and "overall" in j}
     both = [(x, y) for x, y in overall if x < y and (y, x) in overall]
     consistent = sum(consistent_verdict(overall[(x, y)], overall[(y, x)]) is not None for x, y in both)
-    return {"pointwise": kinds["pointwise"], "pairwise": kinds["pairwise"], "judgments": len(judgments),
-            "parse_errors": errors, "unparseable_rate": errors / len(judgments) if judgments else 0.0,
-            "pairs_both_orders": len(both), "consistency_rate": consistent / len(both) if both else None,
-            "labels": labels, "pairwise_verdicts": verdicts}
+    return {
+        "pointwise": kinds["pointwise"],
+        "pairwise": kinds["pairwise"],
+        "judgments": len(judgments),
+        "parse_errors": errors,
+        "unparseable_rate": errors / len(judgments) if judgments else 0.0,
+        "pairs_both_orders": len(both),
+        "consistency_rate": consistent / len(both) if both else None,
+        "labels": labels,
+        "pairwise_verdicts": verdicts,
+    }
 
 
 def folder_samples(root: Path) -> list[dict]:
@@ -325,8 +391,17 @@ def folder_samples(root: Path) -> list[dict]:
 
 # -- vipo judge DIR --out F: the judgments of a folder, kept as a cache beside F ------------------------------------
 #: judge options that change how a critic is reached, not what it answers (left out of the provenance record)
-OPERATIONAL = ("concurrency", "timeout_s", "http_retries", "backoff_s", "batch_size", "device", "max_unparseable",
-               "feature_batch", "api_key_env")
+OPERATIONAL = (
+    "concurrency",
+    "timeout_s",
+    "http_retries",
+    "backoff_s",
+    "batch_size",
+    "device",
+    "max_unparseable",
+    "feature_batch",
+    "api_key_env",
+)
 
 
 def critic_record(cfg: JudgeConfig) -> dict:
@@ -368,19 +443,22 @@ def refresh_cache(ledger: Ledger, root: Path, samples: list[dict], pairwise: boo
     pid = {s["id"]: s["prompt_id"] for s in samples}
     moved = [dict(j, prompt_id=pid[j["a"]]) for j in rows if j["key"] not in stale and j["prompt_id"] != pid[j["a"]]]
     with ledger.transaction():
-        ledger.forget(0, stale, [q["id"] for q in ledger.rows("quarantine", 0) if q["id"] in changed or
-                                 q["id"] not in now])
+        ledger.forget(
+            0, stale, [q["id"] for q in ledger.rows("quarantine", 0) if q["id"] in changed or q["id"] not in now]
+        )
         for j in moved:  # an unchanged video whose prompt's number moved (another prompt changed before it)
             ledger.add_judgment(j, replace=True)
         ledger.mark_done(0, "inputs", now)
     if changed or stale:
-        log.info("%s: %d videos changed since they were judged; %d judgments to ask again", root, len(changed),
-                 len(stale))
+        log.info(
+            "%s: %d videos changed since they were judged; %d judgments to ask again", root, len(changed), len(stale)
+        )
     return len(changed)
 
 
-def judge_folder(root: Path, out: Path, cfg: JudgeConfig, pairwise: bool = False, progress: bool = True,
-                 force: bool = False) -> dict:
+def judge_folder(
+    root: Path, out: Path, cfg: JudgeConfig, pairwise: bool = False, progress: bool = True, force: bool = False
+) -> dict:
     """``vipo judge DIR --out F``: judge a folder's videos into the JSONL ``F``, kept as a cache beside it.
 
     ``F.ledger.sqlite`` holds every answer (an interrupted run resumes) and ``F.provenance.json`` the critic and
@@ -410,15 +488,22 @@ def judge_folder(root: Path, out: Path, cfg: JudgeConfig, pairwise: bool = False
         held.enter_context(hold(lock_path_for_file(out), str(out)))
         if out.exists() and not ledger_path.exists():
             if not force:
-                raise UserError(f"--out {out}: exists and was not written by vipo judge (no {ledger_path.name} "
-                                "beside it); choose another --out, or pass --force to overwrite it")
+                raise UserError(
+                    f"--out {out}: exists and was not written by vipo judge (no {ledger_path.name} "
+                    "beside it); choose another --out, or pass --force to overwrite it"
+                )
         if ledger_path.exists() and not record_path.exists():  # a ledger from before provenance: trust nothing
             log.warning("%s: no record of the critic that filled it; judging everything again", ledger_path)
             start_over()
-        provenance.check(record_path, {"judge": critic_record(cfg)}, force, start_over=start_over,
-                         refusal=f"{out} holds judgments of another critic or other options ({{changes}}); choose "
-                                 "another --out, or pass --force to judge everything again",
-                         forced=f"--force: judging everything in {root} again ({{changes}})")
+        provenance.check(
+            record_path,
+            {"judge": critic_record(cfg)},
+            force,
+            start_over=start_over,
+            refusal=f"{out} holds judgments of another critic or other options ({{changes}}); choose "
+            "another --out, or pass --force to judge everything again",
+            forced=f"--force: judging everything in {root} again ({{changes}})",
+        )
         opened.append(held.enter_context(Ledger(ledger_path)))
         refresh_cache(opened[0], root, samples, pairwise)
 
@@ -426,7 +511,16 @@ def judge_folder(root: Path, out: Path, cfg: JudgeConfig, pairwise: bool = False
     with ExitStack() as held:
         dist.from_main(take)
         ledger = opened[0] if dist.is_main() else dist.OnMain("ledger")  # only the main rank opens it
-        info = judge(critic, samples, root, ledger, 0, pairwise=pairwise, progress=progress,
-                     max_unparseable=cfg.max_unparseable, export=out)
+        info = judge(
+            critic,
+            samples,
+            root,
+            ledger,
+            0,
+            pairwise=pairwise,
+            progress=progress,
+            max_unparseable=cfg.max_unparseable,
+            export=out,
+        )
         dist.from_main(lambda: ledger.export("judgments", 0, out))
     return info

@@ -18,6 +18,7 @@ video_results}, ...]]}``) and ``{name}_final_score.json`` with VBench's ``total 
 Semantic) / 5; Total is Quality alone while no semantic dimension is measured), every dimension's normalized score,
 ``measured`` and ``skipped`` (dimension -> why) and, for a stand-in such as ``overall_consistency_xclip``, a note.
 """
+
 from __future__ import annotations
 
 import logging
@@ -57,11 +58,15 @@ def vbench_samples(root: Path) -> list[dict]:
     """A folder without metadata.jsonl: its videos named as VBench names them (``{prompt}-{index}.mp4``)."""
     from ..data.prompts import vbench_prompt
 
-    got = [{"file_name": inside(root, p.name, f"{root}: {p.name}").name, "prompt": vbench_prompt(p.name)}
-           for p in sorted(Path(root).glob("*.mp4"))]
+    got = [
+        {"file_name": inside(root, p.name, f"{root}: {p.name}").name, "prompt": vbench_prompt(p.name)}
+        for p in sorted(Path(root).glob("*.mp4"))
+    ]
     if not got or any(s["prompt"] is None for s in got):
-        raise UserError(f"{root}: no metadata.jsonl (file_name, prompt per line) and not every mp4 is named as "
-                        "VBench names them ('prompt-index.mp4')")
+        raise UserError(
+            f"{root}: no metadata.jsonl (file_name, prompt per line) and not every mp4 is named as "
+            "VBench names them ('prompt-index.mp4')"
+        )
     return got
 
 
@@ -69,8 +74,13 @@ def final_score(means: dict[str, float]) -> dict:
     """VBench's aggregate of per-dimension means (the keys of ``scripts/cal_final_score.py``)."""
     norm = O.normalized({k: v for k, v in means.items() if k in O.NORMALIZE})
     agg = O.vbench_scores(norm)
-    return {"total score": agg["total"], "quality score": agg["quality"], "semantic score": agg["semantic"],
-            **{k: norm[k] for k in sorted(norm)}, "raw": dict(sorted(means.items()))}
+    return {
+        "total score": agg["total"],
+        "quality score": agg["quality"],
+        "semantic score": agg["semantic"],
+        **{k: norm[k] for k in sorted(norm)},
+        "raw": dict(sorted(means.items())),
+    }
 
 
 def builtin(root: Path, samples: list[dict], features=None, dimensions=None) -> dict[str, list[dict]]:
@@ -109,12 +119,17 @@ def builtin_plan(features, dimensions: list[str] | None) -> tuple[list[str], dic
         if d not in available:
             if d in features.skipped:
                 raise UserError(f"--dimension {d}: {features.skipped[d]}")
-            raise UserError(f"--dimension {d}: the builtin backend measures {', '.join(O.MEASURES)} without weights, "
-                            "and subject_consistency, background_consistency, aesthetic_quality, imaging_quality and "
-                            "overall_consistency_xclip from local model paths (--backend vbench for the rest)")
+            raise UserError(
+                f"--dimension {d}: the builtin backend measures {', '.join(O.MEASURES)} without weights, "
+                "and subject_consistency, background_consistency, aesthetic_quality, imaging_quality and "
+                "overall_consistency_xclip from local model paths (--backend vbench for the rest)"
+            )
     chosen = [d for d in available if not dimensions or d in dimensions]
-    skipped = {d: features.skipped.get(d, "not asked for (--dimension)")
-               for d in (*O.QUALITY, "overall_consistency") if d not in chosen}
+    skipped = {
+        d: features.skipped.get(d, "not asked for (--dimension)")
+        for d in (*O.QUALITY, "overall_consistency")
+        if d not in chosen
+    }
     return chosen, skipped
 
 
@@ -127,15 +142,24 @@ def vbench(root: Path, out: Path, name: str, dimensions: list[str], device: str,
         else:
             from vbench import VBench as Bench
     except ImportError:
-        raise UserError(f"--backend vbench: the {'vbench2_beta_long (VBench-Long)' if long else 'vbench'} package is "
-                        "not installed (pip install vbench); --backend builtin needs no weights") from None
+        raise UserError(
+            f"--backend vbench: the {'vbench2_beta_long (VBench-Long)' if long else 'vbench'} package is "
+            "not installed (pip install vbench); --backend builtin needs no weights"
+        ) from None
     bench = Bench(device, str(Path(package.__file__).parent / "VBench_full_info.json"), str(out))
     bench.evaluate(videos_path=str(root), name=name, dimension_list=dimensions, mode="custom_input")
     return atomic.read_json(out / f"{name}_eval_results.json")
 
 
-def evaluate_folder(root: Path, out: Path, backend: str = "builtin", name: str = "vipo",
-                    dimensions: list[str] | None = None, device: str = "auto", judge=None) -> dict:
+def evaluate_folder(
+    root: Path,
+    out: Path,
+    backend: str = "builtin",
+    name: str = "vipo",
+    dimensions: list[str] | None = None,
+    device: str = "auto",
+    judge=None,
+) -> dict:
     """``judge``: a :class:`vipo.config.JudgeConfig` whose model paths (``dino``, ``clip``, ``aesthetic_clip``,
     ``aesthetic_head``, ``musiq``, ``xclip``) and ``feature_batch`` the builtin backend uses."""
     from ..config import JudgeConfig
@@ -156,15 +180,23 @@ def _evaluate(root, out, samples, seconds, backend, name, dimensions, device, ju
 
     long = sum(t >= LONG_SECONDS for t in seconds)
     if long:
-        log.warning("%d of %d clips last %.0f s or more: VBench's numbers need VBench-Long for them%s", long,
-                    len(samples), LONG_SECONDS, " (used)" if backend == "vbench" else "")
+        log.warning(
+            "%d of %d clips last %.0f s or more: VBench's numbers need VBench-Long for them%s",
+            long,
+            len(samples),
+            LONG_SECONDS,
+            " (used)" if backend == "vbench" else "",
+        )
     extra: dict = {}
     if backend == "builtin":
         features = FeatureModels(judge, device)
         chosen, skipped = builtin_plan(features, dimensions)
         if skipped:
-            log.warning("vipo eval: measuring %s; skipping %s", ", ".join(chosen),
-                        "; ".join(f"{k} ({why})" for k, why in skipped.items()))
+            log.warning(
+                "vipo eval: measuring %s; skipping %s",
+                ", ".join(chosen),
+                "; ".join(f"{k} ({why})" for k, why in skipped.items()),
+            )
         per_dim = builtin(root, samples, features, chosen)
         results = {k: [dimension_mean(v), v] for k, v in per_dim.items()}
         atomic.write_json(out / f"{name}_eval_results.json", results)
@@ -183,10 +215,17 @@ def _evaluate(root, out, samples, seconds, backend, name, dimensions, device, ju
     score.update(backend=backend, videos=len(samples), long_clips=long, max_seconds=max(seconds), **extra)
     atomic.write_json(out / f"{name}_final_score.json", score)
     # what produced these numbers (recomputed on every run, so never stale): the videos, prompts and options
-    atomic.write_json(out / "provenance.json", {
-        "videos": {s["file_name"]: file_digest(root / s["file_name"])[:16] for s in samples},
-        "prompts": {s["file_name"]: s["prompt"] for s in samples}, "backend": backend, "name": name,
-        "dimensions": dimensions, "features": {k: getattr(judge, k) for k in FLAGS}})
+    atomic.write_json(
+        out / "provenance.json",
+        {
+            "videos": {s["file_name"]: file_digest(root / s["file_name"])[:16] for s in samples},
+            "prompts": {s["file_name"]: s["prompt"] for s in samples},
+            "backend": backend,
+            "name": name,
+            "dimensions": dimensions,
+            "features": {k: getattr(judge, k) for k in FLAGS},
+        },
+    )
     return score
 
 
@@ -206,12 +245,17 @@ def split_scores(root: Path, rows: list[dict], judge=None, device: str = "cpu", 
     out: dict[str, dict] = {}
     for split in dict.fromkeys(r["split"] for r in rows):
         names = {r["file_name"] for r in rows if r["split"] == split}
-        results = {k: [dimension_mean(v), v] for k, v in
-                   ((k, [x for x in v if x["video_path"] in names]) for k, v in per_dim.items())}
+        results = {
+            k: [dimension_mean(v), v]
+            for k, v in ((k, [x for x in v if x["video_path"] in names]) for k, v in per_dim.items())
+        }
         score = final_score({k: float(v[0]) for k, v in results.items()})
         score.update(backend="builtin", videos=len(names), measured=chosen, skipped=skipped)
         atomic.write_json(root / "vbench" / f"{split}_eval_results.json", results)
         atomic.write_json(root / "vbench" / f"{split}_final_score.json", score)
-        out[split] = {**{f"vbench_{k}": float(v[0]) for k, v in results.items()},
-                      "vbench_quality": score["quality score"], "vbench_total": score["total score"]}
+        out[split] = {
+            **{f"vbench_{k}": float(v[0]) for k, v in results.items()},
+            "vbench_quality": score["quality score"],
+            "vbench_total": score["total score"],
+        }
     return out

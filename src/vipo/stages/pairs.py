@@ -1,6 +1,7 @@
 """``pairs``: DPO pairs and KTO examples from the round's judgments (recomputed from the ledger on every run).
 
 Quarantined samples (and so every pair touching one) are left out."""
+
 from __future__ import annotations
 
 from collections import defaultdict

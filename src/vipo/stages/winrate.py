@@ -14,6 +14,7 @@ Wilson interval (:mod:`vipo.stats`):
 The same counts per dimension (semantic, fidelity, motion) come from the critic's per-dimension verdicts. Every
 question's raw text is kept in ``versus_base.jsonl`` beside the clips.
 """
+
 from __future__ import annotations
 
 import json
@@ -46,8 +47,14 @@ def tally(outcomes: list[str]) -> dict:
     """Counts and rates (with Wilson intervals under ``ci95``) of a list of outcomes."""
     counts = {k: outcomes.count(k) for k in ("win", "loss", "tie", "inconsistent", "unjudged")}
     n = counts["win"] + counts["loss"] + counts["tie"]
-    out = {"wins": counts["win"], "losses": counts["loss"], "ties": counts["tie"],
-           "inconsistent": counts["inconsistent"], "unjudged": counts["unjudged"], "n": n}
+    out = {
+        "wins": counts["win"],
+        "losses": counts["loss"],
+        "ties": counts["tie"],
+        "inconsistent": counts["inconsistent"],
+        "unjudged": counts["unjudged"],
+        "n": n,
+    }
     out["ci95"] = {}
     for key, k in (("win_rate", "win"), ("tie_rate", "tie"), ("loss_rate", "loss")):
         # no consistent verdict at all: no rate (null, not NaN, which JSON does not have)
@@ -66,8 +73,10 @@ def summarize(records: list[dict]) -> dict[str, dict]:
         dims = {d: tally([r.get("dimensions", {}).get(d, "unjudged") for r in rs]) for d in DIMENSIONS}
         block = {k: overall[k] for k in ("win_rate", "tie_rate", "loss_rate")}
         block["ci95"] = overall["ci95"]
-        block["versus_base"] = {**{k: overall[k] for k in ("wins", "losses", "ties", "inconsistent", "unjudged",
-                                                          "n")}, "dimensions": dims}
+        block["versus_base"] = {
+            **{k: overall[k] for k in ("wins", "losses", "ties", "inconsistent", "unjudged", "n")},
+            "dimensions": dims,
+        }
         out[split] = block
     return out
 
@@ -86,17 +95,18 @@ def versus_base(critic, out_dir: Path, base_dir: Path, rows: list[dict], progres
     for r in rows:
         b = base_rows.get(r["file_name"])
         if b is None or (b["prompt"], b["seed"]) != (r["prompt"], r["seed"]):
-            raise UserError(f"{base_dir / 'metadata.jsonl'}: the base's clip {r['file_name']} is "
-                            f"{'missing' if b is None else 'of another prompt or seed'}; the win rate compares the "
-                            "same prompt and seed (was the evaluation's config changed? re-run round 0's eval)")
+            raise UserError(
+                f"{base_dir / 'metadata.jsonl'}: the base's clip {r['file_name']} is "
+                f"{'missing' if b is None else 'of another prompt or seed'}; the win rate compares the "
+                "same prompt and seed (was the evaluation's config changed? re-run round 0's eval)"
+            )
     records = []
     bar = tqdm(total=len(rows), disable=not progress, desc="versus base", unit="clip")
     for i in range(0, len(rows), CHUNK):
         faults.check_term("eval")  # SIGTERM stops between chunks of questions, as the eval stage does between clips
-        chunk = rows[i:i + CHUNK]
+        chunk = rows[i : i + CHUNK]
         mine = [Video(r["prompt"], read_mp4(out_dir / r["file_name"]), str(out_dir / r["file_name"])) for r in chunk]
-        base = [Video(r["prompt"], read_mp4(base_dir / r["file_name"]), str(base_dir / r["file_name"]))
-                for r in chunk]
+        base = [Video(r["prompt"], read_mp4(base_dir / r["file_name"]), str(base_dir / r["file_name"])) for r in chunk]
         answers = critic.pairwise_many([p for m, b in zip(mine, base) for p in ((m, b), (b, m))])
         for j, r in enumerate(chunk):
             ab, ba = answers[2 * j], answers[2 * j + 1]

@@ -18,6 +18,7 @@ A full fine-tune's checkpoint holds the whole denoiser instead, as a diffusers m
 (``transformer/`` or ``unet/``; ``policy.json`` names it under ``denoiser``); it already contains every earlier round.
 :func:`export_merged` writes a round's policy as one plain model folder (``vipo export --merge``).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -50,8 +51,14 @@ ADAPTER = "ipo"
 CHAIN = "chain"
 
 
-def attach(model: VideoModel, rank: int, alpha: float, targets: list[str] | tuple[str, ...] | None = None,
-           name: str = ADAPTER, seed: int | None = None) -> list:
+def attach(
+    model: VideoModel,
+    rank: int,
+    alpha: float,
+    targets: list[str] | tuple[str, ...] | None = None,
+    name: str = ADAPTER,
+    seed: int | None = None,
+) -> list:
     """Add a fresh trainable LoRA (B = 0, so the policy starts equal to the reference); return its parameters.
 
     ``seed`` draws the random A matrices from their own generator: without it peft uses torch's global generator,
@@ -71,8 +78,9 @@ def attach(model: VideoModel, rank: int, alpha: float, targets: list[str] | tupl
         warnings.filterwarnings("ignore", message="Already found a `peft_config`")  # the chain: on purpose
         if seed is not None:
             torch.manual_seed(seed)
-        net.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets, init_lora_weights=True),
-                        adapter_name=name)
+        net.add_adapter(
+            LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets, init_lora_weights=True), adapter_name=name
+        )
     _activate(net, frozen + [name], name)
     params = [p for n, p in net.named_parameters() if _owned(n, name)]
     for p in params:
@@ -190,8 +198,11 @@ def save_adapter(model: VideoModel, folder: Path, name: str = ADAPTER) -> None:
 def _write_lora(folder: Path, state: dict, config: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     config = {k: sorted(v) if isinstance(v, set) else v for k, v in config.items()}
-    save_file({k: v.detach().contiguous() for k, v in state.items()}, str(folder / LORA_WEIGHT_NAME_SAFE),
-              metadata={"format": "pt", LORA_ADAPTER_METADATA_KEY: json.dumps(config, indent=2, sort_keys=True)})
+    save_file(
+        {k: v.detach().contiguous() for k, v in state.items()},
+        str(folder / LORA_WEIGHT_NAME_SAFE),
+        metadata={"format": "pt", LORA_ADAPTER_METADATA_KEY: json.dumps(config, indent=2, sort_keys=True)},
+    )
 
 
 def merge_chain(folders: list[Path], prefix: str) -> tuple[dict, dict]:
@@ -258,8 +269,15 @@ def finished_training(folder: Path, train_config: str) -> dict | None:
     return summary if summary.get("train_config") == train_config else None
 
 
-def write_checkpoint(model: VideoModel, out: Path, base: str, previous: Path | None, round_: int,
-                     full: bool = False, summary: dict | None = None) -> None:
+def write_checkpoint(
+    model: VideoModel,
+    out: Path,
+    base: str,
+    previous: Path | None,
+    round_: int,
+    full: bool = False,
+    summary: dict | None = None,
+) -> None:
     """The round's checkpoint, written atomically: previous chain + this round's adapter, or (``full``) the whole
     fine-tuned denoiser; with ``summary`` (the training summary) beside them."""
     chain: list[str] = []
@@ -313,8 +331,9 @@ def master_denoiser(model: VideoModel) -> torch.nn.Module:
     return master.to(next(net.parameters()).device)
 
 
-def export_merged(checkpoint: Path, out: Path, base: str | None = None, device: str = "cpu",
-                  readme: str | None = None) -> VideoModel:
+def export_merged(
+    checkpoint: Path, out: Path, base: str | None = None, device: str = "cpu", readme: str | None = None
+) -> VideoModel:
     """Write a round checkpoint's policy (base + fine-tuned denoiser + adapter chain, fused) as one model folder,
     with ``readme`` (its model card) as README.md in it."""
     out = Path(out)
@@ -349,8 +368,7 @@ def read_policy(folder: Path) -> dict:
     return policy
 
 
-def load_policy(base: str, lora: str | Path | None = None, device: str = "cpu",
-                dtype: str = "float32") -> VideoModel:
+def load_policy(base: str, lora: str | Path | None = None, device: str = "cpu", dtype: str = "float32") -> VideoModel:
     """The base model (weights in ``dtype``, a ``model_dtype`` name) with a round checkpoint's adapters (or one
     diffusers LoRA folder) fused in order; in a low-precision dtype, applied unfused as one frozen adapter instead."""
     if lora is None:

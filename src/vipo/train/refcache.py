@@ -22,6 +22,7 @@ stores ``round-K/ref_cache.safetensors`` (:data:`FILE`): the errors ``[items, K,
 saves every :data:`SAVE_EVERY_S` seconds and on SIGTERM, so a killed pass resumes where it stopped; a file under
 another hash (another config, seed, round, item list or reference) is computed again.
 """
+
 from __future__ import annotations
 
 import json
@@ -84,8 +85,9 @@ def key(cfg, run_seed: int, round_: int, items: list[dict], reference: str, k: i
     items in order, and ``reference`` (a fingerprint of the reference network)."""
     from .state import config_hash
 
-    return config_hash({f: getattr(cfg, f) for f in KEY_FIELDS}, k, run_seed, round_,
-                       [item_key(it) for it in items], reference)
+    return config_hash(
+        {f: getattr(cfg, f) for f in KEY_FIELDS}, k, run_seed, round_, [item_key(it) for it in items], reference
+    )
 
 
 def _load(path: Path, want: str, shape: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -106,14 +108,27 @@ def _load(path: Path, want: str, shape: tuple[int, int, int]) -> tuple[torch.Ten
 
 def _save(path: Path, errors: torch.Tensor, done: torch.Tensor, want: str) -> None:
     with atomic.atomic_path(path) as tmp:
-        save_file({"errors": errors.contiguous(), "done": done.to(torch.uint8).contiguous()}, str(tmp),
-                  metadata={"key": want, "format": "pt", "info": json.dumps({"items": errors.shape[0],
-                                                                              "draws": errors.shape[1]})})
+        save_file(
+            {"errors": errors.contiguous(), "done": done.to(torch.uint8).contiguous()},
+            str(tmp),
+            metadata={
+                "key": want,
+                "format": "pt",
+                "info": json.dumps({"items": errors.shape[0], "draws": errors.shape[1]}),
+            },
+        )
 
 
-def build(path: Path, want: str, n_items: int, k: int, width: int,
-          reference_errors: Callable[[list[int], list[int]], torch.Tensor], batch_size: int,
-          progress: bool = True) -> torch.Tensor:
+def build(
+    path: Path,
+    want: str,
+    n_items: int,
+    k: int,
+    width: int,
+    reference_errors: Callable[[list[int], list[int]], torch.Tensor],
+    batch_size: int,
+    progress: bool = True,
+) -> torch.Tensor:
     """The cached errors ``[n_items, k, width]`` (float32, CPU): read from ``path`` where its hash is ``want``,
     completed where a killed pass left it, computed otherwise. ``reference_errors(items, draws)`` returns the
     reference's errors ``[len(items), width]`` for item ``items[j]`` on its draw ``draws[j]``."""
@@ -124,12 +139,18 @@ def build(path: Path, want: str, n_items: int, k: int, width: int,
     todo = [(i, j) for j in range(k) for i in range(n_items) if not done[i, j]]
     if not todo:
         return errors
-    log.info("reference errors: %d item draws to compute (%d items x %d draws, %d cached) into %s", len(todo),
-             n_items, k, n_items * k - len(todo), path)
+    log.info(
+        "reference errors: %d item draws to compute (%d items x %d draws, %d cached) into %s",
+        len(todo),
+        n_items,
+        k,
+        n_items * k - len(todo),
+        path,
+    )
     # chunks of batch_size draws, the one-process batches: under a launcher chunk c goes to rank c % N, so each error
     # is computed in the batch it would be in with one process; a rank without a chunk in the last round repeats the
     # round's first one (FSDP needs every rank in every forward) and its result is dropped
-    chunks = [todo[s:s + batch_size] for s in range(0, len(todo), batch_size)]
+    chunks = [todo[s : s + batch_size] for s in range(0, len(todo), batch_size)]
     bar = tqdm(total=len(todo), disable=not progress or not dist.is_main(), desc="reference errors", unit="draw")
     last = time.monotonic()
     for first in range(0, len(chunks), dist.world()):

@@ -6,6 +6,7 @@ The learning-rate schedule is a function of the step and the noise, timestep and
 from (run seed, round, step, micro-step), so the step restores them exactly. It is built with
 :func:`atomic.atomic_dir`: it counts only once its completion marker exists, and replaces the previous state only then.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -96,5 +97,9 @@ def load(folder: Path, clean: bool = True) -> dict | None:
         return None
     meta = json.loads((folder / "state.json").read_text())
     tensors = load_file(str(folder / "optimizer_rng.safetensors"))
-    return {"params": load_file(str(folder / "trainable.safetensors")), "opt": _unflat(meta["opt"], tensors),
-            "rng": _unflat(meta["rng"], tensors), "info": meta["info"]}
+    return {
+        "params": load_file(str(folder / "trainable.safetensors")),
+        "opt": _unflat(meta["opt"], tensors),
+        "rng": _unflat(meta["rng"], tensors),
+        "info": meta["info"],
+    }

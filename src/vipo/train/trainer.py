@@ -30,6 +30,7 @@ A step whose loss or gradient norm is not finite is skipped (no optimizer step; 
 in the log); ``max_skipped_steps`` consecutive skips, or a loss above ``loss_spike_factor`` times the mean of the
 recent ones, stop the stage. Samples whose saved latent is not finite are quarantined and their items dropped.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -73,7 +74,7 @@ class Batcher:
         epoch, pos = divmod(index, per_epoch)
         g = torch.Generator().manual_seed(seeds.stream_seed(self.seed, "perm", epoch))
         perm = torch.randperm(self.n, generator=g).tolist()
-        return perm[pos * self.batch:(pos + 1) * self.batch]
+        return perm[pos * self.batch : (pos + 1) * self.batch]
 
     def epoch(self, index: int) -> int:
         return index // max(1, math.ceil(self.n / self.batch))
@@ -82,12 +83,19 @@ class Batcher:
 def _items(cfg: TrainConfig, ledger: Ledger, round_: int) -> list[dict]:
     samples = {s["id"]: s for s in ledger.rows("samples", round_)}
     if cfg.method == "dpo":
-        return [{"chosen": samples[p["chosen"]], "rejected": samples[p["rejected"]], "weight": p["weight"]}
-                for p in ledger.rows("pairs", round_)]
+        return [
+            {"chosen": samples[p["chosen"]], "rejected": samples[p["rejected"]], "weight": p["weight"]}
+            for p in ledger.rows("pairs", round_)
+        ]
     # rwr's reward: LiFT's label map averaged over the dimensions (examples written before labels were kept: score)
-    return [{"sample": samples[e["sample"]], "desirable": e["desirable"],
-             "score": losses.label_reward(e["labels"], cfg.rwr_scores) if "labels" in e else e["score"]}
-            for e in ledger.rows("examples", round_)]
+    return [
+        {
+            "sample": samples[e["sample"]],
+            "desirable": e["desirable"],
+            "score": losses.label_reward(e["labels"], cfg.rwr_scores) if "labels" in e else e["score"],
+        }
+        for e in ledger.rows("examples", round_)
+    ]
 
 
 def kto_weights(cfg: TrainConfig, items: list[dict]) -> dict:
@@ -97,12 +105,18 @@ def kto_weights(cfg: TrainConfig, items: list[dict]) -> dict:
     auto_d, auto_u = losses.kto_class_weights(n_d, n_u)
     lam_d = auto_d if cfg.lambda_desirable is None else cfg.lambda_desirable
     lam_u = auto_u if cfg.lambda_undesirable is None else cfg.lambda_undesirable
-    return {"n_desirable": n_d, "n_undesirable": n_u, "lambda_desirable": lam_d, "lambda_undesirable": lam_u,
-            "weighted_ratio": lam_d * n_d / (lam_u * n_u) if lam_u * n_u else None}
+    return {
+        "n_desirable": n_d,
+        "n_undesirable": n_u,
+        "lambda_desirable": lam_d,
+        "lambda_undesirable": lam_u,
+        "weighted_ratio": lam_d * n_d / (lam_u * n_u) if lam_u * n_u else None,
+    }
 
 
-def _usable(items: list[dict], ledger: Ledger, round_: int, round_dir: Path, latent_cache: dict,
-            max_quarantined: float) -> list[dict]:
+def _usable(
+    items: list[dict], ledger: Ledger, round_: int, round_dir: Path, latent_cache: dict, max_quarantined: float
+) -> list[dict]:
     """Items whose samples are not quarantined; a sample whose saved latent is not finite is quarantined now."""
     from ..stages.judge import check_quarantine
 
@@ -115,35 +129,57 @@ def _usable(items: list[dict], ledger: Ledger, round_: int, round_dir: Path, lat
                 ledger.quarantine(round_, s["id"], "non-finite latent (read)")
                 bad.add(s["id"])
     check_quarantine(ledger, round_, len(ledger.keys("samples", round_)), max_quarantined, "train")
-    return [it for it in items if not any(s["id"] in bad for k, s in it.items()
-                                          if k in ("chosen", "rejected", "sample"))]
+    return [
+        it for it in items if not any(s["id"] in bad for k, s in it.items() if k in ("chosen", "rejected", "sample"))
+    ]
 
 
-def train_round(model: VideoModel, cfg: TrainConfig, ledger: Ledger, round_: int, round_dir: Path, real=None,
-                run_seed: int = 0, progress: bool = True, text_cache: TextCache | None = None,
-                max_quarantined: float = 1.0) -> dict:
+def train_round(
+    model: VideoModel,
+    cfg: TrainConfig,
+    ledger: Ledger,
+    round_: int,
+    round_dir: Path,
+    real=None,
+    run_seed: int = 0,
+    progress: bool = True,
+    text_cache: TextCache | None = None,
+    max_quarantined: float = 1.0,
+) -> dict:
     """Train this round's policy in place (``model`` ends with it: the adapter attached and active, or the fully
     fine-tuned denoiser); return a summary."""
     round_dir = Path(round_dir)
     if dist.world() > 1 and cfg.method == "kto" and not cfg.kto_kl_pool:
-        raise UserError("train.kto_kl_pool: 0 takes each micro-batch's own mean reward as KTO's reference point, "
-                        "which processes holding parts of a micro-batch cannot compute alone; give kto_kl_pool >= 2 "
-                        "(e.g. 128) to train on several processes")
+        raise UserError(
+            "train.kto_kl_pool: 0 takes each micro-batch's own mean reward as KTO's reference point, "
+            "which processes holding parts of a micro-batch cannot compute alone; give kto_kl_pool >= 2 "
+            "(e.g. 128) to train on several processes"
+        )
     latent_cache: dict[str, torch.Tensor] = {}
-    items = dist.from_main(lambda: _usable(_items(cfg, ledger, round_), ledger, round_, round_dir, latent_cache,
-                                           max_quarantined))  # (the main rank reads the ledger)
+    items = dist.from_main(
+        lambda: _usable(_items(cfg, ledger, round_), ledger, round_, round_dir, latent_cache, max_quarantined)
+    )  # (the main rank reads the ledger)
     if not items:
         raise StageAborted(f"round {round_} train: no {'pairs' if cfg.method == 'dpo' else 'examples'} to train on")
     device = next(model.denoiser.parameters()).device
     total = max(1, math.ceil(cfg.epochs * len(items) / (cfg.batch_size * cfg.grad_accum)))
     # real videos the family trains from cached latents: every draw of the round is known now, so encode them first
     encoded = real is not None and getattr(real, "encoded", False) and cfg.real_batch_size > 0 and cfg.lambda_real > 0
-    draws = [real.indices(cfg.real_batch_size, seeds.stream_seed(run_seed, round_, "real", s, m))
-             for s in range(total) for m in range(cfg.grad_accum)] if encoded else []
+    draws = (
+        [
+            real.indices(cfg.real_batch_size, seeds.stream_seed(run_seed, round_, "real", s, m))
+            for s in range(total)
+            for m in range(cfg.grad_accum)
+        ]
+        if encoded
+        else []
+    )
     captions = sorted({c for d in draws for c in real.captions(d)})
     # Text conditioning is computed once, without gradients (only the trainable weights get them).
-    prompts = sorted({it[k]["prompt"] for it in items for k in ("chosen", "rejected", "sample") if k in it}
-                     | ({""} if cfg.caption_dropout > 0 else set()))
+    prompts = sorted(
+        {it[k]["prompt"] for it in items for k in ("chosen", "rejected", "sample") if k in it}
+        | ({""} if cfg.caption_dropout > 0 else set())
+    )
     if text_cache is not None:
         if dist.is_main():  # (one writer; the other ranks read what it stored)
             text_cache.ensure(model, prompts + captions)
@@ -154,10 +190,10 @@ def train_round(model: VideoModel, cfg: TrainConfig, ledger: Ledger, round_: int
         with torch.no_grad():
             cache = {}
             for i in range(0, len(prompts), 64):
-                chunk = prompts[i:i + 64]
+                chunk = prompts[i : i + 64]
                 enc = model.encode_prompts(chunk)
                 for j, pr in enumerate(chunk):
-                    cache[pr] = {k: v[j:j + 1] for k, v in enc.items()}
+                    cache[pr] = {k: v[j : j + 1] for k, v in enc.items()}
     if encoded:
         if dist.is_main():
             real.prepare(model, [i for d in draws for i in d])
@@ -173,14 +209,16 @@ def train_round(model: VideoModel, cfg: TrainConfig, ledger: Ledger, round_: int
     model.encoders_to("cpu")
     try:
         with model.pinned():  # dtypes and rotary tables resolved once for the round, not per forward
-            return _train(model, cfg, items, cache, latent, real, round_, round_dir, run_seed, progress, total,
-                          device, reference)
+            return _train(
+                model, cfg, items, cache, latent, real, round_, round_dir, run_seed, progress, total, device, reference
+            )
     finally:
         model.encoders_to(device)
 
 
-def _train(model, cfg, items, cache, latent, real, round_, round_dir, run_seed, progress, total, device,
-           reference: str = "") -> dict:
+def _train(
+    model, cfg, items, cache, latent, real, round_, round_dir, run_seed, progress, total, device, reference: str = ""
+) -> dict:
     params, frozen = trainable(model, cfg, seeds.stream_seed(run_seed, round_, "lora"))
     net = model.denoiser  # (after trainable: a low-precision full fine-tune swaps in its float32 master weights)
     sharded, plain_cls = _sharding(cfg, net, frozen, device), type(net)
@@ -194,10 +232,16 @@ def _train(model, cfg, items, cache, latent, real, round_, round_dir, run_seed, 
     if cfg.method == "kto":
         ctx.kto = kto_weights(cfg, items)
         extra.update(ctx.kto)
-        log.info("round %d: KTO on %d desirable / %d undesirable examples, lambda_desirable %.3g, lambda_undesirable "
-                 "%.3g (weighted ratio %s)", round_, ctx.kto["n_desirable"], ctx.kto["n_undesirable"],
-                 ctx.kto["lambda_desirable"], ctx.kto["lambda_undesirable"],
-                 "n/a" if ctx.kto["weighted_ratio"] is None else f"{ctx.kto['weighted_ratio']:.3g}")
+        log.info(
+            "round %d: KTO on %d desirable / %d undesirable examples, lambda_desirable %.3g, lambda_undesirable "
+            "%.3g (weighted ratio %s)",
+            round_,
+            ctx.kto["n_desirable"],
+            ctx.kto["n_undesirable"],
+            ctx.kto["lambda_desirable"],
+            ctx.kto["lambda_undesirable"],
+            "n/a" if ctx.kto["weighted_ratio"] is None else f"{ctx.kto['weighted_ratio']:.3g}",
+        )
     pool = losses.RewardPool(cfg.kto_kl_pool) if cfg.method == "kto" and cfg.kto_kl_pool else None
     batcher = Batcher(len(items), cfg.batch_size, seeds.stream_seed(run_seed, round_, "batches"))
     state_dir, log_path = round_dir / "train_state", round_dir / "train_log.jsonl"
@@ -209,8 +253,9 @@ def _train(model, cfg, items, cache, latent, real, round_, round_dir, run_seed, 
     if not dist.is_main():
         st = train_state.load(state_dir, clean=False)
     if st is not None and st["info"]["config_hash"] != chash:
-        log.warning("round %d: %s was saved under another train config or data; training from step 0",
-                    round_, state_dir)
+        log.warning(
+            "round %d: %s was saved under another train config or data; training from step 0", round_, state_dir
+        )
         st = None
     if st is not None:
         if sharded:
@@ -234,10 +279,21 @@ def _train(model, cfg, items, cache, latent, real, round_, round_dir, run_seed, 
             osd = _indexed_optimizer_state(osd, names)
         else:
             trainable, osd = {n: p for n, p in net.named_parameters() if p.requires_grad}, opt.state_dict()
-        train_state.save(state_dir, trainable, osd, {
-            "step": step, "micro": 0, "data_position": step * cfg.grad_accum, "history": history,
-            "skipped": skipped, "run_of_skips": run_of_skips, "config_hash": chash,
-            "kto_pool": pool.state() if pool is not None else None})
+        train_state.save(
+            state_dir,
+            trainable,
+            osd,
+            {
+                "step": step,
+                "micro": 0,
+                "data_position": step * cfg.grad_accum,
+                "history": history,
+                "skipped": skipped,
+                "run_of_skips": run_of_skips,
+                "config_hash": chash,
+                "kto_pool": pool.state() if pool is not None else None,
+            },
+        )
         _write_log(log_path, history)
 
     net.train()
@@ -267,9 +323,20 @@ def _train(model, cfg, items, cache, latent, real, round_, round_dir, run_seed, 
             n_real = cfg.real_batch_size if ctx.real_term(real) else 0
             mine, mine_real = dist.shard_range(unit, len(batch)), dist.shard_range(real_unit, n_real)
             unit, real_unit = unit + len(batch), real_unit + n_real
-            terms = micro_loss(ctx, batch, cache, latent, gen, real,
-                               seeds.stream_seed(run_seed, round_, "real", step, micro), z0, draws, ref, mine,
-                               mine_real)
+            terms = micro_loss(
+                ctx,
+                batch,
+                cache,
+                latent,
+                gen,
+                real,
+                seeds.stream_seed(run_seed, round_, "real", step, micro),
+                z0,
+                draws,
+                ref,
+                mine,
+                mine_real,
+            )
             if step == 0 and micro == 0 and not sharded:  # what each term weighs, measured apart once per round
                 norms = grad_norms(terms, params)
             scale = float(faults.value("train.loss", torch.tensor(1.0)))
@@ -304,12 +371,21 @@ def _train(model, cfg, items, cache, latent, real, round_, round_dir, run_seed, 
             opt.zero_grad(set_to_none=True)
             skipped, run_of_skips = skipped + 1, run_of_skips + 1
             agg["skipped"] = True
-            log.warning("round %d step %d: loss %s, grad norm %s: step skipped (%d in a row, %d in all)", round_,
-                        step + 1, agg["loss"], grad_norm, run_of_skips, skipped)
+            log.warning(
+                "round %d step %d: loss %s, grad norm %s: step skipped (%d in a row, %d in all)",
+                round_,
+                step + 1,
+                agg["loss"],
+                grad_norm,
+                run_of_skips,
+                skipped,
+            )
             if run_of_skips >= cfg.max_skipped_steps:
-                raise StageAborted(f"round {round_} train: {run_of_skips} consecutive steps with a non-finite loss or "
-                                   f"gradient (train.max_skipped_steps={cfg.max_skipped_steps}); lower train.lr or "
-                                   "check the data")
+                raise StageAborted(
+                    f"round {round_} train: {run_of_skips} consecutive steps with a non-finite loss or "
+                    f"gradient (train.max_skipped_steps={cfg.max_skipped_steps}); lower train.lr or "
+                    "check the data"
+                )
         step += 1
         agg.update(step=step, lr=lr, grad_norm=grad_norm)
         history.append(agg)
@@ -318,8 +394,13 @@ def _train(model, cfg, items, cache, latent, real, round_, round_dir, run_seed, 
         bar.update(1)
         bar.set_postfix(loss=f"{agg['loss']:.4f}", acc=f"{agg.get('implicit_acc', 0):.2f}")
         if step % cfg.log_every == 0 or step == total:
-            log.info("round %d step %d/%d %s", round_, step, total,
-                     " ".join(f"{k}={v:.4g}" for k, v in agg.items() if k not in ("step",)))
+            log.info(
+                "round %d step %d/%d %s",
+                round_,
+                step,
+                total,
+                " ".join(f"{k}={v:.4g}" for k, v in agg.items() if k not in ("step",)),
+            )
         if step % cfg.save_every == 0 and step < total:
             save()
         if dist.any_true(faults.term_requested()):  # (every rank stops at this step)
@@ -337,16 +418,32 @@ def _train(model, cfg, items, cache, latent, real, round_, round_dir, run_seed, 
     if frozen is not None:
         net.requires_grad_(False)
     first, last = history[0], history[-1]
-    tail = [h for h in history[-max(1, len(history) // 5):] if not h.get("skipped")] or history[-1:]
-    return {"method": cfg.method, "steps": total, "items": len(items), "first_loss": first["loss"],
-            "last_loss": last["loss"], "mean_loss_last_20pct": sum(h["loss"] for h in tail) / len(tail),
-            "implicit_acc_last_20pct": sum(h.get("implicit_acc", 0.0) for h in tail) / len(tail),
-            "skipped_steps": skipped, **extra,
-            **({k: v for k, v in history[0].items() if k.startswith("grad_")} if history else {})}
+    tail = [h for h in history[-max(1, len(history) // 5) :] if not h.get("skipped")] or history[-1:]
+    return {
+        "method": cfg.method,
+        "steps": total,
+        "items": len(items),
+        "first_loss": first["loss"],
+        "last_loss": last["loss"],
+        "mean_loss_last_20pct": sum(h["loss"] for h in tail) / len(tail),
+        "implicit_acc_last_20pct": sum(h.get("implicit_acc", 0.0) for h in tail) / len(tail),
+        "skipped_steps": skipped,
+        **extra,
+        **({k: v for k, v in history[0].items() if k.startswith("grad_")} if history else {}),
+    }
 
 
-def reference_cache(ctx: StepContext, items: list[dict], cache: dict, latent, round_dir: Path, run_seed: int,
-                    round_: int, reference: str, progress: bool = True):
+def reference_cache(
+    ctx: StepContext,
+    items: list[dict],
+    cache: dict,
+    latent,
+    round_dir: Path,
+    run_seed: int,
+    round_: int,
+    reference: str,
+    progress: bool = True,
+):
     """The round's cached reference errors (:mod:`.refcache`), computed or read back, and the function that makes
     the draws they belong to: ``(errors [items, K, width], draws_for(item indices, draw indices))``."""
     cfg = ctx.cfg
@@ -365,8 +462,9 @@ def reference_cache(ctx: StepContext, items: list[dict], cache: dict, latent, ro
         return r.view(width, len(idx)).T  # a DPO batch is its winners, then its losers
 
     want = refcache.key(cfg, run_seed, round_, items, reference, k)
-    errors = refcache.build(Path(round_dir) / refcache.FILE, want, len(items), k, width, reference_errors,
-                            cfg.batch_size, progress)
+    errors = refcache.build(
+        Path(round_dir) / refcache.FILE, want, len(items), k, width, reference_errors, cfg.batch_size, progress
+    )
     return errors, draws_for
 
 
@@ -379,9 +477,11 @@ def _check_spike(cfg: TrainConfig, history: list, loss: float, round_: int, step
     if cfg.loss_spike_factor > 0 and recent:
         mean = sum(recent) / len(recent)
         if abs(loss) > cfg.loss_spike_factor * abs(mean):
-            raise StageAborted(f"round {round_} train: loss {loss:.4g} at step {step + 1} is more than "
-                               f"train.loss_spike_factor={cfg.loss_spike_factor} times the recent mean {mean:.4g}; "
-                               "lower train.lr or check the data (the last saved state is before it)")
+            raise StageAborted(
+                f"round {round_} train: loss {loss:.4g} at step {step + 1} is more than "
+                f"train.loss_spike_factor={cfg.loss_spike_factor} times the recent mean {mean:.4g}; "
+                "lower train.lr or check the data (the last saved state is before it)"
+            )
 
 
 def trainable(model: VideoModel, cfg: TrainConfig, seed: int | None = None) -> tuple[list, torch.nn.Module | None]:
@@ -395,8 +495,9 @@ def trainable(model: VideoModel, cfg: TrainConfig, seed: int | None = None) -> t
             # first step, since autocast rounds the matmul weights but not norm scales or modulation tables
             # (measured: a first DPO loss of 0.49-0.61 instead of log 2 at beta 5000 on the tiny families).
             if getattr(net, "peft_config", None):
-                raise UserError("train.finetune: full on a policy with unfused LoRA adapters needs model_dtype: "
-                                "float32")
+                raise UserError(
+                    "train.finetune: full on a policy with unfused LoRA adapters needs model_dtype: float32"
+                )
             owner, name = model.denoiser_slot()
             net = lora.master_denoiser(model)
             setattr(owner, name, net)
@@ -408,8 +509,7 @@ def trainable(model: VideoModel, cfg: TrainConfig, seed: int | None = None) -> t
             p.requires_grad_(True)
     else:
         # attach() freezes the denoiser: only the adapter trains; the reference is the adapter disabled
-        frozen, params = None, lora.attach(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets or None,
-                                           seed=seed)
+        frozen, params = None, lora.attach(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets or None, seed=seed)
     if cfg.gradient_checkpointing:
         if not getattr(net, "_supports_gradient_checkpointing", False):
             raise UserError(f"train.gradient_checkpointing: the {model.family} denoiser does not support it")
@@ -421,8 +521,9 @@ def bitsandbytes():
     try:
         import bitsandbytes as bnb
     except ImportError:
-        raise UserError("train.optimizer: adamw8bit needs bitsandbytes; `pip install bitsandbytes` "
-                        "or use optimizer: adamw") from None
+        raise UserError(
+            "train.optimizer: adamw8bit needs bitsandbytes; `pip install bitsandbytes` or use optimizer: adamw"
+        ) from None
     return bnb
 
 
@@ -441,8 +542,10 @@ class StepContext:
         #: the NLL regularizers' factor: T in likelihood units (losses.nll_scale)
         self.nll_scale = losses.nll_scale(cfg.nll_units, model.train_timesteps)
         #: the round's KTO class weights (:func:`kto_weights`); set by the trainer for a KTO round
-        self.kto = {"lambda_desirable": cfg.lambda_desirable if cfg.lambda_desirable is not None else 1.0,
-                    "lambda_undesirable": cfg.lambda_undesirable if cfg.lambda_undesirable is not None else 1.0}
+        self.kto = {
+            "lambda_desirable": cfg.lambda_desirable if cfg.lambda_desirable is not None else 1.0,
+            "lambda_undesirable": cfg.lambda_undesirable if cfg.lambda_undesirable is not None else 1.0,
+        }
         #: under FSDP: a rank with no item of a micro-batch still runs its passes (on a zero-weighted item)
         self.pad = False
 
@@ -523,10 +626,14 @@ def grad_norms(terms: Terms, params: list) -> dict[str, float]:
         term = getattr(terms, name)
         if term is None or (not term.requires_grad and dist.world() == 1):
             continue
-        g = (torch.autograd.grad(term, params, retain_graph=True, allow_unused=True) if term.requires_grad
-             else [None] * len(params))
-        flat = dist.sum_tensor(torch.cat([(x if x is not None else torch.zeros_like(p)).flatten().float()
-                                          for x, p in zip(g, params)]))
+        g = (
+            torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
+            if term.requires_grad
+            else [None] * len(params)
+        )
+        flat = dist.sum_tensor(
+            torch.cat([(x if x is not None else torch.zeros_like(p)).flatten().float() for x, p in zip(g, params)])
+        )
         grads[name] = flat
         out[f"grad_norm_{name}"] = flat.norm().item()
     if "preference" in grads and "real_nll" in grads:
@@ -544,9 +651,15 @@ def _dropout(ctx: StepContext, conds: list[dict], cache: dict, gen: torch.Genera
     return [cache[""] if drop[i % n] else c for i, c in enumerate(conds)]
 
 
-def inputs(ctx: StepContext, batch, cache, latent, gen: torch.Generator | None,
-           draws: list[refcache.Draw] | None = None, mine: list[int] | None = None
-           ) -> tuple[torch.Tensor, dict, torch.Tensor, torch.Tensor]:
+def inputs(
+    ctx: StepContext,
+    batch,
+    cache,
+    latent,
+    gen: torch.Generator | None,
+    draws: list[refcache.Draw] | None = None,
+    mine: list[int] | None = None,
+) -> tuple[torch.Tensor, dict, torch.Tensor, torch.Tensor]:
     """A micro-batch's model inputs on the device: latents, conditioning (after caption dropout), noise, timesteps,
     for its items ``mine`` (default: all; under a launcher this rank's share).
 
@@ -571,8 +684,12 @@ def inputs(ctx: StepContext, batch, cache, latent, gen: torch.Generator | None,
         noise, t = torch.stack([draws[i].noise for i in mine]), torch.cat([draws[i].t for i in mine])
         conds = [cache[""] if draws[i % n].drop else c for i, c in enumerate(conds)]
     if cfg.method == "dpo":
-        x = torch.cat([torch.stack([latent(batch[i]["chosen"]) for i in mine]),
-                       torch.stack([latent(batch[i]["rejected"]) for i in mine])])
+        x = torch.cat(
+            [
+                torch.stack([latent(batch[i]["chosen"]) for i in mine]),
+                torch.stack([latent(batch[i]["rejected"]) for i in mine]),
+            ]
+        )
         conds = [conds[i] for i in mine] + [conds[n + i] for i in mine]
         noise, t = torch.cat([noise, noise]), torch.cat([t, t])
     else:
@@ -581,9 +698,20 @@ def inputs(ctx: StepContext, batch, cache, latent, gen: torch.Generator | None,
     return to_device(x, device), _cat(conds), to_device(noise, device), to_device(t, device)
 
 
-def micro_loss(ctx: StepContext, batch, cache, latent, gen, real, real_seed, z0: float | None = None,
-               draws: list[refcache.Draw] | None = None, ref: torch.Tensor | None = None,
-               mine: list[int] | None = None, mine_real: list[int] | None = None) -> Terms:
+def micro_loss(
+    ctx: StepContext,
+    batch,
+    cache,
+    latent,
+    gen,
+    real,
+    real_seed,
+    z0: float | None = None,
+    draws: list[refcache.Draw] | None = None,
+    ref: torch.Tensor | None = None,
+    mine: list[int] | None = None,
+    mine_real: list[int] | None = None,
+) -> Terms:
     """A micro-batch's loss terms, computed on its items ``mine`` and real videos ``mine_real`` (default: all; under
     a launcher this rank's share). With ``draws`` and ``ref`` (the reference's cached errors on those draws for the
     whole micro-batch, winners then losers) no reference forward runs.
@@ -640,13 +768,17 @@ def micro_loss(ctx: StepContext, batch, cache, latent, gen, real, real_seed, z0:
             xr = model.encode_video(clips)
             with torch.no_grad():
                 enc = model.encode_prompts(prompts)
-            rconds = [{k: v[i:i + 1] for k, v in enc.items()} for i in range(len(prompts))]
+            rconds = [{k: v[i : i + 1] for k, v in enc.items()} for i in range(len(prompts))]
         nz = torch.randn(tuple(xr.shape), generator=gen)
         tr = model.sample_timesteps(len(prompts), gen)
         rc = _dropout(ctx, rconds, cache, gen, len(prompts))
         if mine_real:
-            e_real = ctx.errors(to_device(xr[mine_real], device), _cat([rc[j] for j in mine_real]),
-                                to_device(nz[mine_real], device), to_device(tr[mine_real], device))
+            e_real = ctx.errors(
+                to_device(xr[mine_real], device),
+                _cat([rc[j] for j in mine_real]),
+                to_device(nz[mine_real], device),
+                to_device(tr[mine_real], device),
+            )
             nll = losses.nll(e_real)
             terms.real_nll = cfg.lambda_real * ctx.nll_scale * nll * real_share
             terms.metrics["nll_real"] = nll.detach()
@@ -691,8 +823,9 @@ def _to_cpu(record: dict) -> dict:
     return {k: v.cpu() if torch.is_tensor(v) else v for k, v in record.items()}
 
 
-def _step_metrics(ctx: StepContext, batches: list, records: list, z0: float | None
-                  ) -> tuple[list[Metrics], torch.Tensor]:
+def _step_metrics(
+    ctx: StepContext, batches: list, records: list, z0: float | None
+) -> tuple[list[Metrics], torch.Tensor]:
     """Each micro-batch's metrics (:class:`Metrics`, read back by :func:`read_back`) and the step's KTO rewards,
     from every rank's per-sample errors (``records[rank][micro]``) put back in item order: the numbers a single
     process computes for the same step, whatever the number of ranks."""
@@ -734,8 +867,9 @@ def _step_metrics(ctx: StepContext, batches: list, records: list, z0: float | No
     return out, torch.cat(rewards)
 
 
-def read_back(metrics: list[dict], grad_norm: torch.Tensor, rewards: list[torch.Tensor]
-              ) -> tuple[list[dict[str, float]], float, list[float]]:
+def read_back(
+    metrics: list[dict], grad_norm: torch.Tensor, rewards: list[torch.Tensor]
+) -> tuple[list[dict[str, float]], float, list[float]]:
     """A step's metrics (one dict per micro-batch), gradient norm and KTO rewards as Python numbers, read back from
     the device in one transfer: each ``.item()`` waits for the accelerator to finish everything queued before it."""
     device = grad_norm.device
@@ -750,7 +884,7 @@ def read_back(metrics: list[dict], grad_norm: torch.Tensor, rewards: list[torch.
         for k in ts:
             row[k], i = flat[i], i + 1
         out.append(row)
-    return out, flat[i], flat[i + 1:]
+    return out, flat[i], flat[i + 1 :]
 
 
 def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -770,17 +904,27 @@ def _sharding(cfg: TrainConfig, net: torch.nn.Module, frozen, device) -> bool:
     if kind != "fsdp":
         return False
     if cfg.finetune != "full":
-        raise UserError("train.finetune: lora under an FSDP launch: a LoRA's weights are small and train "
-                        "data-parallel; launch with torchrun or configs/accelerate/ddp.yaml (FSDP is for "
-                        "finetune: full)")
+        raise UserError(
+            "train.finetune: lora under an FSDP launch: a LoRA's weights are small and train "
+            "data-parallel; launch with torchrun or configs/accelerate/ddp.yaml (FSDP is for "
+            "finetune: full)"
+        )
     if cfg.ref_offload:
-        raise UserError("train.ref_offload: under FSDP the frozen reference is sharded over the GPUs already; "
-                        "set ref_offload: false")
+        raise UserError(
+            "train.ref_offload: under FSDP the frozen reference is sharded over the GPUs already; "
+            "set ref_offload: false"
+        )
     n = dist.world()
     if cfg.batch_size % n or (cfg.real_batch_size % n and cfg.lambda_real > 0):
-        log.warning("FSDP on %d processes: train.batch_size %d / real_batch_size %d are not multiples of it; ranks "
-                    "without an item run padding passes (set batch_size to a multiple of %d and divide grad_accum "
-                    "for the same effective batch, faster)", n, cfg.batch_size, cfg.real_batch_size, n)
+        log.warning(
+            "FSDP on %d processes: train.batch_size %d / real_batch_size %d are not multiples of it; ranks "
+            "without an item run padding passes (set batch_size to a multiple of %d and divide grad_accum "
+            "for the same effective batch, faster)",
+            n,
+            cfg.batch_size,
+            cfg.real_batch_size,
+            n,
+        )
     dist.fsdp_shard(net, device)
     dist.fsdp_shard(frozen, device)
     log.info("FSDP2: the denoiser and its reference sharded over %d processes", n)
@@ -803,14 +947,18 @@ def _unshard(model: VideoModel, net: torch.nn.Module, cls: type) -> torch.nn.Mod
 def _indexed_optimizer_state(osd: dict, names: list[str]) -> dict:
     """A name-keyed optimizer state (FSDP's) in ``torch.optim``'s own layout, parameters by their index."""
     index = {n: i for i, n in enumerate(names)}
-    return {"state": {index[k]: v for k, v in osd["state"].items()},
-            "param_groups": [dict(g, params=[index[k] for k in g["params"]]) for g in osd["param_groups"]]}
+    return {
+        "state": {index[k]: v for k, v in osd["state"].items()},
+        "param_groups": [dict(g, params=[index[k] for k in g["params"]]) for g in osd["param_groups"]],
+    }
 
 
 def _named_optimizer_state(osd: dict, names: list[str]) -> dict:
     """The inverse of :func:`_indexed_optimizer_state`."""
-    return {"state": {names[int(k)]: v for k, v in osd["state"].items()},
-            "param_groups": [dict(g, params=[names[int(i)] for i in g["params"]]) for g in osd["param_groups"]]}
+    return {
+        "state": {names[int(k)]: v for k, v in osd["state"].items()},
+        "param_groups": [dict(g, params=[names[int(i)] for i in g["params"]]) for g in osd["param_groups"]],
+    }
 
 
 def _write_log(path: Path, history: list) -> None:

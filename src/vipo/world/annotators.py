@@ -17,6 +17,7 @@ Default error rate: 0.15 per annotator and dimension. With three annotators and 
 exact verdict on ~97% of the decided questions (``(1-e)^3 + 3(1-e)^2 e`` right, ~3% tied and dropped), and two
 annotators agree with each other on ``(1-e)^2 + e^2/2`` = 73% of their ratings.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,9 @@ def truth_of(critic: WorldCritic, item, videos: dict[str, Video]) -> tuple[dict,
     return p.verdicts, p.reasons
 
 
-def simulate(items, truths: dict[str, tuple[dict, dict]], annotators: int = 3, error: float = DEFAULT_ERROR,
-             seed: int = 0) -> list:
+def simulate(
+    items, truths: dict[str, tuple[dict, dict]], annotators: int = 3, error: float = DEFAULT_ERROR, seed: int = 0
+) -> list:
     """Every simulated annotator's :class:`~vipo.annotate.votes.Answer` to every item."""
     from ..annotate.votes import Answer
 
@@ -69,8 +71,16 @@ def simulate(items, truths: dict[str, tuple[dict, dict]], annotators: int = 3, e
     return out
 
 
-def annotate(root: str | Path, out: str | Path, annotators: int = 3, error: float = DEFAULT_ERROR, seed: int = 0,
-             pairs_per_prompt: int | None = None, frames: int = 16, progress: bool = True) -> dict:
+def annotate(
+    root: str | Path,
+    out: str | Path,
+    annotators: int = 3,
+    error: float = DEFAULT_ERROR,
+    seed: int = 0,
+    pairs_per_prompt: int | None = None,
+    frames: int = 16,
+    progress: bool = True,
+) -> dict:
     """Simulated annotators label the world videos of ``root`` (a folder with ``metadata.jsonl``); the export goes
     to ``out`` (``critic_train.jsonl``, ``labels.jsonl``, ``votes.jsonl``, ``agreement.json``, ``videos/``)."""
     from tqdm.auto import tqdm
@@ -95,20 +105,28 @@ def annotate(root: str | Path, out: str | Path, annotators: int = 3, error: floa
         critic.scores(videos[name])
     truths = {it.id: truth_of(critic, it, videos) for it in items}
     answers = simulate(items, truths, annotators, error, seed)
-    summary = write_export(out, root, items, answers, ExportOptions(min_annotators=annotators, test_fraction=0.0,
-                                                                    question_frames=frames))
+    summary = write_export(
+        out, root, items, answers, ExportOptions(min_annotators=annotators, test_fraction=0.0, question_frames=frames)
+    )
     # the world's held-out combinations are the test split (the export hashed every prompt into train)
     path = out / "critic_train.jsonl"
     rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
     for r in rows:
         r["split"] = "test" if grammar.parse(r["prompt"]) in grammar.HELDOUT else "train"
     atomic.write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    truth_rows = [{"id": it.id, "task": it.task, "videos": list(it.videos), "verdicts": truths[it.id][0]}
-                  for it in items]
+    truth_rows = [
+        {"id": it.id, "task": it.task, "videos": list(it.videos), "verdicts": truths[it.id][0]} for it in items
+    ]
     atomic.write_text(out / "truth.jsonl", "".join(json.dumps(r) + "\n" for r in truth_rows))
     vote_right = sum(r["verdict"] == truths[r["id"].rsplit("#", 1)[0]][0][r["dimension"]] for r in rows)
-    summary.update(simulated={"annotators": annotators, "error": error, "seed": seed,
-                              "vote_matches_truth": vote_right / len(rows) if rows else None,
-                              "splits": {s: sum(r["split"] == s for r in rows) for s in ("train", "test")}})
+    summary.update(
+        simulated={
+            "annotators": annotators,
+            "error": error,
+            "seed": seed,
+            "vote_matches_truth": vote_right / len(rows) if rows else None,
+            "splits": {s: sum(r["split"] == s for r in rows) for s in ("train", "test")},
+        }
+    )
     atomic.write_json(out / "simulated.json", summary["simulated"])
     return summary

@@ -3,6 +3,7 @@
 Everything here is pure and tiny. The split is listed explicitly (``HELDOUT``) so that one line of code decides what
 the base model and IPO training may never see; evaluation always reports both sides separately.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -55,12 +56,18 @@ ALL: tuple[Attributes, ...] = tuple(Attributes(c, s, d) for c, s, d in itertools
 HELDOUT: frozenset[Attributes] = frozenset(
     Attributes(*t)
     for t in [
-        ("red", "triangle", "up"), ("red", "square", "left"),
-        ("green", "circle", "down"), ("green", "triangle", "right"),
-        ("blue", "square", "up"), ("blue", "circle", "left"),
-        ("yellow", "triangle", "down"), ("yellow", "square", "right"),
-        ("white", "circle", "up"), ("white", "triangle", "left"),
-        ("magenta", "square", "down"), ("magenta", "circle", "right"),
+        ("red", "triangle", "up"),
+        ("red", "square", "left"),
+        ("green", "circle", "down"),
+        ("green", "triangle", "right"),
+        ("blue", "square", "up"),
+        ("blue", "circle", "left"),
+        ("yellow", "triangle", "down"),
+        ("yellow", "square", "right"),
+        ("white", "circle", "up"),
+        ("white", "triangle", "left"),
+        ("magenta", "square", "down"),
+        ("magenta", "circle", "right"),
     ]
 )
 INDIST: tuple[Attributes, ...] = tuple(a for a in ALL if a not in HELDOUT)
@@ -114,8 +121,10 @@ def mislabel(attrs: Attributes, rng: random.Random, noise: float) -> Attributes:
         return attrs
     options = (tuple(COLORS), SHAPES, DIRECTIONS)
     while True:
-        values = [rng.choice([o for o in opts if o != v]) if rng.random() < noise else v
-                  for v, opts in zip((attrs.color, attrs.shape, attrs.direction), options)]
+        values = [
+            rng.choice([o for o in opts if o != v]) if rng.random() < noise else v
+            for v, opts in zip((attrs.color, attrs.shape, attrs.direction), options)
+        ]
         out = Attributes(*values)
         if out not in HELDOUT:
             return out

@@ -8,6 +8,7 @@ Strictness matters more than leniency: a clip passes semantics only if a shape i
 is nearest the asked palette colour by a clear distance, the best-fitting shape template is the asked one with a
 clear margin, and its centroid travels the asked way over a visible distance with little sideways drift.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -124,8 +125,22 @@ def measure(frames: np.ndarray) -> Measurement:
         ious.append(best)
     detected = found / n_frames
     if found == 0:
-        return Measurement(side, 0.0, None, {c: 442.0 for c in _NAMES}, None, {s: 0.0 for s in SHAPES},
-                           (0.0, 0.0), 1.0, 1.0, 255.0, 1.0, float(np.mean(noises)) if noises else 1.0, 0.0, 1.0)
+        return Measurement(
+            side,
+            0.0,
+            None,
+            {c: 442.0 for c in _NAMES},
+            None,
+            {s: 0.0 for s in SHAPES},
+            (0.0, 0.0),
+            1.0,
+            1.0,
+            255.0,
+            1.0,
+            float(np.mean(noises)) if noises else 1.0,
+            0.0,
+            1.0,
+        )
     mean_color = np.mean(colors, axis=0)
     dists = np.linalg.norm(_PALETTE - mean_color, axis=1)
     color_dist = {c: float(d) for c, d in zip(_NAMES, dists)}
@@ -139,16 +154,26 @@ def measure(frames: np.ndarray) -> Measurement:
         # matters for clips that already fail detection.
         coef = np.polyfit(t, c, 1)
         disp = tuple(float(v) for v in coef[0] * (n_frames - 1))
-        jitter = float(np.sqrt(np.mean((np.polyval(coef[:, 0], t) - c[:, 0]) ** 2
-                                       + (np.polyval(coef[:, 1], t) - c[:, 1]) ** 2)))
+        jitter = float(
+            np.sqrt(np.mean((np.polyval(coef[:, 0], t) - c[:, 0]) ** 2 + (np.polyval(coef[:, 1], t) - c[:, 1]) ** 2))
+        )
     else:
         disp, jitter = (0.0, 0.0), 1.0
     areas_a = np.array(areas, dtype=np.float64)
     return Measurement(
-        side=side, detected=detected, color=color, color_dist=color_dist, shape=shape, shape_iou=shape_iou,
-        displacement=disp, jitter=jitter, area_cv=float(areas_a.std() / areas_a.mean()),
-        color_cv=float(np.linalg.norm(np.std(colors, axis=0))), stray=float(np.mean(strays)),
-        noise=float(np.mean(noises)), size=float(np.mean(sizes) / side),
+        side=side,
+        detected=detected,
+        color=color,
+        color_dist=color_dist,
+        shape=shape,
+        shape_iou=shape_iou,
+        displacement=disp,
+        jitter=jitter,
+        area_cv=float(areas_a.std() / areas_a.mean()),
+        color_cv=float(np.linalg.norm(np.std(colors, axis=0))),
+        stray=float(np.mean(strays)),
+        noise=float(np.mean(noises)),
+        size=float(np.mean(sizes) / side),
         aspect=float(np.mean(aspects)),
     )
 
@@ -203,8 +228,11 @@ def why_wrong(m: Measurement, target: Attributes, attribute: str) -> str:
         return f"no single shape fully in frame in {100 * (1 - m.detected):.0f}% of the frames"
     if attribute == "color":
         dist = m.color_dist[target.color]
-        return (f"looks {m.color}" if m.color != target.color
-                else f"{dist:.0f} from {target.color}'s palette value (at most {COLOR_MAX_DIST:.0f})")
+        return (
+            f"looks {m.color}"
+            if m.color != target.color
+            else f"{dist:.0f} from {target.color}'s palette value (at most {COLOR_MAX_DIST:.0f})"
+        )
     if attribute == "shape":
         iou = m.shape_iou[target.shape]
         rival, rival_iou = max(((k, v) for k, v in m.shape_iou.items() if k != target.shape), key=lambda kv: kv[1])
@@ -231,19 +259,33 @@ def score(m: Measurement, target: Attributes) -> Scores:
     color_ok = full and m.color == target.color and dist <= COLOR_MAX_DIST
     others = [v for s, v in m.shape_iou.items() if s != target.shape]
     iou = m.shape_iou[target.shape]
-    shape_ok = (full and m.shape == target.shape and iou >= SHAPE_MIN_IOU and iou - max(others) >= SHAPE_MIN_MARGIN
-                and m.aspect <= MAX_ASPECT and SIZE_OK[0] <= m.size <= SIZE_OK[1])
+    shape_ok = (
+        full
+        and m.shape == target.shape
+        and iou >= SHAPE_MIN_IOU
+        and iou - max(others) >= SHAPE_MIN_MARGIN
+        and m.aspect <= MAX_ASPECT
+        and SIZE_OK[0] <= m.size <= SIZE_OK[1]
+    )
     along, drift = direction_components(m, target.direction)
     direction_ok = full and along >= MIN_TRAVEL and drift <= MAX_DRIFT * along
     color_s = _clip01(1 - dist / 160)
     shape_s = _clip01((iou - 0.4) / 0.6)
     dir_s = _clip01(along / 0.3) * (1 - _clip01(drift / 0.3))
     semantic = m.detected * (color_s + shape_s + dir_s) / 3
-    fidelity = (m.detected * (1 - _clip01(m.stray * 2)) * (1 - _clip01(m.noise * 8))
-                * _clip01((max(m.shape_iou.values()) - 0.4) / 0.5) * _size_factor(m.size))
+    fidelity = (
+        m.detected
+        * (1 - _clip01(m.stray * 2))
+        * (1 - _clip01(m.noise * 8))
+        * _clip01((max(m.shape_iou.values()) - 0.4) / 0.5)
+        * _size_factor(m.size)
+    )
     # Tolerances cover what anti-aliasing does to a perfect render (jitter <= 0.008, area CV <= 0.075).
-    motion = m.detected * float(np.exp(-max(0.0, m.jitter - 0.01) / 0.03) * np.exp(-max(0.0, m.area_cv - 0.08) / 0.2)
-                                * np.exp(-max(0.0, m.color_cv - 5) / 40))
+    motion = m.detected * float(
+        np.exp(-max(0.0, m.jitter - 0.01) / 0.03)
+        * np.exp(-max(0.0, m.area_cv - 0.08) / 0.2)
+        * np.exp(-max(0.0, m.color_cv - 5) / 40)
+    )
     return Scores(color_ok, shape_ok, direction_ok, semantic, fidelity, motion, m)
 
 

@@ -6,6 +6,7 @@ classifier-free guidance, AdamW with warmup and cosine decay, an EMA copy that i
 Everything is drawn from generators seeded by ``seed``, so a run is reproducible; a resumable state is saved every
 ``save_every`` steps (safetensors + JSON, no pickle: :mod:`vipo.train.state`) and a killed run continues from it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -47,12 +48,16 @@ def open_folder(cfg: PretrainConfig, out: Path, force: bool = False):
 
     record = {k: v for k, v in to_dict(cfg).items() if k not in RESUMABLE}
     with folder_lock(out):
-        provenance.check(out / "config.yaml", record, force, start_over=lambda: shutil.rmtree(out / "state",
-                                                                                               ignore_errors=True),
-                         refusal="this pretraining folder was started with a different config ({changes}); re-run "
-                                 f"with the same one (only {', '.join(RESUMABLE)} may change), choose another --out, "
-                                 "or pass --force to delete its state and start over",
-                         forced=f"--force: deleting the pretraining state in {out} and starting over ({{changes}})")
+        provenance.check(
+            out / "config.yaml",
+            record,
+            force,
+            start_over=lambda: shutil.rmtree(out / "state", ignore_errors=True),
+            refusal="this pretraining folder was started with a different config ({changes}); re-run "
+            f"with the same one (only {', '.join(RESUMABLE)} may change), choose another --out, "
+            "or pass --force to delete its state and start over",
+            forced=f"--force: deleting the pretraining state in {out} and starting over ({{changes}})",
+        )
         yield out
 
 
@@ -83,11 +88,19 @@ def pretrain(cfg: PretrainConfig, out: Path, device: str = "cpu", progress: bool
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic.clean_temp(out)
-    model = WorldModel.fresh(device=device, frames=cfg.frames, side=cfg.side, widths=tuple(cfg.widths),
-                             text_width=cfg.text_width, layers_per_block=cfg.layers_per_block,
-                             attention=cfg.attention, seed=cfg.seed)
-    ema = WorldModel(copy.deepcopy(model.unet), copy.deepcopy(model.text_encoder), model.tokenizer,
-                     model.scheduler, device=device)
+    model = WorldModel.fresh(
+        device=device,
+        frames=cfg.frames,
+        side=cfg.side,
+        widths=tuple(cfg.widths),
+        text_width=cfg.text_width,
+        layers_per_block=cfg.layers_per_block,
+        attention=cfg.attention,
+        seed=cfg.seed,
+    )
+    ema = WorldModel(
+        copy.deepcopy(model.unet), copy.deepcopy(model.text_encoder), model.tokenizer, model.scheduler, device=device
+    )
     for p in _params(ema):
         p.requires_grad_(False)
     opt = torch.optim.AdamW(_params(model), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -97,9 +110,13 @@ def pretrain(cfg: PretrainConfig, out: Path, device: str = "cpu", progress: bool
     state_dir = out / "state"
     got = _load_state(state_dir)
     if got is not None:
-        for name, part in (("unet", model.unet), ("text_encoder", model.text_encoder), ("ema_unet", ema.unet),
-                           ("ema_text_encoder", ema.text_encoder)):
-            part.load_state_dict({k[len(name) + 1:]: v for k, v in got["params"].items() if k.startswith(name + ".")})
+        for name, part in (
+            ("unet", model.unet),
+            ("text_encoder", model.text_encoder),
+            ("ema_unet", ema.unet),
+            ("ema_text_encoder", ema.text_encoder),
+        ):
+            part.load_state_dict({k[len(name) + 1 :]: v for k, v in got["params"].items() if k.startswith(name + ".")})
         opt.load_state_dict(got["opt"])
         version, internal, gauss = got["info"]["rng"]
         rng.setstate((version, tuple(internal), gauss))
@@ -107,8 +124,12 @@ def pretrain(cfg: PretrainConfig, out: Path, device: str = "cpu", progress: bool
         step = got["info"]["step"]
         log.info("resumed pretraining at step %d", step)
     n_params = sum(p.numel() for p in model.unet.parameters())
-    log.info("pretraining world model: %.2fM UNet parameters, %d steps of %d clips", n_params / 1e6, cfg.steps,
-             cfg.batch_size)
+    log.info(
+        "pretraining world model: %.2fM UNet parameters, %d steps of %d clips",
+        n_params / 1e6,
+        cfg.steps,
+        cfg.batch_size,
+    )
     from tqdm.auto import tqdm
 
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="pretrain", unit="step")
@@ -137,17 +158,33 @@ def pretrain(cfg: PretrainConfig, out: Path, device: str = "cpu", progress: bool
         if callback is not None:
             callback(step, ema)
         if step % cfg.log_every == 0 or step == cfg.steps:
-            log.info("step %d loss %.4f lr %.2e %.2fs/step", step, float(np.mean(losses)), _lr(step - 1, cfg),
-                     (time.time() - t0) / len(losses))
+            log.info(
+                "step %d loss %.4f lr %.2e %.2fs/step",
+                step,
+                float(np.mean(losses)),
+                _lr(step - 1, cfg),
+                (time.time() - t0) / len(losses),
+            )
             bar.set_postfix(loss=f"{np.mean(losses):.4f}")
             t0, losses = time.time(), []
         if step % cfg.save_every == 0 and step < cfg.steps:
-            params = {f"{name}.{k}": v.clone() for name, part in (
-                ("unet", model.unet), ("text_encoder", model.text_encoder), ("ema_unet", ema.unet),
-                ("ema_text_encoder", ema.text_encoder)) for k, v in part.state_dict().items()}
+            params = {
+                f"{name}.{k}": v.clone()
+                for name, part in (
+                    ("unet", model.unet),
+                    ("text_encoder", model.text_encoder),
+                    ("ema_unet", ema.unet),
+                    ("ema_text_encoder", ema.text_encoder),
+                )
+                for k, v in part.state_dict().items()
+            }
             version, internal, gauss = rng.getstate()
-            state.save(state_dir, dict(params, gen=gen.get_state()), opt,
-                       {"step": step, "rng": [version, list(internal), gauss]})
+            state.save(
+                state_dir,
+                dict(params, gen=gen.get_state()),
+                opt,
+                {"step": step, "rng": [version, list(internal), gauss]},
+            )
     bar.close()
     ema.unet.eval()
     ema.text_encoder.eval()
@@ -162,23 +199,33 @@ def _load_state(folder: Path) -> dict | None:
         from ..models import allow_pickle
 
         if not allow_pickle():
-            raise UserError(f"{legacy}: a pickle-format state (from an older vipo), which can run arbitrary code when "
-                            f"loaded; delete {folder} to start over, or pass --allow-pickle if you wrote it yourself")
+            raise UserError(
+                f"{legacy}: a pickle-format state (from an older vipo), which can run arbitrary code when "
+                f"loaded; delete {folder} to start over, or pass --allow-pickle if you wrote it yourself"
+            )
         try:
             old = torch.load(legacy, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001  (the restricted unpickler refuses anything but tensors and plain data)
-            raise UserError(f"{legacy}: not a plain pretraining state ({type(e).__name__}); delete {folder} to start "
-                            "over") from None
-        params = {f"{name}.{k}": v for name in ("unet", "text_encoder", "ema_unet", "ema_text_encoder")
-                  for k, v in old[name].items()}
+            raise UserError(
+                f"{legacy}: not a plain pretraining state ({type(e).__name__}); delete {folder} to start over"
+            ) from None
+        params = {
+            f"{name}.{k}": v
+            for name in ("unet", "text_encoder", "ema_unet", "ema_text_encoder")
+            for k, v in old[name].items()
+        }
         version, internal, gauss = old["rng"]
-        return {"params": dict(params, gen=old["gen"]), "opt": old["opt"],
-                "info": {"step": old["step"], "rng": [version, list(internal), gauss]}}
+        return {
+            "params": dict(params, gen=old["gen"]),
+            "opt": old["opt"],
+            "info": {"step": old["step"], "rng": [version, list(internal), gauss]},
+        }
     return state.load(folder)
 
 
-def evaluate_pass_rate(model: WorldModel, n: int, steps: int, guidance: float, split: str = "indist",
-                       batch: int = 48) -> dict:
+def evaluate_pass_rate(
+    model: WorldModel, n: int, steps: int, guidance: float, split: str = "indist", batch: int = 48
+) -> dict:
     """Semantic pass rate of ``n`` clips over the split's combinations (canonical phrasing).
 
     Prompts and seeds are the first ``n`` of the ``eval`` stage's fixed set, so this number and a run's round-0
@@ -196,9 +243,9 @@ def evaluate_pass_rate(model: WorldModel, n: int, steps: int, guidance: float, s
     fid = mot = 0.0
     with torch.no_grad():
         for i in range(0, n, batch):
-            a = attrs[i:i + batch]
+            a = attrs[i : i + batch]
             cond = model.encode_prompts([x.prompt() for x in a])
-            frames = model.decode(model.sample(cond, uncond, seeds[i:i + batch], steps, guidance))
+            frames = model.decode(model.sample(cond, uncond, seeds[i : i + batch], steps, guidance))
             for f, target in zip(frames, a):
                 s = judge_clip(f, target)
                 ok["color"] += s.color_ok

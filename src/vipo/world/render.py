@@ -3,6 +3,7 @@
 These are the "real videos" of IPO's real-data NLL term and the pretraining data of the base model. Rendering is
 anti-aliased by 4x supersampling; geometry is in units of the frame side so any resolution works.
 """
+
 from __future__ import annotations
 
 import random
@@ -27,8 +28,9 @@ class ClipGeometry:
     travel: float
 
 
-def shape_mask(shape: str, cx: float, cy: float, size: float, height: int, width: int,
-               size_y: float | None = None) -> np.ndarray:
+def shape_mask(
+    shape: str, cx: float, cy: float, size: float, height: int, width: int, size_y: float | None = None
+) -> np.ndarray:
     """Boolean mask of a shape whose bounding box is centred at (cx, cy), ``size`` wide and ``size_y`` (default:
     ``size``) tall, all in pixels. Unequal sides give the stretched shape, which the judge uses to fit masks."""
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float64) + 0.5

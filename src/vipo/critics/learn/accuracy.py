@@ -18,6 +18,7 @@ exact judge). The critic answers each video once (pointwise: every dimension at 
 Intervals: :func:`vipo.stats.rate` (Wilson 1927). The pairwise questions of one pair are not independent (two orders),
 so its interval is a little narrow; the counts are given so a reader can redo it per pair.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -57,10 +58,12 @@ class _Tally:
     def report(self) -> dict:
         acc = {d: (self.hit[d] / self.n[d] if self.n[d] else None) for d in DIMENSIONS}
         n_all = sum(self.n.values())
-        return {"accuracy": acc,
-                "rates": {d: rate(self.hit[d], self.n[d]) for d in DIMENSIONS if self.n[d]},
-                "all": rate(sum(self.hit.values()), n_all) if n_all else None,
-                "confusion": {d: {t: dict(c) for t, c in m.items()} for d, m in self.confusion.items()}}
+        return {
+            "accuracy": acc,
+            "rates": {d: rate(self.hit[d], self.n[d]) for d in DIMENSIONS if self.n[d]},
+            "all": rate(sum(self.hit.values()), n_all) if n_all else None,
+            "confusion": {d: {t: dict(c) for t, c in m.items()} for d, m in self.confusion.items()},
+        }
 
 
 def table6(critic, videos: list[Video], questions: list[Question]) -> dict:
@@ -82,9 +85,13 @@ def table6(critic, videos: list[Video], questions: list[Question]) -> dict:
             if len(q.truth) == len(DIMENSIONS):
                 every_n += 1
                 every += all(ans.labels[d] == t for d, t in q.truth.items())
-        out["pointwise"] = {"n": answered, "unanswered": unanswered, **tally.report(),
-                            "all_dimensions": every / every_n if every_n else None,
-                            "all_dimensions_rate": rate(every, every_n) if every_n else None}
+        out["pointwise"] = {
+            "n": answered,
+            "unanswered": unanswered,
+            **tally.report(),
+            "all_dimensions": every / every_n if every_n else None,
+            "all_dimensions_rate": rate(every, every_n) if every_n else None,
+        }
     pair = [q for q in questions if q.task == "pairwise"]
     if pair:
         asked = [(videos[q.videos[0]], videos[q.videos[1]]) for q in pair]
@@ -113,11 +120,14 @@ def table6(critic, videos: list[Video], questions: list[Question]) -> dict:
                 cons[d] += x.verdicts[d] == FLIP[y.verdicts[d]]
             cons["overall"] += x.overall == FLIP[y.overall]
         rep = tally.report()
-        out["pairwise"] = {"n": answered, "unanswered": unanswered, **rep,
-                           "overall": over_hit / over_n if over_n else None,
-                           "overall_rate": rate(over_hit, over_n) if over_n else None,
-                           "position_consistency": {k: rate(cons[k], cons_n) for k in (*DIMENSIONS, "overall")}
-                           if cons_n else None}
+        out["pairwise"] = {
+            "n": answered,
+            "unanswered": unanswered,
+            **rep,
+            "overall": over_hit / over_n if over_n else None,
+            "overall_rate": rate(over_hit, over_n) if over_n else None,
+            "position_consistency": {k: rate(cons[k], cons_n) for k in (*DIMENSIONS, "overall")} if cons_n else None,
+        }
     return out
 
 

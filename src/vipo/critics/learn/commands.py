@@ -1,4 +1,5 @@
 """What ``vipo critic train|import|eval DATA.jsonl`` and ``vipo world annotate`` do once the CLI has parsed them."""
+
 from __future__ import annotations
 
 import json
@@ -32,10 +33,16 @@ def train(data: str, out: str, cfg, progress: bool = True) -> int:
     from .train import train_critic
 
     info = train_critic(data, out, cfg, progress)
-    print(json.dumps({k: info[k] for k in ("arch", "records", "train_seconds", "final_loss", "eval") if k in info},
-                     indent=2))
-    how = (f"--critic learned --model {out}" if info["arch"] == "world"
-           else f"--critic vlm --model {info.get('base', cfg.model)} --set adapter={out}")
+    print(
+        json.dumps(
+            {k: info[k] for k in ("arch", "records", "train_seconds", "final_loss", "eval") if k in info}, indent=2
+        )
+    )
+    how = (
+        f"--critic learned --model {out}"
+        if info["arch"] == "world"
+        else f"--critic vlm --model {info.get('base', cfg.model)} --set adapter={out}"
+    )
     print(f"critic: {out} (vipo judge DIR {how}; loss curve {Path(out) / 'loss.png'})")
     return 0
 
@@ -74,30 +81,62 @@ def eval_records(data: str, critic, split: str, against: str, out: str | None) -
     return 0
 
 
-def world_annotate(out: str, videos: str | None, model: str, lora: str | None, repeats: int,
-                   samples_per_prompt: int, annotators: int, error: float, seed: int, pairs_per_prompt: int | None,
-                   device: str, progress: bool = True) -> int:
+def world_annotate(
+    out: str,
+    videos: str | None,
+    model: str,
+    lora: str | None,
+    repeats: int,
+    samples_per_prompt: int,
+    annotators: int,
+    error: float,
+    seed: int,
+    pairs_per_prompt: int | None,
+    device: str,
+    progress: bool = True,
+) -> int:
     """Generate world clips (unless ``videos`` names a folder of them), then simulated annotators label them."""
     from ...world.annotators import annotate
 
     out_dir = Path(out)
-    root = Path(videos) if videos else generate_world_clips(out_dir / "clips", model, lora, repeats,
-                                                            samples_per_prompt, seed, device, progress)
+    root = (
+        Path(videos)
+        if videos
+        else generate_world_clips(out_dir / "clips", model, lora, repeats, samples_per_prompt, seed, device, progress)
+    )
     summary = annotate(root, out_dir / "export", annotators, error, seed, pairs_per_prompt, progress=progress)
     sim = summary["simulated"]
-    print(json.dumps({"questions": summary["questions"], "critic_train_records": summary["critic_train_records"],
-                      "simulated": sim}, indent=1))
+    print(
+        json.dumps(
+            {
+                "questions": summary["questions"],
+                "critic_train_records": summary["critic_train_records"],
+                "simulated": sim,
+            },
+            indent=1,
+        )
+    )
     for task, per in summary["agreement"].items():
         for d, a in per["dimensions"].items():
             pa = a["percent_agreement"]
             print(f"{task} {d}: percent agreement {'n/a' if pa is None else f'{100 * pa:.1f}%'}")
-    print(f"labels: {out_dir / 'export' / 'critic_train.jsonl'} (vipo critic train "
-          f"{out_dir / 'export' / 'critic_train.jsonl'} --out CRITIC)")
+    print(
+        f"labels: {out_dir / 'export' / 'critic_train.jsonl'} (vipo critic train "
+        f"{out_dir / 'export' / 'critic_train.jsonl'} --out CRITIC)"
+    )
     return 0
 
 
-def generate_world_clips(out: Path, model: str, lora: str | None, repeats: int, samples_per_prompt: int, seed: int,
-                         device: str, progress: bool) -> Path:
+def generate_world_clips(
+    out: Path,
+    model: str,
+    lora: str | None,
+    repeats: int,
+    samples_per_prompt: int,
+    seed: int,
+    device: str,
+    progress: bool,
+) -> Path:
     """Samples of every world combination (in-distribution and held-out), ``repeats`` random phrasings each,
     ``samples_per_prompt`` videos per phrasing, from ``model`` (+ ``lora``): resumable (a ledger in ``out``)."""
     import random
@@ -112,10 +151,22 @@ def generate_world_clips(out: Path, model: str, lora: str | None, repeats: int, 
     if repeats < 1 or samples_per_prompt < 2:
         raise UserError("world annotate: --repeats >= 1 and --samples-per-prompt >= 2 (pairs need two) are needed")
     rng = random.Random(seed)
-    items = [PromptItem(len(grammar.ALL) * r + i, grammar.random_prompt(a, rng), grammar.split_of(a))
-             for r in range(repeats) for i, a in enumerate(grammar.ALL)]
+    items = [
+        PromptItem(len(grammar.ALL) * r + i, grammar.random_prompt(a, rng), grammar.split_of(a))
+        for r in range(repeats)
+        for i, a in enumerate(grammar.ALL)
+    ]
     policy = load_policy(model, lora, device=resolve_device(device))
     with Ledger(out / "ledger.sqlite") as ledger:
-        generate(policy, items, out, ledger, 0, GenerateConfig(samples_per_prompt=samples_per_prompt), seed,
-                 keep_latents=False, progress=progress)
+        generate(
+            policy,
+            items,
+            out,
+            ledger,
+            0,
+            GenerateConfig(samples_per_prompt=samples_per_prompt),
+            seed,
+            keep_latents=False,
+            progress=progress,
+        )
     return out / "samples"

@@ -14,6 +14,7 @@ This is what ``vipo annotate export`` writes (``critic_train.jsonl``), what the 
 :func:`read_records` checks every field and stops at the first bad one with ``FILE:LINE: field: what is wrong``.
 Video paths are relative to the JSONL's folder (never absolute); with ``check_files`` each video must exist.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,19 @@ from ..base import DIMENSIONS, LABELS, PAIR_VERDICTS
 TASKS = ("pointwise", "pairwise")
 CHOICES = {"pointwise": LABELS, "pairwise": PAIR_VERDICTS}
 SPLITS = ("train", "test")
-REQUIRED = ("id", "task", "dimension", "prompt", "videos", "question", "verdict", "votes", "reasons", "annotators",
-            "split")
+REQUIRED = (
+    "id",
+    "task",
+    "dimension",
+    "prompt",
+    "videos",
+    "question",
+    "verdict",
+    "votes",
+    "reasons",
+    "annotators",
+    "split",
+)
 
 
 @dataclass
@@ -96,8 +108,11 @@ def parse_record(row, where: str, root: Path = Path("."), check_files: bool = Fa
     if row["verdict"] not in allowed:
         _fail(f"{where}: verdict", f"{row['verdict']!r} is not one of {'/'.join(allowed)} ({task})")
     votes = row["votes"]
-    if not isinstance(votes, dict) or any(k not in allowed for k in votes) or any(
-            isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in votes.values()):
+    if (
+        not isinstance(votes, dict)
+        or any(k not in allowed for k in votes)
+        or any(isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in votes.values())
+    ):
         _fail(f"{where}: votes", f"expected counts per verdict ({'/'.join(allowed)}), got {votes!r}")
     reasons = row["reasons"]
     if not isinstance(reasons, list) or not all(isinstance(r, str) for r in reasons):
@@ -107,8 +122,20 @@ def parse_record(row, where: str, root: Path = Path("."), check_files: bool = Fa
         _fail(f"{where}: annotators", f"expected a count, got {n!r}")
     if row["split"] not in SPLITS:
         _fail(f"{where}: split", f"{row['split']!r} is not one of {'/'.join(SPLITS)}")
-    return Record(row["id"], task, dim, row["prompt"], list(videos), row["question"], row["verdict"],
-                  dict(votes), list(reasons), n, row["split"], root)
+    return Record(
+        row["id"],
+        task,
+        dim,
+        row["prompt"],
+        list(videos),
+        row["question"],
+        row["verdict"],
+        dict(votes),
+        list(reasons),
+        n,
+        row["split"],
+        root,
+    )
 
 
 def read_records(path: str | Path, check_files: bool = True, split: str | None = None) -> list[Record]:

@@ -20,6 +20,7 @@ prompt (:func:`vipo.annotate.export.split_of`), so a prompt never crosses splits
 
 Every imported record has one annotator (``votes: {verdict: 1}``).
 """
+
 from __future__ import annotations
 
 import csv
@@ -51,11 +52,29 @@ def _rel(video: Path, out: Path, where: str) -> str:
     return Path(os.path.relpath(video.resolve(), out.parent.resolve())).as_posix()
 
 
-def _record(rid: str, task: str, dim: str, prompt: str, videos: list[str], verdict: str, reasons: list[str],
-            test_fraction: float) -> dict:
-    return {"id": rid, "task": task, "dimension": dim, "prompt": prompt, "videos": videos, "question": "",
-            "verdict": verdict, "votes": {verdict: 1}, "reasons": [r for r in reasons if r], "annotators": 1,
-            "split": _split(prompt, test_fraction)}
+def _record(
+    rid: str,
+    task: str,
+    dim: str,
+    prompt: str,
+    videos: list[str],
+    verdict: str,
+    reasons: list[str],
+    test_fraction: float,
+) -> dict:
+    return {
+        "id": rid,
+        "task": task,
+        "dimension": dim,
+        "prompt": prompt,
+        "videos": videos,
+        "question": "",
+        "verdict": verdict,
+        "votes": {verdict: 1},
+        "reasons": [r for r in reasons if r],
+        "annotators": 1,
+        "split": _split(prompt, test_fraction),
+    }
 
 
 def _finish(rows: list[dict], out: Path, src: Path) -> list[dict]:
@@ -101,19 +120,32 @@ def lift(src: str | Path, out: str | Path, test_fraction: float = 0.1) -> list[d
                 raise UserError(f"{where}: conversations: expected human/gpt turns")
             for k in range(0, len(turns) - 1, 2):
                 q, a = turns[k], turns[k + 1]
-                if not (isinstance(q, dict) and isinstance(a, dict) and q.get("from") == "human"
-                        and a.get("from") == "gpt"):
+                if not (
+                    isinstance(q, dict) and isinstance(a, dict) and q.get("from") == "human" and a.get("from") == "gpt"
+                ):
                     raise UserError(f"{where}: conversations[{k}]: expected a human turn then a gpt turn")
                 text = str(q.get("value", ""))
                 m = _LIFT_DIM.search(text)
                 if m is None:
-                    raise UserError(f"{where}: conversations[{k}]: not a LiFT question (semantic consistency, "
-                                    "fidelity or motion issues)")
+                    raise UserError(
+                        f"{where}: conversations[{k}]: not a LiFT question (semantic consistency, "
+                        "fidelity or motion issues)"
+                    )
                 dim = {"semantic consistency": "semantic"}.get(m.group(1).lower(), m.group(1).lower())
-                prompt = " ".join(text[:m.start()].replace("<video>", " ").replace("<image>", " ").split())
+                prompt = " ".join(text[: m.start()].replace("<video>", " ").replace("<image>", " ").split())
                 verdict, reason = _lift_answer(a.get("value"), f"{where}: conversations[{k + 1}]")
-                rows.append(_record(f"lift:{item['video']}#{dim}", "pointwise", dim, prompt, [video], verdict,
-                                    [reason], test_fraction))
+                rows.append(
+                    _record(
+                        f"lift:{item['video']}#{dim}",
+                        "pointwise",
+                        dim,
+                        prompt,
+                        [video],
+                        verdict,
+                        [reason],
+                        test_fraction,
+                    )
+                )
         else:
             prompt = item.get("caption")
             if not isinstance(prompt, str) or not prompt.strip():
@@ -124,8 +156,18 @@ def lift(src: str | Path, out: str | Path, test_fraction: float = 0.1) -> list[d
             for key in found:
                 verdict, reason = _lift_answer(item[key], f"{where}: {key}")
                 dim = LIFT_QUESTIONS[key]
-                rows.append(_record(f"lift:{item['video']}#{dim}", "pointwise", dim, " ".join(prompt.split()),
-                                    [video], verdict, [reason], test_fraction))
+                rows.append(
+                    _record(
+                        f"lift:{item['video']}#{dim}",
+                        "pointwise",
+                        dim,
+                        " ".join(prompt.split()),
+                        [video],
+                        verdict,
+                        [reason],
+                        test_fraction,
+                    )
+                )
     return _finish(rows, out, src)
 
 
@@ -141,8 +183,10 @@ def videogen_rewardbench(src: str | Path, out: str | Path, test_fraction: float 
         raise UserError(f"{src}: not a readable CSV file ({e})") from None
     missing = [c for c in ("path_A", "path_B", "prompt") if c not in columns]
     if missing or not any(c in columns for c in BENCH_COLUMNS):
-        raise UserError(f"{src}: expected columns path_A, path_B, prompt and some of TA, VQ, MQ; missing "
-                        f"{', '.join(missing) or 'TA/VQ/MQ'}")
+        raise UserError(
+            f"{src}: expected columns path_A, path_B, prompt and some of TA, VQ, MQ; missing "
+            f"{', '.join(missing) or 'TA/VQ/MQ'}"
+        )
     rows = []
     for n, row in enumerate(table, 2):  # line 1 is the header
         where = f"{src}:{n}"
@@ -158,8 +202,18 @@ def videogen_rewardbench(src: str | Path, out: str | Path, test_fraction: float 
             verdict = BENCH_VERDICTS.get(value.lower())
             if verdict is None:
                 raise UserError(f"{where}: {col}: {value!r} is not A, B or same")
-            rows.append(_record(f"vgrb:{row['path_A']}|{row['path_B']}#{dim}", "pairwise", dim, prompt, [a, b],
-                                verdict, [], test_fraction))
+            rows.append(
+                _record(
+                    f"vgrb:{row['path_A']}|{row['path_B']}#{dim}",
+                    "pairwise",
+                    dim,
+                    prompt,
+                    [a, b],
+                    verdict,
+                    [],
+                    test_fraction,
+                )
+            )
     return _finish(rows, out, src)
 
 
@@ -192,8 +246,18 @@ def judgments(src: str | Path, folder: str | Path, out: str | Path, test_fractio
         for d in DIMENSIONS:
             if d not in answers:
                 raise UserError(f"{where}: {'labels' if kind == 'pointwise' else 'verdicts'}: no {d}")
-            rows.append(_record(f"judge:{j.get('key', n)}#{d}", kind, d, samples[names[0]]["prompt"], videos,
-                                answers[d], [str(j.get("reasons", {}).get(d, ""))], test_fraction))
+            rows.append(
+                _record(
+                    f"judge:{j.get('key', n)}#{d}",
+                    kind,
+                    d,
+                    samples[names[0]]["prompt"],
+                    videos,
+                    answers[d],
+                    [str(j.get("reasons", {}).get(d, ""))],
+                    test_fraction,
+                )
+            )
     return _finish(rows, out, src)
 
 

@@ -20,6 +20,7 @@ The output folder is a PEFT adapter (``adapter_config.json`` + ``adapter_model.s
 ``loss.png``; ``merge: true`` also writes ``DIR/merged``, a full model folder (``--model DIR/merged``). An
 interrupted run resumes from the last checkpoint under ``DIR/checkpoints`` when run again.
 """
+
 from __future__ import annotations
 
 import json
@@ -71,11 +72,16 @@ class RecordDataset:
 
         r = self.records[i]
         vids = [self.video(p, r.prompt) for p in r.paths()]
-        q = (self.questions.query_pointwise(vids[0], r.dimension) if r.task == "pointwise"
-             else self.questions.query_pairwise(vids[0], vids[1], r.dimension))
-        return {"prompt": chat_messages(q),
-                "completion": [{"role": "assistant", "content": [{"type": "text", "text": target(r)}]}],
-                "images": [Image.fromarray(p) for p in q.parts if not isinstance(p, str)]}
+        q = (
+            self.questions.query_pointwise(vids[0], r.dimension)
+            if r.task == "pointwise"
+            else self.questions.query_pairwise(vids[0], vids[1], r.dimension)
+        )
+        return {
+            "prompt": chat_messages(q),
+            "completion": [{"role": "assistant", "content": [{"type": "text", "text": target(r)}]}],
+            "images": [Image.fromarray(p) for p in q.parts if not isinstance(p, str)],
+        }
 
     def as_hf(self):
         """A ``datasets.Dataset`` of record indices whose rows are built on access (``with_transform``)."""
@@ -94,8 +100,14 @@ def _loss_logger(out: Path, rows: list[dict]):
     class LossLog(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and "loss" in logs:
-                rows.append({"step": state.global_step, "epoch": round(state.epoch or 0, 4), "loss": logs["loss"],
-                             **({"lr": logs["learning_rate"]} if "learning_rate" in logs else {})})
+                rows.append(
+                    {
+                        "step": state.global_step,
+                        "epoch": round(state.epoch or 0, 4),
+                        "loss": logs["loss"],
+                        **({"lr": logs["learning_rate"]} if "learning_rate" in logs else {}),
+                    }
+                )
                 atomic.write_text(out / "loss.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
 
     return LossLog()
@@ -111,29 +123,53 @@ def train_vlm(train: list[D.Record], test: list[D.Record], out: Path, cfg, info:
 
     device = resolve_device(cfg.device)
     cuda = device.startswith("cuda")
-    dtype = {"auto": torch.bfloat16 if cuda else torch.float32, "bfloat16": torch.bfloat16,
-             "float32": torch.float32}[cfg.dtype]
+    dtype = {"auto": torch.bfloat16 if cuda else torch.float32, "bfloat16": torch.bfloat16, "float32": torch.float32}[
+        cfg.dtype
+    ]
     if not Path(cfg.model).exists():
         log.info("critic train: %s is not a folder; loading it from the local Hugging Face cache", cfg.model)
     processor = load_processor(cfg.model)
     if processor.tokenizer.pad_token is None:
         processor.tokenizer.pad_token = processor.tokenizer.eos_token
     model = AutoModelForImageTextToText.from_pretrained(cfg.model, dtype=dtype, use_safetensors=not allow_pickle())
-    judge = JudgeConfig(critic="vlm", model=cfg.model, frames=cfg.frames, frame_size=cfg.frame_size,
-                        prompts_dir=cfg.prompts_dir)
+    judge = JudgeConfig(
+        critic="vlm", model=cfg.model, frames=cfg.frames, frame_size=cfg.frame_size, prompts_dir=cfg.prompts_dir
+    )
     dataset = RecordDataset(train, Questions(judge))
     out.mkdir(parents=True, exist_ok=True)
     targets = [t.strip() for t in cfg.lora_targets.split(",")] if cfg.lora_targets != "all-linear" else "all-linear"
-    peft = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.05, target_modules=targets,
-                      task_type="CAUSAL_LM") if cfg.lora else None
+    peft = (
+        LoraConfig(
+            r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.05, target_modules=targets, task_type="CAUSAL_LM"
+        )
+        if cfg.lora
+        else None
+    )
     args = SFTConfig(
-        output_dir=str(out / "checkpoints"), num_train_epochs=cfg.epochs or 3, max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size or 1, gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.lr or 1e-4, weight_decay=cfg.weight_decay, lr_scheduler_type="cosine", warmup_steps=0.03,
-        logging_steps=1, save_strategy="steps", save_steps=200, save_total_limit=2, report_to=[], seed=cfg.seed,
-        bf16=dtype == torch.bfloat16, use_cpu=not cuda, completion_only_loss=True, max_length=None,
-        remove_unused_columns=False, gradient_checkpointing=cfg.gradient_checkpointing,
-        dataloader_num_workers=0, disable_tqdm=not progress)
+        output_dir=str(out / "checkpoints"),
+        num_train_epochs=cfg.epochs or 3,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size or 1,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.lr or 1e-4,
+        weight_decay=cfg.weight_decay,
+        lr_scheduler_type="cosine",
+        warmup_steps=0.03,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=200,
+        save_total_limit=2,
+        report_to=[],
+        seed=cfg.seed,
+        bf16=dtype == torch.bfloat16,
+        use_cpu=not cuda,
+        completion_only_loss=True,
+        max_length=None,
+        remove_unused_columns=False,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        dataloader_num_workers=0,
+        disable_tqdm=not progress,
+    )
     rows: list[dict] = []
 
     class Trainer(SFTTrainer):
@@ -146,14 +182,27 @@ def train_vlm(train: list[D.Record], test: list[D.Record], out: Path, cfg, info:
             finally:
                 self.processing_class = processing_class
 
-    trainer = Trainer(model=model, args=args, train_dataset=dataset.as_hf(), processing_class=processor,
-                         peft_config=peft, callbacks=[_loss_logger(out, rows)])
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=dataset.as_hf(),
+        processing_class=processor,
+        peft_config=peft,
+        callbacks=[_loss_logger(out, rows)],
+    )
     resume = any((out / "checkpoints").glob("checkpoint-*"))
     t0 = time.time()
     trainer.train(resume_from_checkpoint=resume or None)
-    info.update(train_seconds=round(time.time() - t0, 1), device=device, base=cfg.model,
-                frames=cfg.frames, frame_size=cfg.frame_size, steps=trainer.state.global_step,
-                final_loss=rows[-1]["loss"] if rows else None, trainer="trl.SFTTrainer")
+    info.update(
+        train_seconds=round(time.time() - t0, 1),
+        device=device,
+        base=cfg.model,
+        frames=cfg.frames,
+        frame_size=cfg.frame_size,
+        steps=trainer.state.global_step,
+        final_loss=rows[-1]["loss"] if rows else None,
+        trainer="trl.SFTTrainer",
+    )
     trained = trainer.model
     trained.save_pretrained(str(out))
     if rows:
@@ -163,9 +212,19 @@ def train_vlm(train: list[D.Record], test: list[D.Record], out: Path, cfg, info:
     if cfg.eval and test:
         from ..vlm import VLMCritic
 
-        critic = VLMCritic(JudgeConfig(critic="vlm", model=cfg.model, frames=cfg.frames, frame_size=cfg.frame_size,
-                                       prompts_dir=cfg.prompts_dir, device=device, max_tokens=256),
-                           model=_merged_copy(trained), processor=processor)
+        critic = VLMCritic(
+            JudgeConfig(
+                critic="vlm",
+                model=cfg.model,
+                frames=cfg.frames,
+                frame_size=cfg.frame_size,
+                prompts_dir=cfg.prompts_dir,
+                device=device,
+                max_tokens=256,
+            ),
+            model=_merged_copy(trained),
+            processor=processor,
+        )
         res = evaluate_records(critic, test, truth="labels")
         atomic.write_json(out / "eval.json", {"split": "test", "labels": res})
     atomic.write_json(out / "critic.json", info)
@@ -192,7 +251,6 @@ def _write_merged(peft_model, processor, base: str, folder: Path) -> None:
             if f.is_file() and not f.name.endswith((".safetensors", ".bin")) and f.name != "config.json":
                 shutil.copy2(f, folder / f.name)
     if Path(base).is_dir():
-        for name in ("chat_template.json", "chat_template.jinja", "preprocessor_config.json",
-                     "processor_config.json"):
+        for name in ("chat_template.json", "chat_template.jinja", "preprocessor_config.json", "processor_config.json"):
             if (Path(base) / name).is_file() and not (folder / name).is_file():
                 shutil.copy2(Path(base) / name, folder / name)

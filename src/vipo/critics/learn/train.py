@@ -15,6 +15,7 @@ Training uses the ``train`` split (``split: all`` adds ``test``); ``fraction`` k
 ``loss.jsonl`` and ``loss.png`` (the loss curve) and, unless ``eval: false``, ``eval.json``: the critic's Table 6
 on the ``test`` split against the voted labels and, for world data, against the exact world judge.
 """
+
 from __future__ import annotations
 
 import json
@@ -100,15 +101,23 @@ class CriticTrainConfig(Section):
         check(self.arch in ARCHS, f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
         check(self.split in ("train", "all"), f"split must be train or all, got {self.split!r}")
         check(0 < self.fraction <= 1, f"fraction must be in (0, 1], got {self.fraction}")
-        check(self.epochs >= 0 and self.lr >= 0 and self.batch_size >= 0 and self.grad_accum >= 1,
-              "epochs, lr and batch_size must be >= 0 (0 = default) and grad_accum >= 1")
-        check(self.weight_decay >= 0 and self.width >= 4 and self.lora_rank >= 1 and self.lora_alpha > 0,
-              "weight_decay >= 0, width >= 4, lora_rank >= 1 and lora_alpha > 0 are needed")
+        check(
+            self.epochs >= 0 and self.lr >= 0 and self.batch_size >= 0 and self.grad_accum >= 1,
+            "epochs, lr and batch_size must be >= 0 (0 = default) and grad_accum >= 1",
+        )
+        check(
+            self.weight_decay >= 0 and self.width >= 4 and self.lora_rank >= 1 and self.lora_alpha > 0,
+            "weight_decay >= 0, width >= 4, lora_rank >= 1 and lora_alpha > 0 are needed",
+        )
         check(self.frames >= 1 and self.frame_size >= 16, "frames >= 1 and frame_size >= 16 are needed")
-        check(self.dtype in ("auto", "bfloat16", "float32"), f"dtype must be auto, bfloat16 or float32, got "
-              f"{self.dtype!r}")
-        check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
-              f"device must be auto, cpu or cuda, got {self.device!r}")
+        check(
+            self.dtype in ("auto", "bfloat16", "float32"),
+            f"dtype must be auto, bfloat16 or float32, got {self.dtype!r}",
+        )
+        check(
+            self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+            f"device must be auto, cpu or cuda, got {self.device!r}",
+        )
 
 
 def choose_arch(records: list[D.Record], cfg: CriticTrainConfig) -> str:
@@ -121,8 +130,10 @@ def choose_arch(records: list[D.Record], cfg: CriticTrainConfig) -> str:
     if arch == "world":
         bad = next((r for r in records if grammar.parse(r.prompt) is None), None)
         if bad is not None:
-            raise UserError(f"critic train: the world arch reads world prompts only; record {bad.id} asks "
-                            f"{bad.prompt!r} (use --arch vlm --model BASE)")
+            raise UserError(
+                f"critic train: the world arch reads world prompts only; record {bad.id} asks "
+                f"{bad.prompt!r} (use --arch vlm --model BASE)"
+            )
     return arch
 
 
@@ -167,10 +178,20 @@ def train_critic(data: str | Path, out: str | Path, cfg: CriticTrainConfig, prog
     if not train:
         raise UserError(f"{data}: no records in the {cfg.split} split to train on")
     arch = choose_arch(records, cfg)
-    log.info("critic train (%s): %d training records, %d test records; %s", arch, len(train), len(test),
-             json.dumps(D.summary(train)))
-    info = {"arch": arch, "data": str(data.resolve()), "records": {"train": len(train), "test": len(test)},
-            "labels": D.summary(train), "options": asdict(cfg)}
+    log.info(
+        "critic train (%s): %d training records, %d test records; %s",
+        arch,
+        len(train),
+        len(test),
+        json.dumps(D.summary(train)),
+    )
+    info = {
+        "arch": arch,
+        "data": str(data.resolve()),
+        "records": {"train": len(train), "test": len(test)},
+        "labels": D.summary(train),
+        "options": asdict(cfg),
+    }
     if arch == "world":
         return _train_world(train, test, out, cfg, info, progress)
     from .sft import train_vlm
@@ -200,8 +221,11 @@ def load_clips(records: list[D.Record], side: int = 32, frames: int = 9):
                 attrs.append(W.attr_index(W.attributes(r.prompt)))
                 index[p] = len(index)
     shape = (0, frames, side, side, 3)
-    return (np.stack(clips) if clips else np.zeros(shape, np.uint8)), np.array(attrs, dtype=np.int64).reshape(-1, 3), \
-        [tuple(index[p] for p in r.paths()) for r in records]
+    return (
+        (np.stack(clips) if clips else np.zeros(shape, np.uint8)),
+        np.array(attrs, dtype=np.int64).reshape(-1, 3),
+        [tuple(index[p] for p in r.paths()) for r in records],
+    )
 
 
 def world_example(records: list[D.Record], side: int = 32, frames: int = 9):
@@ -219,19 +243,27 @@ def world_example(records: list[D.Record], side: int = 32, frames: int = 9):
     return W.Example(clips, attrs, point, pair)
 
 
-def _train_world(train: list[D.Record], test: list[D.Record], out: Path, cfg: CriticTrainConfig, info: dict,
-                 progress: bool) -> dict:
+def _train_world(
+    train: list[D.Record], test: list[D.Record], out: Path, cfg: CriticTrainConfig, info: dict, progress: bool
+) -> dict:
     from . import worldnet as W
 
     net_cfg = W.NetConfig(width=cfg.width)
     t0 = time.time()
     ex = world_example(train, net_cfg.side, net_cfg.frames)
-    opts = W.TrainOptions(epochs=int(cfg.epochs or 40), batch_clips=cfg.batch_size or 32, lr=cfg.lr or 2e-3,
-                          weight_decay=cfg.weight_decay, augment=cfg.augment, seed=cfg.seed)
+    opts = W.TrainOptions(
+        epochs=int(cfg.epochs or 40),
+        batch_clips=cfg.batch_size or 32,
+        lr=cfg.lr or 2e-3,
+        weight_decay=cfg.weight_decay,
+        augment=cfg.augment,
+        seed=cfg.seed,
+    )
     curve_rows: list[dict] = []
     net, curve = W.train(ex, opts, net_cfg, progress, on_epoch=lambda _n, row: curve_rows.append(row))
-    info.update(train_seconds=round(time.time() - t0, 1), clips=len(ex.clips), device="cpu",
-                final_loss=curve[-1]["loss"])
+    info.update(
+        train_seconds=round(time.time() - t0, 1), clips=len(ex.clips), device="cpu", final_loss=curve[-1]["loss"]
+    )
     with atomic.atomic_dir(out) as tmp:
         W.save(net, tmp, info)
         (tmp / "loss.jsonl").write_text("".join(json.dumps(r) + "\n" for r in curve))
@@ -290,8 +322,11 @@ def evaluate_records(critic, records: list[D.Record], truth: str = "labels") -> 
             raise UserError(f"critic eval --truth world: record {bad.id} is not a world prompt ({bad.prompt!r})")
         judge = WorldCritic()
         for (task, idx), got in items.items():
-            ans = (judge.pointwise(videos[idx[0]]).labels if task == "pointwise"
-                   else judge.pairwise(videos[idx[0]], videos[idx[1]]).verdicts)
+            ans = (
+                judge.pointwise(videos[idx[0]]).labels
+                if task == "pointwise"
+                else judge.pairwise(videos[idx[0]], videos[idx[1]]).verdicts
+            )
             items[(task, idx)] = {d: ans[d] for d in DIMENSIONS}
     elif truth != "labels":
         raise UserError(f"critic eval --truth: {truth!r} is not labels or world")

@@ -25,6 +25,7 @@ pairwise ones between them), with two symmetries of the world as augmentation: a
 every world shape is mirror-symmetric) and time reversal (the direction flips; jitter, colour and shape do not), each
 used only where the mirrored prompt combination occurs in the training data itself.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,7 +50,7 @@ from ..llm import sample_frames
 log = logging.getLogger(__name__)
 COLORS, SHAPES, DIRECTIONS = list(grammar.COLORS), list(grammar.SHAPES), list(grammar.DIRECTIONS)
 ORDINAL = {"Bad": 0, "Normal": 1, "Good": 2}  # LABELS in rank order
-PAIR_INDEX = {"A": 0, "B": 1, "Tie": 2}       # PAIR_VERDICTS order
+PAIR_INDEX = {"A": 0, "B": 1, "Tie": 2}  # PAIR_VERDICTS order
 MIRROR = {"left": "right", "right": "left", "up": "up", "down": "down"}
 REVERSE = {"left": "right", "right": "left", "up": "down", "down": "up"}
 WEIGHTS, CONFIG = "model.safetensors", "critic.json"
@@ -118,14 +119,17 @@ class WorldCriticNet(nn.Module):
         w, k = cfg.width, cfg.keypoints
         # per frame (shared over time): two stride-2 convolutions to an 8x8 map (CoordConv inputs)
         self.frame = nn.Sequential(
-            nn.Conv2d(5, w, 3, stride=2, padding=1), nn.GELU(),
-            nn.Conv2d(w, 2 * w, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(5, w, 3, stride=2, padding=1),
+            nn.GELU(),
+            nn.Conv2d(w, 2 * w, 3, stride=2, padding=1),
+            nn.GELU(),
         )
         # spatial soft-argmax keypoints (Levine et al. 2016): where things are, differentiably, per frame
         self.heat = nn.Conv2d(2 * w, k, 1)
         per_frame = 2 * k + 2 * (2 * w)  # keypoint x/y + mean- and max-pooled features
-        self.clip = nn.Sequential(nn.Linear(cfg.frames * per_frame, cfg.hidden), nn.GELU(),
-                                  nn.Linear(cfg.hidden, cfg.hidden), nn.GELU())
+        self.clip = nn.Sequential(
+            nn.Linear(cfg.frames * per_frame, cfg.hidden), nn.GELU(), nn.Linear(cfg.hidden, cfg.hidden), nn.GELU()
+        )
         self.attr = nn.Linear(cfg.hidden, len(COLORS) + len(SHAPES) + len(DIRECTIONS))
         self.quality = nn.Linear(cfg.hidden, 3)
         self.alpha = nn.Parameter(torch.zeros(3))
@@ -144,9 +148,9 @@ class WorldCriticNet(nn.Module):
         b, f, s = clips.shape[:3]
         x = clips.float().div(255.0).permute(0, 1, 4, 2, 3).reshape(b * f, 3, s, s)
         x = torch.cat([x, self.coords[None].expand(b * f, 2, s, s)], dim=1)
-        fm = self.frame(x)                                           # B*F, C, m, m
-        heat = F.softmax(self.heat(fm).flatten(2), dim=-1)           # B*F, K, m*m
-        keypoints = (heat @ self.grid).flatten(1)                    # B*F, 2K
+        fm = self.frame(x)  # B*F, C, m, m
+        heat = F.softmax(self.heat(fm).flatten(2), dim=-1)  # B*F, K, m*m
+        keypoints = (heat @ self.grid).flatten(1)  # B*F, 2K
         pooled = torch.cat([fm.mean(dim=(2, 3)), fm.amax(dim=(2, 3))], dim=1)
         per_frame = torch.cat([keypoints, pooled], dim=1).reshape(b, -1)
         return self.clip(per_frame)
@@ -156,8 +160,9 @@ class WorldCriticNet(nn.Module):
         (semantic, fidelity, motion)."""
         h = self.features(clips)
         logits = self.attr(h).split([len(COLORS), len(SHAPES), len(DIRECTIONS)], dim=1)
-        match = torch.stack([F.log_softmax(lg, dim=1).gather(1, attrs[:, k:k + 1]).squeeze(1)
-                             for k, lg in enumerate(logits)], dim=1)  # B, 3 (<= 0)
+        match = torch.stack(
+            [F.log_softmax(lg, dim=1).gather(1, attrs[:, k : k + 1]).squeeze(1) for k, lg in enumerate(logits)], dim=1
+        )  # B, 3 (<= 0)
         q = self.quality(h)
         semantic = (F.softplus(self.alpha) * match).sum(dim=1) + q[:, 0]
         return torch.stack([semantic, q[:, 1], q[:, 2]], dim=1)
@@ -199,8 +204,10 @@ def load(path: str | Path, device: str = "cpu") -> WorldCriticNet:
 
     path = Path(path)
     if not (path / CONFIG).is_file() or not (path / WEIGHTS).is_file():
-        raise UserError(f"judge.model: {path}: not a learned world critic (needs {CONFIG} and {WEIGHTS}; "
-                        "`vipo critic train --arch world` writes them)")
+        raise UserError(
+            f"judge.model: {path}: not a learned world critic (needs {CONFIG} and {WEIGHTS}; "
+            "`vipo critic train --arch world` writes them)"
+        )
     meta = json.loads((path / CONFIG).read_text())
     if meta.get("arch") != "world":
         raise UserError(f"judge.model: {path}/{CONFIG}: arch {meta.get('arch')!r} is not 'world'")
@@ -216,10 +223,10 @@ def load(path: str | Path, device: str = "cpu") -> WorldCriticNet:
 class Example:
     """The training set in tensors: clips, their attribute indices, and the records as index tuples."""
 
-    clips: np.ndarray        # uint8 [N, F, S, S, 3]
-    attrs: np.ndarray        # int [N, 3]
-    point: list              # (clip index, dimension index, ordinal target)
-    pair: list               # (clip a, clip b, dimension index, pair target)
+    clips: np.ndarray  # uint8 [N, F, S, S, 3]
+    attrs: np.ndarray  # int [N, 3]
+    point: list  # (clip index, dimension index, ordinal target)
+    pair: list  # (clip a, clip b, dimension index, pair target)
 
 
 def _components(n: int, pairs: list) -> list[list[int]]:
@@ -261,8 +268,9 @@ def _augment(clips: np.ndarray, attrs: np.ndarray, known: set, rng: random.Rando
     return np.ascontiguousarray(clips), new
 
 
-def train(ex: Example, opts: TrainOptions, net_cfg: NetConfig = NetConfig(), progress: bool = True,
-          on_epoch=None) -> tuple[WorldCriticNet, list[dict]]:
+def train(
+    ex: Example, opts: TrainOptions, net_cfg: NetConfig = NetConfig(), progress: bool = True, on_epoch=None
+) -> tuple[WorldCriticNet, list[dict]]:
     """Train on every record of ``ex``; returns the network and the loss curve (one row per epoch)."""
     from tqdm.auto import tqdm
 
@@ -336,10 +344,14 @@ def train(ex: Example, opts: TrainOptions, net_cfg: NetConfig = NetConfig(), pro
             sums["loss"] += loss.item() * n
             bar.update(1)
         n_all = sums["n_point"] + sums["n_pair"]
-        row = {"epoch": epoch + 1, "loss": sums["loss"] / max(1, n_all),
-               "pointwise_loss": sums["point"] / max(1, sums["n_point"]),
-               "pairwise_loss": sums["pair"] / max(1, sums["n_pair"]),
-               "lr": sched.get_last_lr()[0], "elapsed_s": round(time.time() - t0, 1)}
+        row = {
+            "epoch": epoch + 1,
+            "loss": sums["loss"] / max(1, n_all),
+            "pointwise_loss": sums["point"] / max(1, sums["n_point"]),
+            "pairwise_loss": sums["pair"] / max(1, sums["n_pair"]),
+            "lr": sched.get_last_lr()[0],
+            "elapsed_s": round(time.time() - t0, 1),
+        }
         curve.append(row)
         bar.set_postfix(loss=f"{row['loss']:.3f}")
         if on_epoch is not None:
@@ -351,8 +363,10 @@ def train(ex: Example, opts: TrainOptions, net_cfg: NetConfig = NetConfig(), pro
 @torch.no_grad()
 def scores(net: WorldCriticNet, clips: np.ndarray, attrs: np.ndarray, batch: int = 128) -> torch.Tensor:
     net.eval()
-    out = [net(torch.from_numpy(np.ascontiguousarray(clips[i:i + batch])), torch.from_numpy(attrs[i:i + batch]).long())
-           for i in range(0, len(clips), batch)]
+    out = [
+        net(torch.from_numpy(np.ascontiguousarray(clips[i : i + batch])), torch.from_numpy(attrs[i : i + batch]).long())
+        for i in range(0, len(clips), batch)
+    ]
     return torch.cat(out) if out else torch.zeros(0, 3)
 
 
@@ -362,4 +376,3 @@ def label_of(logp_row: torch.Tensor) -> str:
 
 def verdict_of(logp_row: torch.Tensor) -> str:
     return PAIR_VERDICTS[int(logp_row.argmax())]
-
