@@ -172,3 +172,34 @@ def test_the_gpu_script_runs_end_to_end_at_a_tiny_size_on_the_cpu(tmp_path):
         assert r["flops"]["dpo"] > r["flops"]["dpo_cached"] > 0
         assert r["generation"]["s_per_video"] > 0
     assert raw["models"]["Wan 2.1 1.3B"]["finetune"] == "full"
+
+
+def test_only_keeps_the_parts_an_earlier_run_measured(tmp_path):
+    """`vipo bench --only round` on an existing report keeps its steps, generation and judging, each with the command
+    that measured it; a tiny run never mixes with a real one."""
+    import json
+
+    from vipo import bench
+    from vipo.bench import report
+
+    out = tmp_path / "benchmarks.md"
+    earlier = {
+        "command": "vipo bench",
+        "tiny": False,
+        "parts": list(bench.PARTS),
+        "done": ["steps", "judging"],
+        "steps": {"x": 1},
+        "judging": {"y": 2},
+    }
+    out.with_suffix(".json").write_text(json.dumps(earlier))
+    now = {"command": "vipo bench --only round", "tiny": False, "parts": ["round"]}
+    assert bench.keep_previous(out, now, ("round",)) == ["steps", "judging"]
+    assert now["steps"] == {"x": 1} and now["judging"] == {"y": 2} and now["done"] == ["steps", "judging"]
+    assert now["parts"] == ["steps", "judging", "round"]
+    assert now["commands"] == {"steps": "vipo bench", "judging": "vipo bench", "round": "vipo bench --only round"}
+    text = report.markdown({**now, "steps": None, "judging": None})  # (the sections themselves need real numbers)
+    assert "- steps: `vipo bench`" in text and "round" in text.split("## Not measured in this run")[-1]
+    # a tiny run, or a run of every part, starts afresh
+    tiny = {"command": "vipo bench --tiny --only round", "tiny": True, "parts": ["round"]}
+    assert bench.keep_previous(out, tiny, ("round",)) == [] and "steps" not in tiny
+    assert bench.keep_previous(out, dict(now), bench.PARTS) == []

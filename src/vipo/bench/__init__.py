@@ -56,6 +56,11 @@ def run(opts: Options) -> dict:
     started = time.time()
     size = tiny.TEST if opts.tiny else tiny.BENCH
     results: dict = {"command": opts.command, "machine": machine.facts, "tiny": opts.tiny, "parts": list(opts.parts)}
+    kept = keep_previous(opts.out, results, opts.parts)
+    if kept:
+        log.info(
+            "bench: %s keeps its earlier measurement of %s (--only %s)", opts.out, ", ".join(kept), " ".join(opts.parts)
+        )
 
     def done(part: str) -> None:  # the report after each part: a run stopped later keeps what it measured
         results["elapsed_s"] = round(time.time() - started, 1)
@@ -144,6 +149,34 @@ def measure_steps(b, repeats: int, device: str, size) -> dict:
         "encoder_calls": calls,
         "steps": list(STEPS),
     }
+
+
+def keep_previous(out: Path, results: dict, parts: tuple) -> list[str]:
+    """With ``--only``, the report keeps the parts an earlier run measured into ``out`` (its .json beside it) and this
+    run does not: each keeps the command that measured it (``results["commands"]``). A tiny run never mixes with a
+    real one. Returns the parts kept."""
+    path = Path(out).with_suffix(".json")
+    if set(parts) >= set(PARTS) or not path.is_file():
+        return []
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        log.warning("bench: %s is unreadable; the report holds this run's parts only", path)
+        return []
+    if bool(old.get("tiny")) != bool(results.get("tiny")):
+        return []
+    kept = [p for p in PARTS if p not in parts and p in old.get("done", []) and old.get(p)]
+    commands = dict(old.get("commands", {}))
+    for p in kept:
+        results[p] = old[p]
+        commands.setdefault(p, old.get("command", ""))
+    for p in parts:
+        commands[p] = results["command"]
+    if kept:
+        results["commands"] = {p: commands[p] for p in PARTS if p in commands}
+        results["done"] = kept
+        results["parts"] = [p for p in PARTS if p in kept or p in parts]
+    return kept
 
 
 def write(out: Path, results: dict) -> None:

@@ -89,6 +89,11 @@ def markdown(results: dict) -> str:
     lines += ["Command:", "", "```", results.get("command") or "vipo bench", "```", "", "| machine | |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in results.get("machine", {}).items()]
     lines += [f"| bench wall time | {results.get('elapsed_s', 0):.0f} s |", ""]
+    earlier = {p: c for p, c in results.get("commands", {}).items() if c != results.get("command")}
+    if earlier:  # parts kept from an earlier run (this one measured --only the others)
+        lines += ["Parts measured by an earlier run, on its own machine state:", ""]
+        lines += [f"- {p}: `{c}`" for p, c in earlier.items()]
+        lines.append("")
     rows = targets(results)
     if rows:
         lines += ["## Targets (issue #19)", "", "| target | measured | |", "|---|---|---|"]
