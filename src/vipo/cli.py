@@ -828,8 +828,8 @@ def cmd_generate(args) -> int:
 
 def cmd_export(args) -> int:
     from .device import resolve_device
+    from .models.policy import export_merged, read_policy
     from .run.card import model_card
-    from .train.lora import export_merged, read_policy
 
     _setup_logging(args.verbose)
     policy = read_policy(Path(args.merge))

@@ -103,11 +103,11 @@ def test_one_round_run_through_cli(tmp_path, tiny_family_dir, monkeypatch, famil
 def _record_encoder_calls(monkeypatch) -> list:
     """Events ``(round, stage, what)`` for every text-encoder forward, VAE encode and encoder move of any model the
     loop loads."""
+    from vipo.models import policy as policies
     from vipo.run import driver
-    from vipo.train import lora
 
     events, phase = [], {"now": (0, "eval")}
-    load_policy = lora.load_policy
+    load_policy = policies.load_policy
 
     def loading(*args, **kwargs):
         model = load_policy(*args, **kwargs)
@@ -126,7 +126,7 @@ def _record_encoder_calls(monkeypatch) -> list:
 
         return run
 
-    monkeypatch.setattr(lora, "load_policy", loading)
+    monkeypatch.setattr(policies, "load_policy", loading)
     for name in ("generate", "train", "evaluate"):
         monkeypatch.setattr(driver.Round, name, staged(name))
     return events
@@ -182,7 +182,7 @@ def test_text_and_real_video_caches_are_reused_across_rounds_and_runs(tmp_path, 
 
 def test_full_fine_tune_checkpoint_is_the_next_rounds_policy_and_reference(tmp_path, tiny_family_dir):
     from vipo.models import load_model
-    from vipo.train import lora
+    from vipo.models import policy as policies
 
     base, out = tiny_family_dir("wan"), tmp_path / "run"
     assert (
@@ -212,7 +212,7 @@ def test_full_fine_tune_checkpoint_is_the_next_rounds_policy_and_reference(tmp_p
     policy = json.loads((ckpt / "policy.json").read_text())
     assert policy["denoiser"] == "transformer" and policy["adapters"] == []
     assert (ckpt / "transformer" / "config.json").is_file()  # a diffusers model folder
-    trained, plain = lora.load_policy(str(base), ckpt).denoiser.state_dict(), load_model(str(base)).denoiser
+    trained, plain = policies.load_policy(str(base), ckpt).denoiser.state_dict(), load_model(str(base)).denoiser
     changed = [k for k, v in plain.state_dict().items() if not torch.equal(v, trained[k])]
     assert len(changed) > len(trained) // 2  # every weight trains, not an adapter
     # round 2 starts from round 1's weights as both policy and reference: its first step is at log 2 exactly

@@ -421,7 +421,7 @@ def test_an_api_key_pasted_as_the_variable_name_is_refused_unechoed(tmp_path, ca
 def test_paths_in_user_files_stay_in_their_folder(tmp_path, tiny_model_dir, capsys):
     from vipo.data.real import read_dataset
     from vipo.io.paths import inside
-    from vipo.train.lora import read_policy
+    from vipo.models.policy import read_policy
 
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()

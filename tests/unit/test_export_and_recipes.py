@@ -12,6 +12,7 @@ from tiny_families import FAMILIES, VIDEO  # tests/ is on sys.path (rootdir conf
 from vipo import config as C
 from vipo.cli import main
 from vipo.models import load_model
+from vipo.models import policy as policies
 from vipo.train import lora
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,7 +26,7 @@ def _two_rounds(model, base: Path, tmp_path: Path) -> Path:
             torch.nn.init.normal_(p, std=0.1)
         prev = tmp_path / f"round-{rnd - 1}" / "checkpoint" if rnd > 1 else None
         lora.write_checkpoint(model, tmp_path / f"round-{rnd}" / "checkpoint", str(base), prev, rnd)
-        model = lora.load_policy(str(base), tmp_path / f"round-{rnd}" / "checkpoint")
+        model = policies.load_policy(str(base), tmp_path / f"round-{rnd}" / "checkpoint")
     return tmp_path / "round-2" / "checkpoint"
 
 
@@ -40,7 +41,7 @@ def _video(model, steps=3, guidance=3.0):
 def test_merged_export_loads_in_diffusers_and_samples_the_same_video(tmp_path, tiny_family_dir, family):
     base = tiny_family_dir(family)
     ckpt = _two_rounds(load_model(str(base)), base, tmp_path)
-    ours = _video(lora.load_policy(str(base), ckpt))  # what `vipo generate --lora ckpt` samples
+    ours = _video(policies.load_policy(str(base), ckpt))  # what `vipo generate --lora ckpt` samples
     out = tmp_path / "merged"
     assert main(["export", "--merge", str(ckpt), "--out", str(out)]) == 0
     pipe = diffusers.DiffusionPipeline.from_pretrained(str(out))
@@ -64,11 +65,11 @@ def test_merged_export_loads_in_diffusers_and_samples_the_same_video(tmp_path, t
 
 
 def test_merged_export_of_the_world_family(tmp_path, tiny_model_dir):
-    ckpt = _two_rounds(lora.load_policy(str(tiny_model_dir)), tiny_model_dir, tmp_path)
+    ckpt = _two_rounds(policies.load_policy(str(tiny_model_dir)), tiny_model_dir, tmp_path)
     out = tmp_path / "merged"
     assert main(["export", "--merge", str(ckpt), "--out", str(out)]) == 0
     assert np.array_equal(
-        _video(load_model(str(out)), 4, 2.0), _video(lora.load_policy(str(tiny_model_dir), ckpt), 4, 2.0)
+        _video(load_model(str(out)), 4, 2.0), _video(policies.load_policy(str(tiny_model_dir), ckpt), 4, 2.0)
     )
 
 

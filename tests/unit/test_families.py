@@ -12,6 +12,7 @@ from tiny_families import FAMILIES, VIDEO  # tests/ is on sys.path (rootdir conf
 
 from vipo import losses
 from vipo.models import detect_family, load_model
+from vipo.models import policy as policies
 from vipo.train import lora
 
 PROMPTS = ["a red circle moving left", "a blue square moving up"]
@@ -193,7 +194,7 @@ def test_our_adapters_load_into_a_plain_diffusers_pipeline(tmp_path, family, tin
         prev = tmp_path / f"round-{rnd - 1}" / "checkpoint" if rnd > 1 else None
         ckpt = tmp_path / f"round-{rnd}" / "checkpoint"
         lora.write_checkpoint(model, ckpt, str(base), prev, rnd)
-        model = lora.load_policy(str(base), ckpt)
+        model = policies.load_policy(str(base), ckpt)
         ours = model.decode(model.sample(_cond(model, [prompt]), _cond(model, [""]), [seed], 3, 3.0))
         theirs = _pipeline_video(base, ckpt, prompt, seed)
         assert np.abs(ours.astype(int) - theirs.astype(int)).max() <= 1, rnd  # fused vs unfused: rounding only

@@ -14,6 +14,7 @@ from vipo import losses
 from vipo.config import RunConfig, TrainConfig, load, to_dict
 from vipo.errors import UserError
 from vipo.models import load_model
+from vipo.models import policy as policies
 from vipo.models.pipeline import dtype_kwargs
 from vipo.run import driver
 from vipo.train import lora, trainer
@@ -148,7 +149,7 @@ def test_full_fine_tune_of_bf16_weights_trains_float32_master_weights(tmp_path, 
     with safe_open(str(next((ckpt / "transformer").glob("*.safetensors"))), "pt") as f:
         assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F32"}  # the checkpoint holds the master weights
     # the next round samples with it in bf16, as diffusers loads it, and trains from the float32 weights unrounded
-    policy = lora.load_policy(str(base), ckpt, dtype="bfloat16")
+    policy = policies.load_policy(str(base), ckpt, dtype="bfloat16")
     assert _low_precision(policy.denoiser) == [] and policy.denoiser_source == ckpt / "transformer"
     master = lora.master_denoiser(policy).state_dict()
     assert all(torch.equal(master[k], v) for k, v in trained.items())
@@ -170,7 +171,7 @@ def test_bf16_adapter_chain_stays_unfused_and_matches_diffusers_in_bf16(tmp_path
             before = losses.per_sample_error(*model.predict_and_target(x, cond, noise, t))
         params = lora.attach(model, rank=4, alpha=8 * rnd, seed=rnd)
         net = model.denoiser
-        assert net.active_adapters() == ([lora.ADAPTER] if rnd == 1 else [lora.CHAIN, lora.ADAPTER])
+        assert net.active_adapters() == ([lora.ADAPTER] if rnd == 1 else [policies.CHAIN, lora.ADAPTER])
         assert all(p.dtype == torch.float32 for p in params)
         assert {id(p) for p in params} == {id(p) for p in net.parameters() if p.requires_grad}
         for p in params:
@@ -185,8 +186,8 @@ def test_bf16_adapter_chain_stays_unfused_and_matches_diffusers_in_bf16(tmp_path
         lora.write_checkpoint(model, ckpt, str(base), prev, rnd)
         with safe_open(str(ckpt / f"lora-round-{rnd}" / "pytorch_lora_weights.safetensors"), "pt") as f:
             assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F32"}
-        model = lora.load_policy(str(base), ckpt, dtype="bfloat16")
-        assert model.denoiser.active_adapters() == [lora.CHAIN]
+        model = policies.load_policy(str(base), ckpt, dtype="bfloat16")
+        assert model.denoiser.active_adapters() == [policies.CHAIN]
         assert not any(p.requires_grad for p in model.denoiser.parameters())
         ours = model.decode(model.sample(_cond(model, [prompt]), _cond(model, [""]), [seed], 3, 3.0))
         assert np.array_equal(ours, _diffusers_video(base, prompt, seed, adapter=ckpt)), rnd  # measured: bit-exact

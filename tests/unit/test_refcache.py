@@ -11,8 +11,9 @@ import torch
 from vipo.config import RunConfig, TrainConfig, load
 from vipo.data.ledger import Ledger
 from vipo.errors import UserError
+from vipo.models import policy as policies
 from vipo.models.world import WorldModel
-from vipo.train import lora, refcache, trainer
+from vipo.train import refcache, trainer
 from vipo.world import grammar
 
 
@@ -153,7 +154,7 @@ def test_a_round_with_a_cache_runs_no_reference_forward_in_its_steps(tmp_path, t
     real_reference = trainer.StepContext.reference
     monkeypatch.setattr(trainer.StepContext, "reference", lambda self: (entered.append(1), real_reference(self))[1])
     cfg = load(RunConfig, run / "config.yaml")
-    policy = lora.load_policy(cfg.model)
+    policy = policies.load_policy(cfg.model)
     train = dataclasses.replace(cfg.train, ref_cache=2, epochs=2.0, real_batch_size=0)
     with Ledger(run / "ledger.sqlite") as ledger:
         summary = trainer.train_round(policy, train, ledger, 1, run / "round-1", run_seed=cfg.seed, progress=False)

@@ -7,6 +7,7 @@ import torch
 
 from vipo.config import TrainConfig
 from vipo.models import load_model
+from vipo.models import policy as policies
 from vipo.models.world import WorldModel
 from vipo.train import lora, trainer
 from vipo.world import grammar
@@ -109,11 +110,11 @@ def test_the_reference_switch_equals_disabling_the_adapter_and_restores_every_fl
     dtype = "bfloat16" if chain else "float32"  # a low-precision policy keeps its earlier rounds as a frozen adapter
     model = load_model(str(tiny_family_dir("cogvideox")), dtype=dtype)
     if chain:
-        lora.attach(model, 4, 4, seed=1, name=lora.CHAIN)
+        lora.attach(model, 4, 4, seed=1, name=policies.CHAIN)
         for n, p in model.denoiser.named_parameters():
             if "lora_B" in n:
                 torch.nn.init.normal_(p, std=0.05)
-        lora._activate(model.denoiser, [lora.CHAIN])
+        policies.activate(model.denoiser, [policies.CHAIN])
     params = lora.attach(model, 4, 4, seed=0)
     for p in params:
         torch.nn.init.normal_(p, std=0.05)
@@ -128,7 +129,7 @@ def test_the_reference_switch_equals_disabling_the_adapter_and_restores_every_fl
                 got = ctx.errors(*batch)
             assert torch.equal(got, want)
             assert {n: p.requires_grad for n, p in model.denoiser.named_parameters()} == flags
-            assert model.denoiser.active_adapters() == ([lora.CHAIN, lora.ADAPTER] if chain else [lora.ADAPTER])
+            assert model.denoiser.active_adapters() == ([policies.CHAIN, lora.ADAPTER] if chain else [lora.ADAPTER])
         policy = ctx.errors(*batch)
     assert not torch.equal(policy, want)
 

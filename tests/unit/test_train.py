@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from vipo import losses
+from vipo.models import policy as policies
 from vipo.models.world import WorldModel
 from vipo.train import lora
 from vipo.world import grammar, render
@@ -99,7 +100,7 @@ def test_reference_is_the_adapter_disabled_network(tiny):
 def test_round_checkpoint_reloads_to_the_trained_policy(tmp_path, tiny):
     base = tmp_path / "base"
     tiny.save(base)
-    model = lora.load_policy(str(base))
+    model = policies.load_policy(str(base))
     for rnd in (1, 2):
         params = lora.attach(model, rank=4, alpha=4)
         for p in params:
@@ -111,11 +112,11 @@ def test_round_checkpoint_reloads_to_the_trained_policy(tmp_path, tiny):
             want = _errors(model, w, cond, noise, t)
         prev = tmp_path / f"round-{rnd - 1}" / "checkpoint" if rnd > 1 else None
         lora.write_checkpoint(model, tmp_path / f"round-{rnd}" / "checkpoint", str(base), prev, rnd)
-        model = lora.load_policy(str(base), tmp_path / f"round-{rnd}" / "checkpoint")
+        model = policies.load_policy(str(base), tmp_path / f"round-{rnd}" / "checkpoint")
         with torch.no_grad():
             got = _errors(model, w, cond, noise, t)
         assert torch.allclose(got, want, atol=1e-5), rnd
-    assert lora.read_policy(tmp_path / "round-2" / "checkpoint")["adapters"] == ["lora-round-1", "lora-round-2"]
+    assert policies.read_policy(tmp_path / "round-2" / "checkpoint")["adapters"] == ["lora-round-1", "lora-round-2"]
 
 
 def test_timestep_window_draws_only_from_its_part_of_the_schedule(tiny):

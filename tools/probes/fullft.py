@@ -11,9 +11,9 @@ torch.set_num_threads(1)
 from pathlib import Path
 
 from vipo import losses
+from vipo.data.cache import load_latent
 from vipo.data.ledger import Ledger
 from vipo.models.world import WorldModel
-from vipo.stages.generate import load_latent
 from vipo.world.pretrain import evaluate_pass_rate
 
 lr, steps, window = float(sys.argv[1]), int(sys.argv[2]), (float(sys.argv[3]), 1.0) if len(sys.argv) > 3 else None

@@ -19,7 +19,7 @@ sys.path.insert(0, "src")
 from vipo import config as C  # noqa: E402
 from vipo.data.ledger import Ledger  # noqa: E402
 from vipo.data.real import WorldRealVideos  # noqa: E402
-from vipo.train import lora  # noqa: E402
+from vipo.models import policy as policies  # noqa: E402
 from vipo.train.trainer import train_round  # noqa: E402
 from vipo.world import grammar, render  # noqa: E402
 
@@ -35,11 +35,11 @@ cfg = C.load(C.RunConfig, "configs/world.yaml").train
 with Ledger(tmp / "ledger.sqlite") as ledger:
     n = len(ledger.rows("pairs", 1))
     cfg.caption_dropout, cfg.epochs = p, steps * cfg.batch_size * cfg.grad_accum / n
-    model = lora.load_policy("world")
+    model = policies.load_policy("world")
     train_round(
         model, cfg, ledger, 1, tmp / "round-1", real=WorldRealVideos(9, 32, cfg.real_caption_noise), progress=False
     )
-base = lora.load_policy("world")
+base = policies.load_policy("world")
 rng = random.Random(0)
 attrs = list(grammar.INDIST)
 clips = model.encode_video(np.stack([render.random_clip(a, rng) for a in attrs]))

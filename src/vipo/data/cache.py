@@ -45,6 +45,16 @@ def fingerprint(module: torch.nn.Module, *extra) -> str:
     return h.hexdigest()[:16]
 
 
+def save_latent(path: Path, latent: torch.Tensor) -> None:
+    """A sample's final latent (``round-K/latents/ID.safetensors``), written atomically."""
+    with atomic.atomic_path(path) as tmp:
+        save_file({"latent": latent.contiguous()}, str(tmp))
+
+
+def load_latent(path: Path) -> torch.Tensor:
+    return load_file(str(path))["latent"]
+
+
 def _save(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     with atomic.atomic_path(path) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))

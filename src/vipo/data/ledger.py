@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .. import faults
+from ..errors import StageAborted
 from ..io import atomic
 
 SCHEMA = """
@@ -146,6 +147,16 @@ class Ledger:
         lines = [json.dumps(_flat(r)) for r in self.rows(table, round_)]
         atomic.write_text(path, "".join(line + "\n" for line in lines))
         return path
+
+
+def check_quarantine(ledger: Ledger, round_: int, n_samples: int, limit: float, stage: str) -> None:
+    """Stop a stage when more than ``limit`` (``generate.max_quarantined``) of the round's samples are quarantined."""
+    bad = ledger.rows("quarantine", round_)
+    if n_samples and len(bad) / n_samples > limit:
+        raise StageAborted(
+            f"round {round_} {stage}: {len(bad)} of {n_samples} samples quarantined (first: "
+            f"{bad[0]['id']}: {bad[0]['reason']}), above generate.max_quarantined={limit}"
+        )
 
 
 def _flat(row: dict) -> dict:

@@ -43,6 +43,7 @@ from ..errors import UserError
 from ..io import atomic, provenance
 from ..io.lock import folder_lock
 from ..models import check_model
+from ..models import policy as policies
 from ..stages import evaluate as eval_stage
 from ..stages import pairs as pairs_stage
 from ..stages.generate import PromptItem, generate
@@ -324,7 +325,7 @@ def adopt_base_eval(cfg: RunConfig, run_dir: Path, source: Path) -> bool:
 def load(cfg: RunConfig, checkpoint: Path | None, device: str, stage: str = "generate"):
     """The base (``checkpoint`` None) or a round's policy, at the run's clip size (``generate.frames/height/width``;
     for ``stage`` 'eval' the evaluation's, ``eval.*``, where set), checked against what the family takes."""
-    model = lora.load_policy(cfg.model, checkpoint, device=device, dtype=cfg.model_dtype)
+    model = policies.load_policy(cfg.model, checkpoint, device=device, dtype=cfg.model_dtype)
     model.vae_memory(cfg.generate.vae_tiling, cfg.generate.vae_slicing)
     g, e = cfg.generate, cfg.eval
     model.set_size(g.frames, g.height, g.width, "generate")
@@ -510,7 +511,7 @@ class Round:
         )
         self._mark(
             "generate",
-            lambda: {"policy": lora.policy_hash(self.previous) if self.previous is not None else self.cfg.model},
+            lambda: {"policy": policies.policy_hash(self.previous) if self.previous is not None else self.cfg.model},
         )
 
     def judge(self) -> None:
@@ -597,7 +598,7 @@ class Round:
             )
             self._policy = None  # the in-memory model now carries an adapter; later stages reload the checkpoint
             faults.point("driver.after_train_before_record")
-        self._mark("train", lambda: dict(summary, policy=lora.policy_hash(ckpt)))
+        self._mark("train", lambda: dict(summary, policy=policies.policy_hash(ckpt)))
 
     def evaluate(self) -> dict:
         if not self._done("eval"):

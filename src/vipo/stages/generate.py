@@ -16,12 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from .. import dist, faults, seeds
 from ..config import GenerateConfig
-from ..data.cache import TextCache
+from ..data.cache import TextCache, save_latent
 from ..data.ledger import Ledger
 from ..data.prompts import warn_long
 from ..errors import UserError
@@ -41,15 +40,6 @@ class PromptItem:
 
 def sample_id(round_: int, prompt_id: int, index: int) -> str:
     return f"r{round_}-p{prompt_id:04d}-s{index}"
-
-
-def save_latent(path: Path, latent: torch.Tensor) -> None:
-    with atomic.atomic_path(path) as tmp:
-        save_file({"latent": latent.contiguous()}, str(tmp))
-
-
-def load_latent(path: Path) -> torch.Tensor:
-    return load_file(str(path))["latent"]
 
 
 def encode(model: VideoModel, prompts: list[str], text_cache: TextCache | None = None) -> dict[str, torch.Tensor]:
@@ -244,7 +234,7 @@ def standalone(
     from ..io import provenance
     from ..io.lock import folder_lock
     from ..models import check_model
-    from ..train.lora import load_policy, policy_hash
+    from ..models.policy import load_policy, policy_hash
 
     path, _ = check_model(model_spec, dtype=dtype)
     if lora is not None and not Path(lora).is_dir():

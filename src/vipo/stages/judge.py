@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from .. import dist, faults
 from ..config import JudgeConfig
 from ..critics.base import DIMENSIONS, Critic, CriticParseError, Video
-from ..data.ledger import Ledger
+from ..data.ledger import Ledger, check_quarantine
 from ..data.pairs import consistent_verdict
 from ..errors import StageAborted, UserError
 from ..io.video import read_mp4
@@ -113,15 +113,6 @@ def read_checked(path: Path, frames: int | None = None):
     if frames is not None and len(out) != frames:
         return f"{len(out)} frames, {frames} expected"
     return out
-
-
-def check_quarantine(ledger: Ledger, round_: int, n_samples: int, limit: float, stage: str) -> None:
-    bad = ledger.rows("quarantine", round_)
-    if n_samples and len(bad) / n_samples > limit:
-        raise StageAborted(
-            f"round {round_} {stage}: {len(bad)} of {n_samples} samples quarantined (first: "
-            f"{bad[0]['id']}: {bad[0]['reason']}), above generate.max_quarantined={limit}"
-        )
 
 
 class GroupJudge:

@@ -47,12 +47,11 @@ from tqdm.auto import tqdm
 
 from .. import dist, faults, losses, seeds, tracking
 from ..config import TrainConfig, training_inputs
-from ..data.cache import TextCache, fingerprint
-from ..data.ledger import Ledger
+from ..data.cache import TextCache, fingerprint, load_latent
+from ..data.ledger import Ledger, check_quarantine
 from ..errors import StageAborted, UserError
 from ..io import atomic
 from ..models.base import VideoModel
-from ..stages.generate import load_latent
 from . import lora, refcache
 from . import state as train_state
 
@@ -118,7 +117,6 @@ def _usable(
     items: list[dict], ledger: Ledger, round_: int, round_dir: Path, latent_cache: dict, max_quarantined: float
 ) -> list[dict]:
     """Items whose samples are not quarantined; a sample whose saved latent is not finite is quarantined now."""
-    from ..stages.judge import check_quarantine
 
     bad = ledger.quarantined(round_)
     for s in {s["id"]: s for it in items for k, s in it.items() if k in ("chosen", "rejected", "sample")}.values():

@@ -144,8 +144,8 @@ def generate_world_clips(
     from ...config import GenerateConfig
     from ...data.ledger import Ledger
     from ...device import resolve_device
+    from ...models.policy import load_policy
     from ...stages.generate import PromptItem, generate
-    from ...train.lora import load_policy
     from ...world import grammar
 
     if repeats < 1 or samples_per_prompt < 2:
