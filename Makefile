@@ -23,7 +23,7 @@ demo: $(STAMP)
 # the suite runs on TEST_WORKERS processes (pytest-xdist; 2 = the cores of the reference machine); 0 = one process
 TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=25
 
 clean-demo:
 	rm -rf $(RUN)
