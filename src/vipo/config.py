@@ -125,9 +125,15 @@ def _positive(cfg: Any, *names: str) -> None:
 
 @functools.cache
 def field_docs(cls: type) -> dict[str, str]:
-    """Attribute docstrings of a dataclass (the string literal under each field), for --help and docs."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    """Attribute docstrings of a dataclass (the string literal under each field), for --help and docs; a class made
+    by ``dataclasses.make_dataclass`` (``JudgeConfig``) carries them as ``__field_docs__``."""
+    if "__field_docs__" in vars(cls):
+        return dict(cls.__field_docs__)
     docs: dict[str, str] = {}
+    for base in cls.__mro__[1:]:  # a field inherited from a dataclass base keeps that base's doc
+        if dataclasses.is_dataclass(base):
+            docs = {**field_docs(base), **docs}
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     body = tree.body[0].body  # type: ignore[attr-defined]
     for a, b in zip(body, body[1:]):
         if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
@@ -340,154 +346,113 @@ class GenerateConfig(Section):
         _check(self.guidance >= 1, f"guidance must be >= 1, got {self.guidance}")
 
 
-CRITICS = ("world", "metric", "vlm", "openai", "human", "ensemble", "omniscore", "reward", "learned")
+# -- the judge: composed from each critic's options ----------------------------------------------------------------
+# Each critic declares the options it reads, with their docs and checks, in vipo/critics/options.py (the critic
+# classes carry them as ``Critic.Options``). Users write them flat (``judge.base_url``), as recipes, ``--set`` lines
+# and run folders' config.yaml snapshots always have, so JudgeConfig is the union of those dataclasses, made here.
+from .critics import options as _critic_options  # noqa: E402  (it needs Section and the checks above)
+
+CRITICS = tuple(_critic_options.OPTIONS)
+
+#: the flat ``judge.*`` keys, in the order recipes and config.yaml snapshots list them (a snapshot stays byte-identical)
+JUDGE_KEYS = (
+    "critic",
+    "model",
+    "adapter",
+    "base_url",
+    "api_key_env",
+    "frames",
+    "frame_size",
+    "image_format",
+    "prompts_dir",
+    "retries",
+    "max_unparseable",
+    "max_tokens",
+    "temperature",
+    "concurrency",
+    "timeout_s",
+    "http_retries",
+    "backoff_s",
+    "batch_size",
+    "device",
+    "trust_remote_code",
+    "dtype",
+    "labels",
+    "members",
+    "combine",
+    "dino",
+    "clip",
+    "aesthetic_clip",
+    "aesthetic_head",
+    "musiq",
+    "xclip",
+    "feature_batch",
+    "reward_base",
+    "reward_checkpoint",
+    "reward_thresholds",
+    "reward_tie_margin",
+)
 
 
-@dataclass
-class JudgeConfig(Section):
-    """The critic (the ``judge`` stage and ``vipo judge DIR``); docs/critics.md describes each critic."""
+def _made(f: dataclasses.Field) -> Any:
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
 
-    critic: str = "world"
-    """which critic: 'world' (the embedded world's exact judge), 'metric' (a placeholder pixel metric that does not
-    read the prompt, for smoke runs), 'vlm' (a local transformers image-text-to-text model), 'openai' (an
-    OpenAI-compatible chat-completions endpoint: vLLM, SGLang, hosted), 'human' (labels from a JSONL file),
-    'ensemble' (vote or mean over ``members``), 'omniscore' (VideoDPO's VBench-based score), 'reward' (a video
-    reward model with a score per dimension: VideoAlign's VideoReward or a sequence-classification VLM) or 'learned'
-    (a world critic trained by ``vipo critic train`` on labels)"""
-    model: str = ""
-    """vlm: a local model folder (or hub id already in the local cache); openai: the served model name; reward: the
-    reward model's local folder (VideoAlign's layout, or a transformers sequence-classification VLM); learned: the
-    folder ``vipo critic train`` wrote"""
-    adapter: str = ""
-    """vlm: a LoRA adapter folder that ``vipo critic train`` wrote for ``model`` (merged in at load); empty = none"""
-    base_url: str = ""
-    """openai: the endpoint's base URL, e.g. http://127.0.0.1:8000/v1 (``/chat/completions`` is appended)"""
-    api_key_env: str = ""
-    """openai: name of the environment variable holding the API key (empty = no key sent); the key itself is
-    never written to a config, log or record"""
-    frames: int = 16
-    """LLM critics: frames sampled uniformly from each video and shown as images"""
-    frame_size: int = 448
-    """LLM critics: frames are letterboxed (scaled to fit, padded with black, never cropped) to this square side"""
-    image_format: str = "png"
-    """openai: 'png' or 'jpeg' for the base64 data-URL images"""
-    prompts_dir: str = ""
-    """LLM critics: a folder of prompt templates overriding the packaged ones file by file (critics/prompts/)"""
-    retries: int = 2
-    """LLM critics: an unparseable answer is asked again up to this many times (pairwise retries swap the order)"""
-    max_unparseable: float = 0.2
-    """the judge stage stops with an error when more than this fraction of its judgments are unparseable"""
-    max_tokens: int = 512
-    """LLM critics: longest answer, in tokens"""
-    temperature: float = 0.0
-    """LLM critics: sampling temperature (0 = greedy)"""
-    concurrency: int = 4
-    """openai: requests in flight at once"""
-    timeout_s: float = 120.0
-    """openai: seconds to wait for one answer"""
-    http_retries: int = 4
-    """openai: attempts after a timeout, a dropped connection, HTTP 429 or 5xx, with exponential backoff"""
-    backoff_s: float = 1.0
-    """openai: first backoff delay (doubled each attempt, at most 60 s; a Retry-After header takes precedence)"""
-    batch_size: int = 4
-    """vlm: questions per generate() batch; reward: clips per forward pass"""
-    device: str = "auto"
-    """vlm, reward: 'auto', 'cpu' or 'cuda'"""
-    trust_remote_code: bool = False
-    """vlm: let transformers run the model folder's own Python code (only for a model you trust)"""
-    dtype: str = "auto"
-    """vlm, reward: 'auto' (bf16 on CUDA, else float32), 'bfloat16', 'float16' or 'float32'"""
-    labels: str = ""
-    """human: JSONL of annotations (docs/critics.md gives the keys)"""
-    members: list = field(default_factory=list)
-    """ensemble: one mapping of judge options per member critic, e.g. [{critic: world}, {critic: openai, ...}]"""
-    combine: str = "vote"
-    """ensemble: 'vote' (majority per dimension) or 'mean' (mean score per dimension)"""
-    dino: str = ""
-    """omniscore and ``vipo eval DIR``: a local transformers DINO ViT folder (e.g. a save of facebook/dino-vitb16) for
-    VBench's subject consistency; empty = skipped. Never downloaded; the feature models run on ``device``"""
-    clip: str = ""
-    """omniscore and ``vipo eval DIR``: a local transformers CLIPModel folder for VBench's background consistency
-    (VBench uses CLIP ViT-B/32, e.g. openai/clip-vit-base-patch32); empty = skipped"""
-    aesthetic_clip: str = ""
-    """omniscore and ``vipo eval DIR``: the CLIPModel folder whose image embeddings feed ``aesthetic_head`` (VBench:
-    CLIP ViT-L/14, e.g. openai/clip-vit-large-patch14); empty = ``clip``"""
-    aesthetic_head: str = ""
-    """omniscore and ``vipo eval DIR``: the LAION aesthetic predictor for VBench's aesthetic quality, a .safetensors
-    file (weight and bias of its 768 -> 1 linear layer, or LAION's layers.N.*); .pth/.pt only with --allow-pickle;
-    empty = skipped"""
-    musiq: str = ""
-    """omniscore and ``vipo eval DIR``: MUSIQ weights for VBench's imaging quality (VBench: pyiqa's
-    musiq_spaq_ckpt-358bb6af.pth, a pickle: --allow-pickle; or the same as .safetensors); needs the pyiqa package,
-    else skipped with a warning"""
-    xclip: str = ""
-    """omniscore and ``vipo eval DIR``: a local transformers XCLIPModel folder (e.g. microsoft/xclip-base-patch32) for
-    ``overall_consistency_xclip``, a stand-in for VBench's ViCLIP overall consistency (which vipo does not load),
-    normalized with ViCLIP's constant; empty = no semantic dimension"""
-    feature_batch: int = 32
-    """omniscore and ``vipo eval DIR``: frames per forward pass of the feature models"""
-    reward_base: str = ""
-    """reward, VideoAlign layout: the base VLM's local folder (Qwen2-VL-2B-Instruct); empty = its
-    model_config.json's model_name_or_path, as a folder or in the local Hugging Face cache (never downloaded)"""
-    reward_checkpoint: str = ""
-    """reward, VideoAlign layout: the checkpoint-N subfolder to load (empty = the highest N)"""
-    reward_thresholds: list = field(default_factory=lambda: [-0.5, 0.5])
-    """reward: [bad_below, good_from] on each dimension's normalised score: Bad below the first, Good from the
-    second, Normal between (VideoAlign's scores are normalised to mean 0, std 1 over its training pairs)"""
-    reward_tie_margin: float = 0.1
-    """reward: pairwise Tie when two clips' normalised scores differ by this much or less"""
 
-    def validate(self) -> None:
-        _check(self.critic in CRITICS, f"critic: unknown critic {self.critic!r} (known: {', '.join(CRITICS)})")
-        # the variable's NAME goes here; a pasted key is refused without echoing it, before any config is written
-        _check(
-            not self.api_key_env
-            or (
-                re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.api_key_env) is not None
-                and not _looks_like_a_key(self.api_key_env)
-            ),
-            "api_key_env: expects the name of an environment variable holding the key (e.g. OPENAI_API_KEY); "
-            "the value given is not one (not shown: it may be the key itself, which must never be put in a "
-            "config)",
+def _judge_fields() -> tuple[list, dict[str, str]]:
+    """The flat judge fields (name, type, field) in :data:`JUDGE_KEYS` order and their docs: a key read by several
+    critics is one field (its type and default must agree) whose doc says what it means for each ("vlm: ...; openai:
+    ...")."""
+    owners: dict[str, list] = {}
+    for name, cls in [("", _critic_options.COMMON), *_critic_options.OPTIONS.items()]:
+        hints, docs = typing.get_type_hints(cls), field_docs(cls)
+        for f in dataclasses.fields(cls):
+            owners.setdefault(f.name, []).append((name, hints[f.name], f, docs.get(f.name, "")))
+    assert set(owners) == set(JUDGE_KEYS), f"JUDGE_KEYS and critics/options.py differ: {set(owners) ^ set(JUDGE_KEYS)}"
+    fields, docs = [], {}
+    for key in JUDGE_KEYS:
+        first = owners[key][0]
+        for other in owners[key][1:]:
+            same = other[1] is first[1] and _made(other[2]) == _made(first[2])
+            assert same, f"judge.{key}: the critics' options disagree on its type or default"
+        by_doc: dict[str, list[str]] = {}
+        for critic, _, _, doc in owners[key]:
+            if critic not in by_doc.setdefault(doc, []):
+                by_doc[doc].append(critic)
+        docs[key] = "; ".join(f"{', '.join(names)}: {doc}" if names != [""] else doc for doc, names in by_doc.items())
+        f = first[2]
+        made = (
+            field(default_factory=f.default_factory) if f.default is dataclasses.MISSING else field(default=f.default)
         )
-        _positive(self, "frames", "frame_size", "max_tokens", "concurrency", "timeout_s", "batch_size", "feature_batch")
-        _check(self.image_format in ("png", "jpeg"), f"image_format must be png or jpeg, got {self.image_format!r}")
-        _check(
-            self.retries >= 0 and self.http_retries >= 0 and self.backoff_s >= 0 and self.temperature >= 0,
-            "retries, http_retries, backoff_s and temperature must be >= 0",
-        )
-        _check(0 <= self.max_unparseable <= 1, f"max_unparseable must be in [0, 1], got {self.max_unparseable}")
-        _check(self.combine in ("vote", "mean"), f"combine must be vote or mean, got {self.combine!r}")
-        _check(self.dtype in ("auto", "bfloat16", "float16", "float32"), f"unknown dtype {self.dtype!r}")
-        if self.critic == "openai":
-            _check(bool(self.base_url and self.model), "the openai critic needs base_url and model")
-        if self.critic == "vlm":
-            _check(bool(self.model), "the vlm critic needs model (a local model folder)")
-        if self.critic == "reward":
-            _check(bool(self.model), "the reward critic needs model (a local reward-model folder)")
-        t = self.reward_thresholds
-        _check(
-            isinstance(t, list) and len(t) == 2 and all(isinstance(x, (int, float)) for x in t) and t[0] <= t[1],
-            f"reward_thresholds must be [bad_below, good_from] with bad_below <= good_from, got {t!r}",
-        )
-        _check(self.reward_tie_margin >= 0, f"reward_tie_margin must be >= 0, got {self.reward_tie_margin}")
-        if self.critic == "human":
-            _check(bool(self.labels), "the human critic needs labels (a JSONL of annotations)")
-        if self.critic == "learned":
-            _check(bool(self.model), "the learned critic needs model (the folder `vipo critic train` wrote)")
-        if self.critic == "ensemble":
-            _check(bool(self.members), "the ensemble critic needs members")
-            for i, m in enumerate(self.members):
-                _check(
-                    isinstance(m, dict) and m.get("critic") not in (None, "ensemble"),
-                    f"members[{i}] must be a mapping of judge options with a critic other than ensemble",
-                )
-                member(self, m).validate()
+        fields.append((key, first[1], made))
+    return fields, docs
 
 
-def _looks_like_a_key(name: str) -> bool:
-    """A long mixed-case or digit-laden token with no underscore is a secret, not an environment variable's name."""
-    return len(name) >= 24 and "_" not in name and any(c.isdigit() for c in name) and not name.isupper()
+def _judge_validate(self) -> None:
+    """Each critic's options check their fields (so ``judge.frames=0`` is refused whatever the critic); the chosen
+    critic's ``require()`` says what it cannot run without; an ensemble's members are checked as judges."""
+    _critic_options.COMMON.of(self)
+    for cls in dict.fromkeys(_critic_options.OPTIONS.values()):
+        cls.of(self)
+    _critic_options.OPTIONS[self.critic].of(self).require()
+    if self.critic == "ensemble":
+        for m in self.members:
+            member(self, m)
+
+
+_fields, _docs = _judge_fields()
+JudgeConfig = dataclasses.make_dataclass(
+    "JudgeConfig",
+    _fields,
+    bases=(Section,),
+    namespace={
+        "__module__": __name__,
+        "__doc__": "The critic (the ``judge`` stage and ``vipo judge DIR``); docs/critics.md describes each critic.\n\n"
+        "Composed from the critics' options (vipo/critics/options.py); ``vipo judge --critic X --help`` shows X's.",
+        "__field_docs__": _docs,
+        "validate": _judge_validate,
+    },
+)
+del _fields, _docs
 
 
 def member(cfg: JudgeConfig, over: dict) -> JudgeConfig:

@@ -20,8 +20,11 @@ from __future__ import annotations
 import abc
 import re
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
+
+from .options import CriticOptions, NoOptions
 
 DIMENSIONS = ("semantic", "fidelity", "motion")
 LABELS = ("Good", "Normal", "Bad")
@@ -136,6 +139,17 @@ class Critic(abc.ABC):
     #: the critic runs elsewhere (a server): the run judges each prompt while the next batches generate
     #: (:class:`vipo.stages.judge.BackgroundJudge`); an in-process critic would share the sampler's GPU
     served: bool = False
+    #: the critic's options (vipo/critics/options.py): the ``judge.*`` fields it reads, their docs and checks
+    Options: ClassVar[type[CriticOptions]] = NoOptions
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> Critic:
+        """The critic made from the judge options ``cfg`` (a flat :class:`vipo.config.JudgeConfig`): its own
+        :attr:`Options` picked out, checked for what it needs, and passed to the constructor; critics without
+        options or with another constructor override this."""
+        opts = cls.Options.of(cfg)
+        opts.require()
+        return cls(opts)  # type: ignore[call-arg]
 
     @abc.abstractmethod
     def answer_pointwise(self, video: Video) -> str:

@@ -16,6 +16,7 @@ from collections import Counter
 import numpy as np
 
 from .base import DIMENSIONS, LABEL_SCORE, Critic, CriticParseError, Pairwise, Pointwise, Video, format_answer
+from .options import EnsembleOptions
 
 GOOD, NORMAL = 0.75, 0.4
 SIGN = {"A": 1.0, "B": -1.0, "Tie": 0.0}
@@ -27,6 +28,18 @@ def _label(score: float) -> str:
 
 class EnsembleCritic(Critic):
     name = "ensemble"
+    Options = EnsembleOptions
+
+    @classmethod
+    def from_config(cls, cfg) -> EnsembleCritic:
+        """Each member is a judge config of its own: the ensemble's options (less its members) with the member's
+        mapping laid over them (:func:`vipo.config.member`), built by name like any critic."""
+        from ..config import member
+        from . import build
+
+        opts = EnsembleOptions.of(cfg)
+        opts.require()
+        return cls([build(member(cfg, m)) for m in opts.members], opts.combine)
 
     def __init__(self, members: list[Critic], combine: str = "vote"):
         self.members, self.combine = members, combine

@@ -29,6 +29,7 @@ from .base import (
     format_answer,
     swap,
 )
+from .options import HumanOptions
 
 
 def _tails(path: str | None) -> list[str]:
@@ -38,6 +39,13 @@ def _tails(path: str | None) -> list[str]:
 
 class HumanCritic(Critic):
     name = "human"
+    Options = HumanOptions
+
+    @classmethod
+    def from_config(cls, cfg) -> HumanCritic:
+        opts = HumanOptions.of(cfg)
+        opts.require()
+        return cls(opts.labels)
 
     def __init__(self, path: str | Path):
         from ..io.paths import check_relative

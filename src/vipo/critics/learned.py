@@ -18,16 +18,17 @@ import hashlib
 import numpy as np
 import torch
 
-from ..config import JudgeConfig
 from ..device import resolve_device
 from .base import DIMENSIONS, Critic, Pairwise, Pointwise, Video, format_answer, parse_pairwise, parse_pointwise
 from .learn import worldnet
+from .options import LearnedOptions
 
 
 class LearnedWorldCritic(Critic):
     name = "learned"
+    Options = LearnedOptions
 
-    def __init__(self, cfg: JudgeConfig, net: worldnet.WorldCriticNet | None = None):
+    def __init__(self, cfg: LearnedOptions, net: worldnet.WorldCriticNet | None = None):
         self.device = resolve_device(cfg.device)
         self.net = net.to(self.device).eval() if net is not None else worldnet.load(cfg.model, self.device)
         self._cache: dict[str, torch.Tensor] = {}

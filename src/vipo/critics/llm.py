@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..config import JudgeConfig
 from ..errors import UserError
 from .base import DIMENSIONS, LABELS, PAIR_VERDICTS, Critic, CriticParseError, Pairwise, Pointwise, Video
+from .options import LLMOptions
 from .parsing import parse_verdict
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class Questions:
     that both judging and critic training (:mod:`vipo.critics.learn.sft`) use, so a trained critic is shown exactly
     what it was trained on."""
 
-    def __init__(self, cfg: JudgeConfig):
+    def __init__(self, cfg: LLMOptions):
         self.cfg = cfg
         self.templates = load_templates(cfg.prompts_dir)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import DIMENSIONS, Critic, Video, format_answer
+from .options import MetricOptions
 
 GOOD, NORMAL = 0.75, 0.4
 TIE = 0.01
@@ -39,6 +40,11 @@ def _label(score: float) -> str:
 
 class MetricCritic(Critic):
     name = "metric"
+    Options = MetricOptions
+
+    @classmethod
+    def from_config(cls, cfg) -> MetricCritic:
+        return cls()
 
     def graded_scores(self, video: Video) -> dict[str, float]:
         return measure(video.frames)

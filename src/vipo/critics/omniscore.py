@@ -37,6 +37,7 @@ import logging
 import numpy as np
 
 from .base import DIMENSIONS, Critic, Pairwise, Pointwise, Video, format_answer, parse_pairwise, parse_pointwise
+from .options import OmniScoreOptions
 
 log = logging.getLogger(__name__)
 
@@ -177,15 +178,15 @@ def _label(v: float) -> str:
 
 class OmniScoreCritic(Critic):
     name = "omniscore"
+    Options = OmniScoreOptions
 
     def __init__(self, cfg=None, features=None) -> None:
-        """``cfg``: the judge options (a :class:`vipo.config.JudgeConfig`; its model paths, ``device`` and
+        """``cfg``: the judge options (its :class:`.options.OmniScoreOptions`, or a judge config; its model paths, ``device`` and
         ``feature_batch``); ``features``: an already loaded :class:`.features.FeatureModels` to share."""
         if features is None:
-            from ..config import JudgeConfig
             from .features import FeatureModels
 
-            features = FeatureModels(cfg if cfg is not None else JudgeConfig(critic="omniscore"))
+            features = FeatureModels(cfg if cfg is not None else OmniScoreOptions())
         self.features = features
         self.dimensions = [*MEASURES, *features.measures]
         skipped = "; ".join(f"{k} ({why})" for k, why in features.skipped.items())

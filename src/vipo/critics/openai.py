@@ -27,9 +27,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image
 
-from ..config import JudgeConfig
 from ..errors import UserError
 from .llm import LLMCritic, Query
+from .options import OpenAIOptions
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF = 60.0
@@ -45,9 +45,10 @@ def data_url(image: np.ndarray, fmt: str = "png") -> str:
 
 class OpenAICritic(LLMCritic):
     name = "openai"
+    Options = OpenAIOptions
     served = True
 
-    def __init__(self, cfg: JudgeConfig):
+    def __init__(self, cfg: OpenAIOptions):
         super().__init__(cfg)
         self.url = cfg.base_url.rstrip("/") + "/chat/completions"
         if cfg.api_key_env and not os.environ.get(cfg.api_key_env):

@@ -62,9 +62,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import JudgeConfig
 from ..errors import UserError
 from .base import DIMENSIONS, Critic, CriticParseError, Pairwise, Pointwise, Video
+from .options import RewardOptions
 
 log = logging.getLogger(__name__)
 #: VideoAlign's dimension names -> ours
@@ -147,7 +147,7 @@ def clip_fps(video: Video, default: float = 8.0) -> float:
     return default
 
 
-def _device_dtype(cfg: JudgeConfig) -> tuple[str, torch.dtype]:
+def _device_dtype(cfg: RewardOptions) -> tuple[str, torch.dtype]:
     from ..device import resolve_device
 
     device = resolve_device(cfg.device)
@@ -187,7 +187,7 @@ def _weights(folder: Path, stem: str) -> Path | None:
 class VideoAlignModel:
     """VideoAlign's VideoReward (Qwen2-VL-2B + LoRA + reward head) from its released folder layout."""
 
-    def __init__(self, cfg: JudgeConfig):
+    def __init__(self, cfg: RewardOptions):
         folder = Path(cfg.model)
         meta = json.loads((folder / "model_config.json").read_text())
         self.data, mcfg = meta.get("data_config", {}), meta.get("model_config", {})
@@ -455,7 +455,7 @@ class VideoAlignModel:
 class SequenceClassifierModel:
     """A transformers ``...ForSequenceClassification`` VLM: frames as images and the prompt, one score per label."""
 
-    def __init__(self, cfg: JudgeConfig):
+    def __init__(self, cfg: RewardOptions):
         from transformers import AutoModelForSequenceClassification
 
         from ..models import allow_pickle, check_weights
@@ -525,8 +525,9 @@ def _sigmoid(z: float) -> float:
 
 class RewardCritic(Critic):
     name = "reward"
+    Options = RewardOptions
 
-    def __init__(self, cfg: JudgeConfig, backend=None):
+    def __init__(self, cfg: RewardOptions, backend=None):
         self.cfg = cfg
         lo, hi = cfg.reward_thresholds
         self.bad_below, self.good_from, self.margin = float(lo), float(hi), float(cfg.reward_tie_margin)

@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ..config import JudgeConfig
 from ..errors import UserError
 from .llm import LLMCritic, Query
+from .options import VLMOptions
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +103,9 @@ def with_adapter(model, adapter: str):
 
 class VLMCritic(LLMCritic):
     name = "vlm"
+    Options = VLMOptions
 
-    def __init__(self, cfg: JudgeConfig, model=None, processor=None):
+    def __init__(self, cfg: VLMOptions, model=None, processor=None):
         super().__init__(cfg)
         from ..device import resolve_device
 

@@ -12,6 +12,7 @@ import hashlib
 from ..world import grammar
 from ..world.judge import Scores, judge_clip, why_wrong
 from .base import DIMENSIONS, Critic, Video, format_answer
+from .options import WorldOptions
 
 GOOD, NORMAL = 0.75, 0.4  # fidelity / motion score thresholds for Good and Normal
 SEMANTIC_GOOD = 0.8  # graded semantic score for a correct clip to be Good rather than Normal
@@ -31,6 +32,11 @@ def semantic_key(s: Scores) -> float:
 
 class WorldCritic(Critic):
     name = "world"
+    Options = WorldOptions
+
+    @classmethod
+    def from_config(cls, cfg) -> WorldCritic:
+        return cls()
 
     def __init__(self) -> None:
         self._cache: dict[tuple[str, str], Scores] = {}

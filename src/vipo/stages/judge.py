@@ -38,46 +38,11 @@ MIN_FOR_EARLY_ABORT = 50  # judgments before the unparseable rate is trusted mid
 
 
 def make_critic(cfg: JudgeConfig | str) -> Critic:
-    cfg = JudgeConfig(critic=cfg) if isinstance(cfg, str) else cfg
-    name = cfg.critic
-    if name == "world":
-        from ..critics.world import WorldCritic
+    """The critic ``cfg.critic`` names (a bare name: that critic with default options), through the registry
+    :data:`vipo.critics.CRITICS`."""
+    from ..critics import build
 
-        return WorldCritic()
-    if name == "metric":
-        from ..critics.metric import MetricCritic
-
-        return MetricCritic()
-    if name == "openai":
-        from ..critics.openai import OpenAICritic
-
-        return OpenAICritic(cfg)
-    if name == "vlm":
-        from ..critics.vlm import VLMCritic
-
-        return VLMCritic(cfg)
-    if name == "human":
-        from ..critics.human import HumanCritic
-
-        return HumanCritic(cfg.labels)
-    if name == "ensemble":
-        from ..config import member
-        from ..critics.ensemble import EnsembleCritic
-
-        return EnsembleCritic([make_critic(member(cfg, m)) for m in cfg.members], cfg.combine)
-    if name == "reward":
-        from ..critics.reward import RewardCritic
-
-        return RewardCritic(cfg)
-    if name == "learned":
-        from ..critics.learned import LearnedWorldCritic
-
-        return LearnedWorldCritic(cfg)
-    if name == "omniscore":
-        from ..critics.omniscore import OmniScoreCritic
-
-        return OmniScoreCritic(cfg)
-    raise UserError(f"judge.critic: unknown critic {name!r}")
+    return build(JudgeConfig(critic=cfg) if isinstance(cfg, str) else cfg)
 
 
 def check_prompts(critic: Critic, prompts) -> None:
