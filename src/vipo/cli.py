@@ -74,12 +74,39 @@ def _options_epilog(p: argparse.ArgumentParser, section: str | None) -> None:
 
 
 def _critic_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--critic", help="judge.critic: world, metric, vlm, openai, human, ensemble, omniscore, reward")
+    from .critics import CRITICS
+
+    p.add_argument("--critic", help=f"judge.critic: {', '.join(CRITICS)} (with --help: that critic's options)")
     p.add_argument("--base-url", help="judge.base_url of an OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--labels", help="judge.labels: the human critic's JSONL")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _judge_epilog(p: argparse.ArgumentParser, critic: str | None) -> None:
+    """``vipo judge --help`` ends with the common judge options and the list of critics; ``--critic X --help`` with
+    the common options and X's own (config.describe_critic)."""
+    from . import config as C
+
+    which = "the list of critics" if critic is None else f"the '{critic}' critic's options"
+    p.epilog = (
+        f"the judge options common to every critic, then {which} (--set judge.KEY=VALUE or a --config YAML; "
+        "`vipo config judge` prints every critic's):\n\n" + C.describe_critic(critic)
+    )
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+
+
+def _help_critic(argv: list[str]) -> str | None:
+    """The ``--critic`` of a ``vipo judge ... --help`` command line (None otherwise), so that the help can show that
+    critic's options: argparse prints --help as soon as it meets it, before the other arguments are known."""
+    verb = next((a for a in argv if not a.startswith("-")), None)
+    if verb != "judge" or not {"-h", "--help"} & set(argv):
+        return None
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--critic")
+    return pre.parse_known_args(argv)[0].critic
+
+
+def build_parser(help_critic: str | None = None) -> argparse.ArgumentParser:
+    """The ``vipo`` parser; ``help_critic``: the critic whose options ``vipo judge --help`` shows."""
     ap = argparse.ArgumentParser(
         prog="vipo",
         description="Iterative preference optimization for text-to-video diffusion models (IPO, Diffusion-DPO/KTO).",
@@ -107,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--round", type=int, help="round number (run folders)")
     _critic_args(p)
     p.add_argument("--pairwise", action="store_true", help="DIR: also judge each prompt's pairs in both orders")
-    _options_epilog(p, "judge")
+    _judge_epilog(p, help_critic)
 
     c = sub.add_parser("critic", help="critics").add_subparsers(dest="critic_verb", required=True)
     p = c.add_parser(
@@ -936,7 +963,12 @@ def main(argv: list[str] | None = None) -> int:
     from . import faults
     from .models import set_allow_pickle
 
-    args = build_parser().parse_args(argv)
+    try:
+        parser = build_parser(_help_critic(list(sys.argv[1:] if argv is None else argv)))
+    except UserError as e:  # vipo judge --critic NAME --help with an unknown NAME
+        print(f"vipo: error: {e}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # (the command line, as reports quote it)
     set_allow_pickle(getattr(args, "allow_pickle", False))
     if getattr(args, "quiet", False):

@@ -830,15 +830,42 @@ def describe(section: str | None = None, width: int = 100) -> str:
         prefix = "" if name in ("run", "pretrain") else f"{name}."
         head = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
         where = " (`vipo world pretrain --set KEY=VALUE`)" if name == "pretrain" else ""
-        lines = [f"[{name}] {head}{where}"]
-        docs = field_docs(cls)
-        for f in dataclasses.fields(cls):
-            if dataclasses.is_dataclass(_default(f)):
-                continue  # a nested section: listed under its own name
-            value = yaml.safe_dump(_default(f), default_flow_style=True, width=10**6).strip()
-            value = value.removesuffix("\n...").removesuffix("...").strip()
-            lines.append(f"  {prefix}{f.name}: {value}")
-            text = " ".join(docs.get(f.name, "").split())
-            lines += textwrap.wrap(text, width, initial_indent="      ", subsequent_indent="      ")
+        blocks.append("\n".join([f"[{name}] {head}{where}", *_option_lines(cls, prefix, width)]))
+    return "\n\n".join(blocks) + "\n"
+
+
+def _option_lines(cls: type, prefix: str, width: int) -> list[str]:
+    """``  prefix.field: default`` and its wrapped docstring, for each field of ``cls`` (nested sections skipped)."""
+    lines, docs = [], field_docs(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(_default(f)):
+            continue  # a nested section: listed under its own name
+        value = yaml.safe_dump(_default(f), default_flow_style=True, width=10**6).strip()
+        value = value.removesuffix("\n...").removesuffix("...").strip()
+        lines.append(f"  {prefix}{f.name}: {value}")
+        text = " ".join(docs.get(f.name, "").split())
+        lines += textwrap.wrap(text, width, initial_indent="      ", subsequent_indent="      ")
+    return lines
+
+
+def describe_critic(critic: str | None = None, width: int = 100) -> str:
+    """The judge options common to every critic, then ``critic``'s own (``vipo judge --critic X --help``); with no
+    critic, the list of critics in their place."""
+    opts = _critic_options.OPTIONS
+    if critic is not None and critic not in opts:
+        raise UserError(f"judge.critic: unknown critic {critic!r} (known: {', '.join(opts)})")
+    common = _critic_options.COMMON
+    blocks = ["\n".join([f"[judge] {common.__doc__}", *_option_lines(common, "judge.", width)])]
+    if critic is None:
+        lines = ["[judge.critic] the critics: pass --critic X --help for X's options (`vipo config judge`: all)"]
+        for name, cls in opts.items():  # "The vlm critic: a local ... model." -> "vlm: a local ... model"
+            lines.append(
+                f"  {name}: {' '.join((cls.__doc__ or '').split(': ', 1)[-1].split('. ')[0].split()).rstrip('.')}"
+            )
         blocks.append("\n".join(lines))
+    else:
+        cls = opts[critic]
+        head = " ".join((cls.__doc__ or "").split())
+        fields = _option_lines(cls, "judge.", width) or ["  (none)"]
+        blocks.append("\n".join([*textwrap.wrap(f"[judge: {critic}] {head}", width, subsequent_indent="  "), *fields]))
     return "\n\n".join(blocks) + "\n"

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import yaml
 
 from vipo import config as C
+from vipo.cli import main
 from vipo.critics import CRITICS, critic_class
 from vipo.critics.options import COMMON, OPTIONS, HumanOptions, OpenAIOptions, RewardOptions, VLMOptions
 from vipo.errors import UserError
@@ -78,6 +80,37 @@ def test_options_check_themselves_on_construction(make, message):
     with pytest.raises(UserError) as e:
         make()
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+# -- vipo judge --critic X --help -----------------------------------------------------------------------------------
+
+
+def test_judge_help_shows_the_chosen_critics_options_only(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["judge", "--critic", "openai", "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out.split("the judge options common to every critic")[1]  # the epilog (not the flags)
+    assert "[judge: openai]" in out and "  judge.base_url: ''\n      the endpoint's base URL" in out
+    assert "judge.api_key_env" in out and "judge.frames: 16" in out and "judge.max_unparseable: 0.2" in out
+    for other in ("judge.adapter", "judge.dino", "judge.reward_base", "judge.labels", "judge.members"):
+        assert other not in out
+    with pytest.raises(SystemExit):
+        main(["judge", "--help"])
+    out = capsys.readouterr().out.split("the judge options common to every critic")[1]
+    assert "--critic X --help" in out and "  vlm: a local transformers image-text-to-text model" in out
+    assert "judge.base_url" not in out
+    assert main(["judge", "DIR", "--critic=gpt", "-h"]) == 2
+    assert "unknown critic 'gpt' (known: world," in capsys.readouterr().err
+    assert main(["config", "judge"]) == 0  # every critic's options, as before
+    out = capsys.readouterr().out
+    assert "judge.base_url: ''" in out and "judge.adapter: ''" in out and "judge.reward_tie_margin: 0.1" in out
+
+
+def test_docs_list_each_critics_options():
+    text = (Path(__file__).resolve().parents[2] / "docs" / "critics.md").read_text(encoding="utf-8")
+    for name, cls in OPTIONS.items():
+        keys = ", ".join(f"`{f.name}`" for f in dataclasses.fields(cls)) or "(none)"
+        assert f"| `{name}` | `{cls.__name__}` | {keys} |" in text
 
 
 # -- old recipes and run folders keep working -----------------------------------------------------------------------
