@@ -267,6 +267,8 @@ use_cpu: false
 
 
 def test_deepspeed_config_is_refused_at_start(tmp_path, tiny_model_dir):
+    from vipo import dist
+
     config = tmp_path / "deepspeed.yaml"
     config.write_text(DEEPSPEED)
     args, env = accelerate_env(config)
@@ -274,7 +276,8 @@ def test_deepspeed_config_is_refused_at_start(tmp_path, tiny_model_dir):
     proc = launch(
         2, "run", "--model", tiny_model_dir, "--out", tmp_path / "run", "--rounds", 1, *ARGS, tmp=tmp_path, extra=env
     )
-    lines = [x for x in proc.stderr.splitlines() if x.startswith("vipo: error:")]
-    assert proc.returncode != 0 and len(lines) == 2, proc.stderr[-3000:]  # one line per rank
-    assert "DeepSpeed" in lines[0] and "configs/accelerate/fsdp.yaml" in lines[0]
+    # one line per rank (the two ranks write to one stderr: their lines may run together, so count the messages)
+    assert proc.returncode != 0 and proc.stderr.count("vipo: error: ") == 2, proc.stderr[-3000:]
+    assert proc.stderr.count("vipo: error: " + dist.DEEPSPEED_REFUSED) == 2
+    assert "DeepSpeed" in dist.DEEPSPEED_REFUSED and "configs/accelerate/fsdp.yaml" in dist.DEEPSPEED_REFUSED
     assert not (tmp_path / "run" / "ledger.sqlite").exists()  # refused before anything was written
