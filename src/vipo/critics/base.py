@@ -30,6 +30,15 @@ DIMENSIONS = ("semantic", "fidelity", "motion")
 LABELS = ("Good", "Normal", "Bad")
 LABEL_SCORE = {"Good": 1.0, "Normal": 0.5, "Bad": 0.0}
 PAIR_VERDICTS = ("A", "B", "Tie")
+#: a pairwise verdict seen from the other order (B, A)
+FLIP = {"A": "B", "B": "A", "Tie": "Tie"}
+#: graded-score thresholds of Good and Normal, shared by every critic that labels a score in [0, 1]
+GOOD, NORMAL = 0.75, 0.4
+
+
+def label_of_score(score: float) -> str:
+    """Good / Normal / Bad for a graded score in [0, 1] (thresholds :data:`GOOD`, :data:`NORMAL`)."""
+    return "Good" if score >= GOOD else "Normal" if score >= NORMAL else "Bad"
 
 
 class CriticParseError(ValueError):
@@ -126,9 +135,8 @@ def format_answer(verdicts: dict[str, str], reasons: dict[str, str]) -> str:
 
 def swap(p: Pairwise) -> Pairwise:
     """The verdict of a pair judged as (B, A), re-expressed in the (A, B) order."""
-    flip = {"A": "B", "B": "A", "Tie": "Tie"}
     return Pairwise(
-        {d: flip[v] for d, v in p.verdicts.items()}, p.reasons, p.raw, None if p.decided is None else flip[p.decided]
+        {d: FLIP[v] for d, v in p.verdicts.items()}, p.reasons, p.raw, None if p.decided is None else FLIP[p.decided]
     )
 
 

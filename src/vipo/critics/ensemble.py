@@ -15,15 +15,20 @@ from collections import Counter
 
 import numpy as np
 
-from .base import DIMENSIONS, LABEL_SCORE, Critic, CriticParseError, Pairwise, Pointwise, Video, format_answer
+from .base import (
+    DIMENSIONS,
+    LABEL_SCORE,
+    Critic,
+    CriticParseError,
+    Pairwise,
+    Pointwise,
+    Video,
+    format_answer,
+    label_of_score,
+)
 from .options import EnsembleOptions
 
-GOOD, NORMAL = 0.75, 0.4
 SIGN = {"A": 1.0, "B": -1.0, "Tie": 0.0}
-
-
-def _label(score: float) -> str:
-    return "Good" if score >= GOOD else "Normal" if score >= NORMAL else "Bad"
 
 
 class EnsembleCritic(Critic):
@@ -69,7 +74,7 @@ class EnsembleCritic(Critic):
             if self.combine == "vote" and (len(counts) == 1 or counts[0][1] > counts[1][1]):
                 labels[d] = counts[0][0]
             else:
-                labels[d] = _label(scores[d])
+                labels[d] = label_of_score(scores[d])
         reasons = {d: f"{self.combine} of {len(ok)} critics" for d in DIMENSIONS}
         return Pointwise(labels, reasons, self._raw(got), scores)
 

@@ -27,12 +27,11 @@ import numpy as np
 from PIL import Image
 
 from ..errors import UserError
-from .base import DIMENSIONS, LABELS, PAIR_VERDICTS, Critic, CriticParseError, Pairwise, Pointwise, Video
+from .base import DIMENSIONS, FLIP, LABELS, PAIR_VERDICTS, Critic, CriticParseError, Pairwise, Pointwise, Video
 from .options import LLMOptions
 from .parsing import parse_verdict
 
 log = logging.getLogger(__name__)
-FLIP = {"A": "B", "B": "A", "Tie": "Tie"}
 TEMPLATES = ["system", "retry"] + [f"{k}_{d}" for k in ("pointwise", "pairwise") for d in DIMENSIONS]
 
 

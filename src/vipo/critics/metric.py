@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import DIMENSIONS, Critic, Video, format_answer
+from .base import DIMENSIONS, Critic, Video, format_answer, label_of_score
 from .options import MetricOptions
 
-GOOD, NORMAL = 0.75, 0.4
 TIE = 0.01
 
 
@@ -34,10 +33,6 @@ def measure(frames: np.ndarray) -> dict[str, float]:
     return {"semantic": 0.5, "fidelity": float(np.clip(fidelity, 0, 1)), "motion": float(np.clip(motion, 0, 1))}
 
 
-def _label(score: float) -> str:
-    return "Good" if score >= GOOD else "Normal" if score >= NORMAL else "Bad"
-
-
 class MetricCritic(Critic):
     name = "metric"
     Options = MetricOptions
@@ -51,7 +46,11 @@ class MetricCritic(Critic):
 
     def answer_pointwise(self, video: Video) -> str:
         m = measure(video.frames)
-        labels = {"semantic": "Normal", "fidelity": _label(m["fidelity"]), "motion": _label(m["motion"])}
+        labels = {
+            "semantic": "Normal",
+            "fidelity": label_of_score(m["fidelity"]),
+            "motion": label_of_score(m["motion"]),
+        }
         reasons = {
             "semantic": "placeholder metric: the prompt is not read",
             "fidelity": f"smoothness {m['fidelity']:.3f}",

@@ -36,7 +36,17 @@ import logging
 
 import numpy as np
 
-from .base import DIMENSIONS, Critic, Pairwise, Pointwise, Video, format_answer, parse_pairwise, parse_pointwise
+from .base import (
+    DIMENSIONS,
+    Critic,
+    Pairwise,
+    Pointwise,
+    Video,
+    format_answer,
+    label_of_score,
+    parse_pairwise,
+    parse_pointwise,
+)
 from .options import OmniScoreOptions
 
 log = logging.getLogger(__name__)
@@ -78,7 +88,6 @@ AS_DIMENSION = {
     "fidelity": ("temporal_flickering", "aesthetic_quality", "imaging_quality"),
     "motion": ("subject_consistency", "background_consistency", "motion_smoothness", "dynamic_degree"),
 }
-GOOD, NORMAL = 0.75, 0.4
 TIE_TOTAL, TIE_DIM = 1e-3, 0.01
 
 
@@ -172,10 +181,6 @@ def omniscore(norm: dict[str, float]) -> float:
     return vbench_scores(norm)["total"]
 
 
-def _label(v: float) -> str:
-    return "Good" if v >= GOOD else "Normal" if v >= NORMAL else "Bad"
-
-
 class OmniScoreCritic(Critic):
     name = "omniscore"
     Options = OmniScoreOptions
@@ -219,7 +224,7 @@ class OmniScoreCritic(Critic):
 
     def answer_pointwise(self, video: Video) -> str:
         m = self.measure(video)
-        labels = {d: "Normal" if v is None else _label(v) for d, v in m["dims"].items()}
+        labels = {d: "Normal" if v is None else label_of_score(v) for d, v in m["dims"].items()}
         reasons = {d: "not measured (needs weights)" if v is None else f"score {v:.3f}" for d, v in m["dims"].items()}
         return format_answer(labels, reasons) + "\n" + self._details(m)
 

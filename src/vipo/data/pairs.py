@@ -25,7 +25,8 @@ import itertools
 from collections import defaultdict
 from dataclasses import dataclass
 
-FLIP = {"A": "B", "B": "A", "Tie": "Tie"}
+from ..critics.base import FLIP
+
 RANK = {"Good": 2, "Normal": 1, "Bad": 0}
 
 

@@ -25,9 +25,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from ...stats import rate
-from ..base import DIMENSIONS, CriticParseError, Pairwise, Video
-
-FLIP = {"A": "B", "B": "A", "Tie": "Tie"}
+from ..base import DIMENSIONS, FLIP, CriticParseError, Pairwise, Video
 
 
 @dataclass
