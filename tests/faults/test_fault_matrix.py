@@ -3,15 +3,24 @@ same command and compared with one uninterrupted run.
 
 Each process seeds torch's global generator first (``LAUNCH``): this torch build seeds it randomly per process, and
 it initializes LoRA's A matrices, so only then can two separate processes be compared weight for weight.
+
+A command that must die (a ``kill`` or ``term`` fault) runs in a process of its own; every other command (the
+uninterrupted runs, the resumptions, the runs that stop with an error code) runs in this one through
+``vipo.cli.main``, set up as that process would be (seeded, one thread, its environment and fault plan, its own
+stderr): it checks the same things and saves a Python, torch and diffusers start-up per command.
 """
 
+import contextlib
 import hashlib
+import io
 import json
+import logging
 import os
 import shutil
 import sqlite3
 import subprocess
 import sys
+import traceback
 
 import pytest
 import torch
@@ -28,13 +37,55 @@ SECRET = "sk-fault-matrix-0123456789"
 
 
 def vipo(*args, faults=None, env=None, timeout=300):
-    e = {k: v for k, v in os.environ.items() if "proxy" not in k.lower() and k != "VIPO_FAULTS"}
-    e.update(OMP_NUM_THREADS="1", **(env or {}))
-    if faults:
+    """``vipo *args``: in a process of its own when a fault ends that process (``kill``, ``term``), else in this one
+    (module docstring); either way a :class:`subprocess.CompletedProcess`."""
+    if faults and any(f.partition("=")[2] in ("kill", "term") for f in faults.split(",")):
+        e = {k: v for k, v in os.environ.items() if "proxy" not in k.lower() and k != "VIPO_FAULTS"}
+        e.update(OMP_NUM_THREADS="1", **(env or {}))
         e["VIPO_FAULTS"] = faults
-    return subprocess.run(
-        [sys.executable, "-c", LAUNCH, *map(str, args)], capture_output=True, text=True, env=e, timeout=timeout
-    )
+        return subprocess.run(
+            [sys.executable, "-c", LAUNCH, *map(str, args)], capture_output=True, text=True, env=e, timeout=timeout
+        )
+    return in_process([str(a) for a in args], faults or "", env or {})
+
+
+def in_process(argv, plan, env):
+    """``main(argv)`` as ``LAUNCH`` runs it in a fresh process with ``vipo``'s environment: the global generator
+    seeded, one thread, no proxy, ``env`` added, the fault plan ``plan`` parsed anew; stdout, stderr and an uncaught
+    exception's traceback (exit status 1, as Python's) captured; the logging, environment and threads restored."""
+    from vipo import faults
+    from vipo.cli import main
+
+    saved_env, root = dict(os.environ), logging.getLogger()
+    saved_log, threads = (root.handlers[:], root.level), torch.get_num_threads()
+    saved_plan = (faults._PLAN, faults._hits)
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        for k in [k for k in os.environ if "proxy" in k.lower()]:
+            del os.environ[k]
+        os.environ.pop(faults.ENV, None)
+        os.environ.update(env)
+        faults._PLAN, faults._hits = faults._parse(plan), faults.Counter()
+        torch.set_num_threads(1)
+        torch.manual_seed(0)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(argv)
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else 1
+            except Exception:
+                traceback.print_exc()
+                code = 1
+    finally:
+        for h in root.handlers[:]:
+            if h not in saved_log[0]:
+                h.close()
+        root.handlers[:], root.level = saved_log
+        faults._PLAN, faults._hits = saved_plan
+        torch.set_num_threads(threads)
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 
 def run_cmd(model, out, rounds=1, *extra):
