@@ -447,12 +447,18 @@ def _generation(model, recipe: RunConfig, emb: dict, tokens: int, width: int, de
     torch.manual_seed(0)
     t_steps = []
     for k in (1, steps):  # the difference removes what a call costs beside its sampler steps
-        torch.cuda.synchronize() if device.type == "cuda" else None
-        t0 = time.perf_counter()
-        latents = model.sample(cond, uncond, [0], k, recipe.generate.guidance)
-        torch.cuda.synchronize() if device.type == "cuda" else None
-        t_steps.append(time.perf_counter() - t0)
+        best = float("inf")
+        for _ in range(2):  # the faster of two calls: a busy machine only ever adds time
+            torch.cuda.synchronize() if device.type == "cuda" else None
+            t0 = time.perf_counter()
+            latents = model.sample(cond, uncond, [0], k, recipe.generate.guidance)
+            torch.cuda.synchronize() if device.type == "cuda" else None
+            best = min(best, time.perf_counter() - t0)
+        t_steps.append(best)
     per_step = (t_steps[1] - t_steps[0]) / (steps - 1)
+    upper_bound = per_step <= 0  # noise larger than a step: say so, and bound a step by the whole call instead
+    if upper_bound:
+        per_step = t_steps[1] / steps
     t0 = time.perf_counter()
     model.decode(latents)
     torch.cuda.synchronize() if device.type == "cuda" else None
@@ -460,9 +466,10 @@ def _generation(model, recipe: RunConfig, emb: dict, tokens: int, width: int, de
     n = recipe.generate.num_steps
     return {
         "s_per_sampler_step": per_step,
+        "per_step_is_upper_bound": upper_bound,
         "decode_s": decode,
         "num_steps": n,
-        "s_per_video": per_step * n + (t_steps[0] - per_step) + decode,
+        "s_per_video": per_step * n + max(0.0, t_steps[0] - per_step) + decode,
         "vae_tiling": recipe.generate.vae_tiling,
     }
 

@@ -319,7 +319,8 @@ def gpu_section(res: dict) -> str:
         if isinstance(g, dict):
             lines += [
                 "",
-                f"Generation: {g['s_per_sampler_step']:.2f} s per sampler step (CFG batch of 2) x "
+                f"Generation: {'at most ' if g.get('per_step_is_upper_bound') else ''}"
+                f"{g['s_per_sampler_step']:.2f} s per sampler step (CFG batch of 2) x "
                 f"{g['num_steps']} steps + {g['decode_s']:.1f} s VAE decode (tiling "
                 f"{'on' if g['vae_tiling'] else 'off'}) = **{g['s_per_video']:.0f} s per video**.",
             ]
