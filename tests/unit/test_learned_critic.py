@@ -114,7 +114,7 @@ def test_world_annotate_then_train_a_critic_that_beats_chance(tmp_path, capsys):
                 "--epochs",
                 "40",
                 "--set",
-                "width=8",
+                "width=16",
                 "--set",
                 "batch_size=8",
                 "--set",
@@ -167,10 +167,12 @@ def test_worldnet_clip_preparation_and_augmentation():
     clips = frames[None].copy()
     attrs = np.array([W.attr_index(grammar.Attributes("red", "circle", "left"))])
     known = {(0, 0, d) for d in range(4)}
+    shows = attrs.copy()
     rng = random.Random(0)
     seen = set()
     for _ in range(20):
-        c, a = W._augment(clips, attrs, known, rng)
+        c, a, w = W._augment(clips, attrs, shows, known, rng)
+        assert (w == a).all()  # what the clip shows turns with what is asked
         direction = W.DIRECTIONS[a[0, 2]]
         views = {
             (m, r): (frames[::-1] if r else frames)[:, :, ::-1] if m else (frames[::-1] if r else frames)
@@ -183,5 +185,114 @@ def test_worldnet_clip_preparation_and_augmentation():
         seen.add((mirrored, reversed_))
     assert len(seen) == 4
     # never into a combination the training data does not have
-    c, a = W._augment(clips, attrs, {(0, 0, 2)}, random.Random(0))
-    assert (a == attrs).all() and (c == clips).all()
+    c, a, w = W._augment(clips, attrs, shows, {(0, 0, 2)}, random.Random(0))
+    assert (a == attrs).all() and (c == clips).all() and (w == shows).all()
+
+
+def test_world_reasons_are_read_back():
+    """The learned critic learns from what the world judge's reasons state; read_reason reads exactly the judge's
+    formats (pairwise values, pointwise scores, the attributes a clip shows) and nothing else."""
+    from vipo.critics.world import WorldCritic, read_reason
+
+    prompt = "a red circle moving left"
+    assert read_reason("pairwise", "semantic", "A 2.873 vs B 3.051", prompt) == {"scores": (2.873, 3.051)}
+    assert read_reason("pointwise", "motion", "score 0.91: jitter 0.012, area variation 0.05", prompt) == {
+        "scores": (0.91,)
+    }
+    assert read_reason("pointwise", "semantic", "a red circle moving left as asked", prompt) == {
+        "shows": {"color": "red", "shape": "circle", "direction": "left"}
+    }
+    got = read_reason(
+        "pointwise",
+        "semantic",
+        "color is not clearly red: looks blue; direction is not clearly left: moves the opposite way (0.30 of the "
+        "frame)",
+        prompt,
+    )
+    assert got == {"shows": {"color": "blue", "direction": "right", "shape": "circle"}}
+    # a reason that names a failure but not what was seen leaves that attribute unsaid
+    got = read_reason(
+        "pointwise", "semantic", "shape is not clearly circle: a loose circle: fit 0.61 (at least 0.72)", prompt
+    )
+    assert got == {"shows": {"color": "red", "direction": "left"}}
+    for other in ("looked Good to me", "the circle wobbles", "a blue circle moving left as asked", ""):
+        assert read_reason("pointwise", "semantic", other, prompt) == {}
+        assert read_reason("pairwise", "motion", other, prompt) == {}
+    assert read_reason("pointwise", "semantic", "as asked", "a purple dog") == {}
+    # and the judge's own answers on rendered clips read back to the judge's own numbers
+    critic = WorldCritic()
+    a = grammar.Attributes("red", "circle", "left")
+    right = render.random_clip(a, random.Random(1), 32, 9)
+    wrong = render.random_clip(grammar.Attributes("blue", "square", "left"), random.Random(2), 32, 9)
+    va, vb = Video(a.prompt(), right), Video(a.prompt(), wrong)
+    p = critic.pointwise(vb)
+    assert read_reason("pointwise", "semantic", p.reasons["semantic"], a.prompt())["shows"] == {
+        "color": "blue",
+        "shape": "square",
+        "direction": "left",
+    }
+    s = critic.scores(va)
+    assert read_reason("pointwise", "fidelity", critic.pointwise(va).reasons["fidelity"], a.prompt()) == {
+        "scores": (round(s.fidelity, 2),)
+    }
+    pair = critic.pairwise(va, vb)
+    got = read_reason("pairwise", "semantic", pair.reasons["semantic"], a.prompt())["scores"]
+    assert got[0] == pytest.approx(3 + s.semantic, abs=1e-3) and got[0] > got[1]
+
+
+def test_world_example_learns_what_the_reasons_state(tmp_path):
+    """world_example fills each clip's stated scores and shown attributes from the records' reasons (any voter's
+    reason the world judge wrote), and nothing from reasons in other words."""
+    from vipo.critics.learn import data as D
+    from vipo.critics.learn.train import world_example
+
+    a = grammar.Attributes("red", "circle", "left")
+    for name, seed in (("x.mp4", 1), ("y.mp4", 2)):
+        write_mp4(tmp_path / name, render.random_clip(a, random.Random(seed), 32, 9))
+
+    def rec(i, task, dim, videos, verdict, reasons):
+        return {
+            "id": f"r{i}",
+            "task": task,
+            "dimension": dim,
+            "prompt": a.prompt(),
+            "videos": videos,
+            "question": "?",
+            "verdict": verdict,
+            "votes": {verdict: 2},
+            "reasons": reasons,
+            "annotators": 3,
+            "split": "train",
+        }
+
+    rows = [
+        rec(0, "pairwise", "semantic", ["x.mp4", "y.mp4"], "A", ["looked A to me", "A 3.900 vs B 2.500"]),
+        rec(1, "pointwise", "motion", ["x.mp4"], "Good", ["score 0.93: jitter 0.004"]),
+        rec(2, "pointwise", "semantic", ["y.mp4"], "Bad", ["color is not clearly red: looks blue"]),
+        rec(3, "pointwise", "fidelity", ["y.mp4"], "Good", ["crisp edges"]),  # a person's words: nothing stated
+    ]
+    path = tmp_path / "data.jsonl"
+    D.write_records(path, rows)
+    ex = world_example(D.read_records(path))
+    x, y = 0, 1  # first-seen order
+    assert ex.stated[x, 0] == pytest.approx(3.9) and ex.stated[y, 0] == pytest.approx(2.5)
+    assert ex.stated[x, 2] == pytest.approx(0.93)
+    assert np.isnan(ex.stated[y, 1]) and np.isnan(ex.stated[y, 2]) and np.isnan(ex.stated[x, 1])
+    from vipo.critics.learn import worldnet as W
+
+    assert ex.shows[y].tolist() == [W.COLORS.index("blue"), W.SHAPES.index("circle"), W.DIRECTIONS.index("left")]
+    assert ex.shows[x].tolist() == [-1, -1, -1]
+    assert len(ex.point) == 3 and len(ex.pair) == 1
+
+
+def test_a_critic_saved_by_another_net_version_is_refused_in_one_line(tmp_path):
+    from vipo.critics.learn import worldnet as W
+    from vipo.errors import UserError
+
+    W.save(W.WorldCriticNet(W.NetConfig(width=4, keypoints=2, hidden=8)), tmp_path, {})
+    meta = json.loads((tmp_path / "critic.json").read_text())
+    assert W.load(tmp_path).cfg.version == W.NetConfig.version
+    meta["net"].pop("version")  # what the first version wrote
+    (tmp_path / "critic.json").write_text(json.dumps(meta))
+    with pytest.raises(UserError, match="net version 1 .*train the critic again"):
+        W.load(tmp_path)

@@ -8,13 +8,13 @@ attributes first, then how close colour, shape and motion direction are).
 from __future__ import annotations
 
 import hashlib
+import re
 
 from ..world import grammar
 from ..world.judge import Scores, judge_clip, why_wrong
-from .base import DIMENSIONS, Critic, Video, format_answer
+from .base import DIMENSIONS, Critic, Video, format_answer, label_of_score
 from .options import WorldOptions
 
-GOOD, NORMAL = 0.75, 0.4  # fidelity / motion score thresholds for Good and Normal
 SEMANTIC_GOOD = 0.8  # graded semantic score for a correct clip to be Good rather than Normal
 TIE = {"semantic": 0.02, "fidelity": 0.03, "motion": 0.03}
 
@@ -71,8 +71,8 @@ class WorldCritic(Critic):
             # Any attribute wrong means the video does not show what was asked: Bad. All right but near a
             # threshold (colour off, shape loose, short or drifting travel): Normal.
             "semantic": ("Good" if s.semantic >= SEMANTIC_GOOD else "Normal") if n_ok == 3 else "Bad",
-            "fidelity": _grade(s.fidelity),
-            "motion": _grade(s.motion),
+            "fidelity": label_of_score(s.fidelity),
+            "motion": label_of_score(s.motion),
         }
         reasons = {
             "semantic": f"a {a.color} {a.shape} moving {a.direction} as asked" if n_ok == 3 else "; ".join(wrong),
@@ -105,5 +105,44 @@ class WorldCritic(Critic):
         return {"semantic": s.semantic, "fidelity": s.fidelity, "motion": s.motion}
 
 
-def _grade(v: float) -> str:
-    return "Good" if v >= GOOD else "Normal" if v >= NORMAL else "Bad"
+# -- reading the reasons back (what a critic learned from the world's annotators can learn from) --------------------
+
+_PAIR_REASON = re.compile(r"^A (-?\d+(?:\.\d+)?) vs B (-?\d+(?:\.\d+)?)$")
+_SCORE_REASON = re.compile(r"^score (-?\d+(?:\.\d+)?):")
+_ATTRIBUTES = ("color", "shape", "direction")
+_OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
+
+
+def read_reason(task: str, dimension: str, reason: str, prompt: str) -> dict:
+    """What a reason of :class:`WorldCritic` states, read back from its text (``{}`` for any other text, such as a
+    person's own words): ``scores`` -- the graded value(s) the verdict compared (pairwise: ``(A, B)``, the
+    semantic one being the number of right attributes plus the graded score; pointwise fidelity and motion:
+    ``(score,)``); ``shows`` -- for a pointwise semantic reason, the colour, shape or direction the clip shows where
+    the reason says it ("as asked", "looks orange", "looks like a square", "moves the opposite way")."""
+    reason = reason.strip()
+    if task == "pairwise":
+        m = _PAIR_REASON.match(reason)
+        return {"scores": (float(m.group(1)), float(m.group(2)))} if m else {}
+    if dimension != "semantic":
+        m = _SCORE_REASON.match(reason)
+        return {"scores": (float(m.group(1)),)} if m else {}
+    a = grammar.parse(prompt)
+    if a is None:
+        return {}
+    if reason == f"a {a.color} {a.shape} moving {a.direction} as asked":
+        return {"shows": {"color": a.color, "shape": a.shape, "direction": a.direction}}
+    shows, wrong = {}, set()
+    for part in reason.split("; "):
+        m = re.match(r"^(color|shape|direction) is not clearly (\w+): (.*)$", part)
+        if m is None or m.group(2) != getattr(a, m.group(1)):
+            return {}  # not a world judge's reason
+        attr, why = m.group(1), m.group(3)
+        wrong.add(attr)
+        seen = re.fullmatch(r"looks (?:like a )?(\w+)", why)
+        if seen and seen.group(1) in (grammar.COLORS if attr == "color" else grammar.SHAPES):
+            shows[attr] = seen.group(1)
+        elif attr == "direction" and why.startswith("moves the opposite way"):
+            shows[attr] = _OPPOSITE[a.direction]
+    # an attribute the reason does not name passed its check: the clip shows the asked value
+    shows.update({k: getattr(a, k) for k in _ATTRIBUTES if k not in wrong})
+    return {"shows": shows}

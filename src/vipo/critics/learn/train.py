@@ -64,8 +64,12 @@ class CriticTrainConfig(Section):
     augment: bool = True
     """world: mirror and time-reverse clips (asking the mirrored direction) where the mirrored prompt occurs in the
     training data"""
-    width: int = 16
-    """world: channels of the first convolution"""
+    reasons: bool = True
+    """world: also learn what the voters' reasons state where they are the world judge's (each clip's graded
+    scores, the colour, shape and direction it shows), as an LLM critic learns the reasoning before the verdict;
+    false: the verdicts alone"""
+    width: int = 32
+    """world: channels of the first convolutions"""
     lora: bool = True
     """vlm: train a LoRA adapter (false: every weight of the language model)"""
     lora_rank: int = 16
@@ -229,18 +233,35 @@ def load_clips(records: list[D.Record], side: int = 32, frames: int = 9):
 
 
 def world_example(records: list[D.Record], side: int = 32, frames: int = 9):
+    """The records as a :class:`~vipo.critics.learn.worldnet.Example`: the voted verdicts, and what the voters'
+    reasons state where they are the world judge's (:func:`vipo.critics.world.read_reason`): each clip's graded
+    scores and the attributes it shows. Reasons in other words (a person's, or a flipped annotator's "looked Good to
+    me") state nothing and are skipped."""
+    import numpy as np
+
     from ..base import DIMENSIONS
+    from ..world import read_reason
     from . import worldnet as W
 
     clips, attrs, where = load_clips(records, side, frames)
     point, pair = [], []
+    ex = W.Example(clips, attrs, point, pair)
+    values = ("color", "shape", "direction")
+    pools = (W.COLORS, W.SHAPES, W.DIRECTIONS)
     for r, idx in zip(records, where):
         d = DIMENSIONS.index(r.dimension)
         if r.task == "pointwise":
             point.append((idx[0], d, W.ORDINAL[r.verdict]))
         else:
             pair.append((idx[0], idx[1], d, W.PAIR_INDEX[r.verdict]))
-    return W.Example(clips, attrs, point, pair)
+        said = next((x for x in (read_reason(r.task, r.dimension, t, r.prompt) for t in r.reasons) if x), {})
+        for i, v in zip(idx, said.get("scores", ())):
+            ex.stated[i, d] = v
+        for k, (name, pool) in enumerate(zip(values, pools)):
+            if name in said.get("shows", {}):
+                ex.shows[idx[0], k] = pool.index(said["shows"][name])
+    ex.stated = ex.stated.astype(np.float32)
+    return ex
 
 
 def _train_world(
@@ -258,6 +279,7 @@ def _train_world(
         weight_decay=cfg.weight_decay,
         augment=cfg.augment,
         seed=cfg.seed,
+        reasons=cfg.reasons,
     )
     curve_rows: list[dict] = []
     net, curve = W.train(ex, opts, net_cfg, progress, on_epoch=lambda _n, row: curve_rows.append(row))

@@ -4,26 +4,30 @@ The embedded world's exact judge is never wrong; a critic learned from (simulate
 critic is. This one reads the clip (9 frames of 32x32 RGB, block-averaged from the 4x upscaled mp4s) and the prompt
 (the world grammar's colour, shape and direction) and gives one score per dimension:
 
-- a 3-D convolutional encoder (with x/y coordinate channels, CoordConv, so position and travel are easy to read) maps
-  the clip to a feature vector ``h``;
-- from ``h`` it predicts which colour, shape and direction the clip shows (13 logits, never supervised directly);
-  the semantic score is ``sum_k softplus(alpha_k) * log p_k(asked value) + q_sem(h)``: the prompt enters only through
-  the asked values' log-probabilities, so unseen combinations of known words get a score too;
+- a convolutional encoder applied to every frame (with x/y coordinate channels, CoordConv, and soft-argmax keypoints,
+  so position and travel are easy to read), then an MLP over the frames, maps the clip to a feature vector ``h``;
+- from ``h`` it predicts which colour, shape and direction the clip shows (13 logits) and, per attribute value, a
+  grade; the semantic score is a sum over the three attributes of a term read against the asked value alone,
+  ``softplus(alpha_k) * log p_k(asked) + grade_k(asked)``, so unseen combinations of known words get a score from
+  terms that were trained (the world judge's semantic key has this form: per attribute "passes" plus closeness);
 - fidelity and motion scores are linear in ``h`` (the world judge's fidelity and motion read no prompt either).
 
 One score per dimension serves both questions (the world judge's own structure: its labels are thresholds on the
 score its pairwise verdicts compare):
 
-- pointwise: an ordered-logit (cumulative link, McCullagh 1980) model, ``P(label <= k) = sigmoid(c_k - s)`` with
-  cutpoints ``c_Bad < c_Normal`` per dimension;
-- pairwise: the same link on the difference, ``d = kappa (s_A - s_B)``, ``P(B) = sigmoid(-tau - d)``,
+- pointwise: an ordered-logit (cumulative link, McCullagh 1980) model, ``P(label <= k) = sigmoid(s_k (c_k - z))``
+  with cutpoints ``c_Bad < c_Normal`` per dimension on the standardized score ``z``;
+- pairwise: the same link on the difference, ``d = kappa (z_A - z_B)``, ``P(B) = sigmoid(-tau - d)``,
   ``P(B or Tie) = sigmoid(tau - d)`` (Agresti 1992's ordered paired comparisons with a tie band ``tau``), so swapping
   the two videos swaps A and B exactly: the critic is position-consistent by construction.
 
 Training minimizes the cross-entropy of the voted verdicts (every record of a batch: pointwise ones of its clips and
-pairwise ones between them), with two symmetries of the world as augmentation: a horizontal mirror (left <-> right;
-every world shape is mirror-symmetric) and time reversal (the direction flips; jitter, colour and shape do not), each
-used only where the mirrored prompt combination occurs in the training data itself.
+pairwise ones between them). Where the voters' reasons are the world judge's (``vipo.critics.world.read_reason``),
+it also learns what they state, the way an LLM critic is tuned on the reasoning before the verdict: each clip's
+graded scores (squared error of the standardized score) and the attributes a clip shows ("looks orange", "looks
+like a square": cross-entropy on the 13 logits). Two symmetries of the world augment the data: a horizontal mirror
+(left <-> right; every world shape is mirror-symmetric) and time reversal (the direction flips; jitter, colour and
+shape do not), each used only where the mirrored prompt combination occurs in the training data itself.
 """
 
 from __future__ import annotations
@@ -65,6 +69,8 @@ class NetConfig:
     width: int = 16
     keypoints: int = 8
     hidden: int = 128
+    #: the layout of the weights; a critic saved by another version does not load
+    version: int = 2
 
 
 @dataclass
@@ -77,10 +83,14 @@ class TrainOptions:
     weight_decay: float = 1e-4
     augment: bool = True
     seed: int = 0
+    reasons: bool = True  # also learn what the reasons state (Example.stated, Example.shows)
+    reasons_weight: float = 1.0
 
     def validate(self) -> None:
         if self.epochs < 1 or self.batch_clips < 2 or not self.lr > 0 or self.weight_decay < 0:
             raise UserError("critic train: epochs >= 1, batch_clips >= 2, lr > 0 and weight_decay >= 0 are needed")
+        if self.reasons_weight < 0:
+            raise UserError("critic train: reasons_weight must be >= 0")
 
 
 def to_clip(frames: np.ndarray, side: int = 32, n_frames: int = 9) -> np.ndarray:
@@ -117,9 +127,11 @@ class WorldCriticNet(nn.Module):
         super().__init__()
         self.cfg = cfg
         w, k = cfg.width, cfg.keypoints
-        # per frame (shared over time): two stride-2 convolutions to an 8x8 map (CoordConv inputs)
+        # per frame (shared over time): three convolutions, two of them stride 2, to an 8x8 map (CoordConv inputs)
         self.frame = nn.Sequential(
-            nn.Conv2d(5, w, 3, stride=2, padding=1),
+            nn.Conv2d(5, w, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(w, w, 3, stride=2, padding=1),
             nn.GELU(),
             nn.Conv2d(w, 2 * w, 3, stride=2, padding=1),
             nn.GELU(),
@@ -130,11 +142,20 @@ class WorldCriticNet(nn.Module):
         self.clip = nn.Sequential(
             nn.Linear(cfg.frames * per_frame, cfg.hidden), nn.GELU(), nn.Linear(cfg.hidden, cfg.hidden), nn.GELU()
         )
-        self.attr = nn.Linear(cfg.hidden, len(COLORS) + len(SHAPES) + len(DIRECTIONS))
-        self.quality = nn.Linear(cfg.hidden, 3)
+        n_values = len(COLORS) + len(SHAPES) + len(DIRECTIONS)
+        self.shows = nn.Linear(cfg.hidden, n_values)  # which colour, shape and direction the clip shows (logits)
+        self.match = nn.Linear(cfg.hidden, n_values)  # how well the clip shows each value (the semantic terms)
+        self.quality = nn.Linear(cfg.hidden, 2)  # fidelity, motion
         self.alpha = nn.Parameter(torch.zeros(3))
+        self.sizes = [len(COLORS), len(SHAPES), len(DIRECTIONS)]
+        # where the scores live (set from the stated scores before training): the network's outputs are standardized
+        # scores, score = center + spread * output, and the links below read them standardized again, so that
+        # outputs, cutpoints and tie band start at the scale of the data whatever scale the reasons state it on
+        self.register_buffer("center", torch.zeros(3))
+        self.register_buffer("spread", torch.ones(3))
         self.cut_low = nn.Parameter(torch.zeros(3))
         self.cut_gap = nn.Parameter(torch.zeros(3))
+        self.point_scale = nn.Parameter(torch.zeros(3))
         self.pair_scale = nn.Parameter(torch.zeros(3))
         self.pair_tie = nn.Parameter(torch.full((3,), -1.0))
         ys, xs = torch.meshgrid(torch.linspace(-1, 1, cfg.side), torch.linspace(-1, 1, cfg.side), indexing="ij")
@@ -142,6 +163,8 @@ class WorldCriticNet(nn.Module):
         m = cfg.side // 4
         ys, xs = torch.meshgrid(torch.linspace(-1, 1, m), torch.linspace(-1, 1, m), indexing="ij")
         self.register_buffer("grid", torch.stack([xs.flatten(), ys.flatten()], dim=1), persistent=False)
+        offsets = np.cumsum([0, len(COLORS), len(SHAPES)])
+        self.register_buffer("offsets", torch.as_tensor(offsets, dtype=torch.long), persistent=False)
 
     def features(self, clips: torch.Tensor) -> torch.Tensor:
         """uint8 [B, F, S, S, 3] -> [B, hidden]."""
@@ -155,30 +178,40 @@ class WorldCriticNet(nn.Module):
         per_frame = torch.cat([keypoints, pooled], dim=1).reshape(b, -1)
         return self.clip(per_frame)
 
-    def forward(self, clips: torch.Tensor, attrs: torch.Tensor) -> torch.Tensor:
-        """``clips`` uint8 [B, F, S, S, 3], ``attrs`` long [B, 3] (colour, shape, direction) -> scores [B, 3]
-        (semantic, fidelity, motion)."""
+    def heads(self, clips: torch.Tensor, attrs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``clips`` uint8 [B, F, S, S, 3], ``attrs`` long [B, 3] (asked colour, shape, direction) -> (scores [B, 3]:
+        semantic, fidelity, motion; ``shows`` logits [B, 13]: the colour, shape and direction the clip shows)."""
         h = self.features(clips)
-        logits = self.attr(h).split([len(COLORS), len(SHAPES), len(DIRECTIONS)], dim=1)
-        match = torch.stack(
-            [F.log_softmax(lg, dim=1).gather(1, attrs[:, k : k + 1]).squeeze(1) for k, lg in enumerate(logits)], dim=1
-        )  # B, 3 (<= 0)
+        shows = self.shows(h)
+        # semantic: a sum over the three attributes of a term read against the asked value alone (the world
+        # judge's semantic key is such a sum: "passes" + graded closeness per attribute), so a combination never
+        # seen in training is scored from terms that were. Each term: how sure the clip shows the asked value
+        # (log-probability, scaled) plus a learned grade of how well
+        logp = torch.cat([F.log_softmax(x, dim=1) for x in shows.split(self.sizes, dim=1)], dim=1)
+        at = attrs + self.offsets
+        terms = F.softplus(self.alpha) * logp.gather(1, at) + self.match(h).gather(1, at)  # B, 3
         q = self.quality(h)
-        semantic = (F.softplus(self.alpha) * match).sum(dim=1) + q[:, 0]
-        return torch.stack([semantic, q[:, 1], q[:, 2]], dim=1)
+        raw = torch.stack([terms.sum(dim=1), q[:, 0], q[:, 1]], dim=1)  # ~N(0, 1) at the start
+        return self.center + self.spread * raw, shows
+
+    def forward(self, clips: torch.Tensor, attrs: torch.Tensor) -> torch.Tensor:
+        """scores [B, 3] (semantic, fidelity, motion): the values the verdict links below read."""
+        return self.heads(clips, attrs)[0]
 
     def pointwise_logp(self, scores: torch.Tensor) -> torch.Tensor:
         """log P(Bad, Normal, Good) [B, 3 dims, 3]."""
+        scores = (scores - self.center) / self.spread
         low = self.cut_low
         high = low + F.softplus(self.cut_gap) + 1e-3
-        p_bad = torch.sigmoid(low - scores)
-        p_le_normal = torch.sigmoid(high - scores)
+        k = F.softplus(self.point_scale) * 8
+        p_bad = torch.sigmoid(k * (low - scores))
+        p_le_normal = torch.sigmoid(k * (high - scores))
         probs = torch.stack([p_bad, p_le_normal - p_bad, 1 - p_le_normal], dim=-1)
         return probs.clamp_min(1e-7).log()
 
     def pairwise_logp(self, sa: torch.Tensor, sb: torch.Tensor) -> torch.Tensor:
         """log P(A, B, Tie) [B, 3 dims, 3]; swapping ``sa`` and ``sb`` swaps A and B."""
-        d = F.softplus(self.pair_scale) * (sa - sb)
+        d = F.softplus(self.pair_scale) * 5 * (sa - sb) / self.spread
         tau = F.softplus(self.pair_tie)
         p_b = torch.sigmoid(-tau - d)
         p_not_a = torch.sigmoid(tau - d)
@@ -211,6 +244,11 @@ def load(path: str | Path, device: str = "cpu") -> WorldCriticNet:
     meta = json.loads((path / CONFIG).read_text())
     if meta.get("arch") != "world":
         raise UserError(f"judge.model: {path}/{CONFIG}: arch {meta.get('arch')!r} is not 'world'")
+    if meta["net"].get("version", 1) != NetConfig.version:
+        raise UserError(
+            f"judge.model: {path}/{CONFIG}: net version {meta['net'].get('version', 1)} was written by another "
+            f"vipo (this one reads version {NetConfig.version}); train the critic again with `vipo critic train`"
+        )
     net = WorldCriticNet(NetConfig(**meta["net"]))
     net.load_state_dict(load_file(str(path / WEIGHTS)))
     return net.to(device).eval()
@@ -227,6 +265,17 @@ class Example:
     attrs: np.ndarray  # int [N, 3]
     point: list  # (clip index, dimension index, ordinal target)
     pair: list  # (clip a, clip b, dimension index, pair target)
+    #: float [N, 3]: each clip's graded score per dimension as the annotators' reasons state it (NaN: not stated)
+    stated: np.ndarray | None = None
+    #: int [N, 3]: the colour, shape and direction the clip shows as the reasons say (-1: not said)
+    shows: np.ndarray | None = None
+
+    def __post_init__(self):
+        n = len(self.clips)
+        if self.stated is None:
+            self.stated = np.full((n, 3), np.nan, dtype=np.float32)
+        if self.shows is None:
+            self.shows = np.full((n, 3), -1, dtype=np.int64)
 
 
 def _components(n: int, pairs: list) -> list[list[int]]:
@@ -247,25 +296,32 @@ def _components(n: int, pairs: list) -> list[list[int]]:
     return list(groups.values())
 
 
-def _augment(clips: np.ndarray, attrs: np.ndarray, known: set, rng: random.Random):
+def _augment(clips: np.ndarray, attrs: np.ndarray, shows: np.ndarray, known: set, rng: random.Random):
     """Mirror and/or reverse a group of clips (one choice for the whole group: pairs stay comparable), asking the
-    mirrored direction; only into prompt combinations in ``known``."""
+    mirrored direction (and saying the clip shows it); only into prompt combinations in ``known``. The world judge's
+    scores do not change under either (every shape is mirror-symmetric; reversal keeps travel, drift and jitter)."""
     mirror, reverse = rng.random() < 0.5, rng.random() < 0.5
-    new = attrs.copy()
-    for i, (c, s, d) in enumerate(attrs):
+
+    def turn(d: int) -> int:
         direction = DIRECTIONS[d]
         if mirror:
             direction = MIRROR[direction]
         if reverse:
             direction = REVERSE[direction]
-        if (c, s, DIRECTIONS.index(direction)) not in known:
-            return clips, attrs
-        new[i, 2] = DIRECTIONS.index(direction)
+        return DIRECTIONS.index(direction)
+
+    new, seen = attrs.copy(), shows.copy()
+    for i, (c, s, d) in enumerate(attrs):
+        if (c, s, turn(d)) not in known:
+            return clips, attrs, shows
+        new[i, 2] = turn(d)
+        if seen[i, 2] >= 0:
+            seen[i, 2] = turn(seen[i, 2])
     if mirror:
         clips = clips[:, :, :, ::-1]
     if reverse:
         clips = clips[:, ::-1]
-    return np.ascontiguousarray(clips), new
+    return np.ascontiguousarray(clips), new, seen
 
 
 def train(
@@ -278,6 +334,13 @@ def train(
     torch.manual_seed(opts.seed)
     rng = random.Random(opts.seed)
     net = WorldCriticNet(net_cfg)
+    if opts.reasons:
+        with torch.no_grad():
+            stated = torch.from_numpy(ex.stated)
+            for k in range(3):
+                v = stated[:, k][~torch.isnan(stated[:, k])]
+                if len(v) > 1:
+                    net.center[k], net.spread[k] = v.mean(), v.std().clamp_min(0.05)
     optim = torch.optim.AdamW(net.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
     point_of: dict[int, list] = {}
     for i, d, t in ex.point:
@@ -304,19 +367,40 @@ def train(
         if cur:
             batches.append(cur)
         net.train()
-        sums = {"loss": 0.0, "point": 0.0, "pair": 0.0, "n_point": 0, "n_pair": 0}
+        sums = {"loss": 0.0, "point": 0.0, "pair": 0.0, "n_point": 0, "n_pair": 0, "stated": 0.0, "n_stated": 0}
         for batch in batches:
             idx = [i for g in batch for i in g]
             pos = {i: k for k, i in enumerate(idx)}
-            clips, attrs = [], []
+            clips, attrs, shows = [], [], []
             for g in batch:
-                c, a = ex.clips[g], ex.attrs[g]
+                c, a, w = ex.clips[g], ex.attrs[g], ex.shows[g]
                 if opts.augment:
-                    c, a = _augment(c, a, known, rng)
+                    c, a, w = _augment(c, a, w, known, rng)
                 clips.append(c)
                 attrs.append(a)
-            scores = net(torch.from_numpy(np.concatenate(clips)), torch.from_numpy(np.concatenate(attrs)).long())
+                shows.append(w)
+            scores, shows_logits = net.heads(
+                torch.from_numpy(np.concatenate(clips)), torch.from_numpy(np.concatenate(attrs)).long()
+            )
             losses = []
+            if opts.reasons:
+                # what the reasons state: the graded scores (squared error) and the attributes shown (cross-entropy)
+                stated = torch.from_numpy(ex.stated[idx])
+                known_score = ~torch.isnan(stated)
+                if known_score.any():
+                    err = (scores - torch.nan_to_num(stated))[known_score]
+                    reg = (
+                        opts.reasons_weight
+                        * ((scores - torch.nan_to_num(stated)) / net.spread)[known_score].pow(2).sum()
+                    )
+                    losses.append(reg)
+                    sums["stated"] += err.pow(2).sum().item()
+                    sums["n_stated"] += int(known_score.sum())
+                tgt = torch.from_numpy(np.concatenate(shows))
+                for k, lg in enumerate(shows_logits.split([len(COLORS), len(SHAPES), len(DIRECTIONS)], dim=1)):
+                    has = tgt[:, k] >= 0
+                    if has.any():
+                        losses.append(opts.reasons_weight * F.cross_entropy(lg[has], tgt[has, k], reduction="sum"))
             pts = [(pos[i], d, t) for i in idx for d, t in point_of.get(i, [])]
             if pts:
                 rows, dims, tgt = (torch.tensor(v) for v in zip(*pts))
@@ -349,6 +433,7 @@ def train(
             "loss": sums["loss"] / max(1, n_all),
             "pointwise_loss": sums["point"] / max(1, sums["n_point"]),
             "pairwise_loss": sums["pair"] / max(1, sums["n_pair"]),
+            **({"stated_rmse": math.sqrt(sums["stated"] / sums["n_stated"])} if sums["n_stated"] else {}),
             "lr": sched.get_last_lr()[0],
             "elapsed_s": round(time.time() - t0, 1),
         }
