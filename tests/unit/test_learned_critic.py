@@ -296,3 +296,32 @@ def test_a_critic_saved_by_another_net_version_is_refused_in_one_line(tmp_path):
     (tmp_path / "critic.json").write_text(json.dumps(meta))
     with pytest.raises(UserError, match="net version 1 .*train the critic again"):
         W.load(tmp_path)
+
+
+def test_sigterm_stops_critic_training_between_steps():
+    """The CLI's SIGTERM handler only sets a flag: the training loop has to look at it (before, `kill` of a
+    `vipo critic train` was ignored until the end)."""
+    from vipo import faults
+    from vipo.critics.learn import worldnet as W
+
+    clips = np.zeros((4, 9, 32, 32, 3), np.uint8)
+    attrs = np.zeros((4, 3), np.int64)
+    ex = W.Example(clips, attrs, [(i, 0, 2) for i in range(4)], [])
+    epochs = []
+
+    def term_after_first_epoch(_net, row):
+        epochs.append(row["epoch"])
+        faults._term = True
+
+    try:
+        with pytest.raises(faults.Terminated, match="critic train"):
+            W.train(
+                ex,
+                W.TrainOptions(epochs=5, batch_clips=2),
+                W.NetConfig(width=4, keypoints=2, hidden=8),
+                progress=False,
+                on_epoch=term_after_first_epoch,
+            )
+    finally:
+        faults._term = False
+    assert epochs == [1]

@@ -24,7 +24,7 @@ import json
 import random
 from pathlib import Path
 
-from .. import seeds
+from .. import faults, seeds
 from ..critics.base import DIMENSIONS, LABELS, PAIR_VERDICTS, Video
 from ..critics.world import WorldCritic
 from ..errors import UserError
@@ -98,6 +98,7 @@ def annotate(
     prompt_of = {v: it.prompt for it in items for v in it.videos}
     videos = {}
     for name in tqdm(names, disable=not progress, desc="world judge", unit="video"):
+        faults.check_term("world annotate")  # SIGTERM: stop between clips (the export is not written: exit 143)
         try:
             videos[name] = Video(prompt_of[name], read_mp4(root / name), str(root / name))
         except Exception as e:  # noqa: BLE001  (PyAV raises many types for a bad file)

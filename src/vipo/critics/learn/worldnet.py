@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from ... import faults
 from ...errors import UserError
 from ...world import grammar
 from ..base import PAIR_VERDICTS
@@ -353,7 +354,12 @@ def train(
     known = {tuple(int(v) for v in a) for a in ex.attrs}
     steps_per_epoch = max(1, math.ceil(sum(len(g) for g in groups) / opts.batch_clips))
     total = opts.epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=opts.lr, total_steps=total, pct_start=0.1)
+    # a one-cycle schedule warms up for 10% of the steps (at least 2: OneCycleLR divides by the warm-up length - 1)
+    sched = (
+        torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=opts.lr, total_steps=total, pct_start=max(0.1, 3 / total))
+        if total >= 6
+        else torch.optim.lr_scheduler.LambdaLR(optim, lambda _: 1.0)
+    )
     curve, t0 = [], time.time()
     bar = tqdm(total=total, disable=not progress, desc="critic train", unit="step")
     for epoch in range(opts.epochs):
@@ -369,6 +375,7 @@ def train(
         net.train()
         sums = {"loss": 0.0, "point": 0.0, "pair": 0.0, "n_point": 0, "n_pair": 0, "stated": 0.0, "n_stated": 0}
         for batch in batches:
+            faults.check_term("critic train")  # SIGTERM: stop between steps (nothing is written: exit 143)
             idx = [i for g in batch for i in g]
             pos = {i: k for k, i in enumerate(idx)}
             clips, attrs, shows = [], [], []
