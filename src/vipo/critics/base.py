@@ -149,6 +149,9 @@ class Critic(abc.ABC):
     served: bool = False
     #: the critic's options (vipo/critics/options.py): the ``judge.*`` fields it reads, their docs and checks
     Options: ClassVar[type[CriticOptions]] = NoOptions
+    #: the critic also reports the exact attribute checks of a clip (``scores(video)`` with ``color_ok``,
+    #: ``shape_ok``, ``direction_ok``, ``passed``): the embedded world's judge
+    attribute_checks: ClassVar[bool] = False
 
     @classmethod
     def from_config(cls, cfg: Any) -> Critic:

@@ -33,6 +33,7 @@ def semantic_key(s: Scores) -> float:
 class WorldCritic(Critic):
     name = "world"
     Options = WorldOptions
+    attribute_checks = True
 
     @classmethod
     def from_config(cls, cfg) -> WorldCritic:

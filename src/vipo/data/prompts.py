@@ -54,7 +54,7 @@ def read_prompts(path: str | Path, what: str = "prompts") -> list[tuple[int, str
 
 def warn_long(model, prompts: list[str]) -> None:
     """Warn about prompts longer than the text encoder reads; the encoder keeps their first tokens."""
-    tok = getattr(model, "tokenizer", None) or getattr(getattr(model, "pipe", None), "tokenizer", None)
+    tok = model.tokenizer
     limit = getattr(tok, "model_max_length", None)
     if tok is None or not isinstance(limit, int) or limit > 100_000:
         return

@@ -38,6 +38,8 @@ VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi")
 
 
 class WorldRealVideos:
+    encoded = False  #: the trainer VAE-encodes the frames :meth:`draw` returns (see EncodedRealVideos)
+
     def __init__(self, frames: int, side: int, caption_noise: float = 0.0):
         self.frames, self.side, self.caption_noise = frames, side, caption_noise
 

@@ -10,23 +10,12 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..losses import PARAMETERIZATIONS, per_sample_error  # noqa: F401  (one implementation, re-exported)
-
-
-@dataclass
-class SampleSpec:
-    """What to generate: one entry per video. Seeds make every video reproducible on its own."""
-
-    prompts: list[str]
-    seeds: list[int]
-    num_steps: int
-    guidance: float
 
 
 class VideoModel(abc.ABC):
@@ -48,6 +37,8 @@ class VideoModel(abc.ABC):
     #: the diffusers model folder the denoiser's weights were loaded from, where there is one: a full fine-tune of a
     #: low-precision model reads its float32 master weights there (``train.lora.master_denoiser``)
     denoiser_source: Path | None = None
+    #: the text encoder's tokenizer (what decides how much of a prompt the model reads), where the family has one
+    tokenizer = None
 
     @classmethod
     @abc.abstractmethod

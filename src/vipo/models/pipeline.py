@@ -53,6 +53,10 @@ class PipelineModel(VideoModel):
     #: sampler settings the family is meant to run with (the run config's generate/eval sections set them)
     recommended: dict = {}
 
+    @property
+    def tokenizer(self):
+        return self.pipe.tokenizer
+
     def __init__(
         self,
         pipe,

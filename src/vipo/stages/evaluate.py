@@ -127,7 +127,7 @@ def evaluate(
                 results.append(dict(r, error=str(pw), raw=pw.raw))
                 continue
             res = dict(r, labels=pw.labels, scores=pw.scores, raw=pw.raw)
-            if hasattr(critic, "scores"):  # the world critic also reports the exact attribute checks
+            if critic.attribute_checks:  # the world critic also reports the exact attribute checks
                 s = critic.scores(video)
                 res.update(color_ok=s.color_ok, shape_ok=s.shape_ok, direction_ok=s.direction_ok, passed=s.passed)
             results.append(res)

@@ -162,7 +162,7 @@ def train_round(
     device = next(model.denoiser.parameters()).device
     total = max(1, math.ceil(cfg.epochs * len(items) / (cfg.batch_size * cfg.grad_accum)))
     # real videos the family trains from cached latents: every draw of the round is known now, so encode them first
-    encoded = real is not None and getattr(real, "encoded", False) and cfg.real_batch_size > 0 and cfg.lambda_real > 0
+    encoded = real is not None and real.encoded and cfg.real_batch_size > 0 and cfg.lambda_real > 0
     draws = (
         [
             real.indices(cfg.real_batch_size, seeds.stream_seed(run_seed, round_, "real", s, m))
@@ -758,7 +758,7 @@ def micro_loss(
         record["real_idx"] = mine_real
         if not mine_real and ctx.pad:
             mine_real = [0]
-        if getattr(real, "encoded", False):
+        if real.encoded:
             prompts, xr = real.draw_latents(nr, real_seed)
             rconds = [cache[p] for p in prompts]
         else:  # the world's renderer: pixels, encoded here (its "VAE" is the identity)
