@@ -111,7 +111,6 @@ class WorldCritic(Critic):
 _PAIR_REASON = re.compile(r"^A (-?\d+(?:\.\d+)?) vs B (-?\d+(?:\.\d+)?)$")
 _SCORE_REASON = re.compile(r"^score (-?\d+(?:\.\d+)?):")
 _ATTRIBUTES = ("color", "shape", "direction")
-_OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
 
 
 def read_reason(task: str, dimension: str, reason: str, prompt: str) -> dict:
@@ -143,7 +142,7 @@ def read_reason(task: str, dimension: str, reason: str, prompt: str) -> dict:
         if seen and seen.group(1) in (grammar.COLORS if attr == "color" else grammar.SHAPES):
             shows[attr] = seen.group(1)
         elif attr == "direction" and why.startswith("moves the opposite way"):
-            shows[attr] = _OPPOSITE[a.direction]
+            shows[attr] = grammar.OPPOSITE[a.direction]
     # an attribute the reason does not name passed its check: the clip shows the asked value
     shows.update({k: getattr(a, k) for k in _ATTRIBUTES if k not in wrong})
     return {"shows": shows}

@@ -24,6 +24,8 @@ SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
 DIRECTIONS: tuple[str, ...] = ("left", "right", "up", "down")
 # Unit motion per direction in image coordinates (x to the right, y downward).
 DIRECTION_VECTORS: dict[str, tuple[int, int]] = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
+#: the way back: what a direction becomes when the clip runs backwards
+OPPOSITE: dict[str, str] = {"left": "right", "right": "left", "up": "down", "down": "up"}
 
 # Phrasings of a prompt. The first is the canonical one and must stay exactly this string.
 TEMPLATES: tuple[str, ...] = (

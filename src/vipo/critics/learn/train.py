@@ -237,8 +237,6 @@ def world_example(records: list[D.Record], side: int = 32, frames: int = 9):
     reasons state where they are the world judge's (:func:`vipo.critics.world.read_reason`): each clip's graded
     scores and the attributes it shows. Reasons in other words (a person's, or a flipped annotator's "looked Good to
     me") state nothing and are skipped."""
-    import numpy as np
-
     from ..base import DIMENSIONS
     from ..world import read_reason
     from . import worldnet as W
@@ -260,7 +258,6 @@ def world_example(records: list[D.Record], side: int = 32, frames: int = 9):
         for k, (name, pool) in enumerate(zip(values, pools)):
             if name in said.get("shows", {}):
                 ex.shows[idx[0], k] = pool.index(said["shows"][name])
-    ex.stated = ex.stated.astype(np.float32)
     return ex
 
 

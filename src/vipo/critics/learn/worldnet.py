@@ -57,7 +57,7 @@ COLORS, SHAPES, DIRECTIONS = list(grammar.COLORS), list(grammar.SHAPES), list(gr
 ORDINAL = {"Bad": 0, "Normal": 1, "Good": 2}  # LABELS in rank order
 PAIR_INDEX = {"A": 0, "B": 1, "Tie": 2}  # PAIR_VERDICTS order
 MIRROR = {"left": "right", "right": "left", "up": "up", "down": "down"}
-REVERSE = {"left": "right", "right": "left", "up": "down", "down": "up"}
+REVERSE = grammar.OPPOSITE
 WEIGHTS, CONFIG = "model.safetensors", "critic.json"
 
 
@@ -143,12 +143,12 @@ class WorldCriticNet(nn.Module):
         self.clip = nn.Sequential(
             nn.Linear(cfg.frames * per_frame, cfg.hidden), nn.GELU(), nn.Linear(cfg.hidden, cfg.hidden), nn.GELU()
         )
-        n_values = len(COLORS) + len(SHAPES) + len(DIRECTIONS)
+        self.sizes = [len(COLORS), len(SHAPES), len(DIRECTIONS)]  # the 13 values, attribute by attribute
+        n_values = sum(self.sizes)
         self.shows = nn.Linear(cfg.hidden, n_values)  # which colour, shape and direction the clip shows (logits)
         self.match = nn.Linear(cfg.hidden, n_values)  # how well the clip shows each value (the semantic terms)
         self.quality = nn.Linear(cfg.hidden, 2)  # fidelity, motion
         self.alpha = nn.Parameter(torch.zeros(3))
-        self.sizes = [len(COLORS), len(SHAPES), len(DIRECTIONS)]
         # where the scores live (set from the stated scores before training): the network's outputs are standardized
         # scores, score = center + spread * output, and the links below read them standardized again, so that
         # outputs, cutpoints and tie band start at the scale of the data whatever scale the reasons state it on
@@ -164,7 +164,7 @@ class WorldCriticNet(nn.Module):
         m = cfg.side // 4
         ys, xs = torch.meshgrid(torch.linspace(-1, 1, m), torch.linspace(-1, 1, m), indexing="ij")
         self.register_buffer("grid", torch.stack([xs.flatten(), ys.flatten()], dim=1), persistent=False)
-        offsets = np.cumsum([0, len(COLORS), len(SHAPES)])
+        offsets = np.cumsum([0, *self.sizes[:-1]])
         self.register_buffer("offsets", torch.as_tensor(offsets, dtype=torch.long), persistent=False)
 
     def features(self, clips: torch.Tensor) -> torch.Tensor:
@@ -395,16 +395,13 @@ def train(
                 stated = torch.from_numpy(ex.stated[idx])
                 known_score = ~torch.isnan(stated)
                 if known_score.any():
-                    err = (scores - torch.nan_to_num(stated))[known_score]
-                    reg = (
-                        opts.reasons_weight
-                        * ((scores - torch.nan_to_num(stated)) / net.spread)[known_score].pow(2).sum()
-                    )
-                    losses.append(reg)
+                    diff = scores - torch.nan_to_num(stated)
+                    err = diff[known_score]
+                    losses.append(opts.reasons_weight * (diff / net.spread)[known_score].pow(2).sum())
                     sums["stated"] += err.pow(2).sum().item()
                     sums["n_stated"] += int(known_score.sum())
                 tgt = torch.from_numpy(np.concatenate(shows))
-                for k, lg in enumerate(shows_logits.split([len(COLORS), len(SHAPES), len(DIRECTIONS)], dim=1)):
+                for k, lg in enumerate(shows_logits.split(net.sizes, dim=1)):
                     has = tgt[:, k] >= 0
                     if has.any():
                         losses.append(opts.reasons_weight * F.cross_entropy(lg[has], tgt[has, k], reduction="sum"))
