@@ -298,6 +298,56 @@ def test_a_critic_saved_by_another_net_version_is_refused_in_one_line(tmp_path):
         W.load(tmp_path)
 
 
+def test_a_version_2_critic_loads_without_the_tracker(tmp_path):
+    from vipo.critics.learn import worldnet as W
+
+    W.save(W.WorldCriticNet(W.NetConfig(width=4, keypoints=2, hidden=8, tracker=False, version=2)), tmp_path, {})
+    meta = json.loads((tmp_path / "critic.json").read_text())
+    meta["net"].pop("tracker")  # version 2 did not know the field
+    (tmp_path / "critic.json").write_text(json.dumps(meta))
+    net = W.load(tmp_path)
+    assert net.cfg.tracker is False and net.cfg.input_side == net.cfg.side == 32
+    out = net(torch.zeros(2, 9, 32, 32, 3, dtype=torch.uint8), torch.zeros(2, 3, dtype=torch.long))
+    assert out.shape == (2, 3)
+
+
+def _square_path(offsets: list[tuple[int, int]], side: int = 32, size: int = 6) -> np.ndarray:
+    """A pure red ``size`` px square whose top-left corner is at ``offsets[t]`` in frame t: exact pixel values."""
+    clip = np.zeros((len(offsets), side, side, 3), dtype=np.uint8)
+    for t, (x, y) in enumerate(offsets):
+        clip[t, y : y + size, x : x + size, 0] = 255
+    return clip
+
+
+def test_the_tracker_measures_a_path_by_hand():
+    from vipo.critics.learn import worldnet as W
+
+    steady = _square_path([(4 + t, 10) for t in range(9)])  # 1 px a frame to the right
+    jumpy = _square_path([(4 + t, 10 + t % 2) for t in range(9)])  # the same, bobbing 1 px every other frame
+    z = W.track(torch.from_numpy(np.stack([steady, jumpy])).float() / 255, 0.5)
+    f = dict(zip(W.TRACK_FEATURES, z.T))
+    # travel: 8 px over the clip, in frame sides; no vertical travel (the bobbing's slope is 0: ones at t = 1,3,5,7)
+    assert torch.allclose(f["travel_x"], torch.tensor([8 / 32, 8 / 32]), atol=1e-4)
+    assert torch.allclose(f["travel_y"], torch.tensor([0.0, 0.0]), atol=1e-4)
+    # path RMS: 0 for the steady square; y = 0,1,0,...,0 has mean 4/9 and residuals -4/9 (5x) and 5/9 (4x):
+    # sqrt((5 * 16 + 4 * 25) / 81 / 9) = sqrt(20 / 81) px = 0.4969 px
+    assert f["path_rms"][0] < 1e-4
+    assert abs(float(f["path_rms"][1]) - (20 / 81) ** 0.5 / 32) < 1e-4
+    assert torch.allclose(f["area"], torch.tensor([36 / 1024] * 2), atol=1e-4)
+    assert f["area_variation"].abs().max() < 1e-4 and f["colour_variation"].abs().max() < 1e-2
+    assert torch.allclose(f["colour_r"], torch.ones(2), atol=1e-4) and f["colour_g"].abs().max() < 1e-4
+    assert f["faint"].abs().max() < 1e-4 and f["log_aspect"].abs().max() < 1e-4
+
+
+def test_otsu_threshold_splits_two_levels():
+    from vipo.critics.learn import worldnet as W
+
+    clips = np.full((2, 9, 8, 8, 3), 20, dtype=np.uint8)
+    clips[:, :, :4] = 200
+    t = W.otsu_threshold(clips)
+    assert 20 / 255 < t < 200 / 255
+
+
 def test_sigterm_stops_critic_training_between_steps():
     """The CLI's SIGTERM handler only sets a flag: the training loop has to look at it (before, `kill` of a
     `vipo critic train` was ignored until the end)."""

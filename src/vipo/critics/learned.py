@@ -45,7 +45,7 @@ class LearnedWorldCritic(Critic):
             if len(self._cache) > 8192:
                 self._cache.clear()
             cfg = self.net.cfg
-            clips = np.stack([worldnet.to_clip(by_key[k].frames, cfg.side, cfg.frames) for k in todo])
+            clips = np.stack([worldnet.to_clip(by_key[k].frames, cfg.input_side, cfg.frames) for k in todo])
             attrs = np.array([worldnet.attr_index(worldnet.attributes(by_key[k].prompt)) for k in todo])
             out = worldnet.scores(self.net, clips, attrs).cpu()
             self._cache.update(zip(todo, out))

@@ -70,6 +70,9 @@ class CriticTrainConfig(Section):
     false: the verdicts alone"""
     width: int = 32
     """world: channels of the first convolutions"""
+    tracker: bool = True
+    """world: also read the clip with an object tracker (a soft foreground mask's path, area and colour per frame at
+    64 px; worldnet.track); false: the convolutions alone (the version-2 critic)"""
     lora: bool = True
     """vlm: train a LoRA adapter (false: every weight of the language model)"""
     lora_rank: int = 16
@@ -266,9 +269,9 @@ def _train_world(
 ) -> dict:
     from . import worldnet as W
 
-    net_cfg = W.NetConfig(width=cfg.width)
+    net_cfg = W.NetConfig(width=cfg.width, tracker=cfg.tracker)
     t0 = time.time()
-    ex = world_example(train, net_cfg.side, net_cfg.frames)
+    ex = world_example(train, net_cfg.input_side, net_cfg.frames)
     opts = W.TrainOptions(
         epochs=int(cfg.epochs or 40),
         batch_clips=cfg.batch_size or 32,

@@ -70,8 +70,17 @@ class NetConfig:
     width: int = 16
     keypoints: int = 8
     hidden: int = 128
-    #: the layout of the weights; a critic saved by another version does not load
-    version: int = 2
+    #: read the clip with an object tracker too (:func:`track`): the shape's path, area and colour per frame
+    tracker: bool = True
+    #: the side the tracker reads frames at (the convolutions read them block-averaged to ``side``)
+    track_side: int = 64
+    #: the layout of the weights; a critic saved by another version does not load (version 2: no tracker)
+    version: int = 3
+
+    @property
+    def input_side(self) -> int:
+        """The side of the clips the network is given (:func:`to_clip`)."""
+        return self.track_side if self.tracker else self.side
 
 
 @dataclass
@@ -123,6 +132,105 @@ def attr_index(a: grammar.Attributes) -> tuple[int, int, int]:
     return COLORS.index(a.color), SHAPES.index(a.shape), DIRECTIONS.index(a.direction)
 
 
+#: what :func:`track` measures per clip, in its order
+TRACK_FEATURES = (
+    "travel_x",
+    "travel_y",
+    "path_rms",
+    "log_path_rms",
+    "area_variation",
+    "colour_variation",
+    "colour_r",
+    "colour_g",
+    "colour_b",
+    "area",
+    "min_area",
+    "log_aspect",
+    "spread_xx",
+    "spread_yy",
+    "spread_xy",
+    "faint",
+    "fill",
+)
+MASK_SOFTNESS = 0.01  # the soft foreground mask's temperature, in units of the full intensity range
+
+
+def otsu_threshold(clips: np.ndarray) -> float:
+    """Otsu's (1979) threshold on the clips' brightest channel, in [0, 1]: the level that best splits pixels into two
+    classes (the largest between-class variance). What the tracker calls foreground is learned from the data."""
+    peak = np.asarray(clips).max(axis=-1).ravel()
+    hist = np.bincount(peak, minlength=256).astype(np.float64)
+    p = hist / max(1.0, hist.sum())
+    levels = np.arange(256, dtype=np.float64)
+    w0 = np.cumsum(p)
+    m0 = np.cumsum(p * levels)
+    total = m0[-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (total * w0 - m0) ** 2 / (w0 * (1 - w0))
+    between = np.nan_to_num(between, nan=-1.0, posinf=-1.0)
+    return float((int(np.argmax(between)) + 0.5) / 255.0)
+
+
+def track(x: torch.Tensor, threshold: torch.Tensor | float) -> torch.Tensor:
+    """An object tracker read as features: float frames ``x`` [B, F, S, S, 3] in [0, 1] -> [B, len(TRACK_FEATURES)].
+
+    A soft foreground mask (the brightest channel above ``threshold``, a sigmoid of temperature ``MASK_SOFTNESS``)
+    gives per frame the shape's area, centroid and second moments, the mean colour of its interior (the mask eroded
+    by a 3x3 min-pool) and the faintly lit share of the background away from it (beyond a 5x5 dilation). Over the
+    clip: the centroid path's straight-line fit (travel over the clip, and the RMS distance of the path from the
+    fitted constant-speed line: how unsteady the motion is), the area's and the colour's variation over frames, and
+    the means. Positions are in frame sides. Differentiable; nothing here is fitted, the network reads it."""
+    b, f, s = x.shape[:3]
+    peak = x.amax(dim=-1)  # B, F, S, S
+    m = torch.sigmoid((peak - threshold) / MASK_SOFTNESS)
+    g = (torch.arange(s, dtype=x.dtype, device=x.device) + 0.5) / s
+    gx, gy = g.view(1, 1, 1, s), g.view(1, 1, s, 1)
+    area = m.sum(dim=(2, 3)).clamp_min(1e-3)
+    cx = (m * gx).sum(dim=(2, 3)) / area
+    cy = (m * gy).sum(dim=(2, 3)) / area
+    dx, dy = gx - cx[..., None, None], gy - cy[..., None, None]
+    sxx = (m * dx * dx).sum(dim=(2, 3)) / area
+    syy = (m * dy * dy).sum(dim=(2, 3)) / area
+    sxy = (m * dx * dy).sum(dim=(2, 3)) / area
+    flat = m.reshape(b * f, 1, s, s)
+    core = -F.max_pool2d(-flat, 3, 1, 1).reshape(b, f, s, s)
+    colour = (core[..., None] * x).sum(dim=(2, 3)) / core.sum(dim=(2, 3)).clamp_min(1e-3)[..., None]  # B, F, 3
+    near = F.max_pool2d(flat, 5, 1, 2).reshape(b, f, s, s)
+    faint = (torch.sigmoid((peak - threshold / 4) / MASK_SOFTNESS) * (1 - near)).mean(dim=(2, 3))
+    t = torch.arange(f, dtype=x.dtype, device=x.device)
+    t = t - t.mean()
+
+    def line(c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # least-squares slope over the clip, residual
+        slope = (c * t).sum(dim=1) / (t * t).sum()
+        return slope * (f - 1), c - c.mean(dim=1, keepdim=True) - slope[:, None] * t
+
+    travel_x, rx = line(cx)
+    travel_y, ry = line(cy)
+    path_rms = (rx.pow(2) + ry.pow(2)).mean(dim=1).sqrt()
+    a = area / (s * s)
+    mean_sxx, mean_syy = sxx.mean(dim=1), syy.mean(dim=1)
+    return torch.stack(
+        [
+            travel_x,
+            travel_y,
+            path_rms,
+            torch.log(path_rms + 1e-4),
+            a.std(dim=1) / a.mean(dim=1),
+            (colour.std(dim=1) * 255).norm(dim=-1),
+            *colour.mean(dim=1).unbind(-1),
+            a.mean(dim=1),
+            a.amin(dim=1),
+            0.5 * torch.log(mean_sxx.clamp_min(1e-6) / mean_syy.clamp_min(1e-6)),
+            mean_sxx,
+            mean_syy,
+            sxy.mean(dim=1),
+            faint.mean(dim=1),
+            a.mean(dim=1) / (mean_sxx * mean_syy).sqrt().clamp_min(1e-6),
+        ],
+        dim=1,
+    )
+
+
 class WorldCriticNet(nn.Module):
     def __init__(self, cfg: NetConfig = NetConfig()):
         super().__init__()
@@ -140,14 +248,30 @@ class WorldCriticNet(nn.Module):
         # spatial soft-argmax keypoints (Levine et al. 2016): where things are, differentiably, per frame
         self.heat = nn.Conv2d(2 * w, k, 1)
         per_frame = 2 * k + 2 * (2 * w)  # keypoint x/y + mean- and max-pooled features
+        n_track = len(TRACK_FEATURES) if cfg.tracker else 0
         self.clip = nn.Sequential(
-            nn.Linear(cfg.frames * per_frame, cfg.hidden), nn.GELU(), nn.Linear(cfg.hidden, cfg.hidden), nn.GELU()
+            nn.Linear(cfg.frames * per_frame + n_track, cfg.hidden),
+            nn.GELU(),
+            nn.Linear(cfg.hidden, cfg.hidden),
+            nn.GELU(),
         )
+        read = cfg.hidden
+        if cfg.tracker:
+            # the tracker's measurements, standardized (statistics of the training clips, set before training),
+            # also get a path of their own to the heads: how unsteady a path or how far off a colour is a smooth
+            # function of a few of them, which the convolutional features only approximate
+            self.register_buffer("threshold", torch.tensor(0.5))
+            self.register_buffer("track_mean", torch.zeros(n_track))
+            self.register_buffer("track_std", torch.ones(n_track))
+            self.track_mlp = nn.Sequential(
+                nn.Linear(n_track, cfg.hidden), nn.GELU(), nn.Linear(cfg.hidden, cfg.hidden), nn.GELU()
+            )
+            read += cfg.hidden
         self.sizes = [len(COLORS), len(SHAPES), len(DIRECTIONS)]  # the 13 values, attribute by attribute
         n_values = sum(self.sizes)
-        self.shows = nn.Linear(cfg.hidden, n_values)  # which colour, shape and direction the clip shows (logits)
-        self.match = nn.Linear(cfg.hidden, n_values)  # how well the clip shows each value (the semantic terms)
-        self.quality = nn.Linear(cfg.hidden, 2)  # fidelity, motion
+        self.shows = nn.Linear(read, n_values)  # which colour, shape and direction the clip shows (logits)
+        self.match = nn.Linear(read, n_values)  # how well the clip shows each value (the semantic terms)
+        self.quality = nn.Linear(read, 2)  # fidelity, motion
         self.alpha = nn.Parameter(torch.zeros(3))
         # where the scores live (set from the stated scores before training): the network's outputs are standardized
         # scores, score = center + spread * output, and the links below read them standardized again, so that
@@ -167,17 +291,43 @@ class WorldCriticNet(nn.Module):
         offsets = np.cumsum([0, *self.sizes[:-1]])
         self.register_buffer("offsets", torch.as_tensor(offsets, dtype=torch.long), persistent=False)
 
+    def measure(self, frames: torch.Tensor) -> torch.Tensor:
+        """The tracker's standardized measurements of float frames [B, F, S, S, 3] in [0, 1]."""
+        return (track(frames, self.threshold) - self.track_mean) / self.track_std
+
     def features(self, clips: torch.Tensor) -> torch.Tensor:
-        """uint8 [B, F, S, S, 3] -> [B, hidden]."""
+        """uint8 [B, F, S, S, 3] (S = ``cfg.input_side``) -> [B, hidden] (twice that with the tracker)."""
         b, f, s = clips.shape[:3]
-        x = clips.float().div(255.0).permute(0, 1, 4, 2, 3).reshape(b * f, 3, s, s)
+        frames = clips.float().div(255.0)
+        x = frames.permute(0, 1, 4, 2, 3).reshape(b * f, 3, s, s)
+        if s != self.cfg.side:  # the convolutions read the frames block-averaged to cfg.side
+            x = F.avg_pool2d(x, s // self.cfg.side)
+            s = self.cfg.side
         x = torch.cat([x, self.coords[None].expand(b * f, 2, s, s)], dim=1)
         fm = self.frame(x)  # B*F, C, m, m
         heat = F.softmax(self.heat(fm).flatten(2), dim=-1)  # B*F, K, m*m
         keypoints = (heat @ self.grid).flatten(1)  # B*F, 2K
         pooled = torch.cat([fm.mean(dim=(2, 3)), fm.amax(dim=(2, 3))], dim=1)
         per_frame = torch.cat([keypoints, pooled], dim=1).reshape(b, -1)
-        return self.clip(per_frame)
+        if not self.cfg.tracker:
+            return self.clip(per_frame)
+        z = self.measure(frames)
+        return torch.cat([self.clip(torch.cat([per_frame, z], dim=1)), self.track_mlp(z)], dim=1)
+
+    @torch.no_grad()
+    def fit_tracker(self, clips: np.ndarray, batch: int = 128) -> None:
+        """Set the tracker's foreground threshold (Otsu's, on ``clips``) and its features' standardization."""
+        if not self.cfg.tracker or len(clips) == 0:
+            return
+        self.threshold.fill_(otsu_threshold(clips))
+        z = torch.cat(
+            [
+                track(torch.from_numpy(np.ascontiguousarray(clips[i : i + batch])).float().div(255.0), self.threshold)
+                for i in range(0, len(clips), batch)
+            ]
+        )
+        self.track_mean.copy_(z.mean(dim=0))
+        self.track_std.copy_(z.std(dim=0).clamp_min(1e-6) if len(z) > 1 else torch.ones_like(self.track_std))
 
     def heads(self, clips: torch.Tensor, attrs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``clips`` uint8 [B, F, S, S, 3], ``attrs`` long [B, 3] (asked colour, shape, direction) -> (scores [B, 3]:
@@ -245,12 +395,16 @@ def load(path: str | Path, device: str = "cpu") -> WorldCriticNet:
     meta = json.loads((path / CONFIG).read_text())
     if meta.get("arch") != "world":
         raise UserError(f"judge.model: {path}/{CONFIG}: arch {meta.get('arch')!r} is not 'world'")
-    if meta["net"].get("version", 1) != NetConfig.version:
+    net_cfg = dict(meta["net"])
+    version = net_cfg.get("version", 1)
+    if version == 2:  # before the tracker: the same network without it
+        net_cfg.update(tracker=False)
+    elif version != NetConfig.version:
         raise UserError(
-            f"judge.model: {path}/{CONFIG}: net version {meta['net'].get('version', 1)} was written by another "
-            f"vipo (this one reads version {NetConfig.version}); train the critic again with `vipo critic train`"
+            f"judge.model: {path}/{CONFIG}: net version {version} was written by another vipo (this one reads "
+            f"versions 2 and {NetConfig.version}); train the critic again with `vipo critic train`"
         )
-    net = WorldCriticNet(NetConfig(**meta["net"]))
+    net = WorldCriticNet(NetConfig(**net_cfg))
     net.load_state_dict(load_file(str(path / WEIGHTS)))
     return net.to(device).eval()
 
@@ -335,6 +489,7 @@ def train(
     torch.manual_seed(opts.seed)
     rng = random.Random(opts.seed)
     net = WorldCriticNet(net_cfg)
+    net.fit_tracker(ex.clips)
     if opts.reasons:
         with torch.no_grad():
             stated = torch.from_numpy(ex.stated)
