@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..io.paths import confined
+from ..io.text import numbered_lines
 
 TASK_CHOICES = ("pairwise", "pointwise", "both")
 
@@ -46,13 +47,7 @@ def read_folder(root: str | Path) -> list[tuple[str, str]]:
     if not meta.is_file():
         raise UserError(f"{root}: no metadata.jsonl (one JSON object per line with file_name and prompt)")
     rows, seen = [], set()
-    try:
-        lines = meta.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise UserError(f"{meta}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    for n, line in numbered_lines(meta):
         try:
             row = json.loads(line)
             name, prompt = row["file_name"], row["prompt"]

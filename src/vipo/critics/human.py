@@ -49,7 +49,7 @@ class HumanCritic(Critic):
 
     def __init__(self, path: str | Path):
         from ..io.paths import check_relative
-        from ..io.text import read_utf8
+        from ..io.text import numbered_lines
 
         path = Path(path)
         if not path.is_file():
@@ -57,9 +57,7 @@ class HumanCritic(Critic):
         self.point: dict[str, dict] = {}
         self.pair: dict[tuple[str, str], dict] = {}
         seen: dict[tuple, tuple[int, dict]] = {}  # a question -> (line, answer) of its first annotation
-        for n, line in enumerate(read_utf8(path).splitlines(), 1):
-            if not line.strip():
-                continue
+        for n, line in numbered_lines(path):
             try:
                 row = json.loads(line)
                 if "video" in row:

@@ -14,7 +14,6 @@ round and run.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import random
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 
 from ..errors import UserError
 from ..io.paths import inside
+from ..io.text import jsonl_objects, read_utf8
 from ..io.video import read_mp4
 from ..world import grammar, render
 from .cache import LatentCache, file_digest
@@ -80,25 +80,13 @@ def read_dataset(spec: str | Path) -> list[RealClip]:
 
 
 def _rows(path: Path):
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not UTF-8 text") from None
+    """(line number, row) of a .csv or .jsonl manifest; errors name the line as ``PATH: line N``."""
     if path.suffix.lower() == ".csv":
-        reader = csv.DictReader(text.splitlines())
+        reader = csv.DictReader(read_utf8(path).splitlines())
         for row in reader:
             yield reader.line_num, row
         return
-    for i, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}: line {i}: invalid JSON ({e.msg})") from None
-        if not isinstance(row, dict):
-            raise UserError(f"{path}: line {i}: expected a JSON object")
-        yield i, row
+    yield from jsonl_objects(path, where=lambda n: f"{path}: line {n}")
 
 
 def _column(path: Path, line: int, row: dict, names: tuple[str, ...], what: str) -> str:

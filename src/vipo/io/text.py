@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from ..errors import UserError
 
@@ -23,15 +23,23 @@ def read_utf8(path: str | Path) -> str:
     return decode_utf8(path.read_bytes(), str(path))
 
 
-def jsonl_objects(path: str | Path) -> Iterator[tuple[int, dict]]:
-    """(line number, object) for each non-blank line of a JSONL file; anything else is refused naming its line."""
+def numbered_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """(line number, line) for each non-blank line of a UTF-8 text file (:func:`read_utf8`): the walk every JSONL
+    reader shares; what a line must hold, and the one-line error when it does not, stay with the reader."""
     for n, line in enumerate(read_utf8(path).splitlines(), 1):
-        if not line.strip():
-            continue
+        if line.strip():
+            yield n, line
+
+
+def jsonl_objects(path: str | Path, where: Callable[[int], str] | None = None) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a JSONL file; anything else is refused naming its line
+    (``where(n)``, by default ``PATH:N``)."""
+    where = where or (lambda n: f"{path}:{n}")
+    for n, line in numbered_lines(path):
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{n}: invalid JSON ({e.msg})") from None
+            raise UserError(f"{where(n)}: invalid JSON ({e.msg})") from None
         if not isinstance(row, dict):
-            raise UserError(f"{path}:{n}: expected a JSON object")
+            raise UserError(f"{where(n)}: expected a JSON object")
         yield n, row

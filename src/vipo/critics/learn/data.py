@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
 from ...errors import UserError
+from ...io.text import numbered_lines
 from ..base import DIMENSIONS, LABELS, PAIR_VERDICTS
 
 TASKS = ("pointwise", "pairwise")
@@ -144,14 +145,8 @@ def read_records(path: str | Path, check_files: bool = True, split: str | None =
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: file not found")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     out, seen = [], {}
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    for n, line in numbered_lines(path):
         where = f"{path}:{n}"
         try:
             row = json.loads(line)

@@ -30,6 +30,7 @@ import re
 from pathlib import Path
 
 from ...errors import UserError
+from ...io.text import numbered_lines
 from ..base import DIMENSIONS
 from . import data as D
 
@@ -226,9 +227,7 @@ def judgments(src: str | Path, folder: str | Path, out: str | Path, test_fractio
     if not src.is_file():
         raise UserError(f"{src}: file not found")
     rows = []
-    for n, line in enumerate(src.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
+    for n, line in numbered_lines(src):
         where = f"{src}:{n}"
         try:
             j = json.loads(line)
