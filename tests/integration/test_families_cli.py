@@ -8,7 +8,7 @@ import torch
 
 from tests.conftest import TINY_RUN
 from vipo.cli import main
-from vipo.data.cache import digest
+from vipo.io.hashing import digest
 
 
 def _count_encoder_calls(monkeypatch) -> dict:

@@ -15,18 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..io import atomic
-
-
-def digest(data: bytes | str) -> str:
-    return hashlib.sha256(data.encode("utf-8") if isinstance(data, str) else data).hexdigest()
-
-
-def file_digest(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+from ..io.hashing import digest
 
 
 def fingerprint(module: torch.nn.Module, *extra) -> str:

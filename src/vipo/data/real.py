@@ -24,11 +24,12 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
+from ..io.hashing import file_digest
 from ..io.paths import inside
 from ..io.text import jsonl_objects, read_utf8
 from ..io.video import read_mp4
 from ..world import grammar, render
-from .cache import LatentCache, file_digest
+from .cache import LatentCache
 
 log = logging.getLogger(__name__)
 

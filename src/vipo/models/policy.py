@@ -31,6 +31,7 @@ from safetensors.torch import load_file
 
 from ..errors import UserError
 from ..io import atomic
+from ..io.hashing import feed_file
 from ..io.paths import inside
 from . import load_model
 from .base import VideoModel
@@ -104,9 +105,7 @@ def policy_hash(folder: Path) -> str:
     h = hashlib.sha256()
     for f in sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.name != atomic.DONE_MARKER):
         h.update(f.relative_to(folder).as_posix().encode() + b"\0")
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
+        feed_file(h, f)
     return h.hexdigest()
 
 

@@ -364,7 +364,7 @@ def critic_record(cfg: JudgeConfig) -> dict:
     """The critic and the options that decide its answers (with the labels file's content hash for the human critic):
     what a folder's judgments depend on besides the videos and prompts."""
     from ..config import to_dict
-    from ..data.cache import file_digest
+    from ..io.hashing import file_digest
 
     rec = {k: v for k, v in to_dict(cfg).items() if k not in OPERATIONAL}
     if cfg.labels and Path(cfg.labels).is_file():
@@ -388,7 +388,7 @@ def refresh_cache(ledger: Ledger, root: Path, samples: list[dict], pairwise: boo
     was judged (and its quarantine entry), and those no longer asked (a video gone, pairs regrouped, ``pairwise``
     off). Records the videos' fingerprints (sha256 of prompt and bytes) in the same transaction. Returns how many
     videos changed."""
-    from ..data.cache import digest, file_digest
+    from ..io.hashing import digest, file_digest
 
     now = {s["id"]: digest(s["prompt"] + "\0" + file_digest(Path(root) / s["file_name"])) for s in samples}
     before = ledger.stage_info(0, "inputs") or {}

@@ -29,9 +29,9 @@ import numpy as np
 
 from .. import faults
 from ..critics import omniscore as O
-from ..data.cache import file_digest
 from ..errors import UserError
 from ..io import atomic
+from ..io.hashing import file_digest
 from ..io.lock import folder_lock
 from ..io.paths import inside
 from .judge import folder_samples, read_checked
