@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from diffusers.loaders.lora_base import LORA_ADAPTER_METADATA_KEY, LORA_WEIGHT_NAME_SAFE
@@ -36,6 +37,9 @@ from ..io.paths import inside
 from . import load_model
 from .base import VideoModel
 from .pipeline import dtype_kwargs
+
+if TYPE_CHECKING:  # (the options only; models never need the config module to run)
+    from ..config import GenerateConfig
 
 POLICY_FILE = "policy.json"
 #: a low-precision policy's frozen adapter chain (see the module docstring)
@@ -180,6 +184,18 @@ def load_policy(base: str, lora: str | Path | None = None, device: str = "cpu", 
         load_adapter(model, lora, CHAIN)
     else:
         fuse_adapter(model, lora, "lora")
+    return model
+
+
+def load_sampler(
+    base: str, lora: str | Path | None, generate: GenerateConfig, device: str = "cpu", dtype: str = "float32"
+) -> VideoModel:
+    """:func:`load_policy`, set up to sample: the VAE's memory options (``generate.vae_tiling``/``vae_slicing``) and
+    the clip size (``generate.frames/height/width``, checked against what the family takes). The one way a run, a
+    round and ``vipo generate`` load the policy they sample or evaluate with."""
+    model = load_policy(base, lora, device=device, dtype=dtype)
+    model.vae_memory(generate.vae_tiling, generate.vae_slicing)
+    model.set_size(generate.frames, generate.height, generate.width, "generate")
     return model
 
 

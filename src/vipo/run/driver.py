@@ -325,10 +325,8 @@ def adopt_base_eval(cfg: RunConfig, run_dir: Path, source: Path) -> bool:
 def load(cfg: RunConfig, checkpoint: Path | None, device: str, stage: str = "generate"):
     """The base (``checkpoint`` None) or a round's policy, at the run's clip size (``generate.frames/height/width``;
     for ``stage`` 'eval' the evaluation's, ``eval.*``, where set), checked against what the family takes."""
-    model = policies.load_policy(cfg.model, checkpoint, device=device, dtype=cfg.model_dtype)
-    model.vae_memory(cfg.generate.vae_tiling, cfg.generate.vae_slicing)
-    g, e = cfg.generate, cfg.eval
-    model.set_size(g.frames, g.height, g.width, "generate")
+    model = policies.load_sampler(cfg.model, checkpoint, cfg.generate, device=device, dtype=cfg.model_dtype)
+    e = cfg.eval
     if stage == "eval":
         model.set_size(e.frames, e.height, e.width, "eval")
     return model

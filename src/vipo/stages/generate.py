@@ -234,16 +234,14 @@ def standalone(
     from ..io import provenance
     from ..io.lock import folder_lock
     from ..models import check_model
-    from ..models.policy import load_policy, policy_hash
+    from ..models.policy import load_sampler, policy_hash
 
     path, _ = check_model(model_spec, dtype=dtype)
     if lora is not None and not Path(lora).is_dir():
         raise UserError(f"--lora {lora}: not a folder (a vipo round checkpoint or a diffusers LoRA folder)")
     # the model, its adapter and the clip size load and check (on every rank) before anything is written: a typo in
     # --frames must not leave a record that refuses the corrected command
-    policy = load_policy(model_spec, lora, device=device, dtype=dtype)
-    policy.vae_memory(cfg.vae_tiling, cfg.vae_slicing)
-    policy.set_size(cfg.frames, cfg.height, cfg.width)
+    policy = load_sampler(model_spec, lora, cfg, device=device, dtype=dtype)
     out = Path(out)
 
     def take() -> None:  # the main rank (under a launcher): the lock, the checks, the record
