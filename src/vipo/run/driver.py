@@ -33,7 +33,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from .. import dist, faults, seeds, tracking
-from ..config import RunConfig, eval_judge, merge, to_dict, training_inputs
+from ..config import RunConfig, eval_judge, merge, to_dict
 from ..data import suites
 from ..data.cache import LatentCache, TextCache
 from ..data.ledger import Ledger
@@ -49,7 +49,7 @@ from ..stages import pairs as pairs_stage
 from ..stages.generate import PromptItem, generate
 from ..stages.judge import BackgroundJudge, GroupJudge, check_prompts, judge, make_critic
 from ..train import lora, trainer
-from ..train.state import config_hash
+from ..train.state import train_config_hash
 from ..train.trainer import train_round
 from ..world import grammar
 from .report import write_report
@@ -561,7 +561,7 @@ class Round:
         if self._done("train"):
             return
         self._require("pairs")
-        ckpt, chash = self.dir / "checkpoint", config_hash(training_inputs(self.cfg.train), self.cfg.seed, self.k)
+        ckpt, chash = self.dir / "checkpoint", train_config_hash(self.cfg.train, self.cfg.seed, self.k)
         summary = dist.from_main(lambda: lora.finished_training(ckpt, chash))
         if summary is not None:
             log.info(

@@ -20,11 +20,21 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .. import faults
+from ..config import TrainConfig, training_inputs
 from ..io import atomic
 
 
 def config_hash(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def train_config_hash(train: TrainConfig, run_seed: int, round_: int, *data) -> str:
+    """The one hash of a round's train options (:func:`vipo.config.training_inputs`: all but the tracker) with the run
+    seed and the round. The round checkpoint's summary stores it as ``train_config`` (a finished checkpoint is taken
+    only under the same options); the resumable state adds ``data``, the number of pairs (a state saved over other
+    pairs does not resume), and stores it as ``config_hash``. The parts and their order are those both places hashed
+    before, so the values stored in existing run folders still match."""
+    return config_hash(training_inputs(train), run_seed, round_, *data)
 
 
 def _flat(obj, tensors: dict, key: str):

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .. import dist, faults, losses, seeds, tracking
-from ..config import TrainConfig, training_inputs
+from ..config import TrainConfig
 from ..data.cache import TextCache, fingerprint, load_latent
 from ..data.ledger import Ledger, check_quarantine
 from ..errors import StageAborted, UserError
@@ -244,7 +244,7 @@ def _train(
     batcher = Batcher(len(items), cfg.batch_size, seeds.stream_seed(run_seed, round_, "batches"))
     state_dir, log_path = round_dir / "train_state", round_dir / "train_log.jsonl"
     step, history, skipped, run_of_skips = 0, [], 0, 0
-    chash = train_state.config_hash(training_inputs(cfg), run_seed, round_, len(items))
+    chash = train_state.train_config_hash(cfg, run_seed, round_, len(items))
     if dist.is_main():  # (it cleans a save killed half-way: one rank, before any other reads)
         st = train_state.load(state_dir)
     dist.barrier()
