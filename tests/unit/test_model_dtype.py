@@ -171,7 +171,7 @@ def test_bf16_adapter_chain_stays_unfused_and_matches_diffusers_in_bf16(tmp_path
             before = losses.per_sample_error(*model.predict_and_target(x, cond, noise, t))
         params = lora.attach(model, rank=4, alpha=8 * rnd, seed=rnd)
         net = model.denoiser
-        assert net.active_adapters() == ([lora.ADAPTER] if rnd == 1 else [policies.CHAIN, lora.ADAPTER])
+        assert net.active_adapters() == ([lora.TRAINED_ADAPTER] if rnd == 1 else [policies.CHAIN, lora.TRAINED_ADAPTER])
         assert all(p.dtype == torch.float32 for p in params)
         assert {id(p) for p in params} == {id(p) for p in net.parameters() if p.requires_grad}
         for p in params:

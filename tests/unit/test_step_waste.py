@@ -129,7 +129,9 @@ def test_the_reference_switch_equals_disabling_the_adapter_and_restores_every_fl
                 got = ctx.errors(*batch)
             assert torch.equal(got, want)
             assert {n: p.requires_grad for n, p in model.denoiser.named_parameters()} == flags
-            assert model.denoiser.active_adapters() == ([policies.CHAIN, lora.ADAPTER] if chain else [lora.ADAPTER])
+            assert model.denoiser.active_adapters() == (
+                [policies.CHAIN, lora.TRAINED_ADAPTER] if chain else [lora.TRAINED_ADAPTER]
+            )
         policy = ctx.errors(*batch)
     assert not torch.equal(policy, want)
 

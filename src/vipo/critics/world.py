@@ -61,7 +61,7 @@ class WorldCritic(Critic):
     def answer_pointwise(self, video: Video) -> str:
         s = self.scores(video)
         a = _attrs(video.prompt)
-        m = s.m
+        m = s.measurement
         n_ok = s.color_ok + s.shape_ok + s.direction_ok
         wrong = [
             f"{k} is not clearly {getattr(a, k)}: {why_wrong(m, a, k)}"

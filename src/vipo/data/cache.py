@@ -54,7 +54,7 @@ class TextCache:
 
     def __init__(self, folder: str | Path, model_key: str):
         self.folder = Path(folder) / model_key
-        self.encoded = 0  #: prompts this object has sent through the text encoder
+        self.n_encoded = 0  #: (a count) prompts this object has sent through the text encoder
 
     def _path(self, prompt: str) -> Path:
         return self.folder / f"{digest(prompt)[:32]}.safetensors"
@@ -68,7 +68,7 @@ class TextCache:
                 enc = model.encode_prompts(chunk)
             for j, p in enumerate(chunk):
                 _save(self._path(p), {k: v[j : j + 1] for k, v in enc.items()})
-            self.encoded += len(chunk)
+            self.n_encoded += len(chunk)
 
     def rows(self, model, prompts: list[str], device, batch: int = 64) -> dict[str, dict[str, torch.Tensor]]:
         """Each distinct prompt's conditioning on ``device``; missing prompts are encoded in batches and stored."""
@@ -86,7 +86,7 @@ class LatentCache:
 
     def __init__(self, folder: str | Path, model_key: str):
         self.folder = Path(folder) / model_key
-        self.encoded = 0  #: videos this object has sent through the VAE
+        self.n_encoded = 0  #: (a count) videos this object has sent through the VAE
 
     def path(self, video_hash: str) -> Path:
         return self.folder / f"{video_hash[:32]}.safetensors"
@@ -96,7 +96,7 @@ class LatentCache:
 
     def put(self, video_hash: str, latent: torch.Tensor) -> None:
         _save(self.path(video_hash), {"latent": latent})
-        self.encoded += 1
+        self.n_encoded += 1
 
     def get(self, video_hash: str) -> torch.Tensor:
         return load_file(str(self.path(video_hash)))["latent"]

@@ -144,7 +144,7 @@ class Ledger:
     def export(self, table: str, round_: int, path: str | Path) -> Path:
         """Write a round's rows as JSONL (atomically); loadable with ``datasets.load_dataset("json", ...)``."""
         path = Path(path)
-        lines = [json.dumps(_flat(r)) for r in self.rows(table, round_)]
+        lines = [json.dumps(_dataset_row(r)) for r in self.rows(table, round_)]
         atomic.write_text(path, "".join(line + "\n" for line in lines))
         return path
 
@@ -159,7 +159,7 @@ def check_quarantine(ledger: Ledger, round_: int, n_samples: int, limit: float, 
         )
 
 
-def _flat(row: dict) -> dict:
+def _dataset_row(row: dict) -> dict:
     """Nested dicts stay (datasets reads them as structs); lists of mixed types become JSON strings."""
     out = {}
     for k, v in row.items():

@@ -31,7 +31,8 @@ from .base import VideoModel
 SPECIAL = ["[PAD]", "[UNK]", "[BOS]", "[EOS]"]
 MAX_TOKENS = 16
 COORD_CHANNELS = 2
-HIGH_NOISE = (0.3, 0.9)  # fraction of training timesteps drawn from the top 10% of the schedule
+#: the share of training timesteps drawn from the top of the schedule, and where that top starts (a fraction of it)
+HIGH_NOISE_SHARE, HIGH_NOISE_START = 0.3, 0.9
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
@@ -231,7 +232,8 @@ class WorldModel(VideoModel):
     def sample_timesteps(
         self, n: int, generator: torch.Generator, window: tuple[float, float] | None = None
     ) -> torch.Tensor:
-        """Uniform timesteps, except that a fraction ``HIGH_NOISE[0]`` is drawn from the top of the schedule.
+        """Uniform timesteps, except that a share ``HIGH_NOISE_SHARE`` is drawn from the top of the schedule
+        (from ``HIGH_NOISE_START`` of it up).
 
         Where the prompt matters most — which way the shape goes, where it starts — is decided at noise levels so
         high that the clip itself is invisible (alpha_bar < 0.01: the last ~6% of a cosine schedule). Uniform
@@ -241,7 +243,7 @@ class WorldModel(VideoModel):
         if window is not None and tuple(window) != (0.0, 1.0):
             lo = int(window[0] * total)
             return torch.randint(lo, max(lo + 1, round(window[1] * total)), (n,), generator=generator)
-        frac, start = HIGH_NOISE
+        frac, start = HIGH_NOISE_SHARE, HIGH_NOISE_START
         uniform = torch.randint(0, total, (n,), generator=generator)
         high = torch.randint(int(start * total), total, (n,), generator=generator)
         pick = torch.rand(n, generator=generator) < frac

@@ -30,7 +30,8 @@ from ..models.pipeline import dtype_kwargs
 from ..models.policy import POLICY_FILE, activate, merge_chain, owned, read_policy
 
 SUMMARY_FILE = "train_summary.json"
-ADAPTER = "ipo"
+#: the peft adapter name of the LoRA a round trains (saved adapters carry it: the value stays "ipo")
+TRAINED_ADAPTER = "ipo"
 
 
 def attach(
@@ -38,7 +39,7 @@ def attach(
     rank: int,
     alpha: float,
     targets: list[str] | tuple[str, ...] | None = None,
-    name: str = ADAPTER,
+    name: str = TRAINED_ADAPTER,
     seed: int | None = None,
 ) -> list:
     """Add a fresh trainable LoRA (B = 0, so the policy starts equal to the reference); return its parameters.
@@ -73,7 +74,7 @@ def attach(
 
 
 @contextlib.contextmanager
-def without(model: VideoModel, name: str = ADAPTER):
+def without(model: VideoModel, name: str = TRAINED_ADAPTER):
     """The denoiser with adapter ``name`` switched off: the round's reference (any frozen chain stays on)."""
     net = model.denoiser
     others = [a for a in net.active_adapters() if a != name]
@@ -98,7 +99,7 @@ class ReferenceSwitch:
     of the denoiser on each call. The switch leaves exactly the state ``without`` leaves: the same active adapters and
     the same ``requires_grad`` flags."""
 
-    def __init__(self, model: VideoModel, name: str = ADAPTER):
+    def __init__(self, model: VideoModel, name: str = TRAINED_ADAPTER):
         from peft.tuners.tuners_utils import BaseTunerLayer
 
         net = model.denoiser
@@ -130,7 +131,7 @@ class ReferenceSwitch:
                 p.requires_grad_(False)
 
 
-def lora_state(model: VideoModel, name: str = ADAPTER) -> dict:
+def lora_state(model: VideoModel, name: str = TRAINED_ADAPTER) -> dict:
     return {n: p.detach().clone() for n, p in model.denoiser.named_parameters() if owned(n, name)}
 
 
@@ -140,7 +141,7 @@ def load_lora_state(model: VideoModel, state: dict) -> None:
         params[n].data.copy_(v)
 
 
-def save_adapter(model: VideoModel, folder: Path, name: str = ADAPTER) -> None:
+def save_adapter(model: VideoModel, folder: Path, name: str = TRAINED_ADAPTER) -> None:
     """Save the adapter as ``pytorch_lora_weights.safetensors`` with its LoRA config (rank, alpha) as metadata.
 
     With a ``lora_prefix`` (the real families: ``transformer``) keys and metadata carry that prefix, the layout of

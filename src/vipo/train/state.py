@@ -37,7 +37,7 @@ def train_config_hash(train: TrainConfig, run_seed: int, round_: int, *data) -> 
     return config_hash(training_inputs(train), run_seed, round_, *data)
 
 
-def _flat(obj, tensors: dict, key: str):
+def _to_json(obj, tensors: dict, key: str):
     """JSON-able structure with tensors replaced by references into ``tensors``."""
     if isinstance(obj, torch.Tensor):
         tensors[key] = obj.detach().cpu().clone().contiguous()
@@ -45,16 +45,16 @@ def _flat(obj, tensors: dict, key: str):
     if isinstance(obj, np.ndarray):
         return {"__ndarray__": obj.tolist(), "dtype": str(obj.dtype)}
     if isinstance(obj, dict):
-        return {"__dict__": [[k, _flat(v, tensors, f"{key}.{k}")] for k, v in obj.items()]}
+        return {"__dict__": [[k, _to_json(v, tensors, f"{key}.{k}")] for k, v in obj.items()]}
     if isinstance(obj, (list, tuple)):
-        out = [_flat(v, tensors, f"{key}.{i}") for i, v in enumerate(obj)]
+        out = [_to_json(v, tensors, f"{key}.{i}") for i, v in enumerate(obj)]
         return {"__tuple__": out} if isinstance(obj, tuple) else out
     return obj
 
 
-def _unflat(obj, tensors: dict):
+def _from_json(obj, tensors: dict):
     if isinstance(obj, list):
-        return [_unflat(v, tensors) for v in obj]
+        return [_from_json(v, tensors) for v in obj]
     if not isinstance(obj, dict):
         return obj
     if "__tensor__" in obj:
@@ -62,8 +62,8 @@ def _unflat(obj, tensors: dict):
     if "__ndarray__" in obj:
         return np.array(obj["__ndarray__"], dtype=obj["dtype"])
     if "__tuple__" in obj:
-        return tuple(_unflat(v, tensors) for v in obj["__tuple__"])
-    return {k: _unflat(v, tensors) for k, v in obj["__dict__"]}
+        return tuple(_from_json(v, tensors) for v in obj["__tuple__"])
+    return {k: _from_json(v, tensors) for k, v in obj["__dict__"]}
 
 
 def rng_state() -> dict:
@@ -86,7 +86,7 @@ def save(folder: Path, params: dict, opt: torch.optim.Optimizer | dict, info: di
     hash (plain JSON)."""
     tensors: dict = {}
     osd = opt if isinstance(opt, dict) else opt.state_dict()
-    meta = {"info": info, "opt": _flat(osd, tensors, "opt"), "rng": _flat(rng_state(), tensors, "rng")}
+    meta = {"info": info, "opt": _to_json(osd, tensors, "opt"), "rng": _to_json(rng_state(), tensors, "rng")}
     with atomic.atomic_dir(folder) as tmp:
         faults.point("write.checkpoint")
         save_file({k: v.detach().contiguous() for k, v in params.items()}, str(tmp / "trainable.safetensors"))
@@ -109,7 +109,7 @@ def load(folder: Path, clean: bool = True) -> dict | None:
     tensors = load_file(str(folder / "optimizer_rng.safetensors"))
     return {
         "params": load_file(str(folder / "trainable.safetensors")),
-        "opt": _unflat(meta["opt"], tensors),
-        "rng": _unflat(meta["rng"], tensors),
+        "opt": _from_json(meta["opt"], tensors),
+        "rng": _from_json(meta["rng"], tensors),
         "info": meta["info"],
     }

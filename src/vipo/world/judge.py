@@ -188,16 +188,16 @@ class Scores:
     semantic: float
     fidelity: float
     motion: float
-    m: Measurement
+    measurement: Measurement
 
     @property
     def passed(self) -> bool:
         return self.color_ok and self.shape_ok and self.direction_ok
 
     def as_dict(self) -> dict:
-        d = {k: v for k, v in asdict(self).items() if k != "m"}
+        d = {k: v for k, v in asdict(self).items() if k != "measurement"}
         d["passed"] = self.passed
-        d["measurement"] = self.m.as_dict()
+        d["measurement"] = self.measurement.as_dict()
         return d
 
 
