@@ -63,12 +63,12 @@ def _run_args(p: argparse.ArgumentParser, out_required: bool = True) -> None:
 
 def _options_epilog(p: argparse.ArgumentParser, section: str | None) -> None:
     """``--help`` ends with the options of the verb's config section(s), their defaults and docs (config.describe)."""
-    from . import config as C
+    from .config import describe
 
     names = "every config option" if section is None else f"the options of the '{section}' section"
     p.epilog = (
         f"{names} (--set KEY=VALUE or a --config YAML; `vipo config [SECTION]` prints them alone):\n\n"
-        + C.describe(section)
+        + describe(section)
     )
     p.formatter_class = argparse.RawDescriptionHelpFormatter
 
@@ -84,12 +84,12 @@ def _critic_args(p: argparse.ArgumentParser) -> None:
 def _judge_epilog(p: argparse.ArgumentParser, critic: str | None) -> None:
     """``vipo judge --help`` ends with the common judge options and the list of critics; ``--critic X --help`` with
     the common options and X's own (config.describe_critic)."""
-    from . import config as C
+    from .config import describe_critic
 
     which = "the list of critics" if critic is None else f"the '{critic}' critic's options"
     p.epilog = (
         f"the judge options common to every critic, then {which} (--set judge.KEY=VALUE or a --config YAML; "
-        "`vipo config judge` prints every critic's):\n\n" + C.describe_critic(critic)
+        "`vipo config judge` prints every critic's):\n\n" + describe_critic(critic)
     )
     p.formatter_class = argparse.RawDescriptionHelpFormatter
 
@@ -505,13 +505,13 @@ def _annotate_parsers(sub) -> None:
 
 
 def cmd_annotate(args) -> int:
-    from .annotate import commands as A
+    from .annotate import commands as annotate_commands
 
     _setup_logging(args.verbose)
     if args.annotate_verb == "add-user":
-        return A.add_user(args.name, args.dir, args.db, args.admin, args.reset)
+        return annotate_commands.add_user(args.name, args.dir, args.db, args.admin, args.reset)
     if args.annotate_verb == "serve":
-        return A.serve(
+        return annotate_commands.serve(
             args.dir,
             args.db,
             args.task,
@@ -524,7 +524,7 @@ def cmd_annotate(args) -> int:
             args.max_body,
         )
     if args.annotate_verb == "export":
-        return A.export(
+        return annotate_commands.export(
             args.dir,
             args.out,
             args.db,
@@ -535,13 +535,13 @@ def cmd_annotate(args) -> int:
             args.label_studio_url,
             args.copy,
         )
-    return A.import_label_studio(args.export_json, args.dir, args.db, args.task, args.pairs, args.seed)
+    return annotate_commands.import_label_studio(args.export_json, args.dir, args.db, args.task, args.pairs, args.seed)
 
 
 def _load_run_config(args):
-    from . import config as C
+    from .config import RunConfig, load, merge, parse_overrides
 
-    over = C.parse_overrides(args.set)
+    over = parse_overrides(args.set)
     for flag, key in (
         ("model", "model"),
         ("method", "train.method"),
@@ -552,15 +552,15 @@ def _load_run_config(args):
     ):
         v = getattr(args, flag, None)
         if v is not None:
-            over = C.merge(over, C.parse_overrides([f"{key}={v}"]) if flag != "model" else {"model": v})
+            over = merge(over, parse_overrides([f"{key}={v}"]) if flag != "model" else {"model": v})
     for flag in ("critic", "base_url", "labels"):
         if getattr(args, flag, None) is not None:
-            over = C.merge(over, {"judge": {flag: getattr(args, flag)}})
+            over = merge(over, {"judge": {flag: getattr(args, flag)}})
     run_dir = Path(args.out)
     cfg_path = args.config
     if cfg_path is None and (run_dir / "config.yaml").is_file():
         cfg_path = run_dir / "config.yaml"  # continuing a run: its snapshot is the recipe
-    return C.load(C.RunConfig, cfg_path, over)
+    return load(RunConfig, cfg_path, over)
 
 
 def _setup_logging(verbose: bool, run_dir: Path | None = None) -> None:
@@ -636,18 +636,18 @@ def cmd_stage(args) -> int:
 
 def _judge_config(args, flags=("critic", "base_url", "labels", "model")):
     """JudgeConfig for a folder: defaults < --config (a run recipe's ``judge:`` or bare judge keys) < --set < flags."""
-    from . import config as C
+    from .config import JudgeConfig, build, load_yaml, merge, parse_overrides, validate_tree
 
-    data = C.load_yaml(args.config) if args.config else {}
+    data = load_yaml(args.config) if args.config else {}
     if isinstance(data.get("judge"), dict):
         data = data["judge"]
-    over = C.parse_overrides(args.set)
+    over = parse_overrides(args.set)
     over = over.get("judge", over) if isinstance(over.get("judge"), dict) else over
     for flag in flags:
         if getattr(args, flag, None) is not None:
             over[flag] = getattr(args, flag)
-    cfg = C.build(C.JudgeConfig, C.merge(data, over), "judge")
-    C.validate_tree(cfg, "judge.")
+    cfg = build(JudgeConfig, merge(data, over), "judge")
+    validate_tree(cfg, "judge.")
     return cfg
 
 
@@ -690,22 +690,22 @@ def cmd_eval_dir(args) -> int:
 
 
 def cmd_prompts(args) -> int:
-    from .data import prompts as P
+    from .data.prompts import LLMExpander, build_suite, dedupe, import_prompts
     from .io import atomic
 
     _setup_logging(args.verbose)
     if args.prompts_verb == "build":
         expand = None
         if args.llm:
-            expand = P.LLMExpander(args.llm, args.temperature, args.top_k, args.top_p, args.max_words, args.seed)
-        got = P.build_suite(args.n, args.seed, expand, args.min_words, args.max_words, args.near)
+            expand = LLMExpander(args.llm, args.temperature, args.top_k, args.top_p, args.max_words, args.seed)
+        got = build_suite(args.n, args.seed, expand, args.min_words, args.max_words, args.near)
     else:
-        rows, problems = P.import_prompts(args.file, args.format, args.field)
+        rows, problems = import_prompts(args.file, args.format, args.field)
         for line in problems[:20]:
             print(f"skipped {line}", file=sys.stderr)
         if len(problems) > 20:
             print(f"... and {len(problems) - 20} more bad lines", file=sys.stderr)
-        got = P.dedupe([t for _, t in rows], args.near)
+        got = dedupe([t for _, t in rows], args.near)
     atomic.write_text(Path(args.out), "".join(p + "\n" for p in got))
     print(f"{len(got)} prompts in {args.out}")
     return 0
@@ -739,18 +739,22 @@ def cmd_ablate(args) -> int:
 
 
 def cmd_critic(args) -> int:
-    from .critics.learn import commands as L
+    from .critics.learn import commands as critic_commands
 
     _setup_logging(args.verbose)
     if args.critic_verb == "train":
-        cfg = L.train_config(args.config, args.set, {"arch": args.arch, "model": args.model, "epochs": args.epochs})
-        return L.train(args.data, args.out, cfg, progress=not args.quiet)
+        cfg = critic_commands.train_config(
+            args.config, args.set, {"arch": args.arch, "model": args.model, "epochs": args.epochs}
+        )
+        return critic_commands.train(args.data, args.out, cfg, progress=not args.quiet)
     if args.critic_verb == "import":
-        return L.import_records(args.kind, args.src, args.out, args.videos, args.test_fraction)
+        return critic_commands.import_records(args.kind, args.src, args.out, args.videos, args.test_fraction)
     if Path(args.dir).is_file():
         from .stages.judge import make_critic
 
-        return L.eval_records(args.dir, make_critic(_judge_config(args)), args.split, args.against, args.out)
+        return critic_commands.eval_records(
+            args.dir, make_critic(_judge_config(args)), args.split, args.against, args.out
+        )
     return cmd_critic_eval(args)
 
 
@@ -808,10 +812,10 @@ def cmd_critic_eval(args) -> int:
 def cmd_generate(args) -> int:
     if args.round is not None:
         return cmd_stage(args)
-    from . import config as C
+    from .config import GenerateConfig, load, parse_overrides
 
     _setup_logging(args.verbose)
-    over = C.parse_overrides(args.set)
+    over = parse_overrides(args.set)
     for flag, name in (
         ("samples_per_prompt", "samples_per_prompt"),
         ("steps", "num_steps"),
@@ -822,7 +826,7 @@ def cmd_generate(args) -> int:
     ):
         if getattr(args, flag) is not None:  # a flag overrides its field and meets the field's checks
             over[name] = getattr(args, flag)
-    cfg = C.load(C.GenerateConfig, args.config, over)  # checked before the heavy imports below
+    cfg = load(GenerateConfig, args.config, over)  # checked before the heavy imports below
     from .device import resolve_device
     from .stages.generate import standalone
 
@@ -921,15 +925,15 @@ def cmd_world(args) -> int:
                 write_mp4(out / f"{i:03d}.mp4", render.random_clip(a, random.Random(args.seed + i), 32, 9))
         print(f"{len(args.prompt)} clips in {out}")
         return 0
-    from . import config as C
+    from .config import PretrainConfig, load, parse_overrides, to_dict
     from .device import resolve_device
     from .world.pretrain import evaluate_pass_rate, open_folder, pretrain
 
-    over = C.parse_overrides(args.set)
+    over = parse_overrides(args.set)
     for flag in ("steps", "seed"):
         if getattr(args, flag) is not None:
             over[flag] = getattr(args, flag)
-    cfg = C.load(C.PretrainConfig, args.config, over)
+    cfg = load(PretrainConfig, args.config, over)
     out = Path(args.out)
     _setup_logging(args.verbose)
     with open_folder(cfg, out, args.force):
@@ -939,7 +943,7 @@ def cmd_world(args) -> int:
         res = evaluate_pass_rate(model, cfg.eval_clips, cfg.eval_steps, cfg.eval_guidance)
         from .io import atomic
 
-        atomic.write_json(out / "model" / "pretrain_eval.json", {"indist": res, "config": C.to_dict(cfg)})
+        atomic.write_json(out / "model" / "pretrain_eval.json", {"indist": res, "config": to_dict(cfg)})
     print(f"model: {out / 'model'}  in-distribution semantic pass {100 * res['pass']:.1f}%")
     return 0
 

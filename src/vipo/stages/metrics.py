@@ -28,7 +28,7 @@ import av
 import numpy as np
 
 from .. import faults
-from ..critics import omniscore as O
+from ..critics import omniscore
 from ..errors import UserError
 from ..io import atomic
 from ..io.hashing import file_digest
@@ -72,8 +72,8 @@ def vbench_samples(root: Path) -> list[dict]:
 
 def final_score(means: dict[str, float]) -> dict:
     """VBench's aggregate of per-dimension means (the keys of ``scripts/cal_final_score.py``)."""
-    norm = O.normalized({k: v for k, v in means.items() if k in O.NORMALIZE})
-    agg = O.vbench_scores(norm)
+    norm = omniscore.normalized({k: v for k, v in means.items() if k in omniscore.NORMALIZE})
+    agg = omniscore.vbench_scores(norm)
     return {
         "total score": agg["total"],
         "quality score": agg["quality"],
@@ -86,19 +86,21 @@ def final_score(means: dict[str, float]) -> dict:
 def builtin(root: Path, samples: list[dict], features=None, dimensions=None) -> dict[str, list[dict]]:
     """Per-video results of the weight-free dimensions and of those ``features`` (a loaded
     :class:`vipo.critics.features.FeatureModels`) measures, limited to ``dimensions`` when given."""
-    names = [k for k in [*O.MEASURES, *(features.measures if features else ())] if not dimensions or k in dimensions]
+    names = [
+        k for k in [*omniscore.MEASURES, *(features.measures if features else ())] if not dimensions or k in dimensions
+    ]
     per_dim: dict[str, list[dict]] = {k: [] for k in names}
     for s in samples:
         faults.check_term("vipo eval")  # SIGTERM: stop between clips
         frames = read_checked(root / s["file_name"])
         if isinstance(frames, str):
             raise UserError(f"{root / s['file_name']}: {frames}")
-        got = {k: fn(frames) for k, fn in O.MEASURES.items() if k in per_dim}
+        got = {k: fn(frames) for k, fn in omniscore.MEASURES.items() if k in per_dim}
         if features:
             got.update(features.measure(frames, s["prompt"], only=per_dim))
         for k, v in got.items():
             row = {"video_path": s["file_name"], "video_results": v}
-            if k in O.PER_FRAME_PAIR:
+            if k in omniscore.PER_FRAME_PAIR:
                 row["cnt_per_video"] = max(0, len(frames) - 1)
             per_dim[k].append(row)
     return per_dim
@@ -114,20 +116,20 @@ def dimension_mean(rows: list[dict]) -> float:
 
 def builtin_plan(features, dimensions: list[str] | None) -> tuple[list[str], dict[str, str]]:
     """Which dimensions the builtin backend measures, and why each other VBench quality/semantic one is skipped."""
-    available = [*O.MEASURES, *features.measures]
+    available = [*omniscore.MEASURES, *features.measures]
     for d in dimensions or ():
         if d not in available:
             if d in features.skipped:
                 raise UserError(f"--dimension {d}: {features.skipped[d]}")
             raise UserError(
-                f"--dimension {d}: the builtin backend measures {', '.join(O.MEASURES)} without weights, "
+                f"--dimension {d}: the builtin backend measures {', '.join(omniscore.MEASURES)} without weights, "
                 "and subject_consistency, background_consistency, aesthetic_quality, imaging_quality and "
                 "overall_consistency_xclip from local model paths (--backend vbench for the rest)"
             )
     chosen = [d for d in available if not dimensions or d in dimensions]
     skipped = {
         d: features.skipped.get(d, "not asked for (--dimension)")
-        for d in (*O.QUALITY, "overall_consistency")
+        for d in (*omniscore.QUALITY, "overall_consistency")
         if d not in chosen
     }
     return chosen, skipped
@@ -208,7 +210,7 @@ def _evaluate(root, out, samples, seconds, backend, name, dimensions, device, ju
         given = [k for k in FLAGS if getattr(judge, k, "")]
         if given:
             log.warning("--backend vbench loads its own models: ignoring %s", ", ".join(given))
-        results = vbench(root, out, name, dimensions or list(O.MEASURES), resolve_device(device), long > 0)
+        results = vbench(root, out, name, dimensions or list(omniscore.MEASURES), resolve_device(device), long > 0)
     else:
         raise UserError(f"--backend {backend!r}: builtin or vbench")
     score = final_score({k: float(v[0]) for k, v in results.items()})

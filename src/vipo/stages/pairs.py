@@ -8,8 +8,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from ..config import PairsConfig
-from ..data import pairs as P
 from ..data.ledger import Ledger
+from ..data.pairs import build_pairs, kto_examples
 
 
 def build(ledger: Ledger, round_: int, round_dir: Path, cfg: PairsConfig) -> dict:
@@ -25,8 +25,8 @@ def build(ledger: Ledger, round_: int, round_dir: Path, cfg: PairsConfig) -> dic
             groups[s["prompt_id"]].append(s["id"])
     scores = {sid: j["overall"] for sid, j in pointwise.items()}
     verdicts = {(j["a"], j["b"]): j["overall"] for j in judgments if j["kind"] == "pairwise" and "overall" in j}
-    pairs, stats = P.build_pairs(groups, verdicts, scores, alpha=cfg.alpha, filter_ratio=cfg.filter_ratio)
-    examples, label_counts = P.kto_examples(samples, pointwise)
+    pairs, stats = build_pairs(groups, verdicts, scores, alpha=cfg.alpha, filter_ratio=cfg.filter_ratio)
+    examples, label_counts = kto_examples(samples, pointwise)
     ledger.replace_rows("pairs", round_, pairs)
     ledger.replace_rows("examples", round_, examples)
     round_dir = Path(round_dir)

@@ -15,17 +15,17 @@ log = logging.getLogger(__name__)
 
 def train_config(config: str | None, sets: list[str], flags: dict):
     """CriticTrainConfig: defaults < ``--config`` (a ``critic_train:`` section or bare keys) < ``--set`` < flags."""
-    from ... import config as C
+    from ...config import build, load_yaml, merge, parse_overrides, validate_tree
     from .train import CriticTrainConfig
 
-    data = C.load_yaml(config) if config else {}
+    data = load_yaml(config) if config else {}
     if isinstance(data.get("critic_train"), dict):
         data = data["critic_train"]
-    over = C.parse_overrides(sets)
+    over = parse_overrides(sets)
     over = over.get("critic_train", over) if isinstance(over.get("critic_train"), dict) else over
     over.update({k: v for k, v in flags.items() if v is not None})
-    cfg = C.build(CriticTrainConfig, C.merge(data, over), "critic_train")
-    C.validate_tree(cfg, "critic_train.")
+    cfg = build(CriticTrainConfig, merge(data, over), "critic_train")
+    validate_tree(cfg, "critic_train.")
     return cfg
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from ...errors import UserError
 from ...io.text import numbered_lines
 from ..base import DIMENSIONS
-from . import data as D
+from .data import parse_record, write_records
 
 LIFT_QUESTIONS = {"semantic consistency": "semantic", "fidelity issues": "fidelity", "motion issues": "motion"}
 BENCH_COLUMNS = {"TA": "semantic", "VQ": "fidelity", "MQ": "motion"}
@@ -88,8 +88,8 @@ def _finish(rows: list[dict], out: Path, src: Path) -> list[dict]:
         if n:
             r["id"] = f"{r['id']}~{n}"
     for n, r in enumerate(rows, 1):
-        D.parse_record(r, f"{src} (record {n})", out.parent)
-    D.write_records(out, rows)
+        parse_record(r, f"{src} (record {n})", out.parent)
+    write_records(out, rows)
     return rows
 
 

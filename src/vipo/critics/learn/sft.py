@@ -38,12 +38,12 @@ from ...io import atomic
 from ..base import Video
 from ..llm import Questions
 from ..vlm import chat_messages, load_processor
-from . import data as D
+from .data import Record
 
 log = logging.getLogger(__name__)
 
 
-def target(record: D.Record) -> str:
+def target(record: Record) -> str:
     """The answer the critic learns to give: the voters' reasons, then the verdict line."""
     reasons = list(dict.fromkeys(" ".join(r.split()) for r in record.reasons if r.strip()))
     text = " ".join(r if r.endswith((".", "!", "?")) else r + "." for r in reasons)
@@ -53,7 +53,7 @@ def target(record: D.Record) -> str:
 class RecordDataset:
     """Records as TRL vision prompt-completion examples, built lazily (frames are decoded when a batch needs them)."""
 
-    def __init__(self, records: list[D.Record], questions: Questions):
+    def __init__(self, records: list[Record], questions: Questions):
         self.records, self.questions = records, questions
 
     def __len__(self) -> int:
@@ -113,7 +113,7 @@ def _loss_logger(out: Path, rows: list[dict]):
     return LossLog()
 
 
-def train_vlm(train: list[D.Record], test: list[D.Record], out: Path, cfg, info: dict, progress: bool = True) -> dict:
+def train_vlm(train: list[Record], test: list[Record], out: Path, cfg, info: dict, progress: bool = True) -> dict:
     from peft import LoraConfig
     from transformers import AutoModelForImageTextToText
     from trl import SFTConfig, SFTTrainer

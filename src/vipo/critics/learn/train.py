@@ -29,7 +29,7 @@ from ...config import Section
 from ...errors import UserError
 from ...io import atomic
 from ...world import grammar
-from . import data as D
+from .data import Record, read_records, summary
 
 log = logging.getLogger(__name__)
 ARCHS = ("auto", "world", "vlm")
@@ -127,7 +127,7 @@ class CriticTrainConfig(Section):
         )
 
 
-def choose_arch(records: list[D.Record], cfg: CriticTrainConfig) -> str:
+def choose_arch(records: list[Record], cfg: CriticTrainConfig) -> str:
     if cfg.arch != "auto":
         arch = cfg.arch
     else:
@@ -144,7 +144,7 @@ def choose_arch(records: list[D.Record], cfg: CriticTrainConfig) -> str:
     return arch
 
 
-def subsample(records: list[D.Record], fraction: float, seed: int) -> list[D.Record]:
+def subsample(records: list[Record], fraction: float, seed: int) -> list[Record]:
     """Keep ``fraction`` of the items (an item = a task and its videos; its dimensions stay together)."""
     if fraction >= 1:
         return records
@@ -178,7 +178,7 @@ def train_critic(data: str | Path, out: str | Path, cfg: CriticTrainConfig, prog
     """Train a critic on the records of ``data`` into the folder ``out``; returns what ``critic.json`` holds."""
     cfg.validate()
     data, out = Path(data), Path(out)
-    records = D.read_records(data)
+    records = read_records(data)
     train = [r for r in records if cfg.split == "all" or r.split == "train"]
     test = [r for r in records if r.split == "test"]
     train = subsample(train, cfg.fraction, cfg.seed)
@@ -190,13 +190,13 @@ def train_critic(data: str | Path, out: str | Path, cfg: CriticTrainConfig, prog
         arch,
         len(train),
         len(test),
-        json.dumps(D.summary(train)),
+        json.dumps(summary(train)),
     )
     info = {
         "arch": arch,
         "data": str(data.resolve()),
         "records": {"train": len(train), "test": len(test)},
-        "labels": D.summary(train),
+        "labels": summary(train),
         "options": asdict(cfg),
     }
     if arch == "world":
@@ -209,12 +209,12 @@ def train_critic(data: str | Path, out: str | Path, cfg: CriticTrainConfig, prog
 # -- the world critic ------------------------------------------------------------------------------------------------
 
 
-def load_clips(records: list[D.Record], side: int = 32, frames: int = 9):
+def load_clips(records: list[Record], side: int = 32, frames: int = 9):
     """Unique videos of ``records`` as clips, their attribute indices, and each record's video indices."""
     import numpy as np
 
     from ...io.video import read_mp4
-    from . import worldnet as W
+    from .worldnet import attr_index, attributes, to_clip
 
     index: dict[Path, int] = {}
     clips, attrs = [], []
@@ -222,10 +222,10 @@ def load_clips(records: list[D.Record], side: int = 32, frames: int = 9):
         for p in r.paths():
             if p not in index:
                 try:
-                    clips.append(W.to_clip(read_mp4(p), side, frames))
+                    clips.append(to_clip(read_mp4(p), side, frames))
                 except Exception as e:  # noqa: BLE001  (PyAV raises many types for a bad file)
                     raise UserError(f"{p}: not a usable video ({type(e).__name__}: {e})") from None
-                attrs.append(W.attr_index(W.attributes(r.prompt)))
+                attrs.append(attr_index(attributes(r.prompt)))
                 index[p] = len(index)
     shape = (0, frames, side, side, 3)
     return (
@@ -235,26 +235,26 @@ def load_clips(records: list[D.Record], side: int = 32, frames: int = 9):
     )
 
 
-def world_example(records: list[D.Record], side: int = 32, frames: int = 9):
+def world_example(records: list[Record], side: int = 32, frames: int = 9):
     """The records as a :class:`~vipo.critics.learn.worldnet.Example`: the voted verdicts, and what the voters'
     reasons state where they are the world judge's (:func:`vipo.critics.world.read_reason`): each clip's graded
     scores and the attributes it shows. Reasons in other words (a person's, or a flipped annotator's "looked Good to
     me") state nothing and are skipped."""
     from ..base import DIMENSIONS
     from ..world import read_reason
-    from . import worldnet as W
+    from .worldnet import COLORS, DIRECTIONS, ORDINAL, PAIR_INDEX, SHAPES, Example
 
     clips, attrs, where = load_clips(records, side, frames)
     point, pair = [], []
-    ex = W.Example(clips, attrs, point, pair)
+    ex = Example(clips, attrs, point, pair)
     values = ("color", "shape", "direction")
-    pools = (W.COLORS, W.SHAPES, W.DIRECTIONS)
+    pools = (COLORS, SHAPES, DIRECTIONS)
     for r, idx in zip(records, where):
         d = DIMENSIONS.index(r.dimension)
         if r.task == "pointwise":
-            point.append((idx[0], d, W.ORDINAL[r.verdict]))
+            point.append((idx[0], d, ORDINAL[r.verdict]))
         else:
-            pair.append((idx[0], idx[1], d, W.PAIR_INDEX[r.verdict]))
+            pair.append((idx[0], idx[1], d, PAIR_INDEX[r.verdict]))
         said = next((x for x in (read_reason(r.task, r.dimension, t, r.prompt) for t in r.reasons) if x), {})
         for i, v in zip(idx, said.get("scores", ())):
             ex.stated[i, d] = v
@@ -265,14 +265,14 @@ def world_example(records: list[D.Record], side: int = 32, frames: int = 9):
 
 
 def _train_world(
-    train: list[D.Record], test: list[D.Record], out: Path, cfg: CriticTrainConfig, info: dict, progress: bool
+    train: list[Record], test: list[Record], out: Path, cfg: CriticTrainConfig, info: dict, progress: bool
 ) -> dict:
-    from . import worldnet as W
+    from . import worldnet
 
-    net_cfg = W.NetConfig(width=cfg.width, tracker=cfg.tracker)
+    net_cfg = worldnet.NetConfig(width=cfg.width, tracker=cfg.tracker)
     t0 = time.time()
     ex = world_example(train, net_cfg.input_side, net_cfg.frames)
-    opts = W.TrainOptions(
+    opts = worldnet.TrainOptions(
         epochs=int(cfg.epochs or 40),
         batch_clips=cfg.batch_size or 32,
         lr=cfg.lr or 2e-3,
@@ -282,12 +282,12 @@ def _train_world(
         reasons=cfg.reasons,
     )
     curve_rows: list[dict] = []
-    net, curve = W.train(ex, opts, net_cfg, progress, on_epoch=lambda _n, row: curve_rows.append(row))
+    net, curve = worldnet.train(ex, opts, net_cfg, progress, on_epoch=lambda _n, row: curve_rows.append(row))
     info.update(
         train_seconds=round(time.time() - t0, 1), clips=len(ex.clips), device="cpu", final_loss=curve[-1]["loss"]
     )
     with atomic.atomic_dir(out) as tmp:
-        W.save(net, tmp, info)
+        worldnet.save(net, tmp, info)
         (tmp / "loss.jsonl").write_text("".join(json.dumps(r) + "\n" for r in curve))
         plot_loss(curve, tmp / "loss.png", "epoch")
         if cfg.eval and test:
@@ -299,7 +299,7 @@ def _train_world(
             res_world = evaluate_records(critic, test, truth="world")
             atomic.write_json(tmp / "eval.json", {"split": "test", "labels": res, "world": res_world})
             info["eval"] = {"labels": _headline(res), "world": _headline(res_world)}
-            W.save(net, tmp, info)
+            worldnet.save(net, tmp, info)
     return info
 
 
@@ -315,7 +315,7 @@ def _headline(res: dict) -> dict:
 # -- scoring against records -------------------------------------------------------------------------------------
 
 
-def evaluate_records(critic, records: list[D.Record], truth: str = "labels") -> dict:
+def evaluate_records(critic, records: list[Record], truth: str = "labels") -> dict:
     """Table 6 of ``critic`` on ``records``: against their voted verdicts (``truth='labels'``) or the embedded world's
     exact judge on the same videos and pairs (``truth='world'``)."""
     from ...io.video import read_mp4
