@@ -1,4 +1,4 @@
-# Probe (docs/results.md): which way does the clip go for each direction word, same seeds. Usage: python tools/probes/sticky.py MODEL_DIR
+# Probe (docs/results.md): which way does the clip go for each direction word, same seeds. Usage: python tools/probes/direction_words.py MODEL_DIR
 import collections
 import sys
 

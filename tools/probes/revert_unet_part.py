@@ -1,5 +1,5 @@
 # Probe (docs/results.md): revert one part of the 4250-step UNet to the 3750-step snapshot and re-judge direction.
-# Needs runs/pretrain-4250/{model,snap-3750} (pretrain with an EMA snapshot at 3750). Usage: python tools/probes/swap2.py
+# Needs runs/pretrain-4250/{model,snap-3750} (pretrain with an EMA snapshot at 3750). Usage: python tools/probes/revert_unet_part.py
 import sys
 
 import torch
