@@ -68,6 +68,14 @@ def tiny_family_dir(tmp_path_factory):
     return make
 
 
+@pytest.fixture()
+def wan(tiny_family_dir):
+    """A fresh tiny Wan pipeline (test_trainer, test_cache, test_real)."""
+    from vipo.models import load_model
+
+    return load_model(str(tiny_family_dir("wan")))
+
+
 @pytest.fixture(scope="session")
 def tiny_run_dir(tmp_path_factory, tiny_model_dir):
     """One tiny 1-round DPO run through the CLI, shared by the tests that only read its folder (it mirrors its

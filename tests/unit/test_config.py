@@ -1,11 +1,13 @@
 """config: every section checks itself where it is made (Python, YAML, --set, CLI flags), naming the field."""
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
 from vipo import config as C
 from vipo.cli import main
+from vipo.config import TrainConfig, load
 from vipo.critics.learn.train import CriticTrainConfig
 from vipo.errors import UserError
 
@@ -115,3 +117,41 @@ def test_help_shows_the_options_with_their_docs(capsys, verb, shown, absent):
         assert text in out
     for text in absent:
         assert text not in out
+
+
+def test_memory_options_are_validated():
+    for bad, msg in (
+        ({"finetune": "qlora"}, "finetune"),
+        ({"mixed_precision": "fp16"}, "mixed_precision"),
+        ({"optimizer": "sgd"}, "optimizer"),
+        ({"ref_offload": True}, "ref_offload"),
+    ):
+        with pytest.raises(UserError, match=msg):
+            load(TrainConfig, None, bad)
+    assert load(TrainConfig, None, {"finetune": "full", "ref_offload": "true"}).ref_offload is True
+
+
+# the GPU recipes in configs/ load and validate without downloading anything
+ROOT = Path(__file__).resolve().parents[2]
+RECIPES = [
+    ("cogvideox-2b-dpo.yaml", "THUDM/CogVideoX-2b", "dpo"),
+    ("cogvideox-5b-kto.yaml", "THUDM/CogVideoX-5b", "kto"),
+    ("wan-1.3b-dpo.yaml", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "dpo"),
+]
+
+
+@pytest.mark.parametrize("name,model,method", RECIPES)
+def test_gpu_recipes_validate_and_are_documented(name, model, method, monkeypatch):
+    cfg = C.load(C.RunConfig, ROOT / "configs" / name)  # validation only: nothing is downloaded
+    assert (cfg.model, cfg.train.method, cfg.device) == (model, method, "cuda")
+    assert cfg.train.mixed_precision == "bf16" and cfg.train.gradient_checkpointing
+    assert cfg.model_dtype == "bfloat16"  # frozen weights in bf16 (docs/models.md: memory)
+    assert f"configs/{name}" in (ROOT / "docs" / "models.md").read_text()
+    # a prompt-reading critic; evaluation on the suite's held-out prompts and VBench's, never a training prompt
+    assert cfg.judge.critic in ("openai", "reward")
+    from vipo.data import suites
+
+    monkeypatch.chdir(ROOT)  # the recipes name their prompt files relative to the repository
+    got = suites.resolve(cfg)
+    assert got.heldout_of == cfg.prompts.source and len(got.splits["heldout"]) >= 30 and len(got.extra["vbench"]) == 66
+    assert (cfg.generate.frames, cfg.generate.height) == ((81, 480) if "wan" in name else (49, 480))

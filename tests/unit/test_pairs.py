@@ -1,13 +1,8 @@
-"""Ranking with position swap, pair selection, VideoDPO options, KTO labels, and the critic text format."""
-
-import random
+"""data.pairs: ranking with position swap, pair selection, VideoDPO options, KTO labels."""
 
 import pytest
 
-from vipo.critics import base
-from vipo.critics.world import WorldCritic
 from vipo.data import pairs as P
-from vipo.world import grammar, render
 
 
 def both(verdicts, x, y, v):
@@ -81,31 +76,3 @@ def test_kto_labels_take_the_worst_dimension():
     }
     ex, counts = P.kto_examples(samples, pw)
     assert [e["desirable"] for e in ex] == [True, False] and counts == {"Normal": 1, "Bad": 1}
-
-
-def test_parser_accepts_common_llm_formatting_and_rejects_missing_dimensions():
-    text = "**Semantic consistency**: Good - matches\n- fidelity: normal, slight blur\nMotion: BAD — jumps\n"
-    p = base.parse_pointwise(text)
-    assert p.labels == {"semantic": "Good", "fidelity": "Normal", "motion": "Bad"}
-    assert p.reasons["motion"] == "jumps"
-    with pytest.raises(base.CriticParseError) as e:
-        base.parse_pointwise("semantic: Good\nfidelity: Good")
-    assert "motion" in str(e.value) and e.value.raw
-    q = base.parse_pairwise("semantic: A - better\nfidelity: tie\nmotion: B")
-    assert q.overall == "A" and base.swap(q).verdicts == {"semantic": "B", "fidelity": "Tie", "motion": "A"}
-
-
-def test_world_critic_answers_both_kinds_consistently():
-    rng = random.Random(0)
-    a = grammar.Attributes("red", "circle", "left")
-    good = base.Video(a.prompt(), render.random_clip(a, rng))
-    bad = base.Video(a.prompt(), render.random_clip(grammar.Attributes("red", "circle", "right"), rng))
-    c = WorldCritic()
-    pg, pb = c.pointwise(good), c.pointwise(bad)
-    assert pg.labels == {"semantic": "Good", "fidelity": "Good", "motion": "Good"}
-    assert pb.labels["semantic"] == "Bad" and "direction" in pb.reasons["semantic"]
-    assert pg.overall > pb.overall
-    ab, ba = c.pairwise(good, bad), c.pairwise(bad, good)
-    assert ab.verdicts["semantic"] == "A" and ba.verdicts["semantic"] == "B"
-    assert P.consistent_verdict(ab.overall, ba.overall) == "A"
-    assert "semantic: A" in ab.raw

@@ -1,14 +1,22 @@
-"""No wasted work in a training step: no value read back from the device inside a micro-batch, no reference forward
-where the loss has no reference, the reference toggle and the denoiser's attributes resolved once per round."""
+"""train.trainer: no wasted work in a training step (no value read back from the device inside a micro-batch, no
+reference forward where the loss has no reference, the reference toggle and the denoiser's attributes resolved once
+per round), and the memory options (full fine-tune with a frozen reference, bf16 autocast, gradient checkpointing,
+8-bit AdamW) on tiny real-family pipelines."""
 
+import sys
+
+import numpy as np
 import pytest
 import tiny_families
 import torch
+from tiny_families import dpo_batch, dpo_loss  # tests/ is on sys.path (rootdir conftest)
 
-from vipo.config import TrainConfig
+from vipo.config import RunConfig, TrainConfig
+from vipo.errors import UserError
 from vipo.models import load_model
 from vipo.models import policy as policies
 from vipo.models.world import WorldModel
+from vipo.run import driver
 from vipo.train import lora, trainer
 from vipo.world import grammar
 
@@ -156,3 +164,85 @@ def test_a_round_resolves_the_denoiser_s_dtype_and_rotary_tables_once(tiny_famil
     reads.clear()
     model.predict_and_target(x, cond, torch.randn_like(x), t)  # outside a round: resolved every time, as before
     assert len(reads) == 1
+
+
+PROMPTS = ["a red circle moving left", "a blue square moving up"]
+
+
+def _pair_batch(model, seed=0):
+    return dpo_batch(model, PROMPTS, seed)
+
+
+_dpo = dpo_loss
+
+
+def test_full_fine_tune_lowers_the_loss_and_leaves_the_reference_unchanged(wan):
+    cfg = TrainConfig(finetune="full", ref_offload=True, lr=1e-3)
+    net = wan.denoiser
+    params, frozen = trainer.trainable(wan, cfg)
+    assert len(params) == len(list(net.parameters())) and all(p.requires_grad for p in params)
+    assert frozen is not net and not any(p.requires_grad for p in frozen.parameters())
+    ref_before = {k: v.clone() for k, v in frozen.state_dict().items()}
+    ctx, opt, batch = (
+        trainer.StepContext(wan, cfg, frozen, torch.device("cpu")),
+        trainer.make_optimizer(cfg, params),
+        _pair_batch(wan),
+    )
+    first = _dpo(ctx, batch)
+    assert first.item() == pytest.approx(np.log(2), abs=1e-6)  # policy = reference at the start
+    for _ in range(6):
+        opt.zero_grad()
+        _dpo(ctx, batch).backward()
+        opt.step()
+    assert _dpo(ctx, batch).item() < first.item() - 1e-3
+    assert wan.denoiser is net  # the reference was swapped in and out again
+    assert all(torch.equal(v, ref_before[k]) for k, v in frozen.state_dict().items())
+    assert any(not torch.equal(v, ref_before[k]) for k, v in net.state_dict().items())
+
+
+def test_bf16_autocast_step_runs_on_cpu_with_float32_errors(wan):
+    batch = _pair_batch(wan)
+    plain = trainer.StepContext(wan, TrainConfig(), None, torch.device("cpu"))
+    cfg = TrainConfig(mixed_precision="bf16")
+    params, _ = trainer.trainable(wan, cfg)
+    ctx = trainer.StepContext(wan, cfg, None, torch.device("cpu"))
+    e = ctx.errors(*batch)
+    with torch.no_grad():
+        e32 = plain.errors(*batch)
+    assert e.dtype == torch.float32 and not torch.equal(e.detach(), e32)  # bf16 matmuls, float32 errors
+    assert torch.allclose(e.detach(), e32, rtol=5e-2)
+    _dpo(ctx, batch).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in params)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_family_dir):
+    grads = []
+    for checkpointing in (False, True):
+        model = load_model(str(tiny_family_dir("cogvideox")))
+        torch.manual_seed(0)  # the same LoRA init
+        params, _ = trainer.trainable(model, TrainConfig(gradient_checkpointing=checkpointing, lora_rank=4))
+        for p in params:
+            torch.nn.init.normal_(p, std=0.05)
+        assert model.denoiser.gradient_checkpointing is checkpointing
+        model.denoiser.train()
+        ctx = trainer.StepContext(model, TrainConfig(), None, torch.device("cpu"))
+        ctx.errors(*_pair_batch(model)).sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in params]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
+def test_adamw8bit_needs_bitsandbytes(monkeypatch, wan):
+    cfg = TrainConfig(optimizer="adamw8bit")
+    params = [torch.nn.Parameter(torch.zeros(4))]
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # as if not installed
+    with pytest.raises(UserError, match="pip install bitsandbytes"):
+        trainer.make_optimizer(cfg, params)
+    with pytest.raises(UserError, match="pip install bitsandbytes"):  # `vipo run` says so before generating
+        driver.check(RunConfig(model="x", train=cfg))
+    monkeypatch.undo()
+    pytest.importorskip("bitsandbytes")
+    params, _ = trainer.trainable(wan, cfg)
+    opt = trainer.make_optimizer(cfg, params)
+    ctx = trainer.StepContext(wan, cfg, None, torch.device("cpu"))
+    _dpo(ctx, _pair_batch(wan)).backward()
+    opt.step()
