@@ -3,6 +3,7 @@ through the critic interface, saved in safetensors; and the world-critic network
 
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,6 +32,7 @@ TRAIN = [
     ]
 ]
 COLORS = list(grammar.COLORS)
+REPO = Path(__file__).resolve().parents[2]
 TEST = [grammar.Attributes("red", "triangle", "up"), grammar.Attributes("blue", "square", "up")]  # held out
 
 
@@ -298,17 +300,33 @@ def test_a_critic_saved_by_another_net_version_is_refused_in_one_line(tmp_path):
         W.load(tmp_path)
 
 
-def test_a_version_2_critic_loads_without_the_tracker(tmp_path):
+def test_a_version_2_critic_loads_without_the_tracker_and_scores_as_before(tmp_path):
     from vipo.critics.learn import worldnet as W
+    from vipo.errors import UserError
 
-    W.save(W.WorldCriticNet(W.NetConfig(width=4, keypoints=2, hidden=8, tracker=False, version=2)), tmp_path, {})
-    meta = json.loads((tmp_path / "critic.json").read_text())
-    meta["net"].pop("tracker")  # version 2 did not know the field
-    (tmp_path / "critic.json").write_text(json.dumps(meta))
-    net = W.load(tmp_path)
+    # the committed version-2 critic (docs/results/world-learned-critic) scores two fixed renders exactly as the
+    # code that trained it did (numbers from 351bb4b, before the tracker)
+    net = W.load(REPO / "docs/results/world-learned-critic/critic")
     assert net.cfg.tracker is False and net.cfg.input_side == net.cfg.side == 32
-    out = net(torch.zeros(2, 9, 32, 32, 3, dtype=torch.uint8), torch.zeros(2, 3, dtype=torch.long))
-    assert out.shape == (2, 3)
+    asked = grammar.Attributes("red", "triangle", "up")
+    clips = np.stack(
+        [
+            render.random_clip(asked, random.Random(7), 32, 9),
+            render.random_clip(grammar.Attributes("blue", "square", "left"), random.Random(8), 32, 9),
+        ]
+    )
+    got = W.scores(net, clips, np.array([W.attr_index(asked)] * 2))
+    want = torch.tensor([[4.25501, 0.81254, 0.89372], [-7.77419, 0.96794, 0.96870]])
+    assert torch.allclose(got, want, atol=1e-4)
+    with pytest.raises(ValueError, match="reads 32x32 frames, got 64x64"):
+        W.scores(net, np.zeros((1, 9, 64, 64, 3), np.uint8), np.zeros((1, 3), np.int64))
+    # weights that do not fit the network critic.json describes: one line, not a state-dict traceback
+    W.save(W.WorldCriticNet(W.NetConfig(width=4, keypoints=2, hidden=8)), tmp_path, {})
+    meta = json.loads((tmp_path / "critic.json").read_text())
+    meta["net"]["tracker"] = False
+    (tmp_path / "critic.json").write_text(json.dumps(meta))
+    with pytest.raises(UserError, match="weights do not fit the network critic.json describes"):
+        W.load(tmp_path)
 
 
 def _square_path(offsets: list[tuple[int, int]], side: int = 32, size: int = 6) -> np.ndarray:
@@ -337,15 +355,34 @@ def test_the_tracker_measures_a_path_by_hand():
     assert f["area_variation"].abs().max() < 1e-4 and f["colour_variation"].abs().max() < 1e-2
     assert torch.allclose(f["colour_r"], torch.ones(2), atol=1e-4) and f["colour_g"].abs().max() < 1e-4
     assert f["faint"].abs().max() < 1e-4 and f["log_aspect"].abs().max() < 1e-4
+    # the bounding box: 6 px square, filled; eta20 of n x n unit pixels: n * 2 * (0.5^2 + 1.5^2 + 2.5^2) / n^4 =
+    # (n^2 - 1) / (12 n^2) = 35 / 432; odd moments 0
+    assert torch.allclose(f["box_width"], torch.tensor([6 / 32] * 2), atol=1e-4)
+    assert torch.allclose(f["box_fill"], torch.ones(2), atol=1e-3) and f["box_log_aspect"].abs().max() < 1e-4
+    assert torch.allclose(f["eta20"], torch.tensor([35 / 432] * 2), atol=1e-5)
+    assert f["eta11"].abs().max() < 1e-5 and f["eta30"].abs().max() < 1e-5 and f["eta21"].abs().max() < 1e-5
+    # and the same along y (the feature order is the stack's): spread_yy = 35/12 px^2 in frame sides^2
+    assert torch.allclose(f["box_height"], torch.tensor([6 / 32] * 2), atol=1e-4)
+    assert torch.allclose(f["eta02"], torch.tensor([35 / 432] * 2), atol=1e-5)
+    assert torch.allclose(f["spread_xx"], torch.tensor([35 / 12 / 1024] * 2), atol=1e-6)
+    assert torch.allclose(f["spread_yy"], torch.tensor([35 / 12 / 1024] * 2), atol=1e-6)
+    assert torch.allclose(f["min_area"], f["area"]) and f["eta03"].abs().max() < 1e-5 and f["eta12"].abs().max() < 1e-5
+    # fill: area / sqrt(spread_xx spread_yy) = 36 / (35 / 12) in pixels
+    assert torch.allclose(f["fill"], torch.tensor([36 / (35 / 12)] * 2), atol=1e-3)
 
 
-def test_otsu_threshold_splits_two_levels():
+def test_otsu_threshold_splits_two_levels_in_the_middle_of_the_gap():
     from vipo.critics.learn import worldnet as W
 
     clips = np.full((2, 9, 8, 8, 3), 20, dtype=np.uint8)
     clips[:, :, :4] = 200
-    t = W.otsu_threshold(clips)
-    assert 20 / 255 < t < 200 / 255
+    # every level in the gap 20..199 separates the two equally well: the middle of the plateau, (20 + 199) / 2 + 0.5
+    assert W.otsu_threshold(W.brightness_histogram(clips)) == pytest.approx(110 / 255)
+    # on a clean render (black background, one pure square) the tracker at Otsu's threshold finds the square
+    square = _square_path([(4 + t, 10) for t in range(9)])
+    z = W.track(torch.from_numpy(square[None]).float() / 255, W.otsu_threshold(W.brightness_histogram(square)))
+    f = dict(zip(W.TRACK_FEATURES, z.T))
+    assert float(f["area"][0]) == pytest.approx(36 / 1024, abs=1e-4) and float(f["colour_r"][0]) > 0.999
 
 
 def test_sigterm_stops_critic_training_between_steps():
@@ -354,7 +391,7 @@ def test_sigterm_stops_critic_training_between_steps():
     from vipo import faults
     from vipo.critics.learn import worldnet as W
 
-    clips = np.zeros((4, 9, 32, 32, 3), np.uint8)
+    clips = np.zeros((4, 9, 64, 64, 3), np.uint8)
     attrs = np.zeros((4, 3), np.int64)
     ex = W.Example(clips, attrs, [(i, 0, 2) for i in range(4)], [])
     epochs = []

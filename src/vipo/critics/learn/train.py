@@ -70,9 +70,9 @@ class CriticTrainConfig(Section):
     false: the verdicts alone"""
     width: int = 32
     """world: channels of the first convolutions"""
-    tracker: bool = True
-    """world: also read the clip with an object tracker (a soft foreground mask's path, area and colour per frame at
-    64 px; worldnet.track); false: the convolutions alone (the version-2 critic)"""
+    object_tracker: bool = True
+    """world: also read the clip with an object tracker (a soft foreground mask's path, area, shape moments and colour
+    per frame at 64 px; worldnet.track); false: the convolutions alone at 32 px (the network of version-2 critics)"""
     lora: bool = True
     """vlm: train a LoRA adapter (false: every weight of the language model)"""
     lora_rank: int = 16
@@ -269,7 +269,7 @@ def _train_world(
 ) -> dict:
     from . import worldnet
 
-    net_cfg = worldnet.NetConfig(width=cfg.width, tracker=cfg.tracker)
+    net_cfg = worldnet.NetConfig(width=cfg.width, tracker=cfg.object_tracker)
     t0 = time.time()
     ex = world_example(train, net_cfg.input_side, net_cfg.frames)
     opts = worldnet.TrainOptions(
