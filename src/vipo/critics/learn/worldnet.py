@@ -207,8 +207,8 @@ def track(x: torch.Tensor, threshold: torch.Tensor | float) -> torch.Tensor:
     clip: the centroid path's straight-line fit (travel over the clip, and the RMS distance of the path from the
     fitted constant-speed line: how unsteady the motion is), the area's and the colour's variation over frames, and
     the means; the soft bounding box (the columns and rows the mask occupies) and the filled mask's normalized
-    central moments of orders 2 and 3 (scale-free, as Hu 1962 normalizes them). Positions are in frame sides. Differentiable; nothing here is fitted, the
-    network reads it."""
+    central moments of orders 2 and 3 (scale-free, as Hu 1962 normalizes them). Positions are in frame sides.
+    Differentiable; nothing here is fitted, the network reads it."""
     b, f, s = x.shape[:3]
     peak = x.amax(dim=-1)  # B, F, S, S
     m = torch.sigmoid((peak - threshold) / MASK_SOFTNESS)
