@@ -18,14 +18,13 @@ p.add_argument("--seeds", type=int, default=5)
 p.add_argument("--split", default="test")
 args = p.parse_args()
 pairs = {d: [] for d in TIE}
+STATED = re.compile(r"^A (\S+) vs B (\S+)$")  # the world judge's pairwise reason
 with open(args.data) as f:
     for line in f:
         r = json.loads(line)
         if r["task"] != "pairwise" or r["split"] != args.split:
             continue
-        m = next(
-            (re.match(r"^A (\S+) vs B (\S+)$", t) for t in r["reasons"] if re.match(r"^A (\S+) vs B (\S+)$", t)), None
-        )
+        m = next(filter(None, (STATED.match(t) for t in r["reasons"])), None)
         if m:
             pairs[r["dimension"]].append((float(m.group(1)), float(m.group(2))))
 
