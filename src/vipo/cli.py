@@ -669,7 +669,7 @@ def cmd_judge_dir(args) -> int:
 
 def cmd_eval_dir(args) -> int:
     from .critics.features import FLAGS
-    from .stages.metrics import evaluate_folder
+    from .stages.vbench import evaluate_folder
 
     _setup_logging(args.verbose)
     out = Path(args.out) if args.out else Path(args.dir) / "vbench"

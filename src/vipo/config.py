@@ -429,8 +429,9 @@ def _judge_fields() -> tuple[list, dict[str, str]]:
 
 def _judge_validate(self) -> None:
     """Each critic's options check their fields (so ``judge.frames=0`` is refused whatever the critic); the chosen
-    critic's ``require()`` says what it cannot run without; an ensemble's members are checked as judges."""
-    _critic_options.COMMON.of(self)
+    critic's ``require()`` says what it cannot run without; an ensemble's members are checked as judges. A critic's
+    earlier name is replaced by its name now (``critics.options.RENAMED``)."""
+    self.critic = _critic_options.COMMON.of(self).critic
     for cls in dict.fromkeys(_critic_options.OPTIONS.values()):
         cls.of(self)
     _critic_options.OPTIONS[self.critic].of(self).require()

@@ -121,8 +121,8 @@ def test_row13_judge_dir_is_a_cache_of_exactly_what_changed(tmp_path):
     assert cli(*judge).returncode == 0
     first = judgments(out)
     assert len(first) == 4 + 2 * 2 and {r["critic"] for r in first.values()} == {"world"}
-    proc = cli(*judge, "--critic", "metric")  # another critic: refused, its answers are not the world's
-    assert proc.returncode == 2 and "judge.critic: 'world' then, 'metric' now" in one_line_error(proc)
+    proc = cli(*judge, "--critic", "pixelstats")  # another critic: refused, its answers are not the world's
+    assert proc.returncode == 2 and "judge.critic: 'world' then, 'pixelstats' now" in one_line_error(proc)
     rows[0]["prompt"] = "a red circle moving right"  # c00's prompt changed (and its group with it)
     (root / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     write_mp4(root / "c10.mp4", render.random_clip(grammar.parse(PROMPTS[1]), random.Random(99), 32, 9))  # bytes
@@ -137,8 +137,8 @@ def test_row13_judge_dir_is_a_cache_of_exactly_what_changed(tmp_path):
     assert all(second[k]["raw"] != first[k]["raw"] for k in ("pw:c00.mp4", "pw:c10.mp4"))
     assert second["pw:c01.mp4"]["prompt_id"] != second["pw:c00.mp4"]["prompt_id"]  # the groups are the current ones
     assert "not clearly right" in second["pw:c00.mp4"]["raw"]  # judged against its new prompt
-    proc = cli(*judge, "--critic", "metric", "--force")  # --force: judged again, all of it
-    assert proc.returncode == 0 and {r["critic"] for r in judgments(out).values()} == {"metric"}
+    proc = cli(*judge, "--critic", "pixelstats", "--force")  # --force: judged again, all of it
+    assert proc.returncode == 0 and {r["critic"] for r in judgments(out).values()} == {"pixelstats"}
 
 
 def _wait(cond, proc, what, timeout=240):

@@ -93,10 +93,10 @@ def test_critic_eval_against_the_world_judge_and_human_labels(tmp_path, capsys):
     assert res["pointwise"]["all_dimensions"] == 1.0 and res["pairwise"]["overall"] == 1.0
     assert res["pairwise"]["n"] == 4 and res["truth"] == "world"
     out = tmp_path / "eval.json"
-    assert main(["critic", "eval", str(folder), "--critic", "metric", "--out", str(out)]) == 0
+    assert main(["critic", "eval", str(folder), "--critic", "pixelstats", "--out", str(out)]) == 0
     res = json.loads(out.read_text())
     capsys.readouterr()
-    assert res["pointwise"]["accuracy"]["semantic"] == 0.0  # the metric never reads the prompt: always Normal
+    assert res["pointwise"]["accuracy"]["semantic"] == 0.0  # pixelstats never reads the prompt: always Normal
     assert sum(res["pointwise"]["confusion"]["semantic"]["Bad"].values()) == 2
     labels = _labels(tmp_path / "l.jsonl")
     assert main(["critic", "eval", str(folder), "--critic", "world", "--truth", str(labels)]) == 0
@@ -212,13 +212,13 @@ def test_ensemble_critic_through_vipo_run(tmp_path, tiny_model_dir):
         out,
         "judge.critic=ensemble",
         "judge.combine=mean",
-        "judge.members=[{critic: world}, {critic: metric}]",
+        "judge.members=[{critic: world}, {critic: pixelstats}]",
         "eval.critic=world",
     )
     assert main(args) == 0
     judgments, pairs, info = check_round(out, "ensemble")
     assert info["unparseable_rate"] == 0.0 and len(pairs) == 3
-    assert all(j["raw"].startswith("[world]\n") and "\n\n[metric]\n" in j["raw"] for j in judgments.values())
+    assert all(j["raw"].startswith("[world]\n") and "\n\n[pixelstats]\n" in j["raw"] for j in judgments.values())
     point = [j for j in judgments.values() if j["kind"] == "pointwise"]
     assert all(j["reasons"]["semantic"] == "mean of 2 critics" and set(j["scores"]) == set(GOOD) for j in point)
     for k in (0, 1):  # the evaluation is the world judge's: exact pass rates, its own raw text, its metric
@@ -230,7 +230,7 @@ def test_ensemble_critic_through_vipo_run(tmp_path, tiny_model_dir):
     # the members are in the config snapshot, and the same command on the finished run is accepted and does nothing
     assert yaml.safe_load((out / "config.yaml").read_text())["judge"]["members"] == [
         {"critic": "world"},
-        {"critic": "metric"},
+        {"critic": "pixelstats"},
     ]
     before = (out / "round-1" / "judgments.jsonl").read_bytes()
     assert main(args) == 0 and (out / "round-1" / "judgments.jsonl").read_bytes() == before

@@ -52,7 +52,7 @@ def test_one_round_run_through_cli(tmp_path, tiny_family_dir, monkeypatch, famil
                 "--method",
                 method,
                 "--set",
-                "judge.critic=metric",
+                "judge.critic=pixelstats",
             ]
             + TINY_RUN
         )
@@ -155,7 +155,7 @@ def test_text_and_real_video_caches_are_reused_across_rounds_and_runs(tmp_path, 
         "--method",
         "dpo",
         "--set",
-        "judge.critic=metric",
+        "judge.critic=pixelstats",
         "--set",
         f"prompts.source={prompts}",
         "--set",
@@ -198,7 +198,7 @@ def test_full_fine_tune_checkpoint_is_the_next_rounds_policy_and_reference(tmp_p
                 "--method",
                 "dpo",
                 "--set",
-                "judge.critic=metric",
+                "judge.critic=pixelstats",
                 "--set",
                 "train.finetune=full",
                 "--set",

@@ -155,7 +155,7 @@ def test_cogvideox_rank_killed_mid_generation_resumes_to_the_one_process_result(
     model = tiny_family_dir("cogvideox")
     # a DPO round on cached reference errors (train.ref_cache): their pass is sharded too (3 pairs x 2 draws in
     # batches of 2: rank 0 computes 2 batches, rank 1 one, then repeats a batch it drops)
-    args = ["--model", model, "--rounds", 1, *ARGS, "--set", "judge.critic=metric", "--set", "train.ref_cache=2"]
+    args = ["--model", model, "--rounds", 1, *ARGS, "--set", "judge.critic=pixelstats", "--set", "train.ref_cache=2"]
     one, two = tmp_path / "one", tmp_path / "two"
     proc = launch(1, "run", "--out", one, *args, tmp=tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -32,7 +32,7 @@ def test_two_bf16_rounds_through_cli(tmp_path, tiny_family_dir, finetune):
                 "--method",
                 "dpo",
                 "--set",
-                "judge.critic=metric",
+                "judge.critic=pixelstats",
                 "--set",
                 "model_dtype=bfloat16",
                 "--set",

@@ -110,11 +110,12 @@ def test_eval_critic_lays_its_options_over_the_judge():
     assert eval_judge(cfg(judge=served)) == cfg(judge=served).judge  # empty: the run's judge
     run = cfg(judge=served, eval={"critic": "world"})
     assert eval_judge(run).critic == "world" and metric_name(run) == "indist_pass"
-    assert metric_name(cfg(judge={"critic": "world"}, eval={"critic": "metric"})) == "indist_score"
+    assert metric_name(cfg(judge={"critic": "world"}, eval={"critic": "pixelstats"})) == "indist_score"
     other = eval_judge(cfg(judge=served, eval={"critic": {"model": "judge-2"}}))
     assert (other.critic, other.model, other.frames, other.base_url) == ("openai", "judge-2", 8, "http://h/v1")
     ens = cfg(
-        judge={"critic": "ensemble", "members": [{"critic": "world"}, {"critic": "metric"}]}, eval={"critic": "world"}
+        judge={"critic": "ensemble", "members": [{"critic": "world"}, {"critic": "pixelstats"}]},
+        eval={"critic": "world"},
     )
     assert eval_judge(ens).members == []  # an ensemble's members do not follow a single critic
 

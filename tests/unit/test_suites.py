@@ -81,7 +81,7 @@ def test_the_metric_follows_the_suite(tmp_path):
     f = _file(tmp_path / "p.txt", PROMPTS)
     cfg = _cfg(
         prompts={"source": f},
-        judge={"critic": "metric"},
+        judge={"critic": "pixelstats"},
         eval={"clips_per_split": 2, "vbench": _file(tmp_path / "v.txt", ["x"])},
     )
     assert metric_name(cfg) == "heldout_score"

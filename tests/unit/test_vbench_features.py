@@ -219,7 +219,7 @@ def test_critic_with_and_without_model_paths(models, caplog):
 
 
 def test_vbench_constants_in_the_aggregate():
-    from vipo.stages.metrics import final_score
+    from vipo.stages.vbench import final_score
 
     means = {
         "subject_consistency": 0.1462 + 0.8538 / 2,

@@ -8,7 +8,7 @@ sys.path.insert(0, "src")
 torch.set_num_threads(1)
 from vipo.models.world import WorldModel
 from vipo.world import grammar
-from vipo.world.judge import judge_clip
+from vipo.world.exact_judge import judge_clip
 
 m = WorldModel.load(sys.argv[1])
 u = m.encode_prompts([""])

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 #: critic name -> "module:Class" (imported when the critic is built)
 CRITICS: dict[str, str] = {
     "world": "vipo.critics.world:WorldCritic",
-    "metric": "vipo.critics.metric:MetricCritic",
+    "pixelstats": "vipo.critics.pixelstats:PixelStatsCritic",
     "vlm": "vipo.critics.vlm:VLMCritic",
     "openai": "vipo.critics.openai:OpenAICritic",
     "human": "vipo.critics.human:HumanCritic",
@@ -33,7 +33,9 @@ def critic_class(name: str) -> type[Critic]:
     import importlib
 
     from ..errors import UserError
+    from .options import RENAMED
 
+    name = RENAMED.get(name, name)
     if name not in CRITICS:
         raise UserError(f"judge.critic: unknown critic {name!r} (known: {', '.join(CRITICS)})")
     module, cls = CRITICS[name].split(":")

@@ -43,16 +43,17 @@ class CommonOptions(CriticOptions):
     """Options of the judge whatever the critic."""
 
     critic: str = "world"
-    """which critic: 'world' (the embedded world's exact judge), 'metric' (a placeholder pixel metric that does not
-    read the prompt, for smoke runs), 'vlm' (a local transformers image-text-to-text model), 'openai' (an
-    OpenAI-compatible chat-completions endpoint: vLLM, SGLang, hosted), 'human' (labels from a JSONL file),
-    'ensemble' (vote or mean over ``members``), 'omniscore' (VideoDPO's VBench-based score), 'reward' (a video
-    reward model with a score per dimension: VideoAlign's VideoReward or a sequence-classification VLM) or 'learned'
-    (a world critic trained by ``vipo critic train`` on labels)"""
+    """which critic: 'world' (the embedded world's exact judge), 'pixelstats' (placeholder pixel statistics that do
+    not read the prompt, for smoke runs; 'metric' is its earlier name), 'vlm' (a local transformers
+    image-text-to-text model), 'openai' (an OpenAI-compatible chat-completions endpoint: vLLM, SGLang, hosted),
+    'human' (labels from a JSONL file), 'ensemble' (vote or mean over ``members``), 'omniscore' (VideoDPO's
+    VBench-based score), 'reward' (a video reward model with a score per dimension: VideoAlign's VideoReward or a
+    sequence-classification VLM) or 'learned' (a world critic trained by ``vipo critic train`` on labels)"""
     max_unparseable: float = 0.2
     """the judge stage stops with an error when more than this fraction of its judgments are unparseable"""
 
     def validate(self) -> None:
+        self.critic = RENAMED.get(self.critic, self.critic)
         _check(self.critic in OPTIONS, f"critic: unknown critic {self.critic!r} (known: {', '.join(OPTIONS)})")
         _check(0 <= self.max_unparseable <= 1, f"max_unparseable must be in [0, 1], got {self.max_unparseable}")
 
@@ -68,8 +69,8 @@ class WorldOptions(NoOptions):
 
 
 @dataclass
-class MetricOptions(NoOptions):
-    """The metric critic: a placeholder pixel metric that does not read the prompt, for smoke runs; no options."""
+class PixelStatsOptions(NoOptions):
+    """The pixelstats critic: placeholder pixel statistics that do not read the prompt, for smoke runs; no options."""
 
 
 @dataclass
@@ -299,7 +300,7 @@ class LearnedOptions(CriticOptions):
 #: critic name -> its options; the critic classes themselves are in :data:`vipo.critics.CRITICS` (imported on use)
 OPTIONS: dict[str, type[CriticOptions]] = {
     "world": WorldOptions,
-    "metric": MetricOptions,
+    "pixelstats": PixelStatsOptions,
     "vlm": VLMOptions,
     "openai": OpenAIOptions,
     "human": HumanOptions,
@@ -308,6 +309,10 @@ OPTIONS: dict[str, type[CriticOptions]] = {
     "reward": RewardOptions,
     "learned": LearnedOptions,
 }
+
+#: a critic's earlier name -> its name now: recipes, ``--set`` lines and ensemble members that use the earlier name
+#: keep working (a judgments folder that recorded the earlier name is judged again only with ``--force``)
+RENAMED: dict[str, str] = {"metric": "pixelstats"}
 
 #: the judge options whatever the critic
 COMMON = CommonOptions

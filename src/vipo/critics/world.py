@@ -1,4 +1,4 @@
-"""The embedded world's critic: the exact pixel judge (``vipo.world.judge``) speaking the critic text format.
+"""The embedded world's critic: the exact pixel judge (``vipo.world.exact_judge``) speaking the critic text format.
 
 It reads decoded frames only and answers both question kinds. Labels come from graded scores, so rankings of a
 prompt's samples rarely tie: pairwise verdicts compare the graded scores per dimension (semantic: number of correct
@@ -11,7 +11,7 @@ import hashlib
 import re
 
 from ..world import grammar
-from ..world.judge import Scores, judge_clip, why_wrong
+from ..world.exact_judge import Scores, judge_clip, why_wrong
 from .base import DIMENSIONS, Critic, Video, format_answer, label_of_score
 from .options import WorldOptions
 

@@ -6,7 +6,7 @@ Evaluation seeds come from a range training never draws from (``vipo.seeds``). E
 reader; the critic judges the decoded mp4 pixels, exactly what such a reader sees. Per split, ``eval.json`` holds the
 critic's Good rate per dimension and mean scores (:func:`summarize`; the world judge's exact attribute checks where it
 evaluates), the win rate against the base's clips of the same prompts and seeds (:mod:`vipo.stages.winrate`, from
-round 1 on) and VBench-style dimensions (:func:`vipo.stages.metrics.split_scores`, in ``eval/vbench/`` too).
+round 1 on) and VBench-style dimensions (:func:`vipo.stages.vbench.split_scores`, in ``eval/vbench/`` too).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from ..models.base import VideoModel
 from ..stats import wilson
 from ..world import grammar
 from .generate import batches, encode, prepare_text
-from .metrics import split_scores
+from .vbench import split_scores
 from .winrate import versus_base
 
 log = logging.getLogger(__name__)

@@ -233,7 +233,7 @@ def evaluate_pass_rate(
     """
     from ..config import EvalConfig
     from ..stages.evaluate import eval_prompts
-    from .judge import judge_clip
+    from .exact_judge import judge_clip
 
     rows = [r for r in eval_prompts(EvalConfig(clips_per_split=n)) if r["split"] == split]
     attrs = [grammar.parse(r["prompt"]) for r in rows]

@@ -1,4 +1,5 @@
-"""A PLACEHOLDER metric critic: two pixel statistics in the critic text format, for models the world critic can't judge.
+"""The pixelstats critic, a PLACEHOLDER: two pixel statistics in the critic text format, for models the world critic
+can't judge (called ``metric`` before; that name is still read, :data:`vipo.critics.options.RENAMED`).
 
 It exists so the whole loop runs on any family without a judge model (tests, smoke runs); it is not a measure of
 video quality and training on it optimises only these two statistics. It never reads the prompt, so its semantic
@@ -16,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import DIMENSIONS, Critic, Video, format_answer, label_of_score
-from .options import MetricOptions
+from .options import PixelStatsOptions
 
 TIE = 0.01
 
@@ -33,12 +34,12 @@ def measure(frames: np.ndarray) -> dict[str, float]:
     return {"semantic": 0.5, "fidelity": float(np.clip(fidelity, 0, 1)), "motion": float(np.clip(motion, 0, 1))}
 
 
-class MetricCritic(Critic):
-    name = "metric"
-    Options = MetricOptions
+class PixelStatsCritic(Critic):
+    name = "pixelstats"
+    Options = PixelStatsOptions
 
     @classmethod
-    def from_config(cls, cfg) -> MetricCritic:
+    def from_config(cls, cfg) -> PixelStatsCritic:
         return cls()
 
     def graded_scores(self, video: Video) -> dict[str, float]:
@@ -52,7 +53,7 @@ class MetricCritic(Critic):
             "motion": label_of_score(m["motion"]),
         }
         reasons = {
-            "semantic": "placeholder metric: the prompt is not read",
+            "semantic": "placeholder pixel statistics: the prompt is not read",
             "fidelity": f"smoothness {m['fidelity']:.3f}",
             "motion": f"steadiness {m['motion']:.3f}",
         }

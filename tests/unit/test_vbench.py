@@ -7,7 +7,7 @@ import pytest
 from vipo.cli import main
 from vipo.critics import omniscore as O
 from vipo.io.video import write_mp4
-from vipo.stages.metrics import final_score
+from vipo.stages.vbench import final_score
 from vipo.world import grammar, render
 
 A = grammar.Attributes("red", "circle", "right")

@@ -1,16 +1,16 @@
-"""critics.metric: the placeholder critic built on pixel statistics prefers smooth, steady clips."""
+"""critics.pixelstats: the placeholder critic built on pixel statistics prefers smooth, steady clips."""
 
 import numpy as np
 
 
 def test_metric_critic_prefers_smooth_steady_clips():
     from vipo.critics.base import Video
-    from vipo.critics.metric import MetricCritic
+    from vipo.critics.pixelstats import PixelStatsCritic
 
     rng = np.random.default_rng(0)
     smooth = np.full((9, 32, 32, 3), 120, np.uint8)
     noisy = rng.integers(0, 256, (9, 32, 32, 3)).astype(np.uint8)
-    critic = MetricCritic()
+    critic = PixelStatsCritic()
     a, b = Video("anything", smooth), Video("anything", noisy)
     assert critic.pointwise(a).labels == {"semantic": "Normal", "fidelity": "Good", "motion": "Good"}
     assert critic.pointwise(b).labels["fidelity"] == "Bad" and critic.pointwise(b).overall < 0.5
