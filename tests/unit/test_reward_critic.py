@@ -137,6 +137,8 @@ def test_verdicts_from_normalised_scores(checkpoint):
             assert p.scores[d] == pytest.approx(1 / (1 + math.exp(-v)), abs=1e-6)
         assert p.overall == pytest.approx(1 / (1 + math.exp(-np.mean(list(z.values())))), abs=1e-6)
         assert f"TA {r['TA']:.4f}" in p.raw and "thresholds Bad < -0.2" in p.raw
+    one = critic.pointwise(clips[0])  # one clip is a batch of one: the same answer, graded scores and all
+    assert (one.labels, one.scores, one.raw) == (points[0].labels, points[0].scores, points[0].raw)
     (ab,), (ba,) = critic.pairwise_many([(clips[0], clips[1])]), critic.pairwise_many([(clips[1], clips[0])])
     flip = {"A": "B", "B": "A", "Tie": "Tie"}
     assert {d: flip[v] for d, v in ab.verdicts.items()} == ba.verdicts and flip[ab.overall] == ba.overall

@@ -1,8 +1,9 @@
 """The critic interface: pointwise Good/Normal/Bad and pairwise A/B/Tie verdicts on three dimensions.
 
-Every critic — the embedded world's programmatic judge, a multimodal LLM served locally or by vLLM, a metric, human
-labels — answers in the same text format and goes through the same parser, so the judge stage stores the critic's
-raw text beside each parsed verdict and never depends on which critic produced it:
+Every critic — the embedded world's programmatic judge, a multimodal LLM served locally or by vLLM, pixel statistics,
+a reward model, human labels — answers with the same verdicts, keeping the text it came from in the same format, so
+the judge stage stores the critic's raw text beside each parsed verdict and never depends on which critic produced
+it (the kinds of critic: :class:`Critic`):
 
     semantic: Good - the red circle moves left as asked
     fidelity: Normal - a faint smear trails the shape
@@ -141,7 +142,20 @@ def swap(p: Pairwise) -> Pairwise:
 
 
 class Critic(abc.ABC):
-    """A critic answers in text; :meth:`pointwise` and :meth:`pairwise` parse that text."""
+    """A critic judges videos on the three dimensions: :meth:`pointwise` (Good/Normal/Bad) and :meth:`pairwise`
+    (A/B/Tie), each a parsed answer that keeps the text it came from (``raw``). The judge stage asks in batches
+    (:meth:`pointwise_many`, :meth:`pairwise_many`), an unparseable answer coming back as its
+    :class:`CriticParseError` in its place.
+
+    A critic derives from one of:
+
+    - :class:`TextCritic`: it writes its answer as text (:meth:`TextCritic.answer_pointwise`), which the shared
+      parser reads (the world's judge, pixelstats, omniscore);
+    - :class:`BatchCritic`: it answers a batch at once (:meth:`pointwise_many`: the LLM critics, the reward model,
+      the learned critic, the ensemble); one video is a batch of one;
+    - :class:`Critic` itself, answering one item at a time with :meth:`pointwise` and :meth:`pairwise` (human
+      labels, read from a file).
+    """
 
     name: str = "critic"
     #: the critic runs elsewhere (a server): the run judges each prompt while the next batches generate
@@ -162,6 +176,31 @@ class Critic(abc.ABC):
         opts.require()
         return cls(opts)  # type: ignore[call-arg]
 
+    def unreadable(self, prompt: str) -> str | None:
+        """Why this critic cannot judge videos of ``prompt`` (None: it can). Verbs ask before they generate or judge
+        anything, so a prompt the critic cannot read is refused at start, not after minutes of work."""
+        return None
+
+    @abc.abstractmethod
+    def pointwise(self, video: Video) -> Pointwise:
+        """Good/Normal/Bad per dimension (graded ``scores`` where the critic has them); raises
+        :class:`CriticParseError` when its answer does not parse."""
+
+    @abc.abstractmethod
+    def pairwise(self, a: Video, b: Video) -> Pairwise:
+        """A/B/Tie per dimension, A being the video shown first; raises :class:`CriticParseError` as above."""
+
+    def pointwise_many(self, videos: list[Video]) -> list[Pointwise | CriticParseError]:
+        return [_catch(self.pointwise, v) for v in videos]
+
+    def pairwise_many(self, pairs: list[tuple[Video, Video]]) -> list[Pairwise | CriticParseError]:
+        return [_catch(self.pairwise, a, b) for a, b in pairs]
+
+
+class TextCritic(Critic):
+    """A critic that writes its answer as text, one line per dimension (the module docstring's format); the shared
+    parser turns it into verdicts, so what is stored is exactly what was parsed."""
+
     @abc.abstractmethod
     def answer_pointwise(self, video: Video) -> str:
         """Raw text with one Good/Normal/Bad line per dimension."""
@@ -169,11 +208,6 @@ class Critic(abc.ABC):
     @abc.abstractmethod
     def answer_pairwise(self, a: Video, b: Video) -> str:
         """Raw text with one A/B/Tie line per dimension, A being the video shown first."""
-
-    def unreadable(self, prompt: str) -> str | None:
-        """Why this critic cannot judge videos of ``prompt`` (None: it can). Verbs ask before they generate or judge
-        anything, so a prompt the critic cannot read is refused at start, not after minutes of work."""
-        return None
 
     def graded_scores(self, video: Video) -> dict[str, float]:
         """Graded per-dimension scores in [0, 1] where the critic has them (default: none, labels are used)."""
@@ -187,13 +221,22 @@ class Critic(abc.ABC):
     def pairwise(self, a: Video, b: Video) -> Pairwise:
         return parse_pairwise(self.answer_pairwise(a, b))
 
-    # The judge stage asks in batches, so that critics with batched or concurrent backends (the LLM critics) can
-    # use them; an answer that does not parse comes back as its CriticParseError, in its place.
-    def pointwise_many(self, videos: list[Video]) -> list[Pointwise | CriticParseError]:
-        return [_catch(self.pointwise, v) for v in videos]
 
-    def pairwise_many(self, pairs: list[tuple[Video, Video]]) -> list[Pairwise | CriticParseError]:
-        return [_catch(self.pairwise, a, b) for a, b in pairs]
+class BatchCritic(Critic):
+    """A critic that answers a batch at once (a batched model forward, concurrent requests to a server); a single
+    question is a batch of one."""
+
+    @abc.abstractmethod
+    def pointwise_many(self, videos: list[Video]) -> list[Pointwise | CriticParseError]: ...
+
+    @abc.abstractmethod
+    def pairwise_many(self, pairs: list[tuple[Video, Video]]) -> list[Pairwise | CriticParseError]: ...
+
+    def pointwise(self, video: Video) -> Pointwise:
+        return _raise(self.pointwise_many([video])[0])
+
+    def pairwise(self, a: Video, b: Video) -> Pairwise:
+        return _raise(self.pairwise_many([(a, b)])[0])
 
 
 def _catch(fn, *args):
@@ -201,3 +244,9 @@ def _catch(fn, *args):
         return fn(*args)
     except CriticParseError as e:
         return e
+
+
+def _raise(answer):
+    if isinstance(answer, Exception):
+        raise answer
+    return answer

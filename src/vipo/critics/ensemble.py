@@ -18,12 +18,12 @@ import numpy as np
 from .base import (
     DIMENSIONS,
     LABEL_SCORE,
+    BatchCritic,
     Critic,
     CriticParseError,
     Pairwise,
     Pointwise,
     Video,
-    format_answer,
     label_of_score,
 )
 from .options import EnsembleOptions
@@ -31,7 +31,7 @@ from .options import EnsembleOptions
 SIGN = {"A": 1.0, "B": -1.0, "Tie": 0.0}
 
 
-class EnsembleCritic(Critic):
+class EnsembleCritic(BatchCritic):
     name = "ensemble"
     Options = EnsembleOptions
 
@@ -91,23 +91,3 @@ class EnsembleCritic(Critic):
                 m = float(np.mean([SIGN[g.verdicts[d]] for g in ok]))
                 verdicts[d] = "A" if m > 1 / 3 else "B" if m < -1 / 3 else "Tie"
         return Pairwise(verdicts, {d: f"{self.combine} of {len(ok)} critics" for d in DIMENSIONS}, self._raw(got))
-
-    def pointwise(self, video: Video) -> Pointwise:
-        return _raise(self.pointwise_many([video])[0])
-
-    def pairwise(self, a: Video, b: Video) -> Pairwise:
-        return _raise(self.pairwise_many([(a, b)])[0])
-
-    def answer_pointwise(self, video: Video) -> str:
-        p = self.pointwise(video)
-        return format_answer(p.labels, p.reasons)
-
-    def answer_pairwise(self, a: Video, b: Video) -> str:
-        p = self.pairwise(a, b)
-        return format_answer(p.verdicts, p.reasons)
-
-
-def _raise(r):
-    if isinstance(r, Exception):
-        raise r
-    return r

@@ -106,12 +106,6 @@ class HumanCritic(Critic):
     def annotated_pairs(self) -> list[tuple[str, str]]:
         return list(self.pair)
 
-    def answer_pointwise(self, video: Video) -> str:
-        return self.pointwise(video).raw
-
-    def answer_pairwise(self, a: Video, b: Video) -> str:
-        return self.pairwise(a, b).raw
-
 
 def _valid(values: dict, allowed: tuple[str, ...]) -> None:
     for d in DIMENSIONS:

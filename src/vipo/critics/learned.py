@@ -19,12 +19,12 @@ import numpy as np
 import torch
 
 from ..device import resolve_device
-from .base import DIMENSIONS, Critic, Pairwise, Pointwise, Video, format_answer, parse_pairwise, parse_pointwise
+from .base import DIMENSIONS, BatchCritic, Pairwise, Pointwise, Video, format_answer, parse_pairwise, parse_pointwise
 from .learn import worldnet
 from .options import LearnedOptions
 
 
-class LearnedWorldCritic(Critic):
+class LearnedWorldCritic(BatchCritic):
     name = "learned"
     Options = LearnedOptions
 
@@ -85,18 +85,3 @@ class LearnedWorldCritic(Critic):
             }
             out.append(parse_pairwise(format_answer(verdicts, reasons)))
         return out
-
-    def pointwise(self, video: Video) -> Pointwise:
-        return self.pointwise_many([video])[0]
-
-    def pairwise(self, a: Video, b: Video) -> Pairwise:
-        return self.pairwise_many([(a, b)])[0]
-
-    def graded_scores(self, video: Video) -> dict[str, float]:
-        return self.pointwise(video).scores
-
-    def answer_pointwise(self, video: Video) -> str:
-        return self.pointwise(video).raw
-
-    def answer_pairwise(self, a: Video, b: Video) -> str:
-        return self.pairwise(a, b).raw

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import UserError
-from .base import DIMENSIONS, FLIP, LABELS, PAIR_VERDICTS, Critic, CriticParseError, Pairwise, Pointwise, Video
+from .base import DIMENSIONS, FLIP, LABELS, PAIR_VERDICTS, BatchCritic, CriticParseError, Pairwise, Pointwise, Video
 from .options import LLMOptions
 from .parsing import parse_verdict
 
@@ -103,7 +103,7 @@ class Questions:
         )
 
 
-class LLMCritic(Questions, Critic):
+class LLMCritic(Questions, BatchCritic):
     """Base of the LLM critics; subclasses implement :meth:`complete`."""
 
     @abc.abstractmethod
@@ -162,21 +162,3 @@ class LLMCritic(Questions, Critic):
 
         res = self._ask(len(pairs), PAIR_VERDICTS, make)
         return [r if isinstance(r, CriticParseError) else Pairwise(r[0], r[1], r[2]["raw"]) for r in res]
-
-    def pointwise(self, video: Video) -> Pointwise:
-        return _raise(self.pointwise_many([video])[0])
-
-    def pairwise(self, a: Video, b: Video) -> Pairwise:
-        return _raise(self.pairwise_many([(a, b)])[0])
-
-    def answer_pointwise(self, video: Video) -> str:
-        return self.pointwise(video).raw
-
-    def answer_pairwise(self, a: Video, b: Video) -> str:
-        return self.pairwise(a, b).raw
-
-
-def _raise(r):
-    if isinstance(r, Exception):
-        raise r
-    return r

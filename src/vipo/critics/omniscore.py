@@ -38,14 +38,12 @@ import numpy as np
 
 from .base import (
     DIMENSIONS,
-    Critic,
     Pairwise,
     Pointwise,
+    TextCritic,
     Video,
     format_answer,
     label_of_score,
-    parse_pairwise,
-    parse_pointwise,
 )
 from .options import OmniScoreOptions
 
@@ -181,7 +179,7 @@ def omniscore(norm: dict[str, float]) -> float:
     return vbench_scores(norm)["total"]
 
 
-class OmniScoreCritic(Critic):
+class OmniScoreCritic(TextCritic):
     name = "omniscore"
     Options = OmniScoreOptions
 
@@ -241,12 +239,12 @@ class OmniScoreCritic(Critic):
         return format_answer(verdicts, reasons) + f"\ntotal: A {ma['total']:.4f} vs B {mb['total']:.4f}"
 
     def pointwise(self, video: Video) -> Pointwise:
-        p = parse_pointwise(self.answer_pointwise(video))
-        p.scores, p.total = self.graded_scores(video), self.measure(video)["total"]
+        p = super().pointwise(video)
+        p.total = self.measure(video)["total"]
         return p
 
     def pairwise(self, a: Video, b: Video) -> Pairwise:
-        p = parse_pairwise(self.answer_pairwise(a, b))
+        p = super().pairwise(a, b)
         ta, tb = self.measure(a)["total"], self.measure(b)["total"]
         p.decided = "Tie" if abs(ta - tb) < TIE_TOTAL else ("A" if ta > tb else "B")
         return p

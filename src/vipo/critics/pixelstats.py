@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import DIMENSIONS, Critic, Video, format_answer, label_of_score
+from .base import DIMENSIONS, TextCritic, Video, format_answer, label_of_score
 from .options import PixelStatsOptions
 
 TIE = 0.01
@@ -34,7 +34,7 @@ def measure(frames: np.ndarray) -> dict[str, float]:
     return {"semantic": 0.5, "fidelity": float(np.clip(fidelity, 0, 1)), "motion": float(np.clip(motion, 0, 1))}
 
 
-class PixelStatsCritic(Critic):
+class PixelStatsCritic(TextCritic):
     name = "pixelstats"
     Options = PixelStatsOptions
 

@@ -63,7 +63,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from .base import DIMENSIONS, Critic, CriticParseError, Pairwise, Pointwise, Video
+from .base import DIMENSIONS, BatchCritic, CriticParseError, Pairwise, Pointwise, Video
 from .options import RewardOptions
 
 log = logging.getLogger(__name__)
@@ -523,7 +523,7 @@ def _sigmoid(z: float) -> float:
     return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
 
 
-class RewardCritic(Critic):
+class RewardCritic(BatchCritic):
     name = "reward"
     Options = RewardOptions
 
@@ -625,12 +625,6 @@ class RewardCritic(Critic):
             )
             out.append(Pairwise(verdicts, reasons, raw, decided))
         return out
-
-    def answer_pointwise(self, video: Video) -> str:
-        return self.pointwise_many([video])[0].raw
-
-    def answer_pairwise(self, a: Video, b: Video) -> str:
-        return self.pairwise_many([(a, b)])[0].raw
 
 
 def _architectures(folder: Path) -> list[str]:

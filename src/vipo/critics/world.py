@@ -12,7 +12,7 @@ import re
 
 from ..world import grammar
 from ..world.exact_judge import Scores, judge_clip, why_wrong
-from .base import DIMENSIONS, Critic, Video, format_answer, label_of_score
+from .base import DIMENSIONS, TextCritic, Video, format_answer, label_of_score
 from .options import WorldOptions
 
 SEMANTIC_GOOD = 0.8  # graded semantic score for a correct clip to be Good rather than Normal
@@ -30,7 +30,7 @@ def semantic_key(s: Scores) -> float:
     return (s.color_ok + s.shape_ok + s.direction_ok) + s.semantic
 
 
-class WorldCritic(Critic):
+class WorldCritic(TextCritic):
     name = "world"
     Options = WorldOptions
     attribute_checks = True
