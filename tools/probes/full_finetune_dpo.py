@@ -1,5 +1,5 @@
 # Probe (docs/results.md): full fine-tune DPO on round 1 of runs/world-full-dpo (run `vipo run --config configs/world-full.yaml
-# --rounds 1 --out runs/world-full-dpo` first). Usage: python tools/probes/fullft.py LR STEPS [WINDOW_LOW]
+# --rounds 1 --out runs/world-full-dpo` first). Usage: python tools/probes/full_finetune_dpo.py LR STEPS [WINDOW_LOW]
 import copy
 import random
 import sys

@@ -1,4 +1,4 @@
-"""Probe (not part of the package): continue a world model on noisy captions. usage: noisyft.py SRC_MODEL OUT STEPS NOISE [LR]"""
+"""Probe (not part of the package): continue a world model on noisy captions. usage: noisy_caption_base.py SRC_MODEL OUT STEPS NOISE [LR]"""
 
 import random
 import sys
