@@ -759,54 +759,13 @@ def cmd_critic(args) -> int:
 
 
 def cmd_critic_eval(args) -> int:
-    import itertools
-
-    from .critics.agreement import agreement
-    from .critics.base import Video
-    from .io import atomic
-    from .stages.judge import check_prompts, folder_samples, make_critic, read_checked
+    from .critics.learn import commands as critic_commands
+    from .stages.judge import make_critic
 
     _setup_logging(args.verbose)
-    root = Path(args.dir)
     if args.out and Path(args.out).is_dir():
         raise UserError(f"--out {args.out}: is a folder; --out names the result file (JSON)")
-    samples = folder_samples(root)
-    critic = make_critic(_judge_config(args))
-    check_prompts(critic, [(f"{root / 'metadata.jsonl'}:{s['line']}", s["prompt"]) for s in samples])
-    if args.truth:
-        from .critics.human import HumanCritic
-
-        truth = HumanCritic(args.truth)
-        index = {s["file_name"]: i for i, s in enumerate(samples)}
-        pairs = [(index[a], index[b]) for a, b in truth.annotated_pairs() if a in index and b in index]
-        pairs += [(j, i) for i, j in pairs]
-    else:
-        from .critics.world import WorldCritic
-        from .world import grammar
-
-        bad = [s["prompt"] for s in samples if grammar.parse(s["prompt"]) is None]
-        if bad:
-            raise UserError(
-                f"{root}: without --truth the world judge is the ground truth, and {bad[0]!r} is not a "
-                "prompt of the world's grammar"
-            )
-        truth = WorldCritic()
-        groups: dict[int, list[int]] = {}
-        for i, s in enumerate(samples):
-            groups.setdefault(s["prompt_id"], []).append(i)
-        pairs = [p for g in groups.values() for p in itertools.permutations(g, 2)]
-    videos = []
-    for s in samples:
-        frames = read_checked(root / s["file_name"])
-        if isinstance(frames, str):
-            raise UserError(f"{root / s['file_name']}: {frames}")
-        videos.append(Video(s["prompt"], frames, str(root / s["file_name"])))
-    res = agreement(critic, truth, videos, pairs)
-    res.update(critic=critic.name, truth=truth.name, videos=len(videos))
-    if args.out:
-        atomic.write_json(Path(args.out), res)
-    print(json.dumps(res, indent=2))
-    return 0
+    return critic_commands.eval_folder(args.dir, make_critic(_judge_config(args)), args.truth, args.out)
 
 
 def cmd_generate(args) -> int:

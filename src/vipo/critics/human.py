@@ -19,6 +19,7 @@ from pathlib import Path, PurePath
 from ..errors import UserError
 from .base import (
     DIMENSIONS,
+    FLIP,
     LABELS,
     PAIR_VERDICTS,
     Critic,
@@ -70,7 +71,7 @@ class HumanCritic(Critic):
                     a, b = (PurePath(check_relative(str(row[f]), f"{path}:{n}: {f}")).as_posix() for f in "ab")
                     key, answer = ("pair", a, b), dict(row["verdicts"])
                     if ("pair", b, a) in seen:  # the same pair annotated in the other order: compare it swapped
-                        key, answer = ("pair", b, a), {d: {"A": "B", "B": "A"}.get(v, v) for d, v in answer.items()}
+                        key, answer = ("pair", b, a), {d: FLIP.get(v, v) for d, v in answer.items()}
                     self.pair[(a, b)] = row
             except (ValueError, KeyError, TypeError, AttributeError) as e:
                 raise UserError(f"{path}:{n}: not an annotation ({e}); see docs/critics.md for the keys") from None

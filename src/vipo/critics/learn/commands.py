@@ -1,4 +1,5 @@
-"""What ``vipo critic train|import|eval DATA.jsonl`` and ``vipo world annotate`` do once the CLI has parsed them."""
+"""What ``vipo critic train|import|eval`` (on DATA.jsonl or a folder of videos) and ``vipo world annotate`` do once
+the CLI has parsed them."""
 
 from __future__ import annotations
 
@@ -77,6 +78,56 @@ def eval_records(data: str, critic, split: str, against: str, out: str | None) -
         atomic.write_json(Path(out), res)
     for name, cell in table_rows(res):
         print(f"{name:32s} {cell}", file=sys.stderr)
+    print(json.dumps(res, indent=2))
+    return 0
+
+
+def eval_folder(folder: str, critic, truth_labels: str | None, out: str | None) -> int:
+    """``vipo critic eval DIR``: ``critic`` against the truth on a folder of videos with metadata.jsonl: people's
+    annotations (``truth_labels``, the human critic's JSONL; the pairs they annotated, in both orders) or, without
+    them, the embedded world's exact judge (every ordered pair of videos of one prompt; the prompts must be the
+    world's)."""
+    import itertools
+
+    from ...stages.judge import check_prompts, folder_samples, read_checked
+    from ..agreement import agreement
+    from ..base import Video
+
+    root = Path(folder)
+    samples = folder_samples(root)
+    check_prompts(critic, [(f"{root / 'metadata.jsonl'}:{s['line']}", s["prompt"]) for s in samples])
+    if truth_labels:
+        from ..human import HumanCritic
+
+        truth = HumanCritic(truth_labels)
+        index = {s["file_name"]: i for i, s in enumerate(samples)}
+        pairs = [(index[a], index[b]) for a, b in truth.annotated_pairs() if a in index and b in index]
+        pairs += [(j, i) for i, j in pairs]
+    else:
+        from ...world import grammar
+        from ..world import WorldCritic
+
+        bad = [s["prompt"] for s in samples if grammar.parse(s["prompt"]) is None]
+        if bad:
+            raise UserError(
+                f"{root}: without --truth the world judge is the ground truth, and {bad[0]!r} is not a "
+                "prompt of the world's grammar"
+            )
+        truth = WorldCritic()
+        groups: dict[int, list[int]] = {}
+        for i, s in enumerate(samples):
+            groups.setdefault(s["prompt_id"], []).append(i)
+        pairs = [p for g in groups.values() for p in itertools.permutations(g, 2)]
+    videos = []
+    for s in samples:
+        frames = read_checked(root / s["file_name"])
+        if isinstance(frames, str):
+            raise UserError(f"{root / s['file_name']}: {frames}")
+        videos.append(Video(s["prompt"], frames, str(root / s["file_name"])))
+    res = agreement(critic, truth, videos, pairs)
+    res.update(critic=critic.name, truth=truth.name, videos=len(videos))
+    if out:
+        atomic.write_json(Path(out), res)
     print(json.dumps(res, indent=2))
     return 0
 
