@@ -107,3 +107,11 @@ def test_each_registered_critic_is_one_kind(name):
     elif not text:  # answers one at a time itself (human labels)
         assert cls.pointwise is not base.Critic.pointwise and not hasattr(cls, "answer_pointwise")
     assert not getattr(cls, "__abstractmethods__", None)
+
+
+def test_a_dimension_score_is_graded_where_the_critic_grades_else_its_labels():
+    labels = {"semantic": "Good", "fidelity": "Normal", "motion": "Bad"}
+    assert [base.dimension_score({}, labels, d) for d in base.DIMENSIONS] == [1.0, 0.5, 0.0]
+    assert base.dimension_score({"fidelity": 0.62}, labels, "fidelity") == 0.62
+    assert base.dimension_score({"fidelity": 0.62}, labels, "motion") == 0.0
+    assert base.Pointwise(labels, {}, "", {"motion": 0.3}).overall == pytest.approx((1.0 + 0.5 + 0.3) / 3)

@@ -37,6 +37,12 @@ FLIP = {"A": "B", "B": "A", "Tie": "Tie"}
 GOOD, NORMAL = 0.75, 0.4
 
 
+def dimension_score(scores: dict[str, float], labels: dict[str, str], dim: str) -> float:
+    """A clip's score on ``dim``: the critic's graded score where it has one, else its label's (Good 1, Normal 0.5,
+    Bad 0: :data:`LABEL_SCORE`)."""
+    return float(scores[dim]) if dim in scores else LABEL_SCORE[labels[dim]]
+
+
 def label_of_score(score: float) -> str:
     """Good / Normal / Bad for a graded score in [0, 1] (thresholds :data:`GOOD`, :data:`NORMAL`)."""
     return "Good" if score >= GOOD else "Normal" if score >= NORMAL else "Bad"
@@ -73,7 +79,7 @@ class Pointwise:
     def overall(self) -> float:
         if self.total is not None:
             return float(self.total)
-        return float(np.mean([self.scores.get(d, LABEL_SCORE[self.labels[d]]) for d in DIMENSIONS]))
+        return float(np.mean([dimension_score(self.scores, self.labels, d) for d in DIMENSIONS]))
 
 
 @dataclass

@@ -17,13 +17,13 @@ import numpy as np
 
 from .base import (
     DIMENSIONS,
-    LABEL_SCORE,
     BatchCritic,
     Critic,
     CriticParseError,
     Pairwise,
     Pointwise,
     Video,
+    dimension_score,
     label_of_score,
 )
 from .options import EnsembleOptions
@@ -69,7 +69,7 @@ class EnsembleCritic(BatchCritic):
             return CriticParseError("no member's answer parsed", self._raw(got))
         labels, scores = {}, {}
         for d in DIMENSIONS:
-            scores[d] = float(np.mean([g.scores.get(d, LABEL_SCORE[g.labels[d]]) for g in ok]))
+            scores[d] = float(np.mean([dimension_score(g.scores, g.labels, d) for g in ok]))
             counts = Counter(g.labels[d] for g in ok).most_common()
             if self.combine == "vote" and (len(counts) == 1 or counts[0][1] > counts[1][1]):
                 labels[d] = counts[0][0]

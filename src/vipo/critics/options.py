@@ -84,7 +84,7 @@ class LLMOptions(CriticOptions):
     prompts_dir: str = ""
     """a folder of prompt templates overriding the packaged ones file by file (critics/prompts/)"""
     retries: int = 2
-    """an unparseable answer is asked again up to this many times (pairwise retries swap the order)"""
+    """an unparseable answer is asked again up to this many times (a pairwise retry keeps the order)"""
     max_tokens: int = 512
     """longest answer, in tokens"""
     temperature: float = 0.0

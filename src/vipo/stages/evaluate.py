@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from .. import dist, faults, seeds
 from ..config import EvalConfig
-from ..critics.base import CriticParseError, Video
+from ..critics.base import CriticParseError, Video, dimension_score
 from ..io import atomic
 from ..io.video import read_mp4, write_mp4
 from ..models.base import VideoModel
@@ -190,7 +190,8 @@ def summarize(results: list[dict]) -> dict:
         for k, v in hits.items():
             d[k] = v / len(rs)
         for dim in ("semantic", "fidelity", "motion"):
-            d[f"{dim}_score"] = float(np.mean([r["scores"].get(dim, 0.0) for r in rs]))
+            # graded where the critic grades, else the label's score (an LLM critic's clips have labels only)
+            d[f"{dim}_score"] = float(np.mean([dimension_score(r["scores"], r["labels"], dim) for r in rs]))
         d["score"] = float(np.mean([d[f"{dim}_score"] for dim in ("semantic", "fidelity", "motion")]))
         d["ci95"] = {k: list(wilson(v, len(rs))) for k, v in hits.items()}
         out[split] = d
