@@ -2,6 +2,10 @@ import os
 
 import pytest
 
+# fixtures that unit tests of several modules ask for (tests/ is on sys.path: the rootdir conftest)
+from family_helpers import family, model  # noqa: F401
+from train_helpers import tiny  # noqa: F401
+
 
 def pytest_configure(config):
     """Under pytest-xdist the workers share the cores: each worker's torch (and every process it starts, through
@@ -60,10 +64,10 @@ def tiny_family_dir(tmp_path_factory):
 
     made = {}
 
-    def make(family: str):
-        if family not in made:
-            made[family] = tiny_families.save(family, tmp_path_factory.mktemp(family) / "model")
-        return made[family]
+    def make(name: str):
+        if name not in made:
+            made[name] = tiny_families.save(name, tmp_path_factory.mktemp(name) / "model")
+        return made[name]
 
     return make
 

@@ -1,15 +1,25 @@
 """config: every section checks itself where it is made (Python, YAML, --set, CLI flags), naming the field."""
 
+from __future__ import annotations
+
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
+import yaml
+from cli_helpers import one_line
+from family_helpers import BF16
 
 from vipo import config as C
 from vipo.cli import main
-from vipo.config import TrainConfig, load
+from vipo.config import RunConfig, TrainConfig, load, to_dict
 from vipo.critics.learn.train import CriticTrainConfig
+from vipo.critics.options import COMMON, OPTIONS
 from vipo.errors import UserError
+from vipo.models import load_model
+from vipo.run import driver
+from vipo.train.state import config_hash
 
 
 @pytest.mark.parametrize(
@@ -155,3 +165,179 @@ def test_gpu_recipes_validate_and_are_documented(name, model, method, monkeypatc
     got = suites.resolve(cfg)
     assert got.heldout_of == cfg.prompts.source and len(got.splits["heldout"]) >= 30 and len(got.extra["vbench"]) == 66
     assert (cfg.generate.frames, cfg.generate.height) == ((81, 480) if "wan" in name else (49, 480))
+
+
+@pytest.mark.parametrize(
+    "setting, field",
+    [
+        ("train.betta=1", "train.betta"),
+        ("train.beta=-1", "beta"),
+        ("generate.samples_per_prompt=0", "samples_per_prompt"),
+        ("generate.samples_per_prompt=2", "samples_per_prompt"),
+        ("train.max_skipped_steps=0", "max_skipped_steps"),
+        ("train.loss_spike_factor=0.5", "loss_spike_factor"),
+        ("generate.max_quarantined=2", "max_quarantined"),
+        ("min_free_gb=-1", "min_free_gb"),
+        ("eval.critic=oracle", "eval.critic: unknown critic 'oracle'"),
+        ("eval.critic=openai", "eval.critic: the openai critic needs base_url and model"),
+        ("judge.critic=gpt", "judge.critic: unknown critic 'gpt' (known: world,"),
+        ("judge.critic=openai", "judge: the openai critic needs base_url and model"),
+        ("judge.frames=0", "judge.frames must be > 0"),
+        ("eval.critic={critic: world, frame: 3}", "eval.critic.frame"),
+    ],
+)
+def test_config_fields(tmp_path, capsys, setting, field):
+    assert main(["run", "--out", str(tmp_path / "r"), "--set", setting]) == 2
+    assert field in one_line(capsys)
+
+
+def test_eval_critic_lays_its_options_over_the_judge():
+    from vipo.config import RunConfig, build, eval_judge, validate_tree
+    from vipo.run.driver import metric_name
+
+    def cfg(**data):
+        made = build(RunConfig, data)
+        validate_tree(made)
+        return made
+
+    served = {"critic": "openai", "base_url": "http://h/v1", "model": "m", "frames": 8}
+    assert eval_judge(cfg(judge=served)) == cfg(judge=served).judge  # empty: the run's judge
+    run = cfg(judge=served, eval={"critic": "world"})
+    assert eval_judge(run).critic == "world" and metric_name(run) == "indist_pass"
+    assert metric_name(cfg(judge={"critic": "world"}, eval={"critic": "pixelstats"})) == "indist_score"
+    other = eval_judge(cfg(judge=served, eval={"critic": {"model": "judge-2"}}))
+    assert (other.critic, other.model, other.frames, other.base_url) == ("openai", "judge-2", 8, "http://h/v1")
+    ens = cfg(
+        judge={"critic": "ensemble", "members": [{"critic": "world"}, {"critic": "pixelstats"}]},
+        eval={"critic": "world"},
+    )
+    assert eval_judge(ens).members == []  # an ensemble's members do not follow a single critic
+
+
+def test_remote_code_is_off_by_default():
+    from vipo.config import JudgeConfig
+
+    assert JudgeConfig().trust_remote_code is False
+
+
+def test_the_flat_judge_config_is_the_union_of_the_critics_options():
+    keys = [f.name for f in dataclasses.fields(C.JudgeConfig)]
+    owned = {f.name for cls in [COMMON, *OPTIONS.values()] for f in dataclasses.fields(cls)}
+    assert keys == list(C.JUDGE_KEYS) and set(keys) == owned
+    docs = C.field_docs(C.JudgeConfig)
+    assert "vlm: a local model folder" in docs["model"] and "openai: the served model name" in docs["model"]
+    for cls in OPTIONS.values():  # every option a critic reads says what it is
+        assert all(C.field_docs(cls).get(f.name) for f in dataclasses.fields(cls)), cls
+
+
+OLD_RECIPE = """
+judge:
+  critic: ensemble
+  combine: mean
+  frames: 8
+  image_format: jpeg
+  reward_thresholds: [-0.2, 0.3]
+  dino: /models/dino
+  members:
+    - {critic: world}
+    - {critic: openai, base_url: "http://127.0.0.1:8000/v1", model: qwen, api_key_env: VIPO_KEY, concurrency: 2}
+"""
+
+
+OLD_SNAPSHOT = """\
+critic: ensemble
+model: ''
+adapter: ''
+base_url: ''
+api_key_env: ''
+frames: 8
+frame_size: 448
+image_format: jpeg
+prompts_dir: ''
+retries: 2
+max_unparseable: 0.2
+max_tokens: 256
+temperature: 0.0
+concurrency: 4
+timeout_s: 120.0
+http_retries: 4
+backoff_s: 1.0
+batch_size: 4
+device: cpu
+trust_remote_code: false
+dtype: auto
+labels: ''
+members:
+- critic: world
+- critic: openai
+  base_url: http://127.0.0.1:8000/v1
+  model: qwen
+  api_key_env: VIPO_KEY
+  concurrency: 2
+combine: mean
+dino: /models/dino
+clip: ''
+aesthetic_clip: ''
+aesthetic_head: ''
+musiq: ''
+xclip: ''
+feature_batch: 32
+reward_base: ''
+reward_checkpoint: ''
+reward_thresholds:
+- -0.2
+- 0.3
+reward_tie_margin: 0.1
+"""
+
+
+def test_an_old_flat_recipe_loads_to_the_same_config_and_snapshot(tmp_path):
+    (tmp_path / "r.yaml").write_text(OLD_RECIPE)
+    cfg = C.load(C.RunConfig, tmp_path / "r.yaml", C.parse_overrides(["judge.max_tokens=256", "judge.device=cpu"]))
+    judge = C.to_dict(cfg.judge)
+    assert yaml.safe_dump(judge, sort_keys=False) == OLD_SNAPSHOT  # byte-identical, key order included
+    assert config_hash(judge) == config_hash(yaml.safe_load(OLD_SNAPSHOT)) == "2cd4b88d47a6998f"
+    assert json.dumps(judge, sort_keys=True) == json.dumps(yaml.safe_load(OLD_SNAPSHOT), sort_keys=True)
+
+
+def test_model_dtype_is_validated_and_old_snapshots_load(tmp_path, tiny_model_dir, tiny_family_dir):
+    for over, msg in (
+        ({"model_dtype": "fp8"}, "model_dtype must be float32 or bfloat16"),
+        ({"model_dtype": "float16"}, "model_dtype must be float32 or bfloat16 .float16 trains without"),
+        ({"model_dtype": "bfloat16"}, "model_dtype: the embedded world model loads in float32 only"),
+    ):
+        with pytest.raises(UserError, match=msg):
+            load(RunConfig, None, over)
+    with pytest.raises(UserError, match="model_dtype: the world family loads in float32 only, got 'bfloat16'"):
+        load_model(str(tiny_model_dir), dtype="bfloat16")
+    with pytest.raises(UserError, match="model_dtype must be one of float32, bfloat16, float16, got 'half'"):
+        load_model(str(tiny_family_dir("wan")), dtype="half")
+    cfg = load(RunConfig, None, {"model": str(tiny_family_dir("wan")), "model_dtype": "bfloat16"})
+    assert cfg.model_dtype == "bfloat16" and RunConfig().model_dtype == "float32"
+    assert driver.Round(cfg, tmp_path, 1, None).policy().dtype == BF16  # the loop loads in it
+    old = to_dict(RunConfig(model=cfg.model))  # a run folder started before the option existed resumes unchanged
+    del old["model_dtype"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    driver.snapshot(RunConfig(model=cfg.model), tmp_path)
+    with pytest.raises(UserError, match="model_dtype: 'float32' then, 'bfloat16' now"):
+        driver.snapshot(cfg, tmp_path)
+
+
+def test_kto_config_refuses_a_reference_point_on_fewer_than_two_rewards():
+    with pytest.raises(UserError, match="kto_kl_pool"):
+        TrainConfig(method="kto", kto_kl_pool=1).validate()
+    with pytest.raises(UserError, match="fewer than 2"):
+        TrainConfig(method="kto", kto_kl_pool=0, batch_size=1).validate()
+    TrainConfig(method="kto", kto_kl_pool=0, batch_size=8).validate()  # the old micro-batch mean, on 8 items
+    TrainConfig(method="kto", kto_kl_pool=128, batch_size=1).validate()
+    TrainConfig(method="dpo", kto_kl_pool=1, batch_size=1).validate()  # not KTO: not asked
+
+
+def test_timestep_window_is_validated():
+    from vipo.config import TrainConfig
+    from vipo.errors import UserError
+
+    for bad in ([0.5, 0.5], [0.9, 0.2], [-0.1, 1.0], [0.0, 1.5], [0.5]):
+        with pytest.raises(UserError, match="timestep_window"):
+            TrainConfig(timestep_window=bad).validate()
+    TrainConfig(timestep_window=[0.8, 1.0]).validate()

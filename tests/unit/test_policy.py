@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from tiny_families import FAMILIES, VIDEO  # tests/ is on sys.path (rootdir conftest)
+from train_helpers import _batch, _errors
 
 from vipo.cli import main
 from vipo.models import load_model
@@ -69,3 +70,25 @@ def test_merged_export_of_the_world_family(tmp_path, tiny_model_dir):
     assert np.array_equal(
         _video(load_model(str(out)), 4, 2.0), _video(policies.load_policy(str(tiny_model_dir), ckpt), 4, 2.0)
     )
+
+
+def test_round_checkpoint_reloads_to_the_trained_policy(tmp_path, tiny):
+    base = tmp_path / "base"
+    tiny.save(base)
+    model = policies.load_policy(str(base))
+    for rnd in (1, 2):
+        params = lora.attach(model, rank=4, alpha=4)
+        for p in params:
+            torch.nn.init.normal_(p, std=0.05)
+        w, _, cond = _batch(model, seed=rnd)
+        g = torch.Generator().manual_seed(rnd)
+        noise, t = torch.randn(w.shape, generator=g), model.sample_timesteps(w.shape[0], g)
+        with torch.no_grad():
+            want = _errors(model, w, cond, noise, t)
+        prev = tmp_path / f"round-{rnd - 1}" / "checkpoint" if rnd > 1 else None
+        lora.write_checkpoint(model, tmp_path / f"round-{rnd}" / "checkpoint", str(base), prev, rnd)
+        model = policies.load_policy(str(base), tmp_path / f"round-{rnd}" / "checkpoint")
+        with torch.no_grad():
+            got = _errors(model, w, cond, noise, t)
+        assert torch.allclose(got, want, atol=1e-5), rnd
+    assert policies.read_policy(tmp_path / "round-2" / "checkpoint")["adapters"] == ["lora-round-1", "lora-round-2"]

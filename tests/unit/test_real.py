@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from vipo.data.cache import LatentCache
-from vipo.data.real import EncodedRealVideos, load_clip, read_dataset
+from vipo.data.real import EncodedRealVideos, WorldRealVideos, load_clip, read_dataset
 from vipo.errors import UserError
 from vipo.io.video import write_mp4
+from vipo.world import grammar
 
 
 def _videos(folder, n=2, frames=12):
@@ -98,3 +99,16 @@ def test_real_videos_are_encoded_once_per_model(tmp_path, wan):
     assert captions == real.captions(draws[0]) and latents.shape[0] == 2
     want = wan.encode_video(load_clip(real.clips[draws[0][0]], wan.frames, wan.height, wan.width)[None])[0]
     assert torch.allclose(latents[0], want, atol=1e-5)
+
+
+def test_world_real_videos_carry_the_bases_caption_noise():
+    old = WorldRealVideos(9, 32).draw(200, 7)
+    clean = WorldRealVideos(9, 32, 0.0).draw(200, 7)
+    assert old[0] == clean[0] and (old[1] == clean[1]).all()  # 0 is the old stream, exactly
+    noisy = WorldRealVideos(9, 32, 0.3).draw(200, 7)
+    assert (noisy[1] == clean[1]).all()  # the same clips
+    truth = [grammar.parse(p) for p in clean[0]]
+    named = [grammar.parse(p) for p in noisy[0]]
+    wrong = sum(a != b for a, b in zip(truth, named)) / 200
+    assert 0.55 < wrong < 0.75  # 1 - 0.7^3 = 0.657 of captions name some attribute wrongly
+    assert not any(a in grammar.HELDOUT for a in named)  # never a held-out combination

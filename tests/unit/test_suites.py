@@ -1,27 +1,11 @@
 """Training and evaluation prompts never overlap: one file split (seeded), two files checked, VBench's extra split."""
 
 import pytest
+from suite_helpers import PROMPTS, _cfg, _file
 
 from vipo import seeds
-from vipo.config import RunConfig, build, validate_tree
 from vipo.data import suites
 from vipo.errors import UserError
-
-
-def _cfg(**data):
-    cfg = build(RunConfig, data)
-    validate_tree(cfg)
-    return cfg
-
-
-def _file(path, lines):
-    path.write_text("".join(x + "\n" for x in lines))
-    return str(path)
-
-
-PROMPTS = [
-    f"a {c} kite over a {p} at dawn" for c in ("red", "blue", "green", "yellow", "white") for p in ("beach", "lake")
-]  # 10 distinct prompts
 
 
 def test_one_file_is_split_the_same_way_every_time(tmp_path):
@@ -73,21 +57,3 @@ def test_rows_cycle_over_a_splits_prompts_with_fixed_eval_seeds():
         ("vbench-002.mp4", "c"),
     ]
     assert all(r["seed"] == seeds.eval_seed(7, r["split"], int(r["file_name"][-7:-4])) >= seeds.SPAN for r in rows)
-
-
-def test_the_metric_follows_the_suite(tmp_path):
-    from vipo.run.driver import eval_rows, metric_name
-
-    f = _file(tmp_path / "p.txt", PROMPTS)
-    cfg = _cfg(
-        prompts={"source": f},
-        judge={"critic": "pixelstats"},
-        eval={"clips_per_split": 2, "vbench": _file(tmp_path / "v.txt", ["x"])},
-    )
-    assert metric_name(cfg) == "heldout_score"
-    assert [r["split"] for r in eval_rows(cfg)] == ["heldout", "heldout", "vbench", "vbench"]
-    assert metric_name(_cfg()) == "indist_pass"  # the world as before
-    world = eval_rows(_cfg(eval={"clips_per_split": 1}))
-    assert [r["file_name"] for r in world] == ["indist-000.mp4", "heldout-000.mp4"]
-    with pytest.raises(UserError, match="heldout_fraction must be in"):
-        _cfg(eval={"heldout_fraction": 1})

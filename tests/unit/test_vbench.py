@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from cli_helpers import _clips, one_line
 
 from vipo.cli import main
 from vipo.critics import omniscore as O
@@ -83,3 +84,32 @@ def test_long_clips_noted_and_vbench_backend_one_line(tmp_path, capsys):
         assert "Traceback" not in err and "not installed" in err.splitlines()[-1]
     assert main(["eval", str(root), "--dimension", "aesthetic_quality"]) == 2
     assert main(["eval", str(tmp_path / "nowhere")]) == 2
+
+
+@pytest.mark.parametrize("content, said", [(b"", "unreadable video"), (b"\x00" * 300, "unreadable video")])
+def test_eval_dir_with_a_zero_byte_or_corrupt_mp4_is_one_line(tmp_path, capsys, content, said):
+    root = _clips(tmp_path / "v")
+    (root / "b.mp4").write_bytes(content)
+    assert main(["eval", str(root), "--quiet"]) == 2
+    err = one_line(capsys)
+    assert str(root / "b.mp4") in err and said in err
+
+
+def test_vbench_constants_in_the_aggregate():
+    from vipo.stages.vbench import final_score
+
+    means = {
+        "subject_consistency": 0.1462 + 0.8538 / 2,
+        "background_consistency": 0.2615,
+        "temporal_flickering": 1.0,
+        "motion_smoothness": 0.9975,
+        "dynamic_degree": 0.0,
+        "aesthetic_quality": 0.6,
+        "imaging_quality": 0.4,
+        "overall_consistency_xclip": 0.182,
+    }
+    got = final_score(means)
+    assert got["background_consistency"] == pytest.approx(0.0) and got["subject_consistency"] == pytest.approx(0.5)
+    quality = (0.5 + 0 + 1 + 1 + 0.6 + 0.4 + 0.5 * 0) / 6.5
+    assert got["quality score"] == pytest.approx(quality) and got["semantic score"] == pytest.approx(0.5)
+    assert got["total score"] == pytest.approx((4 * quality + 0.5) / 5)

@@ -1,4 +1,4 @@
-"""`vipo critic eval`'s measures (IPO's Table 6) against hand-computed accuracies on a fixed set."""
+"""Tests of vipo.critics.learn.accuracy."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""The annotation app's HTTP surface through FastAPI's TestClient: tokens, confinement, bounded bodies, answers."""
+"""Tests of vipo.annotate.server."""
 
 import json
 import os
@@ -6,8 +6,8 @@ import os
 import pytest
 
 pytest.importorskip("fastapi")
+from annotate_helpers import make_folder  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
-from test_annotate_export import make_folder  # noqa: E402
 
 from vipo.annotate.items import folder_items  # noqa: E402
 from vipo.annotate.server import create_app  # noqa: E402

@@ -1,69 +1,15 @@
-"""The annotation store, the export (labels, critic data, agreement, Label Studio) and its round trip through
-``vipo judge --critic human``; confined paths."""
+"""Tests of vipo.annotate.store."""
 
 import json
-import os
 
-import numpy as np
 import pytest
+from annotate_helpers import make_folder
 
-from vipo.annotate.export import ExportOptions, split_of, write_export
+from vipo.annotate.export import split_of
 from vipo.annotate.items import folder_items
-from vipo.annotate.labelstudio import read_export
 from vipo.annotate.store import Store
-from vipo.annotate.votes import Answer
 from vipo.cli import main
 from vipo.errors import UserError
-from vipo.io.paths import OutsideFolder, confined
-from vipo.io.video import write_mp4
-
-PROMPTS = ["a red circle moving left"] * 3 + ["a blue square moving up"] * 2
-
-
-def make_folder(root, prompts=PROMPTS):
-    root.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for i, p in enumerate(prompts):
-        frames = np.full((4, 16, 16, 3), 40 * i, dtype=np.uint8)
-        write_mp4(root / f"clip-{i}.mp4", frames, fps=4, upscale_to=32)
-        rows.append(json.dumps({"file_name": f"clip-{i}.mp4", "prompt": p}))
-    (root / "metadata.jsonl").write_text("\n".join(rows) + "\n")
-    return root
-
-
-def test_items_of_a_folder(tmp_path):
-    root = make_folder(tmp_path / "d")
-    items = folder_items(root)
-    pairs = [i for i in items if i.task == "pairwise"]
-    assert [p.videos for p in pairs] == [
-        ("clip-0.mp4", "clip-1.mp4"),
-        ("clip-0.mp4", "clip-2.mp4"),
-        ("clip-1.mp4", "clip-2.mp4"),
-        ("clip-3.mp4", "clip-4.mp4"),
-    ]
-    assert len([i for i in items if i.task == "pointwise"]) == 5
-    few = [i for i in folder_items(root, "pairwise", pairs_per_prompt=1, seed=3)]
-    assert len(few) == 2 and few == folder_items(root, "pairwise", pairs_per_prompt=1, seed=3)
-
-
-def test_confined_paths(tmp_path):
-    root = make_folder(tmp_path / "d")
-    (tmp_path / "secret.txt").write_text("no")
-    os.symlink(tmp_path / "secret.txt", root / "out.mp4")
-    os.symlink(root / "clip-0.mp4", root / "in.mp4")
-    assert confined(root, "in.mp4") == (root / "clip-0.mp4").resolve()
-    for bad in ("../secret.txt", "/etc/passwd", "out.mp4", "a/../../secret.txt", "~/x", "C:\\x.mp4"):
-        with pytest.raises(OutsideFolder):
-            confined(root, bad)
-    meta = root / "metadata.jsonl"
-    meta.write_text(json.dumps({"file_name": "../secret.txt", "prompt": "p"}) + "\n")
-    with pytest.raises(UserError, match=r"metadata.jsonl:1: file_name.*'\.\.'"):
-        folder_items(root)
-    # the app refuses to serve such a folder, with one line and exit 2 (before binding anything)
-    assert main(["annotate", "serve", str(root), "--port", "0"]) == 2
-    meta.write_text(json.dumps({"file_name": "out.mp4", "prompt": "p"}) + "\n")
-    assert main(["annotate", "serve", str(root), "--port", "0"]) == 2
-    assert main(["annotate", "export", str(root), "--out", str(tmp_path / "o")]) == 2  # no database yet
 
 
 def _label_three(store, root):
@@ -229,103 +175,3 @@ def test_store_assignment_export_and_human_critic(tmp_path):
     assert main(["annotate", "export", str(root), "--out", str(out), "--min-annotators", "2"]) == 0
     assert json.loads((out / "agreement.json").read_text())["questions"]["pairwise"]["motion"]["incomplete"] == 0
     assert main(["annotate", "export", str(root), "--out", str(root)]) == 2
-
-
-def test_label_studio_round_trip(tmp_path):
-    root = make_folder(tmp_path / "d")
-    items = folder_items(root)
-    out = tmp_path / "export"
-    write_export(out, root, items, [], ExportOptions())
-    cfg = (out / "label_studio" / "pairwise_config.xml").read_text()
-    assert '<Video name="video_a" value="$video_a" sync="video_b"/>' in cfg and 'name="motion_reason"' in cfg
-    import xml.etree.ElementTree as ET
-
-    for task in ("pairwise", "pointwise"):
-        ET.fromstring((out / "label_studio" / f"{task}_config.xml").read_text())  # well-formed
-    tasks = json.loads((out / "label_studio" / "pairwise_tasks.json").read_text())
-    assert tasks[0]["data"]["video_a"] == "/data/local-files/?d=d/clip-0.mp4" and len(tasks) == 4
-    # Label Studio's JSON export of those tasks (its documented shape: data + annotations[].result[] regions)
-    exported = []
-    for n, t in enumerate(tasks):
-        res = [
-            {
-                "id": f"r{d}",
-                "from_name": d,
-                "to_name": "video_a",
-                "type": "choices",
-                "value": {"choices": ["A" if n % 2 else "Tie"]},
-            }
-            for d in ("semantic", "fidelity", "motion")
-        ]
-        res += [
-            {
-                "id": f"t{d}",
-                "from_name": f"{d}_reason",
-                "to_name": "video_a",
-                "type": "textarea",
-                "value": {"text": [f"because {d}"]},
-            }
-            for d in ("semantic", "fidelity", "motion")
-        ]
-        res.append(
-            {
-                "id": "g",
-                "from_name": "tags_b",
-                "to_name": "video_b",
-                "type": "choices",
-                "value": {"choices": ["flicker"]},
-            }
-        )
-        exported.append(
-            {
-                "id": 100 + n,
-                "data": t["data"],
-                "project": 3,
-                "predictions": [],
-                "annotations": [
-                    {"id": 7, "result": res, "was_cancelled": False, "completed_by": 1, "lead_time": 3.2},
-                    {"id": 8, "result": res[:2], "was_cancelled": True, "completed_by": 2},
-                    {"id": 9, "result": res, "was_cancelled": False, "completed_by": {"id": 5, "email": "eve@lab.org"}},
-                ],
-            }
-        )
-    ls = tmp_path / "ls_export.json"
-    ls.write_text(json.dumps(exported))
-    answers = read_export(ls, {it.id: it for it in items})
-    assert len(answers) == 8 and {a.annotator for a in answers} == {"label-studio:1", "label-studio:eve@lab.org"}
-    a0 = next(a for a in answers if a.item == tasks[1]["data"]["vipo_item"])
-    assert a0.verdicts == {"semantic": "A", "fidelity": "A", "motion": "A"} and a0.tags == {"B": ["flicker"]}
-    assert a0.reasons["motion"] == "because motion" and not a0.swapped
-    # through the CLI into the folder's store, then exported
-    assert main(["annotate", "import-label-studio", str(ls), str(root)]) == 0
-    assert main(["annotate", "export", str(root), "--out", str(tmp_path / "e2"), "--min-annotators", "2"]) == 0
-    labels = [json.loads(x) for x in (tmp_path / "e2" / "labels.jsonl").read_text().splitlines()]
-    assert len(labels) == 4 and labels[1]["verdicts"]["motion"] == "A" and labels[0]["verdicts"]["motion"] == "Tie"
-    # a broken export names the task and what is missing
-    exported[0]["annotations"][0]["result"] = exported[0]["annotations"][0]["result"][1:]
-    ls.write_text(json.dumps(exported))
-    with pytest.raises(UserError, match=r"task 100, annotation 7: no choice for semantic"):
-        read_export(ls, {it.id: it for it in items})
-    exported[0]["data"]["vipo_item"] = "pairwise:x|y"
-    ls.write_text(json.dumps(exported))
-    assert main(["annotate", "import-label-studio", str(ls), str(root)]) == 2
-
-
-def test_simulated_annotators_need_no_store(tmp_path):
-    """What issue #17 does: answers made in code go through the same vote and export."""
-    root = make_folder(tmp_path / "d", PROMPTS[:2])
-    items = folder_items(root, "pointwise")
-    answers = [
-        Answer(
-            it.id,
-            f"sim{k}",
-            "pointwise",
-            {"semantic": "Good", "fidelity": "Bad", "motion": "Normal"},
-            {"semantic": "ok"},
-        )
-        for it in items
-        for k in range(3)
-    ]
-    summary = write_export(tmp_path / "o", root, items, answers, ExportOptions(min_annotators=3))
-    assert summary["critic_train_records"] == 6 and summary["labels_rows"] == 2
-    assert summary["agreement"]["pointwise"]["dimensions"]["semantic"]["percent_agreement"] == 1.0

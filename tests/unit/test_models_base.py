@@ -1,36 +1,18 @@
-"""The real families (CogVideoX, Wan, LTX) on tiny random pipelines of their exact diffusers classes: sampling,
-training steps in each objective, and adapters that a plain diffusers pipeline loads to the same videos."""
+"""Tests of vipo.models.base."""
 
-import json
-
-import diffusers
 import numpy as np
 import pytest
 import tiny_families
 import torch
-from tiny_families import FAMILIES, VIDEO  # tests/ is on sys.path (rootdir conftest)
+from family_helpers import BF16, PROMPTS, _cond, _low_precision
+from tiny_families import (  # tests/ is on sys.path (rootdir conftest)  # tests/ is on sys.path (rootdir conftest)
+    FAMILIES,
+    VIDEO,
+)
 
 from vipo import losses
 from vipo.models import detect_family, load_model
-from vipo.models import policy as policies
 from vipo.train import lora
-
-PROMPTS = ["a red circle moving left", "a blue square moving up"]
-
-
-@pytest.fixture(params=FAMILIES)
-def family(request):
-    return request.param
-
-
-@pytest.fixture()
-def model(family, tiny_family_dir):
-    return load_model(str(tiny_family_dir(family)))
-
-
-def _cond(model, prompts):
-    with torch.no_grad():
-        return model.encode_prompts(prompts)
 
 
 def test_generation_returns_latents_and_each_seed_stands_alone(tmp_path, model, family, tiny_family_dir):
@@ -79,30 +61,6 @@ def test_a_plain_diffusers_folder_generates_at_the_size_it_is_given(tmp_path, fa
     assert frames.shape == (1, 9, 32, 2 * step, 3) and model.encode_video(frames).shape == latents.shape
 
 
-def test_cogvideox_velocity_target_with_and_without_rotary_embeddings(tmp_path, tiny_family_dir):
-    """The scheduler's velocity is the losses' v target; 2B-style (sincos positions) and 5B-style (rotary)
-    transformers both train."""
-    import tiny_families
-
-    rotary = load_model(str(tiny_family_dir("cogvideox")))
-    assert rotary.pipe.transformer.config.use_rotary_positional_embeddings
-    assert type(rotary.pipe.scheduler).__name__ == "CogVideoXDPMScheduler"
-    assert rotary.pipe.scheduler.config.timestep_spacing == "trailing"
-    sched = rotary.pipe.scheduler
-    x0, noise, t = torch.randn(3, 3, 4, 4, 4), torch.randn(3, 3, 4, 4, 4), torch.tensor([0, 400, 999])
-    ac = sched.alphas_cumprod[t].float().view(-1, 1, 1, 1, 1)  # the scheduler keeps float64
-    want = losses.target("v_prediction", x0, noise, ac.sqrt(), (1 - ac).sqrt())
-    assert torch.allclose(sched.get_velocity(x0, noise, t), want, atol=1e-6)
-    tiny_families.cogvideox(rotary=False).save_pretrained(tmp_path / "plain")
-    plain = load_model(str(tmp_path / "plain"))
-    assert not plain.pipe.transformer.config.use_rotary_positional_embeddings
-    plain.frames, plain.height, plain.width = VIDEO["frames"], VIDEO["height"], VIDEO["width"]
-    for model in (rotary, plain):
-        cond = _cond(model, PROMPTS + PROMPTS[:1])
-        pred, target = model.predict_and_target(x0, cond, noise, t)
-        assert pred.shape == target.shape == x0.shape and torch.allclose(target, want, atol=1e-6)
-
-
 @pytest.mark.parametrize("method", ["dpo", "kto", "rwr"])
 def test_each_objective_lowers_its_loss_on_a_fixed_batch(model, method):
     cond1 = _cond(model, PROMPTS)
@@ -139,51 +97,21 @@ def test_each_objective_lowers_its_loss_on_a_fixed_batch(model, method):
     assert loss_now().item() < first.item() - 1e-3
 
 
-def _pipeline_video(base, adapter, prompt, seed):
-    pipe = diffusers.DiffusionPipeline.from_pretrained(str(base))
-    if isinstance(pipe, diffusers.CogVideoXPipeline):  # as IPO samples CogVideoX
-        pipe.scheduler = diffusers.CogVideoXDPMScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")
-    pipe.load_lora_weights(str(adapter))
-    extra = {"use_dynamic_cfg": True} if isinstance(pipe, diffusers.CogVideoXPipeline) else {}
-    frames = pipe(
-        prompt=prompt,
-        num_frames=VIDEO["frames"],
-        height=VIDEO["height"],
-        width=VIDEO["width"],
-        num_inference_steps=3,
-        guidance_scale=3.0,
-        generator=torch.Generator().manual_seed(seed),
-        max_sequence_length=_max_tokens(pipe),
-        output_type="np",
-        **extra,
-    ).frames
-    return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
-
-
-def _max_tokens(pipe) -> int:
-    if isinstance(pipe, diffusers.CogVideoXPipeline):
-        return pipe.transformer.config.max_text_seq_length
-    return 512 if isinstance(pipe, diffusers.WanPipeline) else 128
-
-
-def test_our_adapters_load_into_a_plain_diffusers_pipeline(tmp_path, family, tiny_family_dir):
-    """Two rounds of (random) adapters: each round's checkpoint, loaded with ``load_lora_weights``, samples the same
-    video for the same seed as our fused policy."""
-    base = tiny_family_dir(family)
-    model = load_model(str(base))
-    prompt, seed = PROMPTS[0], 7
-    for rnd in (1, 2):
-        for p in lora.attach(model, rank=4, alpha=8 * rnd):
-            torch.nn.init.normal_(p, std=0.1)
-        prev = tmp_path / f"round-{rnd - 1}" / "checkpoint" if rnd > 1 else None
-        ckpt = tmp_path / f"round-{rnd}" / "checkpoint"
-        lora.write_checkpoint(model, ckpt, str(base), prev, rnd)
-        model = policies.load_policy(str(base), ckpt)
-        ours = model.decode(model.sample(_cond(model, [prompt]), _cond(model, [""]), [seed], 3, 3.0))
-        theirs = _pipeline_video(base, ckpt, prompt, seed)
-        assert np.abs(ours.astype(int) - theirs.astype(int)).max() <= 1, rnd  # fused vs unfused: rounding only
-        base_video = _pipeline_video(base, ckpt / "lora-round-1", prompt, seed) if rnd == 2 else None
-        if base_video is not None:
-            assert np.abs(base_video.astype(int) - theirs.astype(int)).max() > 1  # round 2 is not round 1
-    meta = json.loads((tmp_path / "round-2" / "checkpoint" / "policy.json").read_text())
-    assert meta["family"] == family and meta["adapters"] == ["lora-round-1", "lora-round-2"]
+@pytest.mark.parametrize("family", FAMILIES)
+def test_bf16_weights_sample_float32_latents(family, tiny_family_dir):
+    model = load_model(str(tiny_family_dir(family)), dtype="bfloat16")
+    full = load_model(str(tiny_family_dir(family)))
+    assert model.dtype == BF16 and full.dtype == torch.float32
+    for part in ("text_encoder", "vae", "transformer"):
+        assert _low_precision(getattr(model.pipe, part)) == [], part
+    cond, uncond = _cond(model, PROMPTS), _cond(model, [""])
+    assert cond["prompt_embeds"].dtype == BF16
+    latents = model.sample(cond, uncond, [11, 12], num_steps=2, guidance=3.0)
+    want = full.sample(_cond(full, PROMPTS), _cond(full, [""]), [11, 12], num_steps=2, guidance=3.0)
+    assert latents.dtype == torch.float32 and latents.device.type == "cpu" and latents.shape == want.shape
+    # bf16 rounding, not another video: measured 0.5-1.2% (relative L2) after 2 steps on these tiny models
+    assert ((latents - want).norm() / want.norm()).item() < 0.05
+    frames = model.decode(latents)
+    assert frames.dtype == np.uint8 and frames.shape == (2, VIDEO["frames"], VIDEO["height"], VIDEO["width"], 3)
+    encoded = model.encode_video(frames)
+    assert encoded.dtype == torch.float32 and encoded.shape == latents.shape

@@ -1,11 +1,25 @@
-"""report: what a new user meets first reads right: each gallery clip says its verdict and why, a one-step training
-curve still shows its point, and no legend covers a line."""
+"""Tests of vipo.run.report."""
 
 import json
 
 import pytest
+from cli_helpers import one_line
 
+from vipo.cli import main
 from vipo.run import report
+
+
+def test_report_gallery_file_name_stays_in_the_eval_folder(tiny_run_dir, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run_dir, run)
+    meta = run / "round-0" / "eval" / "metadata.jsonl"
+    rows = [json.loads(x) for x in meta.read_text().splitlines()]
+    rows[0]["file_name"] = "../../../ledger.sqlite"
+    meta.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["report", str(run)]) == 2
+    assert f"{meta}:1: file_name: '../../../ledger.sqlite': '..' is refused" in one_line(capsys)
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,4 @@
-"""The reward critic on a tiny random VideoAlign checkpoint saved in the released layout: weights land where a
-reference (peft applying the LoRA, the head at the reward tokens) puts them, frames and patches follow Qwen2-VL's
-rules, verdicts follow the documented thresholds and margin, and it judges through `vipo judge DIR`."""
+"""Tests of vipo.critics.reward."""
 
 import json
 import math

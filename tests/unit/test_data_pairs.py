@@ -1,8 +1,19 @@
-"""data.pairs: ranking with position swap, pair selection, VideoDPO options, KTO labels."""
+"""Tests of vipo.data.pairs."""
 
 import pytest
 
 from vipo.data import pairs as P
+
+
+def test_a_prompt_with_no_consistent_verdict_gets_no_pair():
+    v = {}
+    for x, y in (("a", "b"), ("a", "c"), ("b", "c")):  # a critic that always answers "A"
+        v[(x, y)] = v[(y, x)] = "A"
+    pairs, stats = P.build_pairs({0: ["a", "b", "c"]}, v, {"a": 1.0, "b": 0.5, "c": 0.0})
+    assert pairs == [] and stats.dropped_inconsistent == 1 and stats.inconsistent == 3
+    # with no pairwise verdict asked at all (pointwise-only judging) the scores still rank the prompt
+    pairs, stats = P.build_pairs({0: ["a", "b", "c"]}, {}, {"a": 1.0, "b": 0.5, "c": 0.0})
+    assert [(p["chosen"], p["rejected"]) for p in pairs] == [("a", "c")] and stats.dropped_inconsistent == 0
 
 
 def both(verdicts, x, y, v):

@@ -1,13 +1,98 @@
-"""Prompt suites: importers on malformed files (bad lines named by line number), template expansion per seed,
-duplicate removal and length limits."""
+"""Tests of vipo.data.prompts."""
 
 import json
+import logging
 
 import pytest
+from cli_helpers import one_line
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vipo.cli import main
 from vipo.data import prompts as P
+from vipo.data.prompts import MAX_CHARS, parse_prompts
 from vipo.errors import UserError
+
+
+@pytest.mark.parametrize(
+    "data, expect",
+    [
+        (b"a red circle moving left\n\n# only comments\n", None),
+        (b"", "no prompts"),
+        (b"# nothing\n   \n", "no prompts"),
+        (b"a red circle\nblue \xff square\n", ":2: not UTF-8"),
+        (b"fine\nbad \x00 nul\n", ":2: control character"),
+    ],
+)
+def test_prompt_files(tmp_path, tiny_model_dir, capsys, data, expect):
+    path = tmp_path / "prompts.txt"
+    path.write_bytes(data)
+    rc = main(
+        [
+            "generate",
+            "--model",
+            str(tiny_model_dir),
+            "--prompts",
+            str(path),
+            "--out",
+            str(tmp_path / "g"),
+            "--steps",
+            "1",
+            "--samples-per-prompt",
+            "1",
+            "--quiet",
+        ]
+    )
+    if expect is None:
+        assert rc == 0
+        return
+    assert rc == 2
+    err = one_line(capsys)
+    assert str(path) in err and expect in err
+
+
+def test_long_prompts_are_cut_with_a_warning(caplog):
+    with caplog.at_level(logging.WARNING):
+        ((n, text),) = parse_prompts(b"\n" + b"x" * (MAX_CHARS + 50) + b"\n", "p.txt")
+    assert n == 2 and len(text) == MAX_CHARS and "p.txt:2" in caplog.text
+
+
+def test_prompts_longer_than_the_text_encoder_warn(tiny_model_dir, caplog):
+    from vipo.data.prompts import warn_long
+    from vipo.models import load_model
+
+    model = load_model(str(tiny_model_dir))
+    with caplog.at_level(logging.WARNING):
+        warn_long(model, ["a red circle " * 40])
+    assert "the text encoder reads the first" in caplog.text
+
+
+lines = st.lists(st.text(st.characters(blacklist_categories=("Cs",)), max_size=40), max_size=8)
+
+
+@settings(max_examples=200, deadline=None)
+@given(lines)
+def test_prompt_parser_properties(rows):
+    data = "\n".join(rows).encode("utf-8")
+    try:
+        out = parse_prompts(data, "p.txt")
+    except UserError as e:
+        assert str(e).startswith("p.txt")
+        return
+    text_lines = data.decode("utf-8").removeprefix("\ufeff").splitlines()
+    assert out and [n for n, _ in out] == sorted({n for n, _ in out})
+    for n, prompt in out:
+        assert prompt and prompt == prompt.strip() and not prompt.startswith("#") and len(prompt) <= MAX_CHARS
+        assert text_lines[n - 1].strip().startswith(prompt)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200))
+def test_prompt_parser_refuses_any_bytes_with_a_user_error(data):
+    try:
+        parse_prompts(data, "p.txt")
+    except UserError as e:
+        assert str(e).startswith("p.txt")
 
 
 def test_jsonl_bad_lines_reported_with_line_numbers(tmp_path):

@@ -1,4 +1,4 @@
-"""Votes, agreement and position bias against hand-computed values (vipo.annotate.votes)."""
+"""Tests of vipo.annotate.votes."""
 
 import math
 
