@@ -1,3 +1,5 @@
+"""Tests of vipo.stats: Wilson and paired (Newcombe) intervals against hand-computed values."""
+
 import math
 
 import pytest
