@@ -1,0 +1,39 @@
+"""Shared by the unit tests: a critic whose answers are a script, keyed by the prompts of the videos it is shown,
+and which records what it was asked."""
+
+import numpy as np
+
+from vipo.critics.base import DIMENSIONS, Critic, Video, format_answer
+
+
+def video(prompt: str) -> Video:
+    """A one-frame 2x2 black video; the scripted critics tell videos apart by their prompt."""
+    return Video(prompt, np.zeros((1, 2, 2, 3), np.uint8))
+
+
+def answer(*verdicts: str) -> str:
+    """A critic's text for one verdict per dimension (semantic, fidelity, motion); one verdict stands for all three."""
+    if len(verdicts) == 1:
+        verdicts = verdicts * len(DIMENSIONS)
+    return format_answer(dict(zip(DIMENSIONS, verdicts)), {d: "scripted" for d in DIMENSIONS})
+
+
+class ScriptedCritic(Critic):
+    """``point[prompt]`` and ``pair[(prompt_a, prompt_b)]``: the raw text answered (anything that does not parse
+    comes back as a CriticParseError from ``pointwise_many`` / ``pairwise_many``); ``asked`` records the questions
+    as ('point', prompt) and ('pair', prompt_a, prompt_b)."""
+
+    def __init__(self, name="scripted", point=None, pair=None, scores=None):
+        self.name, self.point, self.pair, self.scores = name, point or {}, pair or {}, scores or {}
+        self.asked = []
+
+    def answer_pointwise(self, video):
+        self.asked.append(("point", video.prompt))
+        return self.point.get(video.prompt, "no verdict")
+
+    def answer_pairwise(self, a, b):
+        self.asked.append(("pair", a.prompt, b.prompt))
+        return self.pair.get((a.prompt, b.prompt), "no verdict")
+
+    def graded_scores(self, video):
+        return dict(self.scores.get(video.prompt, {}))
