@@ -37,3 +37,33 @@ class ScriptedCritic(Critic):
 
     def graded_scores(self, video):
         return dict(self.scores.get(video.prompt, {}))
+
+
+class FakeModel:
+    """A stand-in video model for the stages: each clip is one flat grey whose level is its seed mod 200 (so a clip
+    shows which seed made it); ``calls`` records the seeds of each sampler batch and ``encoded`` the prompts."""
+
+    family, device = "fake", "cpu"
+
+    def __init__(self, frames=4, height=16, width=16):
+        self.frames, self.height, self.width = frames, height, width
+        self.calls, self.encoded = [], []
+
+    def clip_size(self):
+        return self.frames, self.height, self.width
+
+    def encode_prompts(self, prompts):
+        import torch
+
+        self.encoded.append(list(prompts))
+        return {"x": torch.tensor([[float(len(p))] for p in prompts])}
+
+    def sample(self, cond, uncond, seeds, num_steps, guidance):
+        import torch
+
+        self.calls.append(list(seeds))
+        levels = torch.tensor([float(s % 200) for s in seeds])
+        return levels.view(-1, 1, 1, 1, 1).expand(-1, self.frames, self.height, self.width, 3).clone()
+
+    def decode(self, latents):
+        return latents.numpy().astype(np.uint8)
