@@ -43,7 +43,9 @@ class FakeModel:
     """A stand-in video model for the stages: each clip is one flat grey whose level is its seed mod 200 (so a clip
     shows which seed made it); ``calls`` records the seeds of each sampler batch and ``encoded`` the prompts."""
 
-    family, device = "fake", "cpu"
+    family, device, tokenizer = "fake", "cpu", None
+    #: seeds whose latents come out NaN (a sampler that diverged)
+    nan_seeds: tuple = ()
 
     def __init__(self, frames=4, height=16, width=16):
         self.frames, self.height, self.width = frames, height, width
@@ -63,7 +65,11 @@ class FakeModel:
 
         self.calls.append(list(seeds))
         levels = torch.tensor([float(s % 200) for s in seeds])
-        return levels.view(-1, 1, 1, 1, 1).expand(-1, self.frames, self.height, self.width, 3).clone()
+        out = levels.view(-1, 1, 1, 1, 1).expand(-1, self.frames, self.height, self.width, 3).clone()
+        for i, s in enumerate(seeds):
+            if s in self.nan_seeds:
+                out[i, 0, 0, 0, 0] = float("nan")
+        return out
 
     def decode(self, latents):
-        return latents.numpy().astype(np.uint8)
+        return np.nan_to_num(latents.numpy()).astype(np.uint8)
