@@ -1,4 +1,5 @@
-"""Tests of vipo.models.base."""
+"""vipo.models.base.VideoModel's shared behaviour, on a minimal family: the clip size, a fixed-size family's one-line
+refusal of any other size, the denoiser's slot and the default hooks."""
 
 import numpy as np
 import pytest
@@ -11,8 +12,94 @@ from tiny_families import (  # tests/ is on sys.path (rootdir conftest)  # tests
 )
 
 from vipo import losses
+from vipo.errors import UserError
 from vipo.models import detect_family, load_model
+from vipo.models.base import VideoModel
 from vipo.train import lora
+
+
+class Fixed(VideoModel):
+    """A family whose network is built for 9 x 32 x 48 clips (the base class's default set_size refuses others)."""
+
+    family, parameterization, lora_targets = "fixed", "eps", ("proj",)
+    frames, height, width = 9, 32, 48
+
+    def __init__(self, net=None, pipe=None):
+        self.net = net if net is not None else torch.nn.Linear(2, 2)
+        if pipe is not None:
+            self.pipe = pipe
+
+    @property
+    def denoiser(self):
+        return self.pipe.transformer if hasattr(self, "pipe") else self.net
+
+    load = encode_prompts = sample = decode = encode_video = sample_timesteps = predict_and_target = save = None
+    train_timesteps = 1000
+
+
+def test_clip_size_is_frames_height_width():
+    assert Fixed().clip_size() == (9, 32, 48)
+
+
+def test_set_size_keeps_the_size_it_has_and_zero_means_keep():
+    m = Fixed()
+    m.set_size()
+    m.set_size(9, 32, 48)
+    m.set_size(0, 32, 0)
+    assert m.clip_size() == (9, 32, 48)
+
+
+@pytest.mark.parametrize(
+    "kw, field, value",
+    [({"frames": 17}, "frames", 17), ({"height": 64}, "height", 64), ({"frames": 9, "width": 40}, "width", 40)],
+)
+def test_any_other_size_is_refused_naming_the_field(kw, field, value):
+    with pytest.raises(UserError) as e:
+        Fixed().set_size(**kw, where="eval")
+    assert str(e.value) == (
+        f"eval.{field}={value}: the fixed model's clips are always 9 x 32 x 48 (frames x height x width); "
+        f"leave eval.{field} at 0"
+    )
+
+
+def test_the_first_wrong_field_is_named():
+    with pytest.raises(UserError, match=r"^generate\.frames=5: "):
+        Fixed().set_size(5, 7, 3)
+
+
+def test_denoiser_slot_finds_the_attribute_on_the_model_or_its_pipeline():
+    m = Fixed()
+    assert m.denoiser_slot() == (m, "net")
+
+    class Pipe:
+        pass
+
+    pipe = Pipe()
+    pipe.transformer = torch.nn.Linear(3, 3)
+    p = Fixed(pipe=pipe)
+    assert p.denoiser_slot() == (pipe, "transformer")
+    # swapping the denoiser through its slot is what a full fine-tune's checkpoint does
+    owner, name = p.denoiser_slot()
+    new = torch.nn.Linear(3, 3)
+    setattr(owner, name, new)
+    assert p.denoiser is new
+
+
+def test_a_denoiser_held_nowhere_visible_is_an_error():
+    class Hidden(Fixed):
+        @property
+        def denoiser(self):
+            return torch.nn.Linear(1, 1)  # a new module each time: held by no attribute
+
+    with pytest.raises(RuntimeError, match="Hidden: cannot find its denoiser's attribute"):
+        Hidden().denoiser_slot()
+
+
+def test_a_family_without_caches_refuses_a_cache_key():
+    m = Fixed()
+    for part in ("text", "vae"):
+        with pytest.raises(ValueError, match=f"^the fixed family caches no {part}$"):
+            m.cache_key(part)
 
 
 def test_generation_returns_latents_and_each_seed_stands_alone(tmp_path, model, family, tiny_family_dir):
