@@ -181,3 +181,16 @@ def test_a_variant_that_fails_stops_the_study_with_its_exit_code(tmp_path, monke
     with pytest.raises(UserError, match=r"^variant kto stopped with exit code 3; run the same command again"):
         A.ablate(tmp_path, ["kto", "dpo"], None, [], lambda argv: argvs.append(argv) or 3)
     assert len(argvs) == 1 and not (tmp_path / "ablation.md").exists()
+
+
+def test_under_a_launcher_only_rank_0_offers_base_evaluations(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    (tmp_path / "dpo").mkdir()
+    loaded = []
+    A.ablate(tmp_path, ["kto"], None, [], lambda argv: 0, load=loaded.append)
+    assert loaded == []  # rank 1 leaves the run folders' ledgers to rank 0
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setattr(A, "adopt_base_eval", lambda *a: False)
+    A.ablate(tmp_path, ["kto"], None, [], lambda argv: 0, load=loaded.append)
+    assert loaded == [["run", "--out", str(tmp_path / "kto"), "--method", "kto"]]
