@@ -19,24 +19,7 @@ UNIT = Path(__file__).resolve().parent / "unit"
 #: module (dotted, under vipo) -> why it has no unit test file
 EXEMPT = {
     "cli": "parses arguments and calls the layers: tested end to end in tests/integration",
-    "annotate.commands": "no unit test yet",
-    "bench.loop": "no unit test yet",
-    "bench.steps": "no unit test yet",
-    "bench.tiny": "no unit test yet",
-    "critics.agreement": "no unit test yet",
-    "critics.ensemble": "no unit test yet",
-    "critics.learn.commands": "no unit test yet",
-    "critics.learn.sft": "no unit test yet",
-    "critics.openai": "no unit test yet",
-    "critics.vlm": "no unit test yet",
-    "device": "no unit test yet",
     "errors": "two exception classes with no behaviour of their own (how the CLI prints them is tested with it)",
-    "io.hashing": "no unit test yet",
-    "models.ltx": "no unit test yet",
-    "models.wan": "no unit test yet",
-    "run.ablate": "no unit test yet",
-    "stages.evaluate": "no unit test yet",
-    "stages.generate": "no unit test yet",
 }
 
 

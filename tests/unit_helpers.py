@@ -3,7 +3,7 @@ and which records what it was asked."""
 
 import numpy as np
 
-from vipo.critics.base import DIMENSIONS, Critic, Video, format_answer
+from vipo.critics.base import DIMENSIONS, TextCritic, Video, format_answer
 
 
 def video(prompt: str) -> Video:
@@ -18,7 +18,7 @@ def answer(*verdicts: str) -> str:
     return format_answer(dict(zip(DIMENSIONS, verdicts)), {d: "scripted" for d in DIMENSIONS})
 
 
-class ScriptedCritic(Critic):
+class ScriptedCritic(TextCritic):
     """``point[prompt]`` and ``pair[(prompt_a, prompt_b)]``: the raw text answered (anything that does not parse
     comes back as a CriticParseError from ``pointwise_many`` / ``pairwise_many``); ``asked`` records the questions
     as ('point', prompt) and ('pair', prompt_a, prompt_b)."""

@@ -5,7 +5,7 @@ import pytest
 from unit_helpers import ScriptedCritic, answer, video
 
 from vipo import config as C
-from vipo.critics.base import CriticParseError, parse_pairwise, parse_pointwise
+from vipo.critics.base import CriticParseError
 from vipo.critics.ensemble import EnsembleCritic
 from vipo.errors import UserError
 
@@ -108,11 +108,13 @@ def test_each_member_is_asked_every_question_once_in_a_batch():
     assert [c.asked for c in m] == [[("point", "v"), ("point", "w"), ("point", "v")]] * 2
 
 
-def test_answer_text_is_the_combined_verdict_in_the_common_format():
+def test_one_question_is_a_batch_of_one_with_the_members_raw_text():
     e = EnsembleCritic(members(answer("Good", "Bad", "Good"), answer("Good", "Bad", "Bad")), "vote")
-    assert parse_pointwise(e.answer_pointwise(V)).labels == {"semantic": "Good", "fidelity": "Bad", "motion": "Normal"}
+    p = e.pointwise(V)
+    assert p.labels == {"semantic": "Good", "fidelity": "Bad", "motion": "Normal"}
+    assert p.raw.startswith("[m0]\n") and "\n\n[m1]\n" in p.raw
     e = EnsembleCritic(members(answer("A", "B", "Tie"), answer("A", "B", "A")), "vote")
-    assert parse_pairwise(e.answer_pairwise(V, W)).verdicts == {"semantic": "A", "fidelity": "B", "motion": "Tie"}
+    assert e.pairwise(V, W).verdicts == {"semantic": "A", "fidelity": "B", "motion": "Tie"}
 
 
 def test_unreadable_names_the_first_member_that_cannot_read_the_prompt():

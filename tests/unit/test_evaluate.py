@@ -60,12 +60,6 @@ def test_summarize_rates_scores_and_intervals_on_known_judgments():
     assert held["n"] == 1 and "unparseable" not in held and held["semantic_good"] == 0.0 and held["score"] == 0.5
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: summarize() takes a missing graded score as 0.0 (src/vipo/stages/evaluate.py, "
-    "r['scores'].get(dim, 0.0)); docs/evaluation.md and Pointwise.overall say the label's score "
-    "(Good 1 / Normal 0.5 / Bad 0), so an LLM or human critic's *_score is always 0",
-)
 def test_summarize_scores_a_clip_without_graded_scores_by_its_labels():
     # a critic that only labels (openai, vlm, human): Good 1, Normal 0.5, Bad 0
     out = summarize([row("indist", ("Good", "Normal", "Bad")), row("indist", ("Good", "Good", "Normal"))])

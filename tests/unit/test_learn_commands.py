@@ -53,11 +53,6 @@ def test_a_config_of_bare_keys_and_prefixed_sets(tmp_path):
     assert (cfg.epochs, cfg.fraction) == (5.0, 0.25)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="commands.py:25: once one --set key carries the critic_train. prefix, the bare --set keys are dropped "
-    "(over is replaced by its critic_train section), so --set lr=0.25 loses to the config's lr",
-)
 def test_bare_and_prefixed_sets_both_count(recipe):
     cfg = C.train_config(recipe, ["lr=0.25", "critic_train.seed=3"], {})
     assert (cfg.lr, cfg.seed) == (0.25, 3)

@@ -23,7 +23,8 @@ def train_config(config: str | None, sets: list[str], flags: dict):
     if isinstance(data.get("critic_train"), dict):
         data = data["critic_train"]
     over = parse_overrides(sets)
-    over = over.get("critic_train", over) if isinstance(over.get("critic_train"), dict) else over
+    if isinstance(over.get("critic_train"), dict):  # `--set critic_train.lr=...` and `--set lr=...` both count
+        over = merge({k: v for k, v in over.items() if k != "critic_train"}, over["critic_train"])
     over.update({k: v for k, v in flags.items() if v is not None})
     cfg = build(CriticTrainConfig, merge(data, over), "critic_train")
     validate_tree(cfg, "critic_train.")
