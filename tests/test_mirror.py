@@ -118,3 +118,12 @@ def test_the_checker_sees_strays_missing_and_stale_exemptions(tmp_path):
         "vipo.y has no tests/unit/test_y.py (write it, or add it to EXEMPT with a reason)",
         "EXEMPT names 'x', which is no module of src/vipo",
     ]
+
+
+def test_no_two_test_files_share_a_name():
+    """pytest imports test files by their base name (no packages under tests/): two of one name across tests/unit,
+    tests/integration and tests/faults stop the suite at collection ("import file mismatch")."""
+    seen: dict[str, list[str]] = {}
+    for path in sorted(UNIT.parent.rglob("test_*.py")):
+        seen.setdefault(path.name, []).append(str(path.relative_to(UNIT.parent)))
+    assert {k: v for k, v in seen.items() if len(v) > 1} == {}

@@ -9,7 +9,7 @@ import torch
 
 from tests.critic_helpers import tiny_qwen2_vl
 from vipo.cli import main
-from vipo.critics.learn import data as D
+from vipo.critics.learn import data as learn_data
 from vipo.io.video import write_mp4
 from vipo.world import grammar, render
 
@@ -72,7 +72,7 @@ def test_vlm_critic_trains_and_its_adapter_answers_through_vipo_judge(tmp_path, 
                     reasons=[],
                 )
             )
-    D.write_records(data / "critic_train.jsonl", records)
+    learn_data.write_records(data / "critic_train.jsonl", records)
     (data / "videos" / "metadata.jsonl").write_text("".join(json.dumps(m) + "\n" for m in meta))
     out = tmp_path / "critic"
     shared = ["--set", "frames=2", "--set", "frame_size=56", "--set", f"prompts_dir={tpl}", "--set", "device=cpu"]
@@ -169,11 +169,13 @@ def test_a_run_labelled_by_a_learned_world_critic_and_evaluated_by_the_world_jud
     """The loop's machinery with `judge.critic: learned` (here an untrained network: the point is the plumbing;
     docs/results.md has trained ones) and the exact world judge evaluating (`eval.critic: world`)."""
     from tests.critic_helpers import check_round, run_one_round
-    from vipo.critics.learn import worldnet as W
+    from vipo.critics.learn import worldnet
 
     critic = tmp_path / "critic"
     torch.manual_seed(0)
-    W.save(W.WorldCriticNet(W.NetConfig(width=4, keypoints=2, hidden=8)), critic, {"note": "untrained"})
+    worldnet.save(
+        worldnet.WorldCriticNet(worldnet.NetConfig(width=4, keypoints=2, hidden=8)), critic, {"note": "untrained"}
+    )
     out = tmp_path / "run"
     assert (
         main(run_one_round(tiny_model_dir, out, "judge.critic=learned", f"judge.model={critic}", "eval.critic=world"))

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from vipo.annotate import commands as C
+from vipo.annotate import commands
 from vipo.annotate.store import DB_NAME, Store
 from vipo.annotate.votes import Answer
 from vipo.errors import UserError
@@ -27,31 +27,31 @@ def folder(root, prompts=("a red circle", "a red circle", "a blue square")):
 
 def test_a_store_needs_the_folder_or_the_database():
     with pytest.raises(UserError, match=r"^annotate: give the folder \(--dir DIR\) or the database \(--db PATH\)$"):
-        C._store(None, None)
+        commands._store(None, None)
 
 
 def test_a_store_refuses_a_folder_that_is_not_one(tmp_path):
     (tmp_path / "f").write_text("")
     with pytest.raises(UserError, match=rf"^annotate: {tmp_path / 'f'}: not a folder$"):
-        C._store(str(tmp_path / "f"), None)
+        commands._store(str(tmp_path / "f"), None)
 
 
 def test_the_store_is_in_the_folder_unless_a_database_is_named(tmp_path):
-    assert C._store(str(tmp_path), None).path == tmp_path / DB_NAME
-    assert C._store(str(tmp_path), str(tmp_path / "x.sqlite")).path == tmp_path / "x.sqlite"
-    assert C._store(None, str(tmp_path / "y.sqlite")).path == tmp_path / "y.sqlite"
+    assert commands._store(str(tmp_path), None).path == tmp_path / DB_NAME
+    assert commands._store(str(tmp_path), str(tmp_path / "x.sqlite")).path == tmp_path / "x.sqlite"
+    assert commands._store(None, str(tmp_path / "y.sqlite")).path == tmp_path / "y.sqlite"
 
 
 def test_a_store_that_must_exist_is_not_created(tmp_path):
     with pytest.raises(
         UserError, match=rf"^annotate: {tmp_path / DB_NAME}: no annotation database \(run `vipo annotate serve`"
     ):
-        C._store(str(tmp_path), None, must_exist=True)
+        commands._store(str(tmp_path), None, must_exist=True)
     assert not (tmp_path / DB_NAME).exists()
 
 
 def test_add_user_prints_a_token_that_authenticates_once_stored(tmp_path, capsys):
-    assert C.add_user("  ann ", str(tmp_path), None, admin=True, reset=False) == 0
+    assert commands.add_user("  ann ", str(tmp_path), None, admin=True, reset=False) == 0
     out, err = capsys.readouterr()
     assert out.startswith("user ann (admin): token ") and out.count("\n") == 1
     token = out.split("token ", 1)[1].strip()
@@ -59,7 +59,7 @@ def test_add_user_prints_a_token_that_authenticates_once_stored(tmp_path, capsys
     user = Store(tmp_path / DB_NAME).authenticate(token)
     assert user.name == "ann" and user.admin
     # a reset gives a new token; the old one stops working
-    C.add_user("ann", str(tmp_path), None, admin=False, reset=True)
+    commands.add_user("ann", str(tmp_path), None, admin=False, reset=True)
     new = capsys.readouterr().out.split("token ", 1)[1].strip()
     assert new != token and Store(tmp_path / DB_NAME).authenticate(token) is None
     assert Store(tmp_path / DB_NAME).authenticate(new).name == "ann"
@@ -76,7 +76,7 @@ def served(monkeypatch):
 
 
 def serve(root, k=2, seed=0, pairs=None, task="both", ttl=60.0):
-    return C.serve(str(root), None, task, k, pairs, seed, "127.0.0.1", 0, ttl, 1000)
+    return commands.serve(str(root), None, task, k, pairs, seed, "127.0.0.1", 0, ttl, 1000)
 
 
 def test_serve_syncs_the_items_and_hands_the_store_to_the_server(tmp_path, served, capsys):
@@ -154,12 +154,12 @@ def exported(tmp_path, monkeypatch):
         calls.append((out, r, opts))
         return json.loads(json.dumps(SUMMARY))
 
-    monkeypatch.setattr(C, "write_export", write_export)
+    monkeypatch.setattr(commands, "write_export", write_export)
     return root, calls
 
 
 def export(root, out, min_annotators=None, copy=False):
-    return C.export(str(root), str(out), None, min_annotators, 0.2, 8, "prompts", "http://ls", copy)
+    return commands.export(str(root), str(out), None, min_annotators, 0.2, 8, "prompts", "http://ls", copy)
 
 
 def test_export_needs_k_annotators_by_default_and_links_the_videos(tmp_path, exported):
@@ -195,7 +195,7 @@ def test_export_prints_the_counts_agreement_and_position_bias(tmp_path, exported
 def test_export_without_ab_choices_prints_no_position_bias(tmp_path, exported, capsys):
     root, _ = exported
     none = {**SUMMARY, "position_bias": {"all": {"left": 0, "right": 0, "left_share": {"rate": float("nan")}}}}
-    C.write_export = lambda *a: none  # (monkeypatched by the fixture: restored after the test)
+    commands.write_export = lambda *a: none  # (monkeypatched by the fixture: restored after the test)
     export(root, tmp_path / "o")
     assert "position bias" not in capsys.readouterr().out
 
@@ -229,7 +229,7 @@ def test_import_adds_only_the_labelled_items_and_their_answers(tmp_path, monkeyp
     monkeypatch.setattr(
         "vipo.annotate.labelstudio.read_export", lambda path, items: seen.append((path, items)) or answers
     )
-    assert C.import_label_studio("ls.json", str(root), None, "both", None, 0) == 0
+    assert commands.import_label_studio("ls.json", str(root), None, "both", None, 0) == 0
     ((path, items),) = seen
     assert path == "ls.json" and len(items) == 4 and all(k == it.id for k, it in items.items())
     store = Store(root / DB_NAME)

@@ -11,7 +11,7 @@ import yaml
 from cli_helpers import one_line
 from family_helpers import BF16
 
-from vipo import config as C
+from vipo import config
 from vipo.cli import main
 from vipo.config import RunConfig, TrainConfig, load, to_dict
 from vipo.critics.learn.train import CriticTrainConfig
@@ -25,17 +25,17 @@ from vipo.train.state import config_hash
 @pytest.mark.parametrize(
     "cls, kwargs, field",
     [
-        (C.TrainConfig, {"beta": -1.0}, "beta"),
-        (C.TrainConfig, {"method": "ppo"}, "method"),
-        (C.GenerateConfig, {"num_steps": 0}, "num_steps"),
-        (C.GenerateConfig, {"guidance": 0.5}, "guidance"),
-        (C.JudgeConfig, {"critic": "oracle"}, "oracle"),
-        (C.JudgeConfig, {"critic": "openai"}, "base_url"),
-        (C.PairsConfig, {"filter_ratio": 1.0}, "filter_ratio"),
-        (C.EvalConfig, {"metric": "pass"}, "metric"),
-        (C.PromptConfig, {"phrasing": "poetic"}, "phrasing"),
-        (C.PretrainConfig, {"side": 36}, "side"),
-        (C.RunConfig, {"rounds": 0}, "rounds"),
+        (config.TrainConfig, {"beta": -1.0}, "beta"),
+        (config.TrainConfig, {"method": "ppo"}, "method"),
+        (config.GenerateConfig, {"num_steps": 0}, "num_steps"),
+        (config.GenerateConfig, {"guidance": 0.5}, "guidance"),
+        (config.JudgeConfig, {"critic": "oracle"}, "oracle"),
+        (config.JudgeConfig, {"critic": "openai"}, "base_url"),
+        (config.PairsConfig, {"filter_ratio": 1.0}, "filter_ratio"),
+        (config.EvalConfig, {"metric": "pass"}, "metric"),
+        (config.PromptConfig, {"phrasing": "poetic"}, "phrasing"),
+        (config.PretrainConfig, {"side": 36}, "side"),
+        (config.RunConfig, {"rounds": 0}, "rounds"),
         (CriticTrainConfig, {"fraction": 2.0}, "fraction"),
     ],
 )
@@ -49,10 +49,10 @@ def test_a_section_made_in_python_is_checked(cls, kwargs, field):
 
 def test_a_nested_error_names_its_path_once():
     with pytest.raises(UserError) as e:
-        C.build(C.RunConfig, {"train": {"beta": -1}})
+        config.build(config.RunConfig, {"train": {"beta": -1}})
     assert str(e.value) == "train.beta must be > 0, got -1.0"
     with pytest.raises(UserError) as e:
-        C.load(C.RunConfig, overrides=C.parse_overrides(["eval.critic=openai"]))
+        config.load(config.RunConfig, overrides=config.parse_overrides(["eval.critic=openai"]))
     assert str(e.value) == "eval.critic: the openai critic needs base_url and model"
 
 
@@ -60,15 +60,15 @@ def test_yaml_meets_the_same_checks(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text("generate:\n  guidance: 0.5\n")
     with pytest.raises(UserError, match="generate.guidance must be >= 1"):
-        C.load(C.RunConfig, path)
+        config.load(config.RunConfig, path)
 
 
 def test_samples_per_prompt_is_a_run_rule_not_a_sampling_rule():
-    C.GenerateConfig(samples_per_prompt=1)  # standalone inference may draw one video per prompt
+    config.GenerateConfig(samples_per_prompt=1)  # standalone inference may draw one video per prompt
     with pytest.raises(UserError, match="generate.samples_per_prompt must be at least 3"):
-        C.RunConfig(generate=C.GenerateConfig(samples_per_prompt=2))
+        config.RunConfig(generate=config.GenerateConfig(samples_per_prompt=2))
     with pytest.raises(UserError, match="samples_per_prompt must be > 0"):
-        C.GenerateConfig(samples_per_prompt=0)
+        config.GenerateConfig(samples_per_prompt=0)
 
 
 @pytest.mark.parametrize(
@@ -101,10 +101,10 @@ def test_vipo_config_prints_each_option_with_its_default_and_docs(capsys):
     assert "[generate]" not in out
     assert main(["config"]) == 0
     out = capsys.readouterr().out
-    for section in C.sections():
+    for section in config.sections():
         assert f"[{section}] " in out
     assert "  rounds: 3\n      IPO rounds" in out and "  judge.critic: world\n" in out
-    doc = C.field_docs(C.EvalConfig)["metric"]
+    doc = config.field_docs(config.EvalConfig)["metric"]
     assert " ".join(doc.split())[:60] in " ".join(out.split())  # every field's docstring, unwrapped
     assert main(["config", "trian"]) == 2
     assert "unknown config section 'trian' (known: run, prompts" in capsys.readouterr().err
@@ -152,7 +152,7 @@ RECIPES = [
 
 @pytest.mark.parametrize("name,model,method", RECIPES)
 def test_gpu_recipes_validate_and_are_documented(name, model, method, monkeypatch):
-    cfg = C.load(C.RunConfig, ROOT / "configs" / name)  # validation only: nothing is downloaded
+    cfg = config.load(config.RunConfig, ROOT / "configs" / name)  # validation only: nothing is downloaded
     assert (cfg.model, cfg.train.method, cfg.device) == (model, method, "cuda")
     assert cfg.train.mixed_precision == "bf16" and cfg.train.gradient_checkpointing
     assert cfg.model_dtype == "bfloat16"  # frozen weights in bf16 (docs/models.md: memory)
@@ -221,13 +221,13 @@ def test_remote_code_is_off_by_default():
 
 
 def test_the_flat_judge_config_is_the_union_of_the_critics_options():
-    keys = [f.name for f in dataclasses.fields(C.JudgeConfig)]
+    keys = [f.name for f in dataclasses.fields(config.JudgeConfig)]
     owned = {f.name for cls in [COMMON, *OPTIONS.values()] for f in dataclasses.fields(cls)}
-    assert keys == list(C.JUDGE_KEYS) and set(keys) == owned
-    docs = C.field_docs(C.JudgeConfig)
+    assert keys == list(config.JUDGE_KEYS) and set(keys) == owned
+    docs = config.field_docs(config.JudgeConfig)
     assert "vlm: a local model folder" in docs["model"] and "openai: the served model name" in docs["model"]
     for cls in OPTIONS.values():  # every option a critic reads says what it is
-        assert all(C.field_docs(cls).get(f.name) for f in dataclasses.fields(cls)), cls
+        assert all(config.field_docs(cls).get(f.name) for f in dataclasses.fields(cls)), cls
 
 
 OLD_RECIPE = """
@@ -293,8 +293,10 @@ reward_tie_margin: 0.1
 
 def test_an_old_flat_recipe_loads_to_the_same_config_and_snapshot(tmp_path):
     (tmp_path / "r.yaml").write_text(OLD_RECIPE)
-    cfg = C.load(C.RunConfig, tmp_path / "r.yaml", C.parse_overrides(["judge.max_tokens=256", "judge.device=cpu"]))
-    judge = C.to_dict(cfg.judge)
+    cfg = config.load(
+        config.RunConfig, tmp_path / "r.yaml", config.parse_overrides(["judge.max_tokens=256", "judge.device=cpu"])
+    )
+    judge = config.to_dict(cfg.judge)
     assert yaml.safe_dump(judge, sort_keys=False) == OLD_SNAPSHOT  # byte-identical, key order included
     assert config_hash(judge) == config_hash(yaml.safe_load(OLD_SNAPSHOT)) == "2cd4b88d47a6998f"
     assert json.dumps(judge, sort_keys=True) == json.dumps(yaml.safe_load(OLD_SNAPSHOT), sort_keys=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vipo import config as C
+from vipo import config
 from vipo.critics import CRITICS, critic_class
 from vipo.critics.options import OPTIONS
 
@@ -13,4 +13,4 @@ from vipo.critics.options import OPTIONS
 def test_each_registered_critic_is_its_class_with_its_options(name):
     cls = critic_class(name)
     assert cls.name == name and cls.Options is OPTIONS[name]
-    assert list(CRITICS) == list(OPTIONS) == list(C.CRITICS)
+    assert list(CRITICS) == list(OPTIONS) == list(config.CRITICS)

@@ -8,7 +8,7 @@ from learned_helpers import one_thread  # noqa: F401
 from vipo.critics import base
 from vipo.critics.base import Video
 from vipo.critics.world import WorldCritic
-from vipo.data import pairs as P
+from vipo.data import pairs as data_pairs
 from vipo.world import grammar, render
 
 
@@ -24,7 +24,7 @@ def test_world_critic_answers_both_kinds_consistently():
     assert pg.overall > pb.overall
     ab, ba = c.pairwise(good, bad), c.pairwise(bad, good)
     assert ab.verdicts["semantic"] == "A" and ba.verdicts["semantic"] == "B"
-    assert P.consistent_verdict(ab.overall, ba.overall) == "A"
+    assert data_pairs.consistent_verdict(ab.overall, ba.overall) == "A"
     assert "semantic: A" in ab.raw
 
 

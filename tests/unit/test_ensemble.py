@@ -4,7 +4,7 @@ do not parse left out, and members built from the ensemble's judge options."""
 import pytest
 from unit_helpers import ScriptedCritic, answer, video
 
-from vipo import config as C
+from vipo import config
 from vipo.critics.base import CriticParseError
 from vipo.critics.ensemble import EnsembleCritic
 from vipo.errors import UserError
@@ -128,7 +128,7 @@ def test_unreadable_names_the_first_member_that_cannot_read_the_prompt():
 
 
 def test_members_are_built_over_the_ensembles_own_options():
-    cfg = C.JudgeConfig(
+    cfg = config.JudgeConfig(
         critic="ensemble",
         base_url="http://h/v1",
         model="judge",
@@ -154,5 +154,5 @@ def test_members_are_built_over_the_ensembles_own_options():
 )
 def test_bad_members_are_refused_in_one_line(members_, message):
     with pytest.raises(UserError) as e:
-        EnsembleCritic.from_config(C.JudgeConfig(critic="ensemble", members=members_))
+        EnsembleCritic.from_config(config.JudgeConfig(critic="ensemble", members=members_))
     assert message in str(e.value) and "\n" not in str(e.value)

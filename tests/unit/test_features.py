@@ -13,7 +13,7 @@ from tiny_families import tokenizer  # tests/ is on sys.path (rootdir conftest)
 
 from vipo.cli import main
 from vipo.config import JudgeConfig
-from vipo.critics import omniscore as O
+from vipo.critics import omniscore
 from vipo.critics.base import Video
 from vipo.critics.features import FeatureModels, aesthetic_layers, middle_indices
 from vipo.errors import UserError
@@ -38,19 +38,21 @@ CHANGING = RNG.integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """Tiny random DINO-like ViT, CLIP and X-CLIP folders (save_pretrained, no downloads) and a linear head."""
-    import transformers as T
+    import transformers
 
     root = tmp_path_factory.mktemp("features")
     torch.manual_seed(0)
     small = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=24)
-    T.ViTModel(T.ViTConfig(image_size=32, patch_size=8, **small)).save_pretrained(root / "dino")
-    T.ViTImageProcessor(
+    transformers.ViTModel(transformers.ViTConfig(image_size=32, patch_size=8, **small)).save_pretrained(root / "dino")
+    transformers.ViTImageProcessor(
         size={"height": 32, "width": 32}, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]
     ).save_pretrained(root / "dino")
     text = dict(vocab_size=50, max_position_embeddings=77, **small)
-    processor = T.CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    T.CLIPModel(
-        T.CLIPConfig(text_config=text, vision_config=dict(image_size=32, patch_size=8, **small), projection_dim=PROJ)
+    processor = transformers.CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    transformers.CLIPModel(
+        transformers.CLIPConfig(
+            text_config=text, vision_config=dict(image_size=32, patch_size=8, **small), projection_dim=PROJ
+        )
     ).save_pretrained(root / "clip")
     processor.save_pretrained(root / "clip")
     vision = dict(
@@ -63,8 +65,8 @@ def models(tmp_path_factory):
         mit_num_attention_heads=2,
         **small,
     )
-    T.XCLIPModel(
-        T.XCLIPConfig(
+    transformers.XCLIPModel(
+        transformers.XCLIPConfig(
             text_config=text, vision_config=vision, projection_dim=PROJ, prompt_layers=1, prompt_num_attention_heads=2
         )
     ).save_pretrained(root / "xclip")
@@ -89,13 +91,13 @@ def judge(models, **over):
 
 
 def test_consistency_formula_by_hand():
-    assert O.feature_consistency(np.ones((4, 3))) == pytest.approx(1.0, abs=1e-12)
+    assert omniscore.feature_consistency(np.ones((4, 3))) == pytest.approx(1.0, abs=1e-12)
     # f1 at 45 degrees to f0; f2 opposite to f0 (negative cosines clip at 0)
     f = np.array([[1.0, 0.0], [1.0, 1.0], [-1.0, 0.0]])
     i1 = (np.sqrt(0.5) + np.sqrt(0.5)) / 2
     i2 = (0.0 + 0.0) / 2  # cos(f2, f1) = -0.707 -> 0, cos(f2, f0) = -1 -> 0
-    assert O.feature_consistency(f) == pytest.approx((i1 + i2) / 2)
-    assert O.feature_consistency(f[:1]) == 1.0
+    assert omniscore.feature_consistency(f) == pytest.approx((i1 + i2) / 2)
+    assert omniscore.feature_consistency(f[:1]) == 1.0
     assert middle_indices(16, 8) == [0, 2, 4, 6, 8, 10, 12, 14] and middle_indices(3, 8) == [0, 1, 2] + [2] * 5
 
 
@@ -118,12 +120,12 @@ def test_static_clip_is_consistent_and_changing_one_less(models):
 
 
 def test_aesthetic_head_known_value(models):
-    import transformers as T
+    import transformers
 
     fm = FeatureModels(judge(models, feature_batch=2))  # batches of 2 frames: the result must not depend on it
     got = fm.measure(CHANGING, "x", only={"aesthetic_quality"})["aesthetic_quality"]
     # by hand: 32x32 frames need no resize or crop for a 32-pixel CLIP, only CLIP's mean and std
-    clip = T.CLIPModel.from_pretrained(models["clip"])
+    clip = transformers.CLIPModel.from_pretrained(models["clip"])
     mean, std = torch.tensor(O_MEAN).view(1, 3, 1, 1), torch.tensor(O_STD).view(1, 3, 1, 1)
     x = (torch.from_numpy(CHANGING).permute(0, 3, 1, 2).float() / 255 - mean) / std
     with torch.no_grad():
@@ -206,12 +208,12 @@ def test_imaging_quality_needs_pyiqa(models, monkeypatch):
 
 def test_critic_with_and_without_model_paths(models, caplog):
     with caplog.at_level(logging.WARNING):
-        bare = O.OmniScoreCritic()
-    for k in O.NEEDS_WEIGHTS:
+        bare = omniscore.OmniScoreCritic()
+    for k in omniscore.NEEDS_WEIGHTS:
         assert k in caplog.text  # each skipped dimension is named
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        c = O.OmniScoreCritic(judge(models))
+        c = omniscore.OmniScoreCritic(judge(models))
     skipped = caplog.text.split("skipping", 1)[1]
     assert "imaging_quality" in skipped and "overall_consistency (needs ViCLIP" in skipped
     assert "subject_consistency" not in skipped and "stand-in" in caplog.text
@@ -220,7 +222,7 @@ def test_critic_with_and_without_model_paths(models, caplog):
     assert {"subject_consistency", "background_consistency", "aesthetic_quality", "overall_consistency_xclip"} <= set(
         m["raw"]
     )
-    assert m["total"] == pytest.approx(O.omniscore(O.normalized(m["raw"])))
+    assert m["total"] == pytest.approx(omniscore.omniscore(omniscore.normalized(m["raw"])))
     assert m["dims"]["semantic"] is not None and "subject_consistency=" in c.pointwise(video).raw
     assert bare.measure(video)["dims"]["semantic"] is None
     assert c.pairwise(Video("a red circle", STATIC), video).overall in ("A", "B", "Tie")
@@ -240,7 +242,7 @@ def test_vipo_eval_measures_given_models_and_names_the_skipped(models, tmp_path,
     root = folder(tmp_path, [STATIC, CHANGING[:3]])
     assert main(["eval", str(root), "--out", str(tmp_path / "bare")]) == 0
     bare = json.loads((tmp_path / "bare" / "vipo_final_score.json").read_text())
-    assert bare["measured"] == list(O.MEASURES) and set(bare["skipped"]) == set(O.NEEDS_WEIGHTS)
+    assert bare["measured"] == list(omniscore.MEASURES) and set(bare["skipped"]) == set(omniscore.NEEDS_WEIGHTS)
     assert "skipping subject_consistency" in capsys.readouterr().err
     (tmp_path / "judge.yaml").write_text(f"judge:\n  critic: omniscore\n  clip: {models['clip']}\n")
     argv = [
@@ -276,8 +278,8 @@ def test_vipo_eval_measures_given_models_and_names_the_skipped(models, tmp_path,
         (4 * rows[0]["video_results"] + 2 * rows[1]["video_results"]) / 6
     )
     assert score["raw"]["background_consistency"] == pytest.approx(res["background_consistency"][0])
-    norm = O.normalized({k: v for k, v in score["raw"].items()})
-    assert score["quality score"] == pytest.approx(O.vbench_scores(norm)["quality"])
+    norm = omniscore.normalized({k: v for k, v in score["raw"].items()})
+    assert score["quality score"] == pytest.approx(omniscore.vbench_scores(norm)["quality"])
     assert score["total score"] == pytest.approx((4 * score["quality score"] + score["semantic score"]) / 5)
     # a dimension asked for without its model, and a missing path: one line each
     assert main(["eval", str(root), "--dimension", "subject_consistency"]) == 2

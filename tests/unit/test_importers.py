@@ -7,7 +7,7 @@ import pytest
 from record_helpers import clip
 
 from vipo.cli import main
-from vipo.critics.learn import data as D
+from vipo.critics.learn import data as learn_data
 from vipo.critics.learn import importers
 from vipo.errors import UserError
 
@@ -48,7 +48,7 @@ def test_import_lift_hra_layouts(tmp_path):
     (root / "LiFT-HRA-data.json").write_text(json.dumps(items))
     out = tmp_path / "data" / "lift.jsonl"
     importers.lift(root / "LiFT-HRA-data.json", out, test_fraction=0.0)
-    recs = D.read_records(out)
+    recs = learn_data.read_records(out)
     assert [(r.dimension, r.verdict, r.reasons) for r in recs] == [
         ("semantic", "Bad", ["The circle is blue."]),
         ("motion", "Normal", ["Slight jitter."]),
@@ -111,7 +111,7 @@ def test_import_videogen_rewardbench_csv(tmp_path):
         )
     out = tmp_path / "vgrb.jsonl"
     importers.videogen_rewardbench(root / "videogen-rewardbench.csv", out)
-    recs = D.read_records(out)
+    recs = learn_data.read_records(out)
     assert {(r.dimension, r.verdict) for r in recs} == {("fidelity", "A"), ("motion", "Tie"), ("semantic", "B")}
     assert all(r.task == "pairwise" and len(r.videos) == 2 and r.videos[0].endswith("kling1.5_00103.mp4") for r in recs)
     text = (root / "videogen-rewardbench.csv").read_text().replace(",same,", ",maybe,")
@@ -148,5 +148,5 @@ def test_import_world_judgments_through_the_cli(tmp_path, capsys):
         == 0
     )
     assert "24 records (24 train, 0 test)" in capsys.readouterr().out  # (4 videos + 2 pairs x 2 orders) x 3
-    recs = D.read_records(tmp_path / "d" / "w.jsonl")
+    recs = learn_data.read_records(tmp_path / "d" / "w.jsonl")
     assert sum(r.task == "pairwise" for r in recs) == 12 and recs[0].videos[0].startswith("../videos/")

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from vipo.critics.learn import commands as C
+from vipo.critics.learn import commands
 from vipo.errors import UserError
 
 RECORD = {
@@ -34,12 +34,12 @@ def recipe(tmp_path):
 
 
 def test_defaults_without_config_sets_or_flags():
-    cfg = C.train_config(None, [], {})
+    cfg = commands.train_config(None, [], {})
     assert (cfg.arch, cfg.split, cfg.epochs, cfg.lr, cfg.grad_accum, cfg.seed) == ("auto", "train", 0.0, 0.0, 8, 0)
 
 
 def test_a_config_section_then_sets_then_flags(recipe):
-    cfg = C.train_config(recipe, ["lr=0.25", "seed=2"], {"seed": 3, "batch_size": 4, "model": None})
+    cfg = commands.train_config(recipe, ["lr=0.25", "seed=2"], {"seed": 3, "batch_size": 4, "model": None})
     assert cfg.epochs == 2.0  # the config's
     assert cfg.lr == 0.25  # --set over the config
     assert cfg.seed == 3 and cfg.batch_size == 4  # a flag over both
@@ -49,12 +49,12 @@ def test_a_config_section_then_sets_then_flags(recipe):
 def test_a_config_of_bare_keys_and_prefixed_sets(tmp_path):
     path = tmp_path / "bare.yaml"
     path.write_text("epochs: 5\nfraction: 0.5\n")
-    cfg = C.train_config(str(path), ["critic_train.fraction=0.25"], {})
+    cfg = commands.train_config(str(path), ["critic_train.fraction=0.25"], {})
     assert (cfg.epochs, cfg.fraction) == (5.0, 0.25)
 
 
 def test_bare_and_prefixed_sets_both_count(recipe):
-    cfg = C.train_config(recipe, ["lr=0.25", "critic_train.seed=3"], {})
+    cfg = commands.train_config(recipe, ["lr=0.25", "critic_train.seed=3"], {})
     assert (cfg.lr, cfg.seed) == (0.25, 3)
 
 
@@ -69,7 +69,7 @@ def test_bare_and_prefixed_sets_both_count(recipe):
 )
 def test_a_bad_setting_is_one_line_naming_the_field(sets, message):
     with pytest.raises(UserError, match=message):
-        C.train_config(None, sets, {})
+        commands.train_config(None, sets, {})
 
 
 def trained(monkeypatch, info):
@@ -80,9 +80,9 @@ def trained(monkeypatch, info):
 
 def test_train_prints_the_summary_and_how_to_judge_with_a_world_critic(tmp_path, monkeypatch, capsys):
     info = {"arch": "world", "records": 12, "train_seconds": 1.5, "final_loss": 0.25, "steps": 9}
-    cfg = C.train_config(None, [], {})
+    cfg = commands.train_config(None, [], {})
     calls = trained(monkeypatch, info)
-    assert C.train("d.jsonl", str(tmp_path / "c"), cfg, progress=False) == 0
+    assert commands.train("d.jsonl", str(tmp_path / "c"), cfg, progress=False) == 0
     assert calls == [("d.jsonl", str(tmp_path / "c"), cfg, False)]
     out = capsys.readouterr().out
     summary, end = json.JSONDecoder().raw_decode(out)
@@ -94,24 +94,24 @@ def test_train_prints_the_summary_and_how_to_judge_with_a_world_critic(tmp_path,
 
 
 def test_train_names_the_base_model_and_adapter_of_a_vlm_critic(tmp_path, monkeypatch, capsys):
-    cfg = C.train_config(None, ["model=base-vlm"], {})
+    cfg = commands.train_config(None, ["model=base-vlm"], {})
     trained(monkeypatch, {"arch": "vlm", "records": 3, "base": "/models/qwen"})
-    C.train("d.jsonl", "crit", cfg)
+    commands.train("d.jsonl", "crit", cfg)
     assert "(vipo judge DIR --critic vlm --model /models/qwen --set adapter=crit;" in capsys.readouterr().out
     trained(monkeypatch, {"arch": "vlm", "records": 3})  # no base recorded: the configured model
-    C.train("d.jsonl", "crit", cfg)
+    commands.train("d.jsonl", "crit", cfg)
     assert "--critic vlm --model base-vlm --set adapter=crit;" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("fraction", [-0.1, 1.5])
 def test_import_refuses_a_test_fraction_outside_0_1(fraction):
     with pytest.raises(UserError, match=rf"^critic import --test-fraction: {fraction} must be in \[0, 1\]$"):
-        C.import_records("lift", "src", "out", None, fraction)
+        commands.import_records("lift", "src", "out", None, fraction)
 
 
 def test_import_of_judgments_needs_the_judged_folder():
     with pytest.raises(UserError, match=r"^critic import judgments: give --videos DIR"):
-        C.import_records("judgments", "j.jsonl", "out", None, 0.1)
+        commands.import_records("judgments", "j.jsonl", "out", None, 0.1)
 
 
 def test_import_counts_the_records_of_each_split(monkeypatch, capsys):
@@ -121,9 +121,9 @@ def test_import_counts_the_records_of_each_split(monkeypatch, capsys):
     rows = [{"split": "train"}] * 3 + [{"split": "test"}]
     monkeypatch.setitem(importers.IMPORTERS, "lift", lambda *a: calls.append(("lift", *a)) or rows)
     monkeypatch.setattr(importers, "judgments", lambda *a: calls.append(("judgments", *a)) or rows[:1])
-    assert C.import_records("lift", "src.json", "o.jsonl", None, 0.0) == 0
+    assert commands.import_records("lift", "src.json", "o.jsonl", None, 0.0) == 0
     assert capsys.readouterr().out == "4 records (3 train, 1 test) in o.jsonl\n"
-    C.import_records("judgments", "j.jsonl", "o.jsonl", "clips", 1.0)
+    commands.import_records("judgments", "j.jsonl", "o.jsonl", "clips", 1.0)
     assert capsys.readouterr().out == "1 records (1 train, 0 test) in o.jsonl\n"
     assert calls == [("lift", "src.json", "o.jsonl", 0.0), ("judgments", "j.jsonl", "clips", "o.jsonl", 1.0)]
 
@@ -149,7 +149,7 @@ def records(tmp_path, monkeypatch):
 def test_eval_scores_the_records_of_the_split(records, split, ids, tmp_path, capsys):
     path, asked = records
     out = tmp_path / "res" / "eval.json"
-    assert C.eval_records(str(path), SimpleNamespace(name="crit"), split, "labels", str(out)) == 0
+    assert commands.eval_records(str(path), SimpleNamespace(name="crit"), split, "labels", str(out)) == 0
     ((recs, truth),) = asked
     assert [r.id for r in recs] == ids and truth == "labels"
     want = dict(RESULT, critic="crit", truth="labels", data=str(path), split=split, records=len(ids))
@@ -169,7 +169,7 @@ def test_eval_refuses_an_empty_split(tmp_path, monkeypatch):
     path = tmp_path / "d.jsonl"
     path.write_text(json.dumps(RECORD) + "\n")
     with pytest.raises(UserError, match=rf"^{path}: no records in the test split$"):
-        C.eval_records(str(path), SimpleNamespace(name="c"), "test", "labels", None)
+        commands.eval_records(str(path), SimpleNamespace(name="c"), "test", "labels", None)
 
 
 def test_world_annotate_labels_a_given_folder_without_generating(tmp_path, monkeypatch, capsys):
@@ -186,10 +186,10 @@ def test_world_annotate_labels_a_given_folder_without_generating(tmp_path, monke
         "ignored": 1,
     }
     monkeypatch.setattr("vipo.world.annotators.annotate", lambda *a, **k: calls.append((a, k)) or summary)
-    monkeypatch.setattr(C, "generate_world_clips", lambda *a: pytest.fail("a folder was given"))
+    monkeypatch.setattr(commands, "generate_world_clips", lambda *a: pytest.fail("a folder was given"))
     out = tmp_path / "w"
-    C.world_annotate(str(out), "clips", "m", None, 1, 2, 2, 0.1, 5, 3, "cpu", progress=False)
-    assert calls == [((C.Path("clips"), out / "export", 2, 0.1, 5, 3), {"progress": False})]
+    commands.world_annotate(str(out), "clips", "m", None, 1, 2, 2, 0.1, 5, 3, "cpu", progress=False)
+    assert calls == [((commands.Path("clips"), out / "export", 2, 0.1, 5, 3), {"progress": False})]
     stdout = capsys.readouterr().out
     head, end = json.JSONDecoder().raw_decode(stdout)
     assert head == {"questions": {"pointwise": 3}, "critic_train_records": 9, "simulated": {"annotators": 2}}
@@ -205,5 +205,5 @@ def test_world_annotate_labels_a_given_folder_without_generating(tmp_path, monke
 def test_world_clips_need_a_repeat_and_two_samples_per_prompt(tmp_path, repeats, samples, monkeypatch):
     monkeypatch.setattr("vipo.models.policy.load_policy", lambda *a, **k: pytest.fail("refused before loading"))
     with pytest.raises(UserError, match=r"^world annotate: --repeats >= 1 and --samples-per-prompt >= 2"):
-        C.generate_world_clips(tmp_path, "m", None, repeats, samples, 0, "cpu", False)
+        commands.generate_world_clips(tmp_path, "m", None, repeats, samples, 0, "cpu", False)
     assert not (tmp_path / "ledger.sqlite").exists()

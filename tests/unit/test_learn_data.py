@@ -6,7 +6,7 @@ import pytest
 from record_helpers import clip
 
 from vipo.cli import main
-from vipo.critics.learn import data as D
+from vipo.critics.learn import data as learn_data
 from vipo.errors import UserError
 
 GOOD = {
@@ -42,14 +42,14 @@ def test_records_round_trip_and_checks(tmp_path):
         split="test",
     )
     path = write(tmp_path / "d.jsonl", [GOOD, "", pair])
-    recs = D.read_records(path)
+    recs = learn_data.read_records(path)
     assert [r.id for r in recs] == ["x#semantic", "y#motion"] and recs[0].paths() == [tmp_path / "videos" / "a.mp4"]
-    assert [r.id for r in D.read_records(path, split="test")] == ["y#motion"]
-    assert D.summary(recs) == {
+    assert [r.id for r in learn_data.read_records(path, split="test")] == ["y#motion"]
+    assert learn_data.summary(recs) == {
         "train": {"pointwise": {"semantic": {"Good": 1}}},
         "test": {"pairwise": {"motion": {"Tie": 1}}},
     }
-    D.write_records(tmp_path / "again.jsonl", recs)
+    learn_data.write_records(tmp_path / "again.jsonl", recs)
     assert (tmp_path / "again.jsonl").read_text() == "".join(json.dumps(r.as_dict()) + "\n" for r in recs)
 
 
@@ -75,7 +75,7 @@ def test_bad_records_fail_with_file_line_and_field(tmp_path, change, expect):
     clip(tmp_path / "videos" / "a.mp4")
     path = write(tmp_path / "d.jsonl", [dict(GOOD, **change)])
     with pytest.raises(UserError, match="^" + str(path)) as e:
-        D.read_records(path)
+        learn_data.read_records(path)
     assert expect in str(e.value) and "\n" not in str(e.value)
 
 
@@ -90,7 +90,7 @@ def test_missing_key_duplicate_id_and_not_json(tmp_path, capsys):
     ):
         path = write(tmp_path / "d.jsonl", rows)
         with pytest.raises(UserError) as e:
-            D.read_records(path)
+            learn_data.read_records(path)
         assert str(e.value).startswith(str(path)) and expect in str(e.value)
     # through the CLI: exit 2, one line
     assert main(["critic", "train", str(tmp_path / "d.jsonl"), "--out", str(tmp_path / "c")]) == 2

@@ -13,7 +13,7 @@ from vipo.world import grammar, render
 def test_world_example_learns_what_the_reasons_state(tmp_path):
     """world_example fills each clip's stated scores and shown attributes from the records' reasons (any voter's
     reason the world judge wrote), and nothing from reasons in other words."""
-    from vipo.critics.learn import data as D
+    from vipo.critics.learn import data as learn_data
     from vipo.critics.learn.train import world_example
 
     a = grammar.Attributes("red", "circle", "left")
@@ -42,14 +42,18 @@ def test_world_example_learns_what_the_reasons_state(tmp_path):
         rec(3, "pointwise", "fidelity", ["y.mp4"], "Good", ["crisp edges"]),  # a person's words: nothing stated
     ]
     path = tmp_path / "data.jsonl"
-    D.write_records(path, rows)
-    ex = world_example(D.read_records(path))
+    learn_data.write_records(path, rows)
+    ex = world_example(learn_data.read_records(path))
     x, y = 0, 1  # first-seen order
     assert ex.stated[x, 0] == pytest.approx(3.9) and ex.stated[y, 0] == pytest.approx(2.5)
     assert ex.stated[x, 2] == pytest.approx(0.93)
     assert np.isnan(ex.stated[y, 1]) and np.isnan(ex.stated[y, 2]) and np.isnan(ex.stated[x, 1])
-    from vipo.critics.learn import worldnet as W
+    from vipo.critics.learn import worldnet
 
-    assert ex.shows[y].tolist() == [W.COLORS.index("blue"), W.SHAPES.index("circle"), W.DIRECTIONS.index("left")]
+    assert ex.shows[y].tolist() == [
+        worldnet.COLORS.index("blue"),
+        worldnet.SHAPES.index("circle"),
+        worldnet.DIRECTIONS.index("left"),
+    ]
     assert ex.shows[x].tolist() == [-1, -1, -1]
     assert len(ex.point) == 3 and len(ex.pair) == 1

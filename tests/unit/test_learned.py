@@ -58,7 +58,7 @@ def rendered_folder(root, combos, per_prompt=4):
 def test_world_annotate_then_train_a_critic_that_beats_chance(tmp_path, capsys):
     from vipo.cli import main
     from vipo.config import JudgeConfig
-    from vipo.critics.learn import data as D
+    from vipo.critics.learn import data as learn_data
     from vipo.critics.learned import LearnedWorldCritic
 
     folder = rendered_folder(tmp_path / "clips", TRAIN + TEST)
@@ -70,7 +70,7 @@ def test_world_annotate_then_train_a_critic_that_beats_chance(tmp_path, capsys):
     )
     assert "percent agreement" in capsys.readouterr().out
     data = tmp_path / "lab" / "export" / "critic_train.jsonl"
-    recs = D.read_records(data)
+    recs = learn_data.read_records(data)
     assert {r.split for r in recs if grammar.parse(r.prompt) in TEST} == {"test"}
     assert {r.split for r in recs if grammar.parse(r.prompt) in TRAIN} == {"train"}
     sim = json.loads((tmp_path / "lab" / "export" / "simulated.json").read_text())

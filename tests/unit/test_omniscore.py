@@ -4,9 +4,9 @@ import sys
 
 import pytest
 
-from vipo.critics import omniscore as O
+from vipo.critics import omniscore
 from vipo.critics.base import Video
-from vipo.data import pairs as P
+from vipo.data import pairs as data_pairs
 from vipo.world import grammar, render
 
 A = grammar.Attributes("red", "circle", "left")
@@ -23,24 +23,29 @@ JITTERY = SMOOTH[[0, 2, 1, 4, 3, 6, 5, 8, 7]]  # the same motion, jumping back a
 
 
 def test_known_answers():
-    assert O.temporal_flickering(STATIC) == 1.0 and O.motion_smoothness(STATIC) == 1.0
-    assert O.dynamic_degree(STATIC) == 0.0 and O.dynamic_degree(SMOOTH) == 1.0
-    assert O.temporal_flickering(FLICKER) < O.temporal_flickering(SMOOTH) < 1.0
-    assert O.motion_smoothness(FLICKER) < O.motion_smoothness(JITTERY) < O.motion_smoothness(SMOOTH) < 1.0
-    norm = O.normalized({"temporal_flickering": 1.0, "motion_smoothness": 0.706, "dynamic_degree": 1.0})
+    assert omniscore.temporal_flickering(STATIC) == 1.0 and omniscore.motion_smoothness(STATIC) == 1.0
+    assert omniscore.dynamic_degree(STATIC) == 0.0 and omniscore.dynamic_degree(SMOOTH) == 1.0
+    assert omniscore.temporal_flickering(FLICKER) < omniscore.temporal_flickering(SMOOTH) < 1.0
+    assert (
+        omniscore.motion_smoothness(FLICKER)
+        < omniscore.motion_smoothness(JITTERY)
+        < omniscore.motion_smoothness(SMOOTH)
+        < 1.0
+    )
+    norm = omniscore.normalized({"temporal_flickering": 1.0, "motion_smoothness": 0.706, "dynamic_degree": 1.0})
     assert norm == {"temporal_flickering": 1.0, "motion_smoothness": 0.0, "dynamic_degree": 1.0}
     # quality only (dynamic degree weighted 0.5), and (4 Q + S) / 5 once a semantic dimension is there
-    assert O.omniscore(norm) == pytest.approx((1 + 0 + 0.5) / 2.5)
-    assert O.omniscore(dict(norm, overall_consistency=1.0)) == pytest.approx((4 * 0.6 + 1) / 5)
+    assert omniscore.omniscore(norm) == pytest.approx((1 + 0 + 0.5) / 2.5)
+    assert omniscore.omniscore(dict(norm, overall_consistency=1.0)) == pytest.approx((4 * 0.6 + 1) / 5)
 
 
 def test_numpy_fallback_for_dynamic_degree(monkeypatch):
     monkeypatch.setitem(sys.modules, "cv2", None)  # as if OpenCV were not installed
-    assert O.dynamic_degree(STATIC) == 0.0 and O.dynamic_degree(SMOOTH) == 1.0
+    assert omniscore.dynamic_degree(STATIC) == 0.0 and omniscore.dynamic_degree(SMOOTH) == 1.0
 
 
 def test_critic_ranks_and_plugs_into_pairs(caplog):
-    c = O.OmniScoreCritic()
+    c = omniscore.OmniScoreCritic()
     assert "subject_consistency" in caplog.text and "overall_consistency" in caplog.text  # skipped, named
     clips = {"smooth": SMOOTH, "jittery": JITTERY, "flicker": FLICKER}
     videos = {k: Video(A.prompt(), v) for k, v in clips.items()}
@@ -54,6 +59,6 @@ def test_critic_ranks_and_plugs_into_pairs(caplog):
                 verdicts[(x, y)] = c.pairwise(videos[x], videos[y]).overall
     assert verdicts[("smooth", "flicker")] == "A" and verdicts[("flicker", "smooth")] == "B"
     scores = {k: p.overall for k, p in pw.items()}
-    pairs, stats = P.build_pairs({0: list(clips)}, verdicts, scores, alpha=1.0)
+    pairs, stats = data_pairs.build_pairs({0: list(clips)}, verdicts, scores, alpha=1.0)
     assert stats.inconsistent == 0 and pairs[0]["chosen"] == "smooth" and pairs[0]["rejected"] == "flicker"
     assert pairs[0]["gap"] == pytest.approx(scores["smooth"] - scores["flicker"]) and pairs[0]["weight"] == 1.0

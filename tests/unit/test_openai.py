@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vipo.critics import openai as O
+from vipo.critics import openai
 from vipo.critics.llm import Query
 from vipo.critics.openai import OpenAICritic, data_url
 from vipo.critics.options import OpenAIOptions
@@ -52,7 +52,7 @@ class Transport:
 @pytest.fixture()
 def sleeps(monkeypatch):
     got = []
-    monkeypatch.setattr(O.time, "sleep", got.append)
+    monkeypatch.setattr(openai.time, "sleep", got.append)
     return got
 
 
@@ -208,6 +208,6 @@ def test_answers_come_back_in_the_order_asked_under_concurrency(monkeypatch):
 
 
 def test_seconds_reads_retry_after():
-    assert O._seconds("3") == 3.0 and O._seconds("0.5") == 0.5
-    assert O._seconds("-4") == 0.0  # never a negative wait
-    assert O._seconds(None) is None and O._seconds("Wed, 21 Oct 2015 07:28:00 GMT") is None
+    assert openai._seconds("3") == 3.0 and openai._seconds("0.5") == 0.5
+    assert openai._seconds("-4") == 0.0  # never a negative wait
+    assert openai._seconds(None) is None and openai._seconds("Wed, 21 Oct 2015 07:28:00 GMT") is None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vipo import config as C
+from vipo import config
 from vipo.cli import main
 from vipo.critics.options import OPTIONS, HumanOptions, OpenAIOptions, RewardOptions, VLMOptions
 from vipo.errors import UserError
@@ -49,9 +49,12 @@ def test_an_api_key_pasted_as_the_variable_name_is_refused_unechoed(tmp_path, ca
         (lambda: RewardOptions(reward_thresholds=[0.5, -0.5]), "reward_thresholds must be [bad_below, good_from]"),
         (lambda: OpenAIOptions(model="m").require(), "the openai critic needs base_url and model"),
         (lambda: HumanOptions().require(), "the human critic needs labels"),
-        (lambda: C.build(C.JudgeConfig, {"critic": "world", "frames": 0}, "judge"), "judge.frames must be > 0"),
-        (lambda: C.build(C.JudgeConfig, {"critic": "vlm"}, "judge"), "judge: the vlm critic needs model"),
-        (lambda: C.JudgeConfig(critic="ensemble", members=[{"critic": "human"}]), "the human critic needs labels"),
+        (
+            lambda: config.build(config.JudgeConfig, {"critic": "world", "frames": 0}, "judge"),
+            "judge.frames must be > 0",
+        ),
+        (lambda: config.build(config.JudgeConfig, {"critic": "vlm"}, "judge"), "judge: the vlm critic needs model"),
+        (lambda: config.JudgeConfig(critic="ensemble", members=[{"critic": "human"}]), "the human critic needs labels"),
     ],
 )
 def test_options_check_themselves_on_construction(make, message):

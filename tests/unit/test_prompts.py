@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vipo.cli import main
-from vipo.data import prompts as P
+from vipo.data import prompts as data_prompts
 from vipo.data.prompts import MAX_CHARS, parse_prompts
 from vipo.errors import UserError
 
@@ -101,7 +101,7 @@ def test_jsonl_bad_lines_reported_with_line_numbers(tmp_path):
         '{"prompt": "a cat runs"}\n{"prompt": \n\n{"text": "a dog sits"}\n{"id": 3}\n"a bare string"\n'
         '{"prompt": "bad \\u0007 bell"}\n'
     )
-    rows, problems = P.import_prompts(f)
+    rows, problems = data_prompts.import_prompts(f)
     assert rows == [(1, "a cat runs"), (4, "a dog sits"), (6, "a bare string")]
     assert [p.split(": ")[0] for p in problems] == [f"{f}:2", f"{f}:5", f"{f}:7"]
     assert "not JSON" in problems[0] and "control character" in problems[2]
@@ -110,14 +110,14 @@ def test_jsonl_bad_lines_reported_with_line_numbers(tmp_path):
 def test_csv_and_vidprom(tmp_path):
     f = tmp_path / "VidProM_unique.csv"
     f.write_text('uuid,prompt,nsfw\n1,"a red car, at night",0.1\n2,"unterminated,0.2\n')
-    rows, problems = P.import_prompts(f, "vidprom")
+    rows, problems = data_prompts.import_prompts(f, "vidprom")
     assert rows == [(2, "a red car, at night")] and problems and problems[0].startswith(f"{f}:")
     g = tmp_path / "short.csv"
     g.write_text("uuid,prompt\n1,a boat\n2\n3,a train\n")
-    rows, problems = P.import_prompts(g)
+    rows, problems = data_prompts.import_prompts(g)
     assert [t for _, t in rows] == ["a boat", "a train"] and problems == [f"{g}:3: 1 fields, the header has 2"]
     with pytest.raises(UserError, match=":1: no .*column"):
-        P.import_prompts(g, field="caption")
+        data_prompts.import_prompts(g, field="caption")
 
 
 def test_json_and_vbench_suite(tmp_path):
@@ -127,37 +127,44 @@ def test_json_and_vbench_suite(tmp_path):
             [{"prompt_en": "a person is swimming", "dimension": ["human_action"]}, {"x": 1}, "a panda eating bamboo"]
         )
     )
-    rows, problems = P.import_prompts(f, "vbench")
+    rows, problems = data_prompts.import_prompts(f, "vbench")
     assert [t for _, t in rows] == ["a person is swimming", "a panda eating bamboo"]
     assert problems == [f"{f}:item 2: no prompt/prompt_en/text/caption string"]
     bad = tmp_path / "bad.json"
     bad.write_text('[\n  "a",\n  oops\n]')
     with pytest.raises(UserError, match="bad.json:3: not JSON"):
-        P.import_prompts(bad)
-    assert P.vbench_file_name("a cat", 4) == "a cat-4.mp4" and P.vbench_prompt("a-b cat-4.mp4") == "a-b cat"
-    assert P.vbench_prompt("nonumber.mp4") is None and P.VBENCH_SAMPLES == 5
+        data_prompts.import_prompts(bad)
+    assert (
+        data_prompts.vbench_file_name("a cat", 4) == "a cat-4.mp4"
+        and data_prompts.vbench_prompt("a-b cat-4.mp4") == "a-b cat"
+    )
+    assert data_prompts.vbench_prompt("nonumber.mp4") is None and data_prompts.VBENCH_SAMPLES == 5
     latin = tmp_path / "latin.txt"
     latin.write_bytes(b"ok\ncaf\xe9\n")
     with pytest.raises(UserError, match="latin.txt:2: not UTF-8"):
-        P.import_prompts(latin)
+        data_prompts.import_prompts(latin)
 
 
 def test_template_expansion_deterministic_per_seed(tmp_path, capsys):
-    a, b, c = P.build_suite(30, seed=1), P.build_suite(30, seed=1), P.build_suite(30, seed=2)
+    a, b, c = (
+        data_prompts.build_suite(30, seed=1),
+        data_prompts.build_suite(30, seed=1),
+        data_prompts.build_suite(30, seed=2),
+    )
     assert a == b and a != c and len(a) == 30
-    assert all(4 <= len(p.split()) <= 60 for p in a) and len({P._key(p) for p in a}) == 30
-    short = P.build_suite(10, seed=1, max_words=9)
+    assert all(4 <= len(p.split()) <= 60 for p in a) and len({data_prompts._key(p) for p in a}) == 30
+    short = data_prompts.build_suite(10, seed=1, max_words=9)
     assert all(len(p.split()) <= 9 for p in short)
     assert main(["prompts", "build", "-n", "30", "--seed", "1", "--out", str(tmp_path / "s.txt")]) == 0
     assert (tmp_path / "s.txt").read_text().splitlines() == a
 
 
 def test_dedupe_exact_and_near():
-    got = P.dedupe(
+    got = data_prompts.dedupe(
         ["A cat runs on the beach.", "a cat  runs on the beach", "A cat runs on the beaches", "A dog sleeps in a barn"]
     )
     assert got == ["A cat runs on the beach.", "A dog sleeps in a barn"]
-    assert len(P.dedupe(["A cat runs on the beach.", "A cat runs on the beaches"], near=1.0)) == 2
+    assert len(data_prompts.dedupe(["A cat runs on the beach.", "A cat runs on the beaches"], near=1.0)) == 2
 
 
 def test_import_cli_reports_bad_lines(tmp_path, capsys):

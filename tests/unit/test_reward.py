@@ -11,7 +11,7 @@ import torch
 from tests.critic_helpers import video_folder
 from vipo.cli import main
 from vipo.config import JudgeConfig
-from vipo.critics import reward as R
+from vipo.critics import reward as reward_critic
 from vipo.critics.base import Video
 from vipo.errors import UserError
 from vipo.models import set_allow_pickle
@@ -30,7 +30,7 @@ def _critic(checkpoint, **over):
     cfg = JudgeConfig(critic="reward", model=str(folder), reward_base=str(base), device="cpu", **over)
     set_allow_pickle(True)
     try:
-        return R.RewardCritic(cfg)
+        return reward_critic.RewardCritic(cfg)
     finally:
         set_allow_pickle(False)
 
@@ -44,13 +44,18 @@ def _clips(n=3, frames=12, side=40):
 
 
 def test_frame_count_and_sides_follow_qwen_vl_rules():
-    assert R.frame_count(49, 8.0, fps=2.0) == 12  # 49 / 8 * 2 = 12.25 -> 12 (even)
-    assert R.frame_count(9, 8.0, fps=2.0) == 4  # at least 4
-    assert R.frame_count(3, 8.0, fps=2.0) == 2 and R.frame_count(49, 8.0, nframes=7) == 8  # even, within the clip
+    assert reward_critic.frame_count(49, 8.0, fps=2.0) == 12  # 49 / 8 * 2 = 12.25 -> 12 (even)
+    assert reward_critic.frame_count(9, 8.0, fps=2.0) == 4  # at least 4
+    assert (
+        reward_critic.frame_count(3, 8.0, fps=2.0) == 2 and reward_critic.frame_count(49, 8.0, nframes=7) == 8
+    )  # even, within the clip
     # 480 x 720 rounds to 476 x 728 = 346,528 pixels > 448^2: scaled by sqrt(345,600 / 200,704) and floored to 28s
-    assert R.fit_sides(480, 720, 448 * 448) == (364, 532)
+    assert reward_critic.fit_sides(480, 720, 448 * 448) == (364, 532)
     # small frames are scaled up to VideoAlign's floor of 128 x 28 x 28 pixels (that rule wins over max_pixels)
-    assert R.fit_sides(32, 32, 200704) == (336, 336) and R.fit_sides(40, 48, 56 * 56) == (308, 364)
+    assert reward_critic.fit_sides(32, 32, 200704) == (336, 336) and reward_critic.fit_sides(40, 48, 56 * 56) == (
+        308,
+        364,
+    )
 
 
 def test_video_patches_match_the_image_processor_for_a_still_clip():
@@ -60,12 +65,12 @@ def test_video_patches_match_the_image_processor_for_a_still_clip():
 
     rng = np.random.default_rng(1)
     frame = rng.integers(0, 256, (56, 84, 3), np.uint8)
-    ours, grid = R.video_patches(torch.from_numpy(np.stack([frame, frame])).permute(0, 3, 1, 2).float())
+    ours, grid = reward_critic.video_patches(torch.from_numpy(np.stack([frame, frame])).permute(0, 3, 1, 2).float())
     theirs = Qwen2VLImageProcessorPil(min_pixels=56 * 84, max_pixels=56 * 84)(images=[frame], return_tensors="np")
     assert grid == (1, 4, 6) and tuple(theirs["image_grid_thw"][0]) == grid
     assert np.allclose(ours.numpy(), theirs["pixel_values"], atol=1e-5)
     moving = torch.stack([torch.zeros(3, 28, 28), torch.full((3, 28, 28), 255.0), torch.zeros(3, 28, 28)])
-    p, g = R.video_patches(moving)
+    p, g = reward_critic.video_patches(moving)
     assert g == (2, 2, 2) and p.shape == (8, 3 * 2 * 14 * 14)
     row = p[0].view(3, 2, 14, 14)  # (channel, frame in the temporal patch, y, x): frame 0 dark, frame 1 bright
     assert (row[:, 0] < 0).all() and (row[:, 1] > 0).all()
@@ -149,7 +154,9 @@ def test_a_sequence_classification_vlm_scores_per_label(tmp_path):
     from vipo.critics.llm import letterbox, sample_frames
 
     folder = tiny_reward.classifier(tmp_path / "clf", mean={"visual_quality": 1.0}, std={"visual_quality": 0.5})
-    critic = R.RewardCritic(JudgeConfig(critic="reward", model=str(folder), device="cpu", frames=3, frame_size=28))
+    critic = reward_critic.RewardCritic(
+        JudgeConfig(critic="reward", model=str(folder), device="cpu", frames=3, frame_size=28)
+    )
     assert critic.mapped == {"text_alignment": "semantic", "visual_quality": "fidelity", "motion_quality": "motion"}
     clips = _clips(2)
     s = critic.scores(clips)
@@ -165,7 +172,9 @@ def test_a_sequence_classification_vlm_scores_per_label(tmp_path):
     assert s[0]["dims"]["fidelity"] == pytest.approx((logits[1].item() - 1.0) / 0.5, abs=1e-5)
     assert s[0]["dims"]["semantic"] == pytest.approx(logits[0].item(), abs=1e-5)  # no mean/std: raw
     one = tiny_reward.classifier(tmp_path / "one", labels=("reward",))
-    single = R.RewardCritic(JudgeConfig(critic="reward", model=str(one), device="cpu", frames=2, frame_size=28))
+    single = reward_critic.RewardCritic(
+        JudgeConfig(critic="reward", model=str(one), device="cpu", frames=2, frame_size=28)
+    )
     (p,) = single.pointwise_many(clips[:1])
     assert len(set(p.scores.values())) == 1  # one output serves every dimension
 
@@ -173,11 +182,11 @@ def test_a_sequence_classification_vlm_scores_per_label(tmp_path):
 def test_pickles_need_allow_pickle_and_bad_folders_one_line(checkpoint, tmp_path):
     folder, base, _ = checkpoint
     with pytest.raises(UserError, match="non_lora_state_dict.pth: pickle-format weights .* --allow-pickle"):
-        R.RewardCritic(JudgeConfig(critic="reward", model=str(folder), reward_base=str(base), device="cpu"))
+        reward_critic.RewardCritic(JudgeConfig(critic="reward", model=str(folder), reward_base=str(base), device="cpu"))
     with pytest.raises(UserError, match="not a local folder"):
-        R.RewardCritic(JudgeConfig(critic="reward", model=str(tmp_path / "nope")))
+        reward_critic.RewardCritic(JudgeConfig(critic="reward", model=str(tmp_path / "nope")))
     with pytest.raises(UserError, match="reward_base"):
-        R.RewardCritic(
+        reward_critic.RewardCritic(
             JudgeConfig(critic="reward", model=str(folder), reward_base=str(tmp_path / "no-base"), device="cpu")
         )
 

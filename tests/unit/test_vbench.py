@@ -6,7 +6,7 @@ import pytest
 from cli_helpers import _clips, one_line
 
 from vipo.cli import main
-from vipo.critics import omniscore as O
+from vipo.critics import omniscore
 from vipo.io.video import write_mp4
 from vipo.stages.vbench import final_score
 from vipo.world import grammar, render
@@ -56,7 +56,7 @@ def test_known_answers_through_the_cli(tmp_path, capsys):
     assert raw["jittery"]["motion_smoothness"] < raw["fast"]["motion_smoothness"] < raw["slow"]["motion_smoothness"]
     assert raw["slow"]["dynamic_degree"] == 0.0 and raw["fast"]["dynamic_degree"] == 1.0
     # VBench's aggregate from the one implementation in omniscore: Total = Quality without a semantic dimension
-    assert s["fast"]["total score"] == pytest.approx(O.omniscore(O.normalized(raw["fast"])))
+    assert s["fast"]["total score"] == pytest.approx(omniscore.omniscore(omniscore.normalized(raw["fast"])))
     assert s["fast"]["semantic score"] is None and s["fast"]["videos"] == 1 and s["fast"]["long_clips"] == 0
     # dimension means over a folder; VBench's prompt-index.mp4 names stand in for metadata.jsonl
     both = scores(tmp_path, "both", [static, fast], capsys, meta=False)

@@ -15,23 +15,23 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_worldnet_clip_preparation_and_augmentation():
-    from vipo.critics.learn import worldnet as W
+    from vipo.critics.learn import worldnet
 
     frames = np.random.default_rng(0).integers(0, 255, (9, 32, 32, 3), dtype=np.uint8)
-    assert (W.to_clip(frames.repeat(4, 1).repeat(4, 2)) == frames).all()  # the mp4's 4x upscale, averaged back
-    assert W.to_clip(np.concatenate([frames, frames])).shape == (9, 32, 32, 3)
+    assert (worldnet.to_clip(frames.repeat(4, 1).repeat(4, 2)) == frames).all()  # the mp4's 4x upscale, averaged back
+    assert worldnet.to_clip(np.concatenate([frames, frames])).shape == (9, 32, 32, 3)
     with pytest.raises(ValueError, match="9 frames"):
-        W.to_clip(frames[:5])
+        worldnet.to_clip(frames[:5])
     clips = frames[None].copy()
-    attrs = np.array([W.attr_index(grammar.Attributes("red", "circle", "left"))])
+    attrs = np.array([worldnet.attr_index(grammar.Attributes("red", "circle", "left"))])
     known = {(0, 0, d) for d in range(4)}
     shows = attrs.copy()
     rng = random.Random(0)
     seen = set()
     for _ in range(20):
-        c, a, w = W._augment(clips, attrs, shows, known, rng)
+        c, a, w = worldnet._augment(clips, attrs, shows, known, rng)
         assert (w == a).all()  # what the clip shows turns with what is asked
-        direction = W.DIRECTIONS[a[0, 2]]
+        direction = worldnet.DIRECTIONS[a[0, 2]]
         views = {
             (m, r): (frames[::-1] if r else frames)[:, :, ::-1] if m else (frames[::-1] if r else frames)
             for m in (False, True)
@@ -43,30 +43,30 @@ def test_worldnet_clip_preparation_and_augmentation():
         seen.add((mirrored, reversed_))
     assert len(seen) == 4
     # never into a combination the training data does not have
-    c, a, w = W._augment(clips, attrs, shows, {(0, 0, 2)}, random.Random(0))
+    c, a, w = worldnet._augment(clips, attrs, shows, {(0, 0, 2)}, random.Random(0))
     assert (a == attrs).all() and (c == clips).all() and (w == shows).all()
 
 
 def test_a_critic_saved_by_another_net_version_is_refused_in_one_line(tmp_path):
-    from vipo.critics.learn import worldnet as W
+    from vipo.critics.learn import worldnet
     from vipo.errors import UserError
 
-    W.save(W.WorldCriticNet(W.NetConfig(width=4, keypoints=2, hidden=8)), tmp_path, {})
+    worldnet.save(worldnet.WorldCriticNet(worldnet.NetConfig(width=4, keypoints=2, hidden=8)), tmp_path, {})
     meta = json.loads((tmp_path / "critic.json").read_text())
-    assert W.load(tmp_path).cfg.version == W.NetConfig.version
+    assert worldnet.load(tmp_path).cfg.version == worldnet.NetConfig.version
     meta["net"].pop("version")  # what the first version wrote
     (tmp_path / "critic.json").write_text(json.dumps(meta))
     with pytest.raises(UserError, match="net version 1 .*train the critic again"):
-        W.load(tmp_path)
+        worldnet.load(tmp_path)
 
 
 def test_a_version_2_critic_loads_without_the_tracker_and_scores_as_before(tmp_path):
-    from vipo.critics.learn import worldnet as W
+    from vipo.critics.learn import worldnet
     from vipo.errors import UserError
 
     # the committed version-2 critic (docs/results/world-learned-critic) scores two fixed renders exactly as the
     # code that trained it did (numbers from 351bb4b, before the tracker)
-    net = W.load(REPO / "docs/results/world-learned-critic/critic")
+    net = worldnet.load(REPO / "docs/results/world-learned-critic/critic")
     assert net.cfg.tracker is False and net.cfg.input_side == net.cfg.side == 32
     asked = grammar.Attributes("red", "triangle", "up")
     clips = np.stack(
@@ -75,18 +75,18 @@ def test_a_version_2_critic_loads_without_the_tracker_and_scores_as_before(tmp_p
             render.random_clip(grammar.Attributes("blue", "square", "left"), random.Random(8), 32, 9),
         ]
     )
-    got = W.scores(net, clips, np.array([W.attr_index(asked)] * 2))
+    got = worldnet.scores(net, clips, np.array([worldnet.attr_index(asked)] * 2))
     want = torch.tensor([[4.25501, 0.81254, 0.89372], [-7.77419, 0.96794, 0.96870]])
     assert torch.allclose(got, want, atol=1e-4)
     with pytest.raises(ValueError, match="reads 32x32 frames, got 64x64"):
-        W.scores(net, np.zeros((1, 9, 64, 64, 3), np.uint8), np.zeros((1, 3), np.int64))
+        worldnet.scores(net, np.zeros((1, 9, 64, 64, 3), np.uint8), np.zeros((1, 3), np.int64))
     # weights that do not fit the network critic.json describes: one line, not a state-dict traceback
-    W.save(W.WorldCriticNet(W.NetConfig(width=4, keypoints=2, hidden=8)), tmp_path, {})
+    worldnet.save(worldnet.WorldCriticNet(worldnet.NetConfig(width=4, keypoints=2, hidden=8)), tmp_path, {})
     meta = json.loads((tmp_path / "critic.json").read_text())
     meta["net"]["tracker"] = False
     (tmp_path / "critic.json").write_text(json.dumps(meta))
     with pytest.raises(UserError, match="weights do not fit the network critic.json describes"):
-        W.load(tmp_path)
+        worldnet.load(tmp_path)
 
 
 def _square_path(offsets: list[tuple[int, int]], side: int = 32, size: int = 6) -> np.ndarray:
@@ -98,12 +98,12 @@ def _square_path(offsets: list[tuple[int, int]], side: int = 32, size: int = 6) 
 
 
 def test_the_tracker_measures_a_path_by_hand():
-    from vipo.critics.learn import worldnet as W
+    from vipo.critics.learn import worldnet
 
     steady = _square_path([(4 + t, 10) for t in range(9)])  # 1 px a frame to the right
     jumpy = _square_path([(4 + t, 10 + t % 2) for t in range(9)])  # the same, bobbing 1 px every other frame
-    z = W.track(torch.from_numpy(np.stack([steady, jumpy])).float() / 255, 0.5)
-    f = dict(zip(W.TRACK_FEATURES, z.T))
+    z = worldnet.track(torch.from_numpy(np.stack([steady, jumpy])).float() / 255, 0.5)
+    f = dict(zip(worldnet.TRACK_FEATURES, z.T))
     # travel: 8 px over the clip, in frame sides; no vertical travel (the bobbing's slope is 0: ones at t = 1,3,5,7)
     assert torch.allclose(f["travel_x"], torch.tensor([8 / 32, 8 / 32]), atol=1e-4)
     assert torch.allclose(f["travel_y"], torch.tensor([0.0, 0.0]), atol=1e-4)
@@ -132,16 +132,18 @@ def test_the_tracker_measures_a_path_by_hand():
 
 
 def test_otsu_threshold_splits_two_levels_in_the_middle_of_the_gap():
-    from vipo.critics.learn import worldnet as W
+    from vipo.critics.learn import worldnet
 
     clips = np.full((2, 9, 8, 8, 3), 20, dtype=np.uint8)
     clips[:, :, :4] = 200
     # every level in the gap 20..199 separates the two equally well: the middle of the plateau, (20 + 199) / 2 + 0.5
-    assert W.otsu_threshold(W.brightness_histogram(clips)) == pytest.approx(110 / 255)
+    assert worldnet.otsu_threshold(worldnet.brightness_histogram(clips)) == pytest.approx(110 / 255)
     # on a clean render (black background, one pure square) the tracker at Otsu's threshold finds the square
     square = _square_path([(4 + t, 10) for t in range(9)])
-    z = W.track(torch.from_numpy(square[None]).float() / 255, W.otsu_threshold(W.brightness_histogram(square)))
-    f = dict(zip(W.TRACK_FEATURES, z.T))
+    z = worldnet.track(
+        torch.from_numpy(square[None]).float() / 255, worldnet.otsu_threshold(worldnet.brightness_histogram(square))
+    )
+    f = dict(zip(worldnet.TRACK_FEATURES, z.T))
     assert float(f["area"][0]) == pytest.approx(36 / 1024, abs=1e-4) and float(f["colour_r"][0]) > 0.999
 
 
@@ -149,11 +151,11 @@ def test_sigterm_stops_critic_training_between_steps():
     """The CLI's SIGTERM handler only sets a flag: the training loop has to look at it (before, `kill` of a
     `vipo critic train` was ignored until the end)."""
     from vipo import faults
-    from vipo.critics.learn import worldnet as W
+    from vipo.critics.learn import worldnet
 
     clips = np.zeros((4, 9, 64, 64, 3), np.uint8)
     attrs = np.zeros((4, 3), np.int64)
-    ex = W.Example(clips, attrs, [(i, 0, 2) for i in range(4)], [])
+    ex = worldnet.Example(clips, attrs, [(i, 0, 2) for i in range(4)], [])
     epochs = []
 
     def term_after_first_epoch(_net, row):
@@ -162,10 +164,10 @@ def test_sigterm_stops_critic_training_between_steps():
 
     try:
         with pytest.raises(faults.Terminated, match="critic train"):
-            W.train(
+            worldnet.train(
                 ex,
-                W.TrainOptions(epochs=5, batch_clips=2),
-                W.NetConfig(width=4, keypoints=2, hidden=8),
+                worldnet.TrainOptions(epochs=5, batch_clips=2),
+                worldnet.NetConfig(width=4, keypoints=2, hidden=8),
                 progress=False,
                 on_epoch=term_after_first_epoch,
             )

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, "src")
-from vipo import config as C  # noqa: E402
+from vipo import config  # noqa: E402
 from vipo.data.ledger import Ledger  # noqa: E402
 from vipo.data.real import WorldRealVideos  # noqa: E402
 from vipo.models import policy as policies  # noqa: E402
@@ -31,7 +31,7 @@ shutil.copytree(
     ignore=shutil.ignore_patterns("eval", "checkpoint", "train_state", "train_log.jsonl"),
 )
 shutil.copy(run / "ledger.sqlite", tmp / "ledger.sqlite")
-cfg = C.load(C.RunConfig, "configs/world.yaml").train
+cfg = config.load(config.RunConfig, "configs/world.yaml").train
 with Ledger(tmp / "ledger.sqlite") as ledger:
     n = len(ledger.rows("pairs", 1))
     cfg.caption_dropout, cfg.epochs = p, steps * cfg.batch_size * cfg.grad_accum / n

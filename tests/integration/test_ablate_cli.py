@@ -40,22 +40,22 @@ def test_two_variants_one_round(tmp_path, tiny_model_dir, capsys):
 
 
 def test_kto_variant_keeps_the_optimizer_steps_of_dpo():
-    from vipo import config as C
+    from vipo import config
     from vipo.run.ablate import variant_args
 
-    cfg = C.load(C.RunConfig, "configs/world.yaml")  # dpo, 32 epochs, 4 samples per prompt
+    cfg = config.load(config.RunConfig, "configs/world.yaml")  # dpo, 32 epochs, 4 samples per prompt
     assert variant_args("kto", cfg) == ["--method", "kto", "--set", "train.epochs=8"]
     assert variant_args("kto") == ["--method", "kto"] and variant_args("no-nll", cfg) == VARIANTS["no-nll"]
 
 
 def test_a_base_evaluation_is_adopted_only_from_the_same_inputs(tmp_path, tiny_run_dir):
-    from vipo import config as C
+    from vipo import config
     from vipo.run.driver import adopt_base_eval, base_eval_inputs
 
-    cfg = C.load(C.RunConfig, tiny_run_dir / "config.yaml")
-    other = C.load(C.RunConfig, tiny_run_dir / "config.yaml", {"eval": {"num_steps": 3}})
+    cfg = config.load(config.RunConfig, tiny_run_dir / "config.yaml")
+    other = config.load(config.RunConfig, tiny_run_dir / "config.yaml", {"eval": {"num_steps": 3}})
     assert base_eval_inputs(cfg) != base_eval_inputs(other)
     assert not adopt_base_eval(other, tmp_path / "b", tiny_run_dir) and not (tmp_path / "b" / "round-0").exists()
-    changed_train = C.load(C.RunConfig, tiny_run_dir / "config.yaml", {"train": {"beta": 10.0}, "seed": 5})
+    changed_train = config.load(config.RunConfig, tiny_run_dir / "config.yaml", {"train": {"beta": 10.0}, "seed": 5})
     assert adopt_base_eval(changed_train, tmp_path / "c", tiny_run_dir)
     assert not adopt_base_eval(changed_train, tmp_path / "c", tiny_run_dir)  # it has its own now
