@@ -44,16 +44,22 @@ def _bf16_batch(model, seed=0):
     return dpo_batch(model, PROMPTS, seed)
 
 
-def _diffusers_video(base, prompt, seed, adapter=None, transformer=None):
-    """The video plain diffusers samples in bf16: the base, with ``load_lora_weights(adapter)`` or ``transformer`` (a
-    full fine-tune's folder) in place of its own."""
-    pipe = diffusers.DiffusionPipeline.from_pretrained(str(base), **dtype_kwargs(BF16))  # = torch_dtype=bf16
+def diffusers_pipeline(base, dtype=None, adapter=None, transformer=None):
+    """Plain diffusers' pipeline of the folder ``base`` (in ``dtype``), sampling CogVideoX as IPO does, with
+    ``load_lora_weights(adapter)`` or ``transformer`` (a full fine-tune's folder) in place of its own."""
+    dtype_arg = dtype_kwargs(dtype) if dtype is not None else {}
+    pipe = diffusers.DiffusionPipeline.from_pretrained(str(base), **dtype_arg)
     if isinstance(pipe, diffusers.CogVideoXPipeline):  # as IPO samples CogVideoX
         pipe.scheduler = diffusers.CogVideoXDPMScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")
     if adapter is not None:
         pipe.load_lora_weights(str(adapter))
     if transformer is not None:
-        pipe.transformer = type(pipe.transformer).from_pretrained(str(transformer), **dtype_kwargs(BF16))
+        pipe.transformer = type(pipe.transformer).from_pretrained(str(transformer), **dtype_arg)
+    return pipe
+
+
+def diffusers_frames(pipe, prompt, seed):
+    """The clip (uint8 [F, H, W, 3]) plain diffusers samples for ``prompt`` and ``seed`` at the test size, 3 steps."""
     extra = {"use_dynamic_cfg": True} if isinstance(pipe, diffusers.CogVideoXPipeline) else {}
     tokens = (
         pipe.transformer.config.max_text_seq_length
@@ -75,3 +81,9 @@ def _diffusers_video(base, prompt, seed, adapter=None, transformer=None):
         **extra,
     ).frames
     return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
+
+
+def _diffusers_video(base, prompt, seed, adapter=None, transformer=None):
+    """The video plain diffusers samples in bf16: the base, with ``load_lora_weights(adapter)`` or ``transformer`` (a
+    full fine-tune's folder) in place of its own."""
+    return diffusers_frames(diffusers_pipeline(base, BF16, adapter, transformer), prompt, seed)

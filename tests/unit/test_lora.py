@@ -2,15 +2,13 @@
 
 import json
 
-import diffusers
 import numpy as np
 import pytest
 import torch
-from family_helpers import PROMPTS, _bf16_batch, _cond, _diffusers_video
+from family_helpers import PROMPTS, _bf16_batch, _cond, _diffusers_video, diffusers_frames, diffusers_pipeline
 from safetensors import safe_open
 from tiny_families import (  # tests/ is on sys.path (rootdir conftest)  # tests/ is on sys.path (rootdir conftest)
     FAMILIES,
-    VIDEO,
 )
 from train_helpers import _batch, _errors
 
@@ -22,30 +20,7 @@ from vipo.train import lora
 
 
 def _pipeline_video(base, adapter, prompt, seed):
-    pipe = diffusers.DiffusionPipeline.from_pretrained(str(base))
-    if isinstance(pipe, diffusers.CogVideoXPipeline):  # as IPO samples CogVideoX
-        pipe.scheduler = diffusers.CogVideoXDPMScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")
-    pipe.load_lora_weights(str(adapter))
-    extra = {"use_dynamic_cfg": True} if isinstance(pipe, diffusers.CogVideoXPipeline) else {}
-    frames = pipe(
-        prompt=prompt,
-        num_frames=VIDEO["frames"],
-        height=VIDEO["height"],
-        width=VIDEO["width"],
-        num_inference_steps=3,
-        guidance_scale=3.0,
-        generator=torch.Generator().manual_seed(seed),
-        max_sequence_length=_max_tokens(pipe),
-        output_type="np",
-        **extra,
-    ).frames
-    return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
-
-
-def _max_tokens(pipe) -> int:
-    if isinstance(pipe, diffusers.CogVideoXPipeline):
-        return pipe.transformer.config.max_text_seq_length
-    return 512 if isinstance(pipe, diffusers.WanPipeline) else 128
+    return diffusers_frames(diffusers_pipeline(base, adapter=adapter), prompt, seed)
 
 
 def test_our_adapters_load_into_a_plain_diffusers_pipeline(tmp_path, family, tiny_family_dir):

@@ -7,7 +7,8 @@ import diffusers
 import numpy as np
 import pytest
 import torch
-from tiny_families import FAMILIES, VIDEO  # tests/ is on sys.path (rootdir conftest)
+from family_helpers import diffusers_frames
+from tiny_families import FAMILIES  # tests/ is on sys.path (rootdir conftest)
 from train_helpers import _batch, _errors
 
 from vipo.cli import main
@@ -45,20 +46,7 @@ def test_merged_export_loads_in_diffusers_and_samples_the_same_video(tmp_path, t
     assert main(["export", "--merge", str(ckpt), "--out", str(out)]) == 0
     pipe = diffusers.DiffusionPipeline.from_pretrained(str(out))
     assert not any("lora" in n for n, _ in pipe.transformer.named_parameters())  # fused, not an adapter
-    extra = {"use_dynamic_cfg": True} if family == "cogvideox" else {}  # the scheduler (DPM, trailing) is saved
-    frames = pipe(
-        prompt=PROMPT,
-        num_frames=VIDEO["frames"],
-        height=VIDEO["height"],
-        width=VIDEO["width"],
-        num_inference_steps=3,
-        guidance_scale=3.0,
-        generator=torch.Generator().manual_seed(SEED),
-        max_sequence_length={"cogvideox": 32, "wan": 512, "ltx": 128}[family],
-        output_type="np",
-        **extra,
-    ).frames
-    theirs = (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
+    theirs = diffusers_frames(pipe, PROMPT, SEED)  # the scheduler (DPM, trailing) is saved with the merged model
     assert np.abs(ours.astype(int) - theirs.astype(int)).max() <= 1
     assert main(["export", "--merge", str(ckpt), "--out", str(out)]) == 2  # never overwrites
 
