@@ -6,7 +6,7 @@ from cli_helpers import _clips, one_line
 from suite_helpers import PROMPTS, _cfg, _file
 
 from vipo.cli import main
-from vipo.config import RunConfig, TrainConfig, to_dict
+from vipo.config import RunConfig, TrainConfig, build, to_dict
 from vipo.errors import UserError
 from vipo.run import driver
 
@@ -78,3 +78,13 @@ def test_the_metric_follows_the_suite(tmp_path):
     assert [r["file_name"] for r in world] == ["indist-000.mp4", "heldout-000.mp4"]
     with pytest.raises(UserError, match="heldout_fraction must be in"):
         _cfg(eval={"heldout_fraction": 1})
+
+
+def test_a_run_folder_started_under_a_critics_earlier_name_resumes(tmp_path):
+    cfg = build(RunConfig, {"judge": {"critic": "pixelstats"}, "eval": {"critic": {"critic": "metric"}}})
+    stored = to_dict(cfg)
+    stored["judge"]["critic"] = "metric"  # the snapshot a vipo before the rename wrote
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(stored))
+    driver.snapshot(cfg, tmp_path)  # the same config, spelled as today: not refused
+    with pytest.raises(UserError, match=r"judge.critic: 'pixelstats' then, 'world' now"):  # another critic still is
+        driver.snapshot(build(RunConfig, {"judge": {"critic": "world"}}), tmp_path)

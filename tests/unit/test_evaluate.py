@@ -8,7 +8,7 @@ from unit_helpers import FakeModel, ScriptedCritic, answer
 
 from vipo import seeds
 from vipo.config import EvalConfig
-from vipo.stages.evaluate import eval_prompts, evaluate, summarize
+from vipo.stages.evaluate import eval_prompts, evaluate, read_summary, summarize
 from vipo.stats import wilson
 from vipo.world import grammar
 
@@ -147,3 +147,28 @@ def test_unparseable_clips_are_recorded_and_left_out(tmp_path):
     results = [json.loads(x) for x in (tmp_path / "eval" / "results.jsonl").read_text().splitlines()]
     errs = [r for r in results if "error" in r]
     assert len(errs) == 3 and all(r["raw"] == "I cannot judge this." and "labels" not in r for r in errs)
+
+
+def test_a_finished_evaluation_is_read_by_todays_rules_and_its_other_blocks_kept(tmp_path):
+    """An eval.json written when a label-only critic's scores counted 0: read back with the label scores (1, 0.5, 0
+    per Good, Normal, Bad), rewritten once; the win rate block, not derived from results.jsonl, stays as it was."""
+    rows = [
+        {"split": "indist", "labels": {"semantic": "Good", "fidelity": "Normal", "motion": "Bad"}},
+        {"split": "indist", "labels": {"semantic": "Good", "fidelity": "Good", "motion": "Normal"}, "scores": {}},
+    ]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    old = summarize([dict(r, scores={d: 0.0 for d in ("semantic", "fidelity", "motion")}) for r in rows])
+    old["indist"].update(win_rate=0.75)
+    old["indist"]["ci95"]["win_rate"] = [0.5, 0.9]
+    (tmp_path / "eval.json").write_text(json.dumps(old))
+    got = read_summary(tmp_path)
+    assert (got["indist"]["semantic_score"], got["indist"]["fidelity_score"], got["indist"]["motion_score"]) == (
+        1.0,
+        0.75,
+        0.25,
+    )
+    assert got["indist"]["score"] == pytest.approx(2 / 3)
+    assert got["indist"]["win_rate"] == 0.75 and got["indist"]["ci95"]["win_rate"] == [0.5, 0.9]
+    assert json.loads((tmp_path / "eval.json").read_text()) == got  # rewritten once
+    before = (tmp_path / "eval.json").stat().st_mtime_ns
+    assert read_summary(tmp_path) == got and (tmp_path / "eval.json").stat().st_mtime_ns == before

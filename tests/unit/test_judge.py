@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from cli_helpers import _clips
 
 from vipo import config
+from vipo.cli import main
 from vipo.critics import critic_class
 from vipo.critics.options import OpenAIOptions
 from vipo.errors import UserError
@@ -32,6 +36,20 @@ def test_a_critics_earlier_name_still_makes_it():
     ens = make_critic(config.JudgeConfig(critic="ensemble", members=[{"critic": "metric"}]))
     assert [m.name for m in ens.members] == ["pixelstats"]
     assert type(make_critic("metric")).__name__ == "PixelStatsCritic"
+    assert "[judge: pixelstats] The pixelstats critic" in config.describe_critic("metric")  # --critic metric --help
+
+
+def test_a_folder_judged_under_a_critics_earlier_name_is_judged_on_under_its_new_one(tmp_path):
+    folder = _clips(tmp_path / "clips")
+    out = tmp_path / "j.jsonl"
+    assert main(["judge", str(folder), "--critic", "metric", "--out", str(out), "--quiet"]) == 0
+    record = out.with_name(out.name + ".provenance.json")
+    stored = json.loads(record.read_text())
+    stored["judge"]["critic"] = "metric"  # as a vipo before the rename recorded it
+    record.write_text(json.dumps(stored))
+    assert main(["judge", str(folder), "--critic", "pixelstats", "--out", str(out), "--quiet"]) == 0  # not refused
+    assert main(["judge", str(folder), "--critic", "world", "--out", str(out), "--quiet"]) == 2  # another critic is
+    assert json.loads(record.read_text())["judge"]["critic"] == "metric"  # the refused run wrote nothing
 
 
 def test_an_unknown_critic_is_one_line_naming_the_known_ones():

@@ -311,8 +311,23 @@ OPTIONS: dict[str, type[CriticOptions]] = {
 }
 
 #: a critic's earlier name -> its name now: recipes, ``--set`` lines and ensemble members that use the earlier name
-#: keep working (a judgments folder that recorded the earlier name is judged again only with ``--force``)
+#: keep working, and folders that recorded the earlier name resume (:func:`current_names`)
 RENAMED: dict[str, str] = {"metric": "pixelstats"}
+
+
+def current_names(record: Any) -> Any:
+    """A stored record (a run folder's config snapshot, a judgments cache's provenance) with every critic named by
+    an earlier name (a ``critic`` key anywhere: ``judge.critic``, ``judge.members[i].critic``, ``eval.critic``)
+    renamed, so a folder started under the earlier name resumes under the new one."""
+    if isinstance(record, dict):
+        return {
+            k: RENAMED.get(v, v) if k == "critic" and isinstance(v, str) else current_names(v)
+            for k, v in record.items()
+        }
+    if isinstance(record, list):
+        return [current_names(v) for v in record]
+    return record
+
 
 #: the judge options whatever the critic
 COMMON = CommonOptions

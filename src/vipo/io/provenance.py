@@ -87,11 +87,13 @@ def check(
     forced: str = "--force: {changes}",
     defaults: dict | None = None,
     start_over=None,
+    upgrade=None,
 ) -> list[str]:
     """Compare ``record`` with the one at ``path`` and write it where there is none. Changed fields: a
     :class:`UserError` (``refusal`` with ``{changes}`` filled in) unless ``force``, which logs ``forced``, calls
     ``start_over()`` (when given: it removes the old outputs), then rewrites the record; returns the changes.
-    ``defaults``: fields an older record lacks count as these."""
+    ``defaults``: fields an older record lacks count as these; ``upgrade``: a function that brings a record's values
+    to today's spelling (a renamed option value), applied to both before the comparison."""
     path = Path(path)
     try:
         old = read(path)
@@ -99,6 +101,9 @@ def check(
         if not force:
             raise
         old = {"(unreadable record)": True}  # --force: start over from whatever is there
+    if upgrade is not None:  # both sides: the new record may spell a value the old way too (a raw mapping)
+        record = upgrade(record)
+        old = upgrade(old) if old is not None else None
     diffs = [] if old is None else differences(_merge(defaults, old) if defaults else old, record)
     if old is not None and not diffs:
         return []

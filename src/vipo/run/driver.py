@@ -34,6 +34,7 @@ from pathlib import Path
 
 from .. import dist, faults, seeds, tracking
 from ..config import RunConfig, eval_judge, merge, to_dict
+from ..critics.options import current_names
 from ..data import suites
 from ..data.cache import LatentCache, TextCache
 from ..data.ledger import Ledger
@@ -181,6 +182,7 @@ def snapshot(cfg: RunConfig, run_dir: Path, force: bool = False) -> None:
         to_dict(cfg),
         force,
         defaults=to_dict(RunConfig()),
+        upgrade=current_names,
         refusal="this run folder was started with a different config ({changes}); re-run with the same "
         "config, choose another --out, or pass --force to continue with the new one",
         forced=f"--force: continuing {run_dir} with a changed config: {{changes}}",
@@ -219,7 +221,7 @@ def run(cfg: RunConfig, run_dir: Path, progress: bool = True, force: bool = Fals
                 rd = run_dir / f"round-{k}"
                 if not dist.from_main(lambda: ledger.is_done(k, "round")):
                     Round(cfg, run_dir, k, ledger, critic, device, progress, scorer).all()
-                evals[k] = atomic.read_json(rd / "eval" / "eval.json")
+                evals[k] = eval_stage.read_summary(rd / "eval")
                 m = _metric(evals[k], cfg)
                 if m > best or best != best:  # (best is NaN when the base's clips could not be judged)
                     best, best_round, since_best = m, k, 0
@@ -266,7 +268,7 @@ def evaluate_base(
         if dist.is_main():  # (the tracker logs from rank 0 only)
             track(cfg, run_dir)
             tracking.eval_round(0, ev, out, cfg.generate.fps)
-    return atomic.read_json(out / "eval.json")
+    return eval_stage.read_summary(out)
 
 
 def base_eval_inputs(cfg: RunConfig) -> dict:
@@ -618,7 +620,7 @@ class Round:
             self._mark("eval", ev)
             if dist.is_main():
                 tracking.eval_round(self.k, ev, self.dir / "eval", self.cfg.generate.fps)
-        return atomic.read_json(self.dir / "eval" / "eval.json")
+        return eval_stage.read_summary(self.dir / "eval")
 
     def all(self) -> dict:
         self.generate(overlap=True)

@@ -23,6 +23,7 @@ from .. import dist, faults, seeds
 from ..config import EvalConfig
 from ..critics.base import CriticParseError, Video, dimension_score
 from ..io import atomic
+from ..io.text import numbered_lines
 from ..io.video import read_mp4, write_mp4
 from ..models.base import VideoModel
 from ..stats import wilson
@@ -75,7 +76,7 @@ def evaluate(
     record of what is done."""
     out_dir = Path(out_dir)
     if dist.from_main(lambda: (out_dir / "eval.json").is_file()):
-        return atomic.read_json(out_dir / "eval.json")
+        return read_summary(out_dir)
     rows = eval_prompts(cfg) if rows is None else rows
     if dist.is_main():
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -191,8 +192,29 @@ def summarize(results: list[dict]) -> dict:
             d[k] = v / len(rs)
         for dim in ("semantic", "fidelity", "motion"):
             # graded where the critic grades, else the label's score (an LLM critic's clips have labels only)
-            d[f"{dim}_score"] = float(np.mean([dimension_score(r["scores"], r["labels"], dim) for r in rs]))
+            d[f"{dim}_score"] = float(np.mean([dimension_score(r.get("scores", {}), r["labels"], dim) for r in rs]))
         d["score"] = float(np.mean([d[f"{dim}_score"] for dim in ("semantic", "fidelity", "motion")]))
         d["ci95"] = {k: list(wilson(v, len(rs))) for k, v in hits.items()}
         out[split] = d
     return out
+
+
+def read_summary(out_dir: str | Path) -> dict:
+    """A finished evaluation's ``eval.json``, with what :func:`summarize` derives from its ``results.jsonl`` (rates,
+    mean scores, intervals) recomputed by today's rules, so rounds evaluated before a rule changed never mix with
+    later ones (before 2026-12-03 a critic without graded scores, openai, vlm or human, had every ``*_score`` 0); the
+    file is rewritten once, by the main process, when it differed. Every reader of a finished evaluation reads here."""
+    out_dir = Path(out_dir)
+    summary = atomic.read_json(out_dir / "eval.json")
+    if not (out_dir / "results.jsonl").is_file():
+        return summary
+    fresh = summarize([json.loads(line) for _, line in numbered_lines(out_dir / "results.jsonl")])
+    merged = json.loads(json.dumps(summary))
+    for split, block in fresh.items():
+        d = merged.setdefault(split, {})
+        d.setdefault("ci95", {}).update(block.pop("ci95"))
+        d.update(block)
+    if merged != summary and dist.is_main():
+        log.info("%s: eval.json's summary recomputed from results.jsonl by the current rules", out_dir)
+        atomic.write_json(out_dir / "eval.json", merged)
+    return merged

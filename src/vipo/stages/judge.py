@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from .. import dist, faults
 from ..config import JudgeConfig
 from ..critics.base import DIMENSIONS, Critic, CriticParseError, Video
+from ..critics.options import current_names
 from ..data.ledger import Ledger, check_quarantine
 from ..data.pairs import consistent_verdict
 from ..errors import StageAborted, UserError
@@ -456,6 +457,7 @@ def judge_folder(
             {"judge": critic_record(cfg)},
             force,
             start_over=start_over,
+            upgrade=current_names,
             refusal=f"{out} holds judgments of another critic or other options ({{changes}}); choose "
             "another --out, or pass --force to judge everything again",
             forced=f"--force: judging everything in {root} again ({{changes}})",
