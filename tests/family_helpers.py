@@ -4,7 +4,7 @@ import diffusers
 import numpy as np
 import pytest
 import torch
-from tiny_families import (  # tests/ is on sys.path (rootdir conftest)  # tests/ is on sys.path (rootdir conftest)
+from tiny_families import (  # tests/ is on sys.path (rootdir conftest)
     FAMILIES,
     VIDEO,
     dpo_batch,

@@ -1,6 +1,7 @@
 """The dependency direction of shared/ARCHITECTURE.md, checked on the imports (module level and inside functions):
 models and data never import training, stages, the driver or the CLI; training never imports stages, the driver or
-the CLI; stages never import the driver or the CLI. A policy is read beside the models (``vipo.models.policy``), the
+the CLI; stages never import the driver or the CLI; critics import no training, stage, driver, CLI, annotation or
+bench code (what a verb does with a critic and a folder of videos, ``vipo critic``, lives in ``run/critic_commands``). A policy is read beside the models (``vipo.models.policy``), the
 LoRA a round trains and writes lives beside training (``vipo.train.lora``)."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ FORBIDDEN = {
     "data": ("train", "stages", "run", "cli"),
     "train": ("stages", "run", "cli"),
     "stages": ("run", "cli"),
+    "critics": ("train", "stages", "run", "cli", "annotate", "bench"),
 }
 
 

@@ -95,8 +95,8 @@ def test_the_names_follow_the_rule():
         "world.grammar": "test_grammar.py",
         "bench.report": "test_bench_report.py",
         "run.report": "test_run_report.py",
-        "annotate.commands": "test_annotate_commands.py",
-        "critics.learn.commands": "test_learn_commands.py",
+        "annotate.commands": "test_commands.py",
+        "run.critic_commands": "test_critic_commands.py",
     }.items():
         assert names[dotted] == name, dotted
 

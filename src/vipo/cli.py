@@ -739,7 +739,7 @@ def cmd_ablate(args) -> int:
 
 
 def cmd_critic(args) -> int:
-    from .critics.learn import commands as critic_commands
+    from .run import critic_commands
 
     _setup_logging(args.verbose)
     if args.critic_verb == "train":
@@ -759,13 +759,12 @@ def cmd_critic(args) -> int:
 
 
 def cmd_critic_eval(args) -> int:
-    from .critics.learn import commands as critic_commands
-    from .stages.judge import make_critic
+    from .run import critic_commands
 
     _setup_logging(args.verbose)
     if args.out and Path(args.out).is_dir():
         raise UserError(f"--out {args.out}: is a folder; --out names the result file (JSON)")
-    return critic_commands.eval_folder(args.dir, make_critic(_judge_config(args)), args.truth, args.out)
+    return critic_commands.eval_folder(args.dir, _judge_config(args), args.truth, args.out)
 
 
 def cmd_generate(args) -> int:
@@ -832,7 +831,7 @@ def cmd_export(args) -> int:
 
 def cmd_world(args) -> int:
     if args.world_verb == "annotate":
-        from .critics.learn.commands import world_annotate
+        from .run.critic_commands import world_annotate
         from .world.annotators import DEFAULT_ERROR
 
         _setup_logging(False)

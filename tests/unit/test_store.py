@@ -5,10 +5,10 @@ import json
 import pytest
 from annotate_helpers import make_folder
 
-from vipo.annotate.export import split_of
 from vipo.annotate.items import folder_items
 from vipo.annotate.store import Store
 from vipo.cli import main
+from vipo.critics.learn.data import split_of
 from vipo.errors import UserError
 
 

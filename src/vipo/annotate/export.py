@@ -25,12 +25,11 @@ and simulated annotators' answers go through the same code. ``OUT`` holds:
      "reasons": ["..."],                                  # reasons of the annotators who voted for the verdict
      "annotators": 3, "split": "train"}
 
-The split is a function of the prompt alone (:func:`split_of`), so a prompt never crosses splits.
+The split is a function of the prompt alone (:func:`vipo.critics.learn.data.split_of`), so a prompt never crosses splits.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -40,6 +39,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..critics.base import DIMENSIONS
+from ..critics.learn.data import split_of
 from ..errors import UserError
 from ..io import atomic
 from ..io.paths import confined
@@ -70,13 +70,6 @@ class ExportOptions:
             raise UserError(f"annotate export --test-fraction: {self.test_fraction} must be in [0, 1]")
         if self.question_frames < 1:
             raise UserError(f"annotate export --frames: {self.question_frames} must be >= 1")
-
-
-def split_of(prompt: str, test_fraction: float) -> str:
-    """``test`` when the first 8 bytes of sha256(prompt, UTF-8) read as a big-endian fraction of 2**64 fall below
-    ``test_fraction``, else ``train``: deterministic, and the same for every record of a prompt."""
-    u = int.from_bytes(hashlib.sha256(prompt.encode("utf-8")).digest()[:8], "big") / 2**64
-    return "test" if u < test_fraction else "train"
 
 
 def questions(prompts_dir: str = "", frames: int = 16):

@@ -29,10 +29,10 @@ from .. import dist, faults
 from ..config import JudgeConfig
 from ..critics.base import DIMENSIONS, Critic, CriticParseError, Video
 from ..critics.options import current_names
+from ..data.folders import folder_samples, read_checked
 from ..data.ledger import Ledger, check_quarantine
 from ..data.pairs import consistent_verdict
 from ..errors import StageAborted, UserError
-from ..io.video import read_mp4
 
 log = logging.getLogger(__name__)
 MIN_FOR_EARLY_ABORT = 50  # judgments before the unparseable rate is trusted mid-stage
@@ -68,17 +68,6 @@ def _row(row: dict, parsed, kind: str) -> dict:
             overall=parsed.overall,
         )
     return dict(row, raw=parsed.raw, verdicts=parsed.verdicts, reasons=parsed.reasons, overall=parsed.overall)
-
-
-def read_checked(path: Path, frames: int | None = None):
-    """Decoded frames, or the reason the video is unusable (unreadable, no frames, wrong frame count)."""
-    try:
-        out = read_mp4(path)
-    except Exception as e:  # noqa: BLE001  (PyAV raises many types for a corrupt or truncated file)
-        return f"unreadable video ({type(e).__name__}: {e})"
-    if frames is not None and len(out) != frames:
-        return f"{len(out)} frames, {frames} expected"
-    return out
 
 
 class GroupJudge:
@@ -319,31 +308,6 @@ def summarize(judgments: list[dict]) -> dict:
         "labels": labels,
         "pairwise_verdicts": verdicts,
     }
-
-
-def folder_samples(root: Path) -> list[dict]:
-    """Samples of any folder of videos: ``metadata.jsonl`` rows with ``file_name`` and ``prompt`` (the layout of
-    Hugging Face video datasets and of ``vipo generate``); samples of one prompt form one group for pairs. Each
-    ``file_name`` must stay inside the folder (:func:`vipo.io.paths.inside`); each sample keeps its ``line``."""
-    from ..io.paths import inside
-    from ..io.text import jsonl_objects
-
-    meta = Path(root) / "metadata.jsonl"
-    if not meta.is_file():
-        raise UserError(f"{root}: no metadata.jsonl (one JSON object per line with file_name and prompt)")
-    samples, prompt_ids = [], {}
-    for n, row in jsonl_objects(meta):
-        try:
-            name, prompt = str(row["file_name"]), str(row["prompt"])
-        except KeyError:
-            raise UserError(f"{meta}:{n}: expected a JSON object with file_name and prompt") from None
-        if not inside(root, name, f"{meta}:{n}: file_name").is_file():
-            raise UserError(f"{meta}:{n}: {name}: file not found")
-        pid = prompt_ids.setdefault(prompt, len(prompt_ids))
-        samples.append({"id": name, "prompt_id": pid, "prompt": prompt, "file_name": name, "line": n})
-    if not samples:
-        raise UserError(f"{meta}: no videos listed")
-    return samples
 
 
 # -- vipo judge DIR --out F: the judgments of a folder, kept as a cache beside F ------------------------------------

@@ -29,12 +29,12 @@ import numpy as np
 
 from .. import faults
 from ..critics import omniscore
+from ..data.folders import folder_samples, read_checked
 from ..errors import UserError
 from ..io import atomic
 from ..io.hashing import file_digest
 from ..io.lock import folder_lock
 from ..io.paths import inside
-from .judge import folder_samples, read_checked
 
 log = logging.getLogger(__name__)
 LONG_SECONDS = 5.0  # VBench-Long from this clip length on

@@ -17,6 +17,7 @@ Video paths are relative to the JSONL's folder (never absolute); with ``check_fi
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -67,6 +68,13 @@ class Record:
         d = asdict(self)
         d.pop("root")
         return d
+
+
+def split_of(prompt: str, test_fraction: float) -> str:
+    """``test`` when the first 8 bytes of sha256(prompt, UTF-8) read as a big-endian fraction of 2**64 fall below
+    ``test_fraction``, else ``train``: deterministic, and the same for every record of a prompt."""
+    u = int.from_bytes(hashlib.sha256(prompt.encode("utf-8")).digest()[:8], "big") / 2**64
+    return "test" if u < test_fraction else "train"
 
 
 def _fail(where: str, message: str):

@@ -2,7 +2,7 @@
 
 Each reads a local folder in its published layout and writes records whose video paths are relative to the output
 JSONL's folder (the videos stay where they are). The split of a record is the annotation export's: a hash of its
-prompt (:func:`vipo.annotate.export.split_of`), so a prompt never crosses splits.
+prompt (:func:`vipo.critics.learn.data.split_of`), so a prompt never crosses splits.
 
 - **LiFT-HRA** (Wang et al. 2024, *LiFT*; ``LiFT-HRA-data.json`` beside ``videos/``): a JSON list in the
   LLaVA/VILA conversation layout LiFT's critic trains on, ``{"video": "videos/x.mp4", "conversations":
@@ -42,7 +42,7 @@ _ANSWER = re.compile(r"^\s*(good|normal|bad)\b[\s.:,;!-]*(.*)$", re.IGNORECASE |
 
 
 def _split(prompt: str, test_fraction: float) -> str:
-    from ...annotate.export import split_of
+    from .data import split_of
 
     return split_of(prompt, test_fraction)
 
@@ -220,7 +220,7 @@ def videogen_rewardbench(src: str | Path, out: str | Path, test_fraction: float 
 
 def judgments(src: str | Path, folder: str | Path, out: str | Path, test_fraction: float = 0.1) -> list[dict]:
     """The parsed judgments of ``vipo judge FOLDER --out SRC`` -> records at ``out``."""
-    from ...stages.judge import folder_samples
+    from ...data.folders import folder_samples
 
     src, folder, out = Path(src), Path(folder), Path(out)
     samples = {s["id"]: s for s in folder_samples(folder)}

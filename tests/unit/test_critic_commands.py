@@ -1,4 +1,4 @@
-"""vipo.critics.learn.commands, the verbs behind ``vipo critic train|import|eval`` and ``vipo world annotate``
+"""vipo.run.critic_commands, the verbs behind ``vipo critic train|import|eval`` and ``vipo world annotate``
 called directly: the configuration's precedence and one-line refusals, and what each verb prints and writes around
 the trainer, importers, evaluator and simulated annotators (stand-ins here; they are tested in test_critic_data.py,
 test_critic_accuracy.py, test_learned_critic.py and tests/integration/test_critic_train_cli.py)."""
@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from vipo.critics.learn import commands
 from vipo.errors import UserError
+from vipo.run import critic_commands as commands
 
 RECORD = {
     "id": "x#semantic",

@@ -8,16 +8,18 @@ import logging
 import sys
 from pathlib import Path
 
-from ...errors import UserError
-from ...io import atomic
+from ..errors import UserError
+from ..io import atomic
 
 log = logging.getLogger(__name__)
 
 
 def train_config(config: str | None, sets: list[str], flags: dict):
-    """CriticTrainConfig: defaults < ``--config`` (a ``critic_train:`` section or bare keys) < ``--set`` < flags."""
-    from ...config import build, load_yaml, merge, parse_overrides, validate_tree
-    from .train import CriticTrainConfig
+    """CriticTrainConfig: defaults < ``--config`` < ``--set`` < flags. ``--config`` is a recipe with a
+    ``critic_train:`` section (its other sections are other verbs') or a file of bare keys; ``--set`` takes bare keys
+    and ``critic_train.``-prefixed ones alike, a prefixed key winning over the same bare one."""
+    from ..config import build, load_yaml, merge, parse_overrides, validate_tree
+    from ..critics.learn.train import CriticTrainConfig
 
     data = load_yaml(config) if config else {}
     if isinstance(data.get("critic_train"), dict):
@@ -32,7 +34,7 @@ def train_config(config: str | None, sets: list[str], flags: dict):
 
 
 def train(data: str, out: str, cfg, progress: bool = True) -> int:
-    from .train import train_critic
+    from ..critics.learn.train import train_critic
 
     info = train_critic(data, out, cfg, progress)
     print(
@@ -50,7 +52,7 @@ def train(data: str, out: str, cfg, progress: bool = True) -> int:
 
 
 def import_records(kind: str, src: str, out: str, folder: str | None, test_fraction: float) -> int:
-    from . import importers
+    from ..critics.learn import importers
 
     if not 0 <= test_fraction <= 1:
         raise UserError(f"critic import --test-fraction: {test_fraction} must be in [0, 1]")
@@ -66,9 +68,9 @@ def import_records(kind: str, src: str, out: str, folder: str | None, test_fract
 
 
 def eval_records(data: str, critic, split: str, against: str, out: str | None) -> int:
-    from .accuracy import table_rows
-    from .data import read_records
-    from .train import evaluate_records
+    from ..critics.learn.accuracy import table_rows
+    from ..critics.learn.data import read_records
+    from ..critics.learn.train import evaluate_records
 
     records = read_records(data, split=None if split == "all" else split)
     if not records:
@@ -83,30 +85,33 @@ def eval_records(data: str, critic, split: str, against: str, out: str | None) -
     return 0
 
 
-def eval_folder(folder: str, critic, truth_labels: str | None, out: str | None) -> int:
-    """``vipo critic eval DIR``: ``critic`` against the truth on a folder of videos with metadata.jsonl: people's
-    annotations (``truth_labels``, the human critic's JSONL; the pairs they annotated, in both orders) or, without
-    them, the embedded world's exact judge (every ordered pair of videos of one prompt; the prompts must be the
-    world's)."""
+def eval_folder(folder: str, judge, truth_labels: str | None, out: str | None) -> int:
+    """``vipo critic eval DIR``: the critic of the judge options ``judge`` (made once the folder has been read, so a
+    bad folder is refused before any weights load) against the truth on a folder of videos with metadata.jsonl:
+    people's annotations (``truth_labels``, the human critic's JSONL; the pairs they annotated, in both orders) or,
+    without them, the embedded world's exact judge (every ordered pair of videos of one prompt; the prompts must be
+    the world's)."""
     import itertools
 
-    from ...stages.judge import check_prompts, folder_samples, read_checked
-    from ..agreement import agreement
-    from ..base import Video
+    from ..critics.agreement import agreement
+    from ..critics.base import Video
+    from ..data.folders import folder_samples, read_checked
+    from ..stages.judge import check_prompts, make_critic
 
     root = Path(folder)
     samples = folder_samples(root)
+    critic = make_critic(judge)
     check_prompts(critic, [(f"{root / 'metadata.jsonl'}:{s['line']}", s["prompt"]) for s in samples])
     if truth_labels:
-        from ..human import HumanCritic
+        from ..critics.human import HumanCritic
 
         truth = HumanCritic(truth_labels)
         index = {s["file_name"]: i for i, s in enumerate(samples)}
         pairs = [(index[a], index[b]) for a, b in truth.annotated_pairs() if a in index and b in index]
         pairs += [(j, i) for i, j in pairs]
     else:
-        from ...world import grammar
-        from ..world import WorldCritic
+        from ..critics.world import WorldCritic
+        from ..world import grammar
 
         bad = [s["prompt"] for s in samples if grammar.parse(s["prompt"]) is None]
         if bad:
@@ -148,7 +153,7 @@ def world_annotate(
     progress: bool = True,
 ) -> int:
     """Generate world clips (unless ``videos`` names a folder of them), then simulated annotators label them."""
-    from ...world.annotators import annotate
+    from ..world.annotators import annotate
 
     out_dir = Path(out)
     root = (
@@ -193,12 +198,12 @@ def generate_world_clips(
     ``samples_per_prompt`` videos per phrasing, from ``model`` (+ ``lora``): resumable (a ledger in ``out``)."""
     import random
 
-    from ...config import GenerateConfig
-    from ...data.ledger import Ledger
-    from ...device import resolve_device
-    from ...models.policy import load_policy
-    from ...stages.generate import PromptItem, generate
-    from ...world import grammar
+    from ..config import GenerateConfig
+    from ..data.ledger import Ledger
+    from ..device import resolve_device
+    from ..models.policy import load_policy
+    from ..stages.generate import PromptItem, generate
+    from ..world import grammar
 
     if repeats < 1 or samples_per_prompt < 2:
         raise UserError("world annotate: --repeats >= 1 and --samples-per-prompt >= 2 (pairs need two) are needed")
