@@ -1,4 +1,4 @@
-"""Helpers shared by unit tests of several modules (from test_annotate_export.py)."""
+"""Helpers shared by unit tests of several modules (annotation stores and exports)."""
 
 import json
 

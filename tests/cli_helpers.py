@@ -1,4 +1,4 @@
-"""Helpers shared by unit tests of several modules (from test_bad_input.py)."""
+"""Helpers shared by unit tests of several modules (one-line errors, folders of rendered clips)."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""Helpers shared by unit tests of several modules (from test_families.py, test_model_dtype.py)."""
+"""Helpers shared by unit tests of several modules (the diffusers families, bf16 weights, plain diffusers sampling)."""
 
 import diffusers
 import numpy as np

@@ -1,4 +1,4 @@
-"""Helpers shared by unit tests of several modules (from test_learned_critic.py)."""
+"""Helpers shared by unit tests of several modules (the learned world critic)."""
 
 import pytest
 import torch

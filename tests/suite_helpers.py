@@ -1,4 +1,4 @@
-"""Helpers shared by unit tests of several modules (from test_suites.py)."""
+"""Helpers shared by unit tests of several modules (prompt suites and run configs)."""
 
 from vipo.config import RunConfig, build, validate_tree
 

@@ -1,4 +1,4 @@
-"""Helpers shared by unit tests of several modules (from test_train.py)."""
+"""Helpers shared by unit tests of several modules (training batches and errors)."""
 
 import random
 

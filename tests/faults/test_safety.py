@@ -1,6 +1,6 @@
 """Nothing stale, nothing outside, nothing executed (docs/reliability.md, rows 12-19): the real CLI in subprocesses,
 given stale folders, a second writer, a killed lock holder, paths leading out, a forged pickle and script in every
-field of a report. (The one-line error of each bad input is in tests/unit/test_bad_input.py, in process.)
+field of a report. (The one-line error of each bad input is tested in process in tests/unit/, in the file of the module that raises it.)
 """
 
 import json

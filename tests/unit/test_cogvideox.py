@@ -1,4 +1,4 @@
-"""vipo.models.cogvideox's own logic (sampling and training end to end are in test_families.py): the published sizes
+"""vipo.models.cogvideox's own logic (sampling and training end to end: test_models_base.py, test_lora.py, tests/integration/test_families_cli.py): the published sizes
 of 1.0 and 1.5 from their transformer configs, the size rules (4x in time decoding odd latent counts, 8x in space,
 2x2 patches, 1.5's rotary table), 1.5's front padding, the uniform integer timesteps and their windows, what sampling
 hands the pipeline, and on a tiny pipeline: the DPM scheduler swapped in, the deterministic frames-first latents, the

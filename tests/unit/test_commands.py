@@ -1,7 +1,7 @@
 """vipo.annotate.commands, the verbs behind ``vipo annotate`` called directly: which store they open and the one-line
 refusals, what add-user prints, what serve records before it hands the store to the server (a stand-in here), and
 what export and import print from known summaries (the export and the Label Studio reader themselves are tested in
-test_annotate_export.py)."""
+test_export.py and test_labelstudio.py)."""
 
 import json
 import sys

@@ -1,29 +1,18 @@
 """vipo.run.critic_commands, the verbs behind ``vipo critic train|import|eval`` and ``vipo world annotate``
 called directly: the configuration's precedence and one-line refusals, and what each verb prints and writes around
-the trainer, importers, evaluator and simulated annotators (stand-ins here; they are tested in test_critic_data.py,
-test_critic_accuracy.py, test_learned_critic.py and tests/integration/test_critic_train_cli.py)."""
+the trainer, importers, evaluator and simulated annotators (stand-ins here; they are tested in test_learn_data.py,
+test_accuracy.py, test_learned.py, test_learn_train.py and tests/integration/test_critic_train_cli.py)."""
 
 import json
 from types import SimpleNamespace
 
 import pytest
+from record_helpers import GOOD
 
 from vipo.errors import UserError
 from vipo.run import critic_commands as commands
 
-RECORD = {
-    "id": "x#semantic",
-    "task": "pointwise",
-    "dimension": "semantic",
-    "prompt": "a red circle moving left",
-    "videos": ["a.mp4"],
-    "question": "Q",
-    "verdict": "Good",
-    "votes": {"Good": 2, "Bad": 1},
-    "reasons": ["right colour"],
-    "annotators": 3,
-    "split": "train",
-}
+RECORD = dict(GOOD, videos=["a.mp4"])
 
 
 @pytest.fixture

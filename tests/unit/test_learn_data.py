@@ -3,25 +3,11 @@
 import json
 
 import pytest
-from record_helpers import clip
+from record_helpers import GOOD, clip
 
 from vipo.cli import main
 from vipo.critics.learn import data as learn_data
 from vipo.errors import UserError
-
-GOOD = {
-    "id": "x#semantic",
-    "task": "pointwise",
-    "dimension": "semantic",
-    "prompt": "a red circle moving left",
-    "videos": ["videos/a.mp4"],
-    "question": "Q",
-    "verdict": "Good",
-    "votes": {"Good": 2, "Bad": 1},
-    "reasons": ["right colour"],
-    "annotators": 3,
-    "split": "train",
-}
 
 
 def write(path, rows):

@@ -1,4 +1,4 @@
-"""vipo.models.ltx's own logic (sampling and training end to end are in test_families.py): LTX-Video's published size
+"""vipo.models.ltx's own logic (sampling and training end to end: test_models_base.py, test_lora.py, tests/integration/test_families_cli.py): LTX-Video's published size
 and size rules (LTXPipeline's multiples of 32), the latent grid of a clip, the sampler's resolution-dependent shift
 (``exp(mu)``, mu linear in the token count) and the shifted logit-normal training timesteps, what sampling hands the
 pipeline and the unpacking of its tokens, and on a tiny pipeline: the prompt's attention mask, the latents'

@@ -1,4 +1,4 @@
-"""vipo.models.wan's own logic (sampling and training end to end are in test_families.py): Wan 2.1's published size
+"""vipo.models.wan's own logic (sampling and training end to end: test_models_base.py, test_lora.py, tests/integration/test_families_cli.py): Wan 2.1's published size
 and size rules (4x in time, 8x in space, 1x2x2 patches, the rotary table's positions per axis), the sampler's flow
 shift, training timesteps under that shift (or uniform in a window), what sampling hands the pipeline, and on a tiny
 pipeline: latents normalised per channel by the VAE's mean and std (undone before decoding), the rectified-flow
