@@ -853,7 +853,7 @@ def describe_critic(critic: str | None = None, width: int = 100) -> str:
     """The judge options common to every critic, then ``critic``'s own (``vipo judge --critic X --help``); with no
     critic, the list of critics in their place."""
     opts = _critic_options.OPTIONS
-    critic = _critic_options.RENAMED.get(critic, critic) if critic is not None else None
+    critic = _critic_options.current_name(critic) if critic is not None else None
     if critic is not None and critic not in opts:
         raise UserError(f"judge.critic: unknown critic {critic!r} (known: {', '.join(opts)})")
     common = _critic_options.COMMON

@@ -33,9 +33,9 @@ def critic_class(name: str) -> type[Critic]:
     import importlib
 
     from ..errors import UserError
-    from .options import RENAMED
+    from .options import current_name
 
-    name = RENAMED.get(name, name)
+    name = current_name(name)
     if name not in CRITICS:
         raise UserError(f"judge.critic: unknown critic {name!r} (known: {', '.join(CRITICS)})")
     module, cls = CRITICS[name].split(":")

@@ -53,7 +53,7 @@ class CommonOptions(CriticOptions):
     """the judge stage stops with an error when more than this fraction of its judgments are unparseable"""
 
     def validate(self) -> None:
-        self.critic = RENAMED.get(self.critic, self.critic)
+        self.critic = current_name(self.critic)
         _check(self.critic in OPTIONS, f"critic: unknown critic {self.critic!r} (known: {', '.join(OPTIONS)})")
         _check(0 <= self.max_unparseable <= 1, f"max_unparseable must be in [0, 1], got {self.max_unparseable}")
 
@@ -315,14 +315,18 @@ OPTIONS: dict[str, type[CriticOptions]] = {
 RENAMED: dict[str, str] = {"metric": "pixelstats"}
 
 
+def current_name(critic: str) -> str:
+    """The critic's name now (an earlier name, :data:`RENAMED`, replaced; any other name as it is)."""
+    return RENAMED.get(critic, critic)
+
+
 def current_names(record: Any) -> Any:
     """A stored record (a run folder's config snapshot, a judgments cache's provenance) with every critic named by
     an earlier name (a ``critic`` key anywhere: ``judge.critic``, ``judge.members[i].critic``, ``eval.critic``)
     renamed, so a folder started under the earlier name resumes under the new one."""
     if isinstance(record, dict):
         return {
-            k: RENAMED.get(v, v) if k == "critic" and isinstance(v, str) else current_names(v)
-            for k, v in record.items()
+            k: current_name(v) if k == "critic" and isinstance(v, str) else current_names(v) for k, v in record.items()
         }
     if isinstance(record, list):
         return [current_names(v) for v in record]

@@ -22,6 +22,15 @@ def read_checked(path: Path, frames: int | None = None):
     return out
 
 
+def sample_frames(root: Path, sample: dict):
+    """The decoded frames of one of :func:`folder_samples`' samples; an unusable video is a one-line error naming
+    its file."""
+    frames = read_checked(Path(root) / sample["file_name"])
+    if isinstance(frames, str):
+        raise UserError(f"{Path(root) / sample['file_name']}: {frames}")
+    return frames
+
+
 def folder_samples(root: Path) -> list[dict]:
     """Samples of any folder of videos: ``metadata.jsonl`` rows with ``file_name`` and ``prompt`` (the layout of
     Hugging Face video datasets and of ``vipo generate``); samples of one prompt form one group for pairs. Each

@@ -95,7 +95,7 @@ def eval_folder(folder: str, judge, truth_labels: str | None, out: str | None) -
 
     from ..critics.agreement import agreement
     from ..critics.base import Video
-    from ..data.folders import folder_samples, read_checked
+    from ..data.folders import folder_samples, sample_frames
     from ..stages.judge import check_prompts, make_critic
 
     root = Path(folder)
@@ -124,12 +124,7 @@ def eval_folder(folder: str, judge, truth_labels: str | None, out: str | None) -
         for i, s in enumerate(samples):
             groups.setdefault(s["prompt_id"], []).append(i)
         pairs = [p for g in groups.values() for p in itertools.permutations(g, 2)]
-    videos = []
-    for s in samples:
-        frames = read_checked(root / s["file_name"])
-        if isinstance(frames, str):
-            raise UserError(f"{root / s['file_name']}: {frames}")
-        videos.append(Video(s["prompt"], frames, str(root / s["file_name"])))
+    videos = [Video(s["prompt"], sample_frames(root, s), str(root / s["file_name"])) for s in samples]
     res = agreement(critic, truth, videos, pairs)
     res.update(critic=critic.name, truth=truth.name, videos=len(videos))
     if out:

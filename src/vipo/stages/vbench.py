@@ -29,7 +29,7 @@ import numpy as np
 
 from .. import faults
 from ..critics import omniscore
-from ..data.folders import folder_samples, read_checked
+from ..data.folders import folder_samples, sample_frames
 from ..errors import UserError
 from ..io import atomic
 from ..io.hashing import file_digest
@@ -92,9 +92,7 @@ def builtin(root: Path, samples: list[dict], features=None, dimensions=None) -> 
     per_dim: dict[str, list[dict]] = {k: [] for k in names}
     for s in samples:
         faults.check_term("vipo eval")  # SIGTERM: stop between clips
-        frames = read_checked(root / s["file_name"])
-        if isinstance(frames, str):
-            raise UserError(f"{root / s['file_name']}: {frames}")
+        frames = sample_frames(root, s)
         got = {k: fn(frames) for k, fn in omniscore.MEASURES.items() if k in per_dim}
         if features:
             got.update(features.measure(frames, s["prompt"], only=per_dim))
