@@ -39,7 +39,8 @@ def test_world_reasons_are_read_back():
         "scores": (0.91,)
     }
     assert read_reason("pointwise", "semantic", "a red circle moving left as asked", prompt) == {
-        "shows": {"color": "red", "shape": "circle", "direction": "left"}
+        "shows": {"color": "red", "shape": "circle", "direction": "left"},
+        "passes": {"color": True, "shape": True, "direction": True},
     }
     got = read_reason(
         "pointwise",
@@ -48,12 +49,18 @@ def test_world_reasons_are_read_back():
         "frame)",
         prompt,
     )
-    assert got == {"shows": {"color": "blue", "direction": "right", "shape": "circle"}}
+    assert got == {
+        "shows": {"color": "blue", "direction": "right", "shape": "circle"},
+        "passes": {"color": False, "shape": True, "direction": False},
+    }
     # a reason that names a failure but not what was seen leaves that attribute unsaid
     got = read_reason(
         "pointwise", "semantic", "shape is not clearly circle: a loose circle: fit 0.61 (at least 0.72)", prompt
     )
-    assert got == {"shows": {"color": "red", "direction": "left"}}
+    assert got == {
+        "shows": {"color": "red", "direction": "left"},
+        "passes": {"color": True, "shape": False, "direction": True},
+    }
     for other in ("looked Good to me", "the circle wobbles", "a blue circle moving left as asked", ""):
         assert read_reason("pointwise", "semantic", other, prompt) == {}
         assert read_reason("pairwise", "motion", other, prompt) == {}

@@ -56,4 +56,6 @@ def test_world_example_learns_what_the_reasons_state(tmp_path):
         worldnet.DIRECTIONS.index("left"),
     ]
     assert ex.shows[x].tolist() == [-1, -1, -1]
+    # the reason names the attribute that failed: the colour; the shape and direction passed
+    assert ex.passes[y].tolist() == [0, 1, 1] and ex.passes[x].tolist() == [-1, -1, -1]
     assert len(ex.point) == 3 and len(ex.pair) == 1

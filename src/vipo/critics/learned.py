@@ -28,7 +28,7 @@ class LearnedWorldCritic(BatchCritic):
     name = "learned"
     Options = LearnedOptions
 
-    def __init__(self, cfg: LearnedOptions, net: worldnet.WorldCriticNet | None = None):
+    def __init__(self, cfg: LearnedOptions, net: worldnet.VerdictLinks | None = None):
         self.device = resolve_device(cfg.device)
         self.net = net.to(self.device).eval() if net is not None else worldnet.load(cfg.model, self.device)
         self._cache: dict[str, torch.Tensor] = {}

@@ -118,7 +118,8 @@ def read_reason(task: str, dimension: str, reason: str, prompt: str) -> dict:
     person's own words): ``scores`` -- the graded value(s) the verdict compared (pairwise: ``(A, B)``, the
     semantic one being the number of right attributes plus the graded score; pointwise fidelity and motion:
     ``(score,)``); ``shows`` -- for a pointwise semantic reason, the colour, shape or direction the clip shows where
-    the reason says it ("as asked", "looks orange", "looks like a square", "moves the opposite way")."""
+    the reason says it ("as asked", "looks orange", "looks like a square", "moves the opposite way"); ``passes`` --
+    with it, whether each of colour, shape and direction passed its check (the reason names those that did not)."""
     reason = reason.strip()
     if task == "pairwise":
         m = _PAIR_REASON.match(reason)
@@ -130,7 +131,10 @@ def read_reason(task: str, dimension: str, reason: str, prompt: str) -> dict:
     if a is None:
         return {}
     if reason == f"a {a.color} {a.shape} moving {a.direction} as asked":
-        return {"shows": {"color": a.color, "shape": a.shape, "direction": a.direction}}
+        return {
+            "shows": {"color": a.color, "shape": a.shape, "direction": a.direction},
+            "passes": dict.fromkeys(_ATTRIBUTES, True),
+        }
     shows, wrong = {}, set()
     for part in reason.split("; "):
         m = re.match(r"^(color|shape|direction) is not clearly (\w+): (.*)$", part)
@@ -145,4 +149,4 @@ def read_reason(task: str, dimension: str, reason: str, prompt: str) -> dict:
             shows[attr] = grammar.OPPOSITE[a.direction]
     # an attribute the reason does not name passed its check: the clip shows the asked value
     shows.update({k: getattr(a, k) for k in _ATTRIBUTES if k not in wrong})
-    return {"shows": shows}
+    return {"shows": shows, "passes": {k: k not in wrong for k in _ATTRIBUTES}}

@@ -62,17 +62,27 @@ class CriticTrainConfig(Section):
     seed: int = 0
     """seed of the weights, the item subsample and the data order"""
     augment: bool = True
-    """world: mirror and time-reverse clips (asking the mirrored direction) where the mirrored prompt occurs in the
-    training data"""
+    """world, components false: mirror and time-reverse clips (asking the mirrored direction) where the mirrored
+    prompt occurs in the training data (the components net reads each clip's measurements once, unaugmented: its
+    terms are per attribute already)"""
     reasons: bool = True
     """world: also learn what the voters' reasons state where they are the world judge's (each clip's graded
     scores, the colour, shape and direction it shows), as an LLM critic learns the reasoning before the verdict;
     false: the verdicts alone"""
+    reasons_weight: float = 1.0
+    """world: weight of what the reasons state (the squared error of the stated scores in units of their spread, and
+    the cross-entropy of the attributes shown) against the verdicts' cross-entropy"""
+    components: bool = True
+    """world: read the clip with a connected-component tracker (the largest blob's path, size, clutter, colour and
+    silhouette, every frame at 64 px) against prototypes of the prompt's words learned from the labels (net version
+    4, critics.learn.componentnet; no convolutions, trains in minutes); false: the convolutional network (versions 2
+    and 3; ``width`` and ``object_tracker`` apply)"""
     width: int = 32
-    """world: channels of the first convolutions"""
+    """world, components false: channels of the first convolutions"""
     object_tracker: bool = True
-    """world: also read the clip with an object tracker (a soft foreground mask's path, area, shape moments and colour
-    per frame at 64 px; worldnet.track); false: the convolutions alone at 32 px (the network of version-2 critics)"""
+    """world, components false: also read the clip with a soft object tracker (a soft foreground mask's path, area,
+    shape moments and colour per frame at 64 px; worldnet.track); false: the convolutions alone at 32 px (the network
+    of version-2 critics)"""
     lora: bool = True
     """vlm: train a LoRA adapter (false: every weight of the language model)"""
     lora_rank: int = 16
@@ -261,6 +271,8 @@ def world_example(records: list[Record], side: int = 32, frames: int = 9):
         for k, (name, pool) in enumerate(zip(values, pools)):
             if name in said.get("shows", {}):
                 ex.shows[idx[0], k] = pool.index(said["shows"][name])
+            if name in said.get("passes", {}):
+                ex.passes[idx[0], k] = int(said["passes"][name])
     return ex
 
 
@@ -269,7 +281,7 @@ def _train_world(
 ) -> dict:
     from . import worldnet
 
-    net_cfg = worldnet.NetConfig(width=cfg.width, tracker=cfg.object_tracker)
+    net_cfg = worldnet.NetConfig(width=cfg.width, tracker=cfg.object_tracker, components=cfg.components)
     t0 = time.time()
     ex = world_example(train, net_cfg.input_side, net_cfg.frames)
     opts = worldnet.TrainOptions(
@@ -280,12 +292,18 @@ def _train_world(
         augment=cfg.augment,
         seed=cfg.seed,
         reasons=cfg.reasons,
+        reasons_weight=cfg.reasons_weight,
     )
     curve_rows: list[dict] = []
     net, curve = worldnet.train(ex, opts, net_cfg, progress, on_epoch=lambda _n, row: curve_rows.append(row))
     info.update(
         train_seconds=round(time.time() - t0, 1), clips=len(ex.clips), device="cpu", final_loss=curve[-1]["loss"]
     )
+    if net_cfg.components:
+        info.update(
+            foreground_level=round(float(net.threshold), 2),
+            foreground_errors={str(k): round(v, 5) for k, v in getattr(net, "threshold_errors", {}).items()},
+        )
     with atomic.atomic_dir(out) as tmp:
         worldnet.save(net, tmp, info)
         (tmp / "loss.jsonl").write_text("".join(json.dumps(r) + "\n" for r in curve))

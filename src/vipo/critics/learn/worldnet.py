@@ -1,5 +1,11 @@
 """The learned world critic: a small video network trained on voted labels, answering pointwise and pairwise.
 
+Two networks share the links from scores to verdicts (:class:`VerdictLinks`), the training loop (:func:`train`) and
+the folder format (:func:`save`, :func:`load`): the default since version 4 is
+:class:`~vipo.critics.learn.componentnet.ComponentCriticNet` (a connected-component tracker read against learned
+prototypes of the prompt's words); this module's :class:`WorldCriticNet` is the convolutional network of versions 2
+and 3, described here:
+
 The embedded world's exact judge is never wrong; a critic learned from (simulated) people's votes is, the way IPO's
 critic is. This one reads the clip (9 frames of 64x64 RGB, block-averaged from the 4x upscaled mp4s) and the prompt
 (the world grammar's colour, shape and direction) and gives one score per dimension:
@@ -41,7 +47,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -78,19 +84,25 @@ class NetConfig:
     tracker: bool = True
     #: the side the tracker reads frames at (the convolutions read them block-averaged to ``side``)
     track_side: int = 64
-    #: the layout of the weights; a critic saved by another version does not load (version 2: no tracker)
-    version: int = 3
+    #: the network of version 4 (:mod:`vipo.critics.learn.componentnet`): a connected-component tracker read
+    #: against learned prototypes of the prompt's words, no convolutions (``side``, ``width``, ``keypoints`` and
+    #: ``tracker`` are then unused); false: the convolutional network of versions 2 and 3
+    components: bool = True
+    #: the layout of the weights, set from the fields above (4: components, 3: convolutions and the soft tracker,
+    #: 2: convolutions alone); a critic saved by another layout does not load
+    version: int = 4
 
     def __post_init__(self):
         if self.frames < 2 or self.side < 8 or self.side % 4:
             raise UserError("critic net: frames >= 2 and a side >= 8 that is a multiple of 4 are needed")
         if self.tracker and (self.track_side < self.side or self.track_side % self.side):
             raise UserError(f"critic net: track_side must be a multiple of side ({self.side}), got {self.track_side}")
+        self.version = 4 if self.components else 3 if self.tracker else 2
 
     @property
     def input_side(self) -> int:
         """The side of the clips the network is given (:func:`to_clip`)."""
-        return self.track_side if self.tracker else self.side
+        return self.track_side if self.tracker or self.components else self.side
 
 
 @dataclass
@@ -274,9 +286,67 @@ def track(x: torch.Tensor, threshold: torch.Tensor | float) -> torch.Tensor:
     )
 
 
-class WorldCriticNet(nn.Module):
-    def __init__(self, cfg: NetConfig = NetConfig()):
+@torch.no_grad()
+def set_scale(net: VerdictLinks, stated: np.ndarray) -> None:
+    """Set the scores' ``center`` and ``spread`` from the stated scores [N, 3] (NaN: not stated), each dimension
+    where at least two are stated."""
+    st = torch.from_numpy(np.asarray(stated, dtype=np.float32))
+    for k in range(3):
+        v = st[:, k][~torch.isnan(st[:, k])]
+        if len(v) > 1:
+            net.center[k], net.spread[k] = v.mean(), v.std().clamp_min(0.05)
+
+
+class VerdictLinks(nn.Module):
+    """What every learned world critic shares: where its three scores live and the links from scores to verdicts.
+
+    The scores are on the scale the reasons state them (``center``, ``spread``: set from the stated scores before
+    training); the links read them standardized, so that cutpoints and tie band start at the scale of the data
+    whatever scale the reasons state it on."""
+
+    def __init__(self):
         super().__init__()
+        self.register_buffer("center", torch.zeros(3))
+        self.register_buffer("spread", torch.ones(3))
+        self.cut_low = nn.Parameter(torch.zeros(3))
+        self.cut_gap = nn.Parameter(torch.zeros(3))
+        self.point_scale = nn.Parameter(torch.zeros(3))
+        self.pair_scale = nn.Parameter(torch.zeros(3))
+        self.pair_tie = nn.Parameter(torch.full((3,), -1.0))
+
+    def pointwise_logp(self, scores: torch.Tensor) -> torch.Tensor:
+        """log P(Bad, Normal, Good) [B, 3 dims, 3]."""
+        scores = (scores - self.center) / self.spread
+        low = self.cut_low
+        high = low + F.softplus(self.cut_gap) + 1e-3
+        k = F.softplus(self.point_scale) * 8
+        p_bad = torch.sigmoid(k * (low - scores))
+        p_le_normal = torch.sigmoid(k * (high - scores))
+        probs = torch.stack([p_bad, p_le_normal - p_bad, 1 - p_le_normal], dim=-1)
+        return probs.clamp_min(1e-7).log()
+
+    def pairwise_logp(self, sa: torch.Tensor, sb: torch.Tensor) -> torch.Tensor:
+        """log P(A, B, Tie) [B, 3 dims, 3]; swapping ``sa`` and ``sb`` swaps A and B."""
+        d = F.softplus(self.pair_scale) * 5 * (sa - sb) / self.spread
+        tau = F.softplus(self.pair_tie)
+        p_b = torch.sigmoid(-tau - d)
+        p_not_a = torch.sigmoid(tau - d)
+        probs = torch.stack([1 - p_not_a, p_b, p_not_a - p_b], dim=-1)
+        return probs.clamp_min(1e-7).log()
+
+    def observed(self, logp: torch.Tensor, task: str) -> torch.Tensor:
+        """log P of the voted label given the critic's own ``logp`` [B, dims, 3] (``task``: pointwise or pairwise),
+        which training fits to the votes: here the same (the votes are taken as the truth)."""
+        return logp
+
+
+class WorldCriticNet(VerdictLinks):
+    """Versions 2 and 3: convolutions over the frames (and the soft tracker :func:`track`)."""
+
+    def __init__(self, cfg: NetConfig = NetConfig(components=False)):
+        super().__init__()
+        if cfg.components:  # this is the convolutional network whatever the config's default
+            cfg = replace(cfg, components=False)
         self.cfg = cfg
         w, k = cfg.width, cfg.keypoints
         # per frame (shared over time): three convolutions, two of them stride 2, to an 8x8 map (CoordConv inputs)
@@ -319,16 +389,6 @@ class WorldCriticNet(nn.Module):
         self.match = nn.Linear(cfg.hidden, n_values)  # how well the clip shows each value (the semantic terms)
         self.quality = nn.Linear(quality_in, 2)  # fidelity, motion
         self.alpha = nn.Parameter(torch.zeros(3))
-        # where the scores live (set from the stated scores before training): the network's outputs are standardized
-        # scores, score = center + spread * output, and the links below read them standardized again, so that
-        # outputs, cutpoints and tie band start at the scale of the data whatever scale the reasons state it on
-        self.register_buffer("center", torch.zeros(3))
-        self.register_buffer("spread", torch.ones(3))
-        self.cut_low = nn.Parameter(torch.zeros(3))
-        self.cut_gap = nn.Parameter(torch.zeros(3))
-        self.point_scale = nn.Parameter(torch.zeros(3))
-        self.pair_scale = nn.Parameter(torch.zeros(3))
-        self.pair_tie = nn.Parameter(torch.full((3,), -1.0))
         ys, xs = torch.meshgrid(torch.linspace(-1, 1, cfg.side), torch.linspace(-1, 1, cfg.side), indexing="ij")
         self.register_buffer("coords", torch.stack([xs, ys]), persistent=False)
         m = cfg.side // 4
@@ -379,9 +439,10 @@ class WorldCriticNet(nn.Module):
         self.track_mean.copy_(z.mean(dim=0))
         self.track_std.copy_(z.std(dim=0).clamp_min(1e-6) if len(z) > 1 else torch.ones_like(self.track_std))
 
-    def heads(self, clips: torch.Tensor, attrs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def heads(self, clips: torch.Tensor, attrs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """``clips`` uint8 [B, F, S, S, 3], ``attrs`` long [B, 3] (asked colour, shape, direction) -> (scores [B, 3]:
-        semantic, fidelity, motion; ``shows`` logits [B, 13]: the colour, shape and direction the clip shows)."""
+        semantic, fidelity, motion; ``shows`` logits [B, 13]: the colour, shape and direction the clip shows; ``{}``:
+        nothing else for :meth:`reason_loss`)."""
         h = self.features(clips)
         conv = h[:, : self.cfg.hidden]  # the semantic terms read the convolutional features only
         shows = self.shows(conv)
@@ -394,37 +455,36 @@ class WorldCriticNet(nn.Module):
         terms = F.softplus(self.alpha) * logp.gather(1, at) + self.match(conv).gather(1, at)  # B, 3
         q = self.quality(h)
         raw = torch.stack([terms.sum(dim=1), q[:, 0], q[:, 1]], dim=1)  # ~N(0, 1) at the start
-        return self.center + self.spread * raw, shows
+        return self.center + self.spread * raw, shows, {}
 
     def forward(self, clips: torch.Tensor, attrs: torch.Tensor) -> torch.Tensor:
-        """scores [B, 3] (semantic, fidelity, motion): the values the verdict links below read."""
+        """scores [B, 3] (semantic, fidelity, motion): the values the verdict links read."""
         return self.heads(clips, attrs)[0]
 
-    def pointwise_logp(self, scores: torch.Tensor) -> torch.Tensor:
-        """log P(Bad, Normal, Good) [B, 3 dims, 3]."""
-        scores = (scores - self.center) / self.spread
-        low = self.cut_low
-        high = low + F.softplus(self.cut_gap) + 1e-3
-        k = F.softplus(self.point_scale) * 8
-        p_bad = torch.sigmoid(k * (low - scores))
-        p_le_normal = torch.sigmoid(k * (high - scores))
-        probs = torch.stack([p_bad, p_le_normal - p_bad, 1 - p_le_normal], dim=-1)
-        return probs.clamp_min(1e-7).log()
-
-    def pairwise_logp(self, sa: torch.Tensor, sb: torch.Tensor) -> torch.Tensor:
-        """log P(A, B, Tie) [B, 3 dims, 3]; swapping ``sa`` and ``sb`` swaps A and B."""
-        d = F.softplus(self.pair_scale) * 5 * (sa - sb) / self.spread
-        tau = F.softplus(self.pair_tie)
-        p_b = torch.sigmoid(-tau - d)
-        p_not_a = torch.sigmoid(tau - d)
-        probs = torch.stack([1 - p_not_a, p_b, p_not_a - p_b], dim=-1)
-        return probs.clamp_min(1e-7).log()
+    def reason_loss(
+        self, scores: torch.Tensor, aux: dict, stated: torch.Tensor, passes: torch.Tensor
+    ) -> tuple[torch.Tensor, float, int]:
+        """Squared error of the stated scores in units of the scores' spread, summed; with the summed squared error
+        and the count of stated scores for the loss curve (``aux`` and ``passes`` are not read by this network)."""
+        known = ~torch.isnan(stated)
+        diff = scores - torch.nan_to_num(stated)
+        return (diff / self.spread)[known].pow(2).sum(), float(diff[known].pow(2).sum()), int(known.sum())
 
 
 # -- saving and loading --------------------------------------------------------------------------------------------
 
 
-def save(net: WorldCriticNet, out: Path, info: dict) -> None:
+def make_net(cfg: NetConfig) -> VerdictLinks:
+    """The network ``cfg`` describes: version 4's :class:`~vipo.critics.learn.componentnet.ComponentCriticNet` or
+    the convolutional :class:`WorldCriticNet`."""
+    if cfg.components:
+        from .componentnet import ComponentCriticNet
+
+        return ComponentCriticNet(cfg)
+    return WorldCriticNet(cfg)
+
+
+def save(net: VerdictLinks, out: Path, info: dict) -> None:
     from safetensors.torch import save_file
 
     from ...io import atomic
@@ -434,7 +494,7 @@ def save(net: WorldCriticNet, out: Path, info: dict) -> None:
     atomic.write_json(out / CONFIG, {"arch": "world", "net": asdict(net.cfg), **info})
 
 
-def load(path: str | Path, device: str = "cpu") -> WorldCriticNet:
+def load(path: str | Path, device: str = "cpu") -> VerdictLinks:
     from safetensors.torch import load_file
 
     path = Path(path)
@@ -449,13 +509,15 @@ def load(path: str | Path, device: str = "cpu") -> WorldCriticNet:
     net_cfg = dict(meta["net"])
     version = net_cfg.get("version", 1)
     if version == 2:  # before the tracker: the same network without it
-        net_cfg.update(tracker=False)
+        net_cfg.update(tracker=False, components=False)
+    elif version == 3:  # convolutions and the soft tracker
+        net_cfg.update(components=False)
     elif version != NetConfig.version:
         raise UserError(
             f"judge.model: {path}/{CONFIG}: net version {version} was written by another vipo (this one reads "
-            f"versions 2 and {NetConfig.version}); train the critic again with `vipo critic train`"
+            f"versions 2 to {NetConfig.version}); train the critic again with `vipo critic train`"
         )
-    net = WorldCriticNet(NetConfig(**net_cfg))
+    net = make_net(NetConfig(**net_cfg))
     try:
         net.load_state_dict(load_file(str(path / WEIGHTS)))
     except RuntimeError as e:
@@ -482,6 +544,9 @@ class Example:
     stated: np.ndarray | None = None
     #: int [N, 3]: the colour, shape and direction the clip shows as the reasons say (-1: not said)
     shows: np.ndarray | None = None
+    #: int [N, 3]: whether the reasons say the clip shows the asked colour, shape and direction (1), not (0), or
+    #: do not say (-1)
+    passes: np.ndarray | None = None
 
     def __post_init__(self):
         n = len(self.clips)
@@ -489,6 +554,8 @@ class Example:
             self.stated = np.full((n, 3), np.nan, dtype=np.float32)
         if self.shows is None:
             self.shows = np.full((n, 3), -1, dtype=np.int64)
+        if self.passes is None:
+            self.passes = np.full((n, 3), -1, dtype=np.int64)
 
 
 def _components(n: int, pairs: list) -> list[list[int]]:
@@ -539,22 +606,34 @@ def _augment(clips: np.ndarray, attrs: np.ndarray, shows: np.ndarray, known: set
 
 def train(
     ex: Example, opts: TrainOptions, net_cfg: NetConfig = NetConfig(), progress: bool = True, on_epoch=None
-) -> tuple[WorldCriticNet, list[dict]]:
+) -> tuple[VerdictLinks, list[dict]]:
     """Train on every record of ``ex``; returns the network and the loss curve (one row per epoch)."""
     from tqdm.auto import tqdm
 
     opts.validate()
     torch.manual_seed(opts.seed)
     rng = random.Random(opts.seed)
-    net = WorldCriticNet(net_cfg)
-    net.fit_tracker(ex.clips)
+    inputs = None  # version 4: the tracker's measurements of every clip, read once
+    net = make_net(net_cfg)
+    if net_cfg.components:
+        from . import componentnet
+
+        passes = componentnet.stated_passes(ex.stated, ex.passes)
+        if opts.reasons:
+            threshold, net.threshold_errors = componentnet.choose_threshold(
+                ex.clips, ex.attrs, ex.stated, ex.shows, passes, net_cfg, opts.seed
+            )
+        else:
+            threshold = otsu_threshold(brightness_histogram(ex.clips)) * 255
+        net.threshold.fill_(threshold)
+        inputs = net.read(ex.clips)
+        net.fit_prototypes(*inputs, np.where(ex.shows >= 0, ex.shows, ex.attrs))
+        torch.manual_seed(opts.seed)
+    else:
+        passes = ex.passes
+        net.fit_tracker(ex.clips)
     if opts.reasons:
-        with torch.no_grad():
-            stated = torch.from_numpy(ex.stated)
-            for k in range(3):
-                v = stated[:, k][~torch.isnan(stated[:, k])]
-                if len(v) > 1:
-                    net.center[k], net.spread[k] = v.mean(), v.std().clamp_min(0.05)
+        set_scale(net, ex.stated)
     optim = torch.optim.AdamW(net.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
     point_of: dict[int, list] = {}
     for i, d, t in ex.point:
@@ -591,29 +670,35 @@ def train(
             faults.check_term("critic train")  # SIGTERM: stop between steps (nothing is written: exit 143)
             idx = [i for g in batch for i in g]
             pos = {i: k for k, i in enumerate(idx)}
-            clips, attrs, shows = [], [], []
-            for g in batch:
-                c, a, w = ex.clips[g], ex.attrs[g], ex.shows[g]
-                if opts.augment:
-                    c, a, w = _augment(c, a, w, known, rng)
-                clips.append(c)
-                attrs.append(a)
-                shows.append(w)
-            scores, shows_logits = net.heads(
-                torch.from_numpy(np.concatenate(clips)), torch.from_numpy(np.concatenate(attrs)).long()
-            )
+            if inputs is None:
+                clips, attrs, shows = [], [], []
+                for g in batch:
+                    c, a, w = ex.clips[g], ex.attrs[g], ex.shows[g]
+                    if opts.augment:
+                        c, a, w = _augment(c, a, w, known, rng)
+                    clips.append(c)
+                    attrs.append(a)
+                    shows.append(w)
+                scores, shows_logits, aux = net.heads(
+                    torch.from_numpy(np.concatenate(clips)), torch.from_numpy(np.concatenate(attrs)).long()
+                )
+                shows = np.concatenate(shows)
+            else:  # measurements read once; the symmetries would need them read again (augment is not used)
+                rows = torch.as_tensor(idx)
+                scores, shows_logits, aux = net.heads_from(
+                    inputs[0][rows], inputs[1][rows], torch.from_numpy(ex.attrs[idx]).long()
+                )
+                shows = ex.shows[idx]
             losses = []
             if opts.reasons:
                 # what the reasons state: the graded scores (squared error) and the attributes shown (cross-entropy)
-                stated = torch.from_numpy(ex.stated[idx])
-                known_score = ~torch.isnan(stated)
-                if known_score.any():
-                    diff = scores - torch.nan_to_num(stated)
-                    err = diff[known_score]
-                    losses.append(opts.reasons_weight * (diff / net.spread)[known_score].pow(2).sum())
-                    sums["stated"] += err.pow(2).sum().item()
-                    sums["n_stated"] += int(known_score.sum())
-                tgt = torch.from_numpy(np.concatenate(shows))
+                reason, sq, n_stated = net.reason_loss(
+                    scores, aux, torch.from_numpy(ex.stated[idx]), torch.from_numpy(passes[idx])
+                )
+                losses.append(opts.reasons_weight * reason)
+                sums["stated"] += sq
+                sums["n_stated"] += n_stated
+                tgt = torch.from_numpy(shows)
                 for k, lg in enumerate(shows_logits.split(net.sizes, dim=1)):
                     has = tgt[:, k] >= 0
                     if has.any():
@@ -621,7 +706,7 @@ def train(
             pts = [(pos[i], d, t) for i in idx for d, t in point_of.get(i, [])]
             if pts:
                 rows, dims, tgt = (torch.tensor(v) for v in zip(*pts))
-                lp = net.pointwise_logp(scores[rows])[torch.arange(len(pts)), dims]
+                lp = net.observed(net.pointwise_logp(scores[rows]), "pointwise")[torch.arange(len(pts)), dims]
                 point_loss = F.nll_loss(lp, tgt, reduction="sum")
                 losses.append(point_loss)
                 sums["point"] += point_loss.item()
@@ -629,7 +714,7 @@ def train(
             prs = [(pos[a], pos[b], d, t) for a in idx for b, d, t in pair_of.get(a, [])]
             if prs:
                 ra, rb, dims, tgt = (torch.tensor(v) for v in zip(*prs))
-                lp = net.pairwise_logp(scores[ra], scores[rb])[torch.arange(len(prs)), dims]
+                lp = net.observed(net.pairwise_logp(scores[ra], scores[rb]), "pairwise")[torch.arange(len(prs)), dims]
                 pair_loss = F.nll_loss(lp, tgt, reduction="sum")
                 losses.append(pair_loss)
                 sums["pair"] += pair_loss.item()
@@ -663,7 +748,7 @@ def train(
 
 
 @torch.no_grad()
-def scores(net: WorldCriticNet, clips: np.ndarray, attrs: np.ndarray, batch: int = 128) -> torch.Tensor:
+def scores(net: VerdictLinks, clips: np.ndarray, attrs: np.ndarray, batch: int = 128) -> torch.Tensor:
     net.eval()
     out = [
         net(torch.from_numpy(np.ascontiguousarray(clips[i : i + batch])), torch.from_numpy(attrs[i : i + batch]).long())

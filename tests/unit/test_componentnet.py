@@ -1,0 +1,160 @@
+"""Tests of vipo.critics.learn.componentnet (the learned world critic's network, version 4)."""
+
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+from learned_helpers import one_thread  # noqa: F401
+
+from vipo.critics.learn import componentnet, components, worldnet
+from vipo.world import grammar, render
+
+
+def _clips(combos, seed=0):
+    return np.stack(
+        [render.random_clip(a, random.Random(seed + k), 64, 9) for k, a in enumerate(combos)]
+    )  # uint8 [N, 9, 64, 64, 3]
+
+
+def _net(clips, shows, threshold=90.0):
+    net = componentnet.ComponentCriticNet(worldnet.NetConfig(hidden=16))
+    net.threshold.fill_(threshold)
+    feats, sil = net.read(clips)
+    net.fit_prototypes(feats, sil, shows)
+    return net, feats, sil
+
+
+COMBOS = [
+    grammar.Attributes("red", "circle", "left"),
+    grammar.Attributes("red", "square", "right"),
+    grammar.Attributes("blue", "triangle", "up"),
+    grammar.Attributes("blue", "circle", "down"),
+]
+
+
+def test_prototypes_start_at_the_mean_of_the_clips_that_show_each_word():
+    clips = _clips(COMBOS)
+    shows = np.array([worldnet.attr_index(a) for a in COMBOS])
+    net, feats, sil = _net(clips, shows)
+    colour = feats[:, components.INDEX["colour_r"] : components.INDEX["colour_b"] + 1]
+    red, blue = worldnet.COLORS.index("red"), worldnet.COLORS.index("blue")
+    assert torch.allclose(net.colours[red], colour[:2].mean(dim=0))
+    assert torch.allclose(net.colours[blue], colour[2:].mean(dim=0))
+    # the interior of a clean render is the palette colour
+    assert torch.allclose(net.colours[red] * 255, torch.tensor([220.0, 40.0, 40.0]), atol=1.0)
+    # no clip shows green: its prototype stays where it started
+    assert torch.equal(net.colours[worldnet.COLORS.index("green")], torch.full((3,), 0.5))
+    # a direction word's vector is the mean travel of the clips showing it, normalized: right is +x, up is -y
+    assert torch.allclose(net.directions[worldnet.DIRECTIONS.index("right")], torch.tensor([1.0, 0.0]), atol=0.02)
+    assert torch.allclose(net.directions[worldnet.DIRECTIONS.index("up")], torch.tensor([0.0, -1.0]), atol=0.02)
+    assert torch.allclose(torch.sigmoid(net.templates[worldnet.SHAPES.index("square")]), sil[1].clamp(0.02, 0.98))
+    # standardization: the measurements' mean and spread over the clips given
+    assert torch.allclose(net.feature_mean, feats.mean(dim=0))
+
+
+def test_the_semantic_score_is_one_term_per_attribute_and_passes_count_whole_in_evaluation():
+    clips = _clips(COMBOS)
+    net, feats, sil = _net(clips, np.array([worldnet.attr_index(a) for a in COMBOS]))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+
+    def semantic(colour, shape, training):
+        net.train(training)
+        attrs = torch.tensor([[worldnet.COLORS.index(colour), worldnet.SHAPES.index(shape), 0]] * len(clips))
+        with torch.no_grad():
+            scores, shows, aux = net.heads_from(feats, sil, attrs)
+        return scores[:, 0], aux, shows
+
+    for training in (True, False):
+        # asking another colour changes the score by the same amount whatever shape is asked: no term reads two
+        # attributes, so an unseen combination of known words is scored by terms trained on each word
+        d1 = semantic("red", "circle", training)[0] - semantic("blue", "circle", training)[0]
+        d2 = semantic("red", "triangle", training)[0] - semantic("blue", "triangle", training)[0]
+        assert torch.allclose(d1, d2, atol=1e-5)
+    for training in (True, False):  # a pass counts whole, in training as in evaluation
+        s, aux, shows = semantic("red", "circle", training)
+        assert torch.allclose(s - aux["grade"], (aux["passes"] > 0).float().sum(dim=1))
+    assert shows.shape == (len(clips), 13)
+    # in training the count's gradient is the pass probability's (straight-through)
+    net.train()
+    attrs = torch.tensor([[0, 0, 0]] * len(clips))
+    scores, _, aux = net.heads_from(feats, sil, attrs)
+    logits = aux["passes"]
+    logits.retain_grad()
+    scores[:, 0].sum().backward()
+    soft = torch.sigmoid(logits.detach())
+    assert torch.allclose(logits.grad, soft * (1 - soft))
+
+
+def test_the_label_noise_layer_by_hand():
+    net = componentnet.ComponentCriticNet(worldnet.NetConfig(hidden=16))
+    with torch.no_grad():
+        net.label_noise.copy_(torch.logit(torch.tensor([[0.1, 0.2, 0.0], [0.3, 0.0, 0.0]]).clamp_min(1e-9)))
+    p = torch.tensor([[[0.7, 0.2, 0.1], [0.7, 0.2, 0.1], [0.7, 0.2, 0.1]]])
+    got = net.observed(p.log(), "pointwise").exp()[0]
+    # eta 0.1: 0.9 p + 0.1 (1 - p) / 2
+    assert torch.allclose(got[0], torch.tensor([0.645, 0.22, 0.135]), atol=1e-5)
+    assert torch.allclose(got[1], torch.tensor([0.59, 0.24, 0.17]), atol=1e-5)  # eta 0.2: 0.8 p + 0.1 (1 - p)
+    assert torch.allclose(got[2], p[0, 2], atol=1e-5)  # eta 0: the critic's own
+    assert torch.allclose(got.sum(dim=-1), torch.ones(3))
+    got = net.observed(p.log(), "pairwise").exp()[0]
+    assert torch.allclose(
+        got[0], torch.tensor([0.7 * 0.7 + 0.15 * 0.3, 0.7 * 0.2 + 0.15 * 0.8, 0.7 * 0.1 + 0.15 * 0.9])
+    )
+
+
+def test_stated_passes_are_completed_from_the_semantic_key():
+    stated = np.array([[0.7, 0.5, 0.5], [3.8, 0.5, 0.5], [2.6, 0.5, 0.5], [np.nan, 0.5, 0.5]])
+    passes = np.array([[-1, -1, -1], [-1, 1, -1], [1, 0, -1], [-1, -1, -1]])
+    got = componentnet.stated_passes(stated, passes)
+    # key < 1: none shown; key >= 3: all; 2 of 3: only what the reasons said; not stated: unchanged
+    assert got.tolist() == [[0, 0, 0], [1, 1, 1], [1, 0, -1], [-1, -1, -1]]
+
+
+def test_reason_loss_by_hand():
+    net = componentnet.ComponentCriticNet(worldnet.NetConfig(hidden=16))
+    net.spread.copy_(torch.tensor([2.0, 0.5, 0.25]))
+    scores = torch.tensor([[3.5, 0.7, 0.9], [1.2, 0.4, 0.8]])
+    aux = {"grade": torch.tensor([0.5, 0.3]), "passes": torch.tensor([[2.0, 0.0, -1.0], [0.0, 0.0, 0.0]])}
+    stated = torch.tensor([[3.7, 0.6, float("nan")], [float("nan"), 0.5, 0.6]])
+    passes = torch.tensor([[1, -1, 0], [-1, -1, -1]])
+    loss, sq, n = net.reason_loss(scores, aux, stated, passes)
+    # fidelity (0.1/0.5)^2 + (0.1/0.5)^2, motion (0.2/0.25)^2, semantic grade 0.5 against 3.7 - 3 = 0.7: (0.2/2)^2
+    want = 0.04 + 0.04 + 0.64 + 0.01
+    bce = math.log(1 + math.exp(-2.0)) + math.log(1 + math.exp(-1.0))  # pass 1 at logit 2, pass 0 at logit -1
+    assert float(loss) == pytest.approx(want + bce, rel=1e-5)
+    assert sq == pytest.approx(0.01 + 0.01 + 0.04 + 0.04, rel=1e-5) and n == 4
+
+
+def test_a_version_4_critic_saves_and_loads_and_scores_the_same(tmp_path):
+    clips = _clips(COMBOS)
+    net, _, _ = _net(clips, np.array([worldnet.attr_index(a) for a in COMBOS]))
+    attrs = np.array([worldnet.attr_index(a) for a in COMBOS])
+    worldnet.save(net, tmp_path, {})
+    back = worldnet.load(tmp_path)
+    assert isinstance(back, componentnet.ComponentCriticNet) and back.cfg.version == 4
+    assert float(back.threshold) == 90.0
+    assert torch.equal(worldnet.scores(net, clips, attrs), worldnet.scores(back, clips, attrs))
+    with pytest.raises(ValueError, match="reads 64x64 frames"):
+        worldnet.scores(back, clips[:, :, :32, :32], attrs)
+
+
+def test_choose_threshold_tries_each_fraction_and_keeps_the_best():
+    combos = [
+        grammar.Attributes(c, s, d) for c in ("red", "blue") for s in ("circle", "square") for d in grammar.DIRECTIONS
+    ]
+    clips = _clips(combos * 2)
+    attrs = np.array([worldnet.attr_index(a) for a in combos * 2])
+    stated = np.full((len(clips), 3), np.nan, dtype=np.float32)
+    stated[:, 1] = np.linspace(0.2, 1.0, len(clips))
+    passes = np.full((len(clips), 3), -1)
+    cfg = worldnet.NetConfig(hidden=16)
+    level, errors = componentnet.choose_threshold(clips, attrs, stated, attrs, passes, cfg, steps=5)
+    otsu = worldnet.otsu_threshold(worldnet.brightness_histogram(clips)) * 255
+    assert set(errors) == set(componentnet.THRESHOLD_FRACTIONS)
+    assert level == pytest.approx(otsu * min(errors, key=errors.get))
+    # nothing stated: Otsu's threshold itself
+    assert componentnet.choose_threshold(clips, attrs, stated * np.nan, attrs, passes, cfg) == (otsu, {})
