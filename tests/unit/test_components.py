@@ -20,7 +20,7 @@ def _square_clip(side: int = 64, size: int = 6, frames: int = 9) -> np.ndarray:
 def test_a_moving_square_measured_by_hand():
     clip = _square_clip()
     clip[3, 50:52, 50:52] = 200  # a 2x2 stray blob in frame 3: clutter, and lit away from the square
-    clip[5, 60, 2] = (40, 0, 0)  # one faint pixel in frame 5: at least a quarter of the threshold, below it
+    clip[5, 60, 2] = (40, 0, 0)  # one faint pixel in frame 5: above a quarter of the level (32), below a half (64)
     feats, sil = components.measure(clip, 128.0)
     f = dict(zip(components.FEATURES, feats))
     assert f["detected"] == 1.0
@@ -33,8 +33,10 @@ def test_a_moving_square_measured_by_hand():
     assert f["colour_variation"] == pytest.approx(0.0)
     # clutter: 4 px beside a 36 px object in one frame of nine
     assert f["clutter"] == pytest.approx(4 / 36 / 9)
-    # faint: outside the square dilated twice (10 x 10 = 100 px), the blob's 4 px in frame 3 and 1 px in frame 5
-    assert f["faint"] == pytest.approx((4 / (4096 - 100) + 1 / (4096 - 100)) / 9)
+    # faint: outside the square dilated twice (10 x 10 = 100 px), the blob's 4 px in frame 3 and 1 px in frame 5;
+    # at half the level the faint pixel is not lit
+    assert f["faint_quarter"] == pytest.approx((4 / (4096 - 100) + 1 / (4096 - 100)) / 9)
+    assert f["faint_eighth"] == f["faint_quarter"] and f["faint_half"] == pytest.approx(4 / (4096 - 100) / 9)
     assert f["box_side"] == pytest.approx(6 / 64) and f["box_log_aspect"] == 0.0 and f["box_fill"] == 1.0
     # normalized central moments of an n x n block of unit pixels: eta20 = (n^2 - 1) / (12 n^2), odd ones 0
     assert f["eta20"] == pytest.approx(35 / 432) and f["eta02"] == pytest.approx(35 / 432)
@@ -56,16 +58,23 @@ def test_the_path_rms_of_a_bobbing_square_by_hand():
 
 def test_frames_without_an_object_and_a_blank_clip():
     clip = _square_clip()
-    clip[2] = 0  # the square missing in one frame
+    clip[[2, 3, 5, 6]] = 0  # the square missing in four frames of nine
     f = dict(zip(components.FEATURES, components.measure(clip, 128.0)[0]))
-    assert f["detected"] == pytest.approx(8 / 9)
-    # time is the index among the frames found, so a missed frame only matters for clips that already fail
-    assert f["travel_x"] > 0
+    assert f["detected"] == pytest.approx(5 / 9)
+    # the path is fitted at the frames' own times: still 1 px a frame, 8 px over the clip, straight
+    assert f["travel_x"] == pytest.approx(8 / 64) and f["path_rms"] == pytest.approx(0.0, abs=1e-9)
     blank = np.zeros((9, 64, 64, 3), dtype=np.uint8)
+    blank[4, 30, 30] = 20  # one faint pixel, nothing at the level
     feats, sil = components.measure(blank, 128.0)
     f = dict(zip(components.FEATURES, feats))
-    assert f["detected"] == 0 and f["path_rms"] == 1.0 and f["clutter"] == 1.0 and f["faint"] == 0.0
-    assert (sil == 0).all()
+    assert f["detected"] == 0 and f["faint_eighth"] == pytest.approx(1 / 4096 / 9) and f["faint_quarter"] == 0
+    assert all(v == 0 for k, v in f.items() if not k.startswith("faint")) and (sil == 0).all()
+    # a single pixel is an object too; one frame with it gives no path
+    dot = np.zeros((9, 64, 64, 3), dtype=np.uint8)
+    dot[0, 5, 5] = 255
+    f = dict(zip(components.FEATURES, components.measure(dot, 128.0)[0]))
+    assert f["detected"] == pytest.approx(1 / 9) and f["area"] == pytest.approx(1 / 4096) and f["travel_x"] == 0
+    assert f["colour_r"] == 1.0  # its erosion is empty: the colour of the whole blob
     with pytest.raises(ValueError, match=r"expected frames \[F, S, S, 3\]"):
         components.measure(blank[..., :2], 128.0)
 

@@ -89,6 +89,24 @@ def test_a_version_2_critic_loads_without_the_tracker_and_scores_as_before(tmp_p
         worldnet.load(tmp_path)
 
 
+def test_the_committed_version_3_critic_scores_as_the_code_that_trained_it():
+    from vipo.critics.learn import worldnet
+
+    # docs/results/world-critic-tracker/critic: the convolutions and the soft tracker (numbers from faa823a^, before
+    # version 4; the same with version 4's code beside it)
+    net = worldnet.load(REPO / "docs/results/world-critic-tracker/critic")
+    assert isinstance(net, worldnet.WorldCriticNet) and net.cfg.version == 3 and net.cfg.input_side == 64
+    asked = grammar.Attributes("red", "triangle", "up")
+    clips = np.stack(
+        [
+            render.random_clip(asked, random.Random(7), 64, 9),
+            render.random_clip(grammar.Attributes("blue", "square", "left"), random.Random(8), 64, 9),
+        ]
+    )
+    got = worldnet.scores(net, clips, np.array([worldnet.attr_index(asked)] * 2))
+    assert torch.allclose(got, torch.tensor([[3.7099, 0.8852, 1.1104], [-4.7240, 0.9763, 1.0956]]), atol=1e-3)
+
+
 def _square_path(offsets: list[tuple[int, int]], side: int = 32, size: int = 6) -> np.ndarray:
     """A pure red ``size`` px square whose top-left corner is at ``offsets[t]`` in frame t: exact pixel values."""
     clip = np.zeros((len(offsets), side, side, 3), dtype=np.uint8)
@@ -147,9 +165,10 @@ def test_otsu_threshold_splits_two_levels_in_the_middle_of_the_gap():
     assert float(f["area"][0]) == pytest.approx(36 / 1024, abs=1e-4) and float(f["colour_r"][0]) > 0.999
 
 
-def test_sigterm_stops_critic_training_between_steps():
+@pytest.mark.parametrize("components", [True, False])
+def test_sigterm_stops_critic_training_between_steps(components):
     """The CLI's SIGTERM handler only sets a flag: the training loop has to look at it (before, `kill` of a
-    `vipo critic train` was ignored until the end)."""
+    `vipo critic train` was ignored until the end). Both networks train through the same loop."""
     from vipo import faults
     from vipo.critics.learn import worldnet
 
@@ -167,7 +186,7 @@ def test_sigterm_stops_critic_training_between_steps():
             worldnet.train(
                 ex,
                 worldnet.TrainOptions(epochs=5, batch_clips=2),
-                worldnet.NetConfig(width=4, keypoints=2, hidden=8),
+                worldnet.NetConfig(width=4, keypoints=2, hidden=8, components=components),
                 progress=False,
                 on_epoch=term_after_first_epoch,
             )

@@ -75,7 +75,8 @@ class ComponentCriticNet(VerdictLinks):
         self.register_buffer("feature_std", torch.ones(_N))
         self.colours = nn.Parameter(torch.full((len(COLORS), 3), 0.5))  # RGB in [0, 1]
         self.templates = nn.Parameter(torch.zeros(len(SHAPES), _CELLS))  # silhouette logits
-        self.directions = nn.Parameter(torch.eye(2).repeat(2, 1)[: len(DIRECTIONS)])  # normalized on use
+        # unit vectors once a clip shows the word (fit_prototypes); a word never shown stays 0: no travel along it
+        self.directions = nn.Parameter(torch.zeros(len(DIRECTIONS), 2))
         self.shows_scale = nn.Parameter(torch.zeros(3))
         small = max(16, cfg.hidden // 2)
         self.colour_term = _mlp(4, 2, small)
@@ -88,12 +89,13 @@ class ComponentCriticNet(VerdictLinks):
 
     def observed(self, logp: torch.Tensor, task: str) -> torch.Tensor:
         """log P of the *voted* label [B, dims, 3] from the critic's own ``logp``: with probability ``eta`` (learned
-        per dimension and kind, ``sigmoid(label_noise)``) the vote is one of the other two labels, each equally
+        per dimension and kind, ``2/3 sigmoid(label_noise)``) the vote is one of the other two labels, each equally
         likely (a noise adaptation layer, as in Goldberger & Ben-Reuven 2017, with the symmetric noise of the
         simulated annotators). Training fits the votes through it, so the critic's own verdicts are the clean ones:
         without it, rare labels (a Bad fidelity among many Normals) pulled the cutpoints to cover the flipped votes.
         """
-        eta = torch.sigmoid(self.label_noise[0 if task == "pointwise" else 1])[:, None]  # dims, 1
+        # at most 2/3: beyond it symmetric noise would turn the labels round (and not be identifiable)
+        eta = 2 / 3 * torch.sigmoid(self.label_noise[0 if task == "pointwise" else 1])[:, None]  # dims, 1
         p = logp.exp()
         return ((1 - eta) * p + eta * (1 - p) / 2).clamp_min(1e-7).log()
 
@@ -112,7 +114,8 @@ class ComponentCriticNet(VerdictLinks):
     @torch.no_grad()
     def fit_prototypes(self, feats: torch.Tensor, sil: torch.Tensor, shows: np.ndarray) -> None:
         """Standardize the measurements by ``feats``' statistics and start each word's prototype at the mean of the
-        clips that show it (``shows`` [N, 3]: colour, shape, direction indices, -1 unknown)."""
+        clips that show it (``shows`` [N, 3]: colour, shape, direction indices, -1 unknown: :func:`shown_values`); a
+        word no clip shows keeps its start (grey, an even template, no direction)."""
         if len(feats) == 0:
             return
         self.feature_mean.copy_(feats.mean(dim=0))
@@ -216,18 +219,11 @@ class ComponentCriticNet(VerdictLinks):
         return loss, sq, n
 
 
-def stated_passes(stated: np.ndarray, passes: np.ndarray) -> np.ndarray:
-    """``passes`` [N, 3] (-1 unknown) completed from the stated semantic keys: a key below 1 says no attribute was
-    shown, one of 3 or more that all were (the key is the number shown plus a graded part below 1)."""
-    out = passes.copy()
-    key = stated[:, 0]
-    for i in np.flatnonzero(~np.isnan(key)):
-        n = math.floor(key[i])
-        if n <= 0:
-            out[i] = np.where(out[i] < 0, 0, out[i])
-        elif n >= 3:
-            out[i] = np.where(out[i] < 0, 1, out[i])
-    return out
+def shown_values(ex) -> np.ndarray:
+    """What each clip of an :class:`~vipo.critics.learn.worldnet.Example` shows [N, 3] (colour, shape, direction
+    indices; -1 unknown), for the prototypes' start: what the reasons say it shows; else the asked value, unless the
+    reasons say that attribute failed (a "loose circle" is no example of a circle)."""
+    return np.where(ex.shows >= 0, ex.shows, np.where(ex.passes == 0, -1, ex.attrs))
 
 
 def fit_reasons(
@@ -288,12 +284,11 @@ def choose_threshold(
     held, fit = idx[:cut], idx[cut:]
     errors = {}
     for frac in THRESHOLD_FRACTIONS:
+        torch.manual_seed(seed)  # the same start for every level: only the measurements differ
         net = ComponentCriticNet(cfg)
         net.threshold.fill_(otsu * frac)
         feats, sil = net.read(clips[idx])
-        order = {int(i): k for k, i in enumerate(idx)}
-        pf = [order[int(i)] for i in fit]
-        ph = [order[int(i)] for i in held]
+        pf, ph = np.arange(len(fit)) + cut, np.arange(cut)  # idx is held, then fit
         net.fit_prototypes(feats[pf], sil[pf], shows[fit])
         set_scale(net, stated[fit])
         a = torch.from_numpy(attrs).long()

@@ -1,7 +1,7 @@
 """A connected-component object tracker: how the learned world critic (net version 4) reads a clip.
 
 Per frame, the foreground is the pixels whose brightest channel reaches a threshold (a level of 0-255 that
-training chooses, :func:`vipo.critics.learn.worldnet.choose_threshold`); the object is its largest 8-connected
+training chooses, :func:`vipo.critics.learn.componentnet.choose_threshold`); the object is its largest 8-connected
 component (the main component) and everything else lit is clutter. Measured per frame and summarized over the clip:
 
 - where the object is: its centroid path's least-squares straight line (travel over the clip, x and y, in frame
@@ -10,12 +10,14 @@ component (the main component) and everything else lit is clutter. Measured per 
   the box the object fills, its normalized central moments of orders 2 and 3 (Hu 1962);
 - its colour: the mean RGB of its interior (the component eroded by one pixel) and the frame-to-frame spread;
 - clutter: foreground outside the main component per unit of its area, and the faintly lit share of the background
-  (a quarter of the threshold) away from it (beyond a two-pixel dilation);
+  away from it (beyond a two-pixel dilation) at an eighth, a quarter and a half of the foreground level;
 - its silhouette: the main component sampled on a ``GRID`` x ``GRID`` lattice spanning its bounding box (4x4 samples
   per cell), averaged over frames, which the critic compares with shape templates it learns.
 
-Nothing here is fitted or knows the world's palette, shapes or judge; it is the textbook first pass of a tracker
-(threshold, label, take the largest blob). Clips are read at 64 px (the learned critic's input side).
+Nothing here is fitted or knows the world's palette, shapes, thresholds or scores; it is the textbook first pass of
+a tracker (threshold, label, take the largest blob, measure it), which is also how the world's exact judge
+(:mod:`vipo.world.exact_judge`) finds its shape: the learned critic measures much as the judge measures, and learns
+from the labels what the judge makes of the measurements. Clips are read at 64 px (the learned critic's input side).
 """
 
 from __future__ import annotations
@@ -39,7 +41,9 @@ FEATURES = (
     "colour_b",
     "colour_variation",
     "clutter",
-    "faint",
+    "faint_eighth",
+    "faint_quarter",
+    "faint_half",
     "box_side",
     "box_log_aspect",
     "area",
@@ -53,24 +57,16 @@ FEATURES = (
     "eta12",
 )
 INDEX = {name: i for i, name in enumerate(FEATURES)}
+#: the faintly lit background is measured at these fractions of the foreground level (which matters is learned)
+FAINT_LEVELS = (1 / 8, 1 / 4, 1 / 2)
+FAINT_NAMES = ("eighth", "quarter", "half")
 _MOMENTS = ((2, 0), (0, 2), (1, 1), (3, 0), (0, 3), (2, 1), (1, 2))
-
-
-def _nothing(faint: list[float]) -> tuple[np.ndarray, np.ndarray]:
-    """The measurements of a clip in which no object was found in any frame: worst values where one is worse."""
-    out = np.zeros(len(FEATURES))
-    out[INDEX["path_rms"]] = 1.0
-    out[INDEX["log_path_rms"]] = 0.0
-    out[INDEX["area_variation"]] = 1.0
-    out[INDEX["colour_variation"]] = 255.0
-    out[INDEX["clutter"]] = 1.0
-    out[INDEX["faint"]] = float(np.mean(faint)) if faint else 1.0
-    return out, np.zeros((GRID, GRID))
 
 
 def measure(clip: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """uint8 frames [F, S, S, 3] and a foreground level (0-255) -> (``FEATURES`` [len(FEATURES)], the silhouette
-    [GRID, GRID] in [0, 1]). Positions and sizes are in frame sides; colours in 0-1 (variation in RGB units)."""
+    [GRID, GRID] in [0, 1]). Positions and sizes are in frame sides; colours in 0-1 (variation in RGB units). Where no
+    object is found in any frame, every measurement but ``detected`` (0) and the faint shares is 0."""
     clip = np.asarray(clip)
     if clip.ndim != 4 or clip.shape[-1] != 3 or clip.shape[1] != clip.shape[2]:
         raise ValueError(f"expected frames [F, S, S, 3], got {clip.shape}")
@@ -78,27 +74,28 @@ def measure(clip: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]
     n_frames, side = x.shape[:2]
     peak = x.max(axis=-1)
     lattice = (np.arange(GRID * _SUPER) + 0.5) / (GRID * _SUPER)
-    path, areas, colours, clutter, faint, boxes, aspects, fills, moments, silhouettes = ([] for _ in range(10))
+    times, path, areas, colours, clutter, boxes, aspects, fills, moments, silhouettes = ([] for _ in range(10))
+    faint = np.zeros((n_frames, len(FAINT_LEVELS)))
     for i in range(n_frames):
         fg = peak[i] >= threshold
         labels, n = ndimage.label(fg, structure=_STRUCT8)
-        lit = peak[i] >= threshold / 4
+        away = np.ones_like(fg)
+        if n:
+            main = labels == int(np.argmax(np.bincount(labels.ravel())[1:])) + 1
+            away = ~ndimage.binary_dilation(main, structure=_STRUCT8, iterations=2)
+        for k, level in enumerate(FAINT_LEVELS):
+            faint[i, k] = ((peak[i] >= threshold * level) & away).sum() / max(1, away.sum())
         if n == 0:
-            faint.append(float(lit.mean()))
             continue
-        main = labels == int(np.argmax(np.bincount(labels.ravel())[1:])) + 1
         area = int(main.sum())
-        if area < 4:
-            continue
         ys, xs = np.nonzero(main)
         cx, cy = xs.mean() + 0.5, ys.mean() + 0.5
+        times.append(i)
         path.append((cx, cy))
         areas.append(area)
         clutter.append((fg.sum() - area) / area)
-        near = ndimage.binary_dilation(main, structure=_STRUCT8, iterations=2)
-        faint.append(float((lit & ~near).sum() / max(1, (~near).sum())))
         core = ndimage.binary_erosion(main, structure=_STRUCT8)
-        colours.append((x[i][core] if core.sum() >= 4 else x[i][main]).mean(axis=0))
+        colours.append((x[i][core] if core.any() else x[i][main]).mean(axis=0))
         x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
         w, h = x1 - x0, y1 - y0
         boxes.append((w + h) / 2)
@@ -109,38 +106,40 @@ def measure(clip: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]
         px = np.clip((x0 + lattice * w).astype(int), 0, side - 1)
         py = np.clip((y0 + lattice * h).astype(int), 0, side - 1)
         silhouettes.append(main[np.ix_(py, px)].reshape(GRID, _SUPER, GRID, _SUPER).mean(axis=(1, 3)))
+    out = np.zeros(len(FEATURES))
+    out[[INDEX[f"faint_{k}"] for k in FAINT_NAMES]] = faint.mean(axis=0)
     found = len(path)
     if found == 0:
-        return _nothing(faint)
+        return out, np.zeros((GRID, GRID))
     c = np.array(path) / side
-    if found >= 2:
-        t = np.arange(found, dtype=np.float64)  # frames where nothing was found are dropped from the path
+    travel, rms = np.zeros(2), 0.0
+    if found >= 2:  # the least-squares line through the centroids at their frames' times
+        t = np.array(times, dtype=np.float64)
         coef = np.polyfit(t, c, 1)
         travel = coef[0] * (n_frames - 1)
         rms = float(np.sqrt(np.mean(np.sum((np.outer(t, coef[0]) + coef[1] - c) ** 2, axis=1))))
-    else:
-        travel, rms = np.zeros(2), 1.0
     a = np.array(areas, dtype=np.float64)
     colours = np.array(colours)
-    out = np.array(
-        [
-            found / n_frames,
-            travel[0],
-            travel[1],
-            rms,
-            np.log(rms + 1e-4),
-            a.std() / a.mean(),
-            *(colours.mean(axis=0) / 255.0),
-            float(np.linalg.norm(colours.std(axis=0))),
-            float(np.mean(clutter)),
-            float(np.mean(faint)),
-            float(np.mean(boxes)) / side,
-            float(np.mean(aspects)),
-            a.mean() / side**2,
-            float(np.mean(fills)),
-            *np.mean(moments, axis=0),
-        ]
-    )
+    values = {
+        "detected": found / n_frames,
+        "travel_x": travel[0],
+        "travel_y": travel[1],
+        "path_rms": rms,
+        "log_path_rms": np.log(rms + 1e-4),
+        "area_variation": a.std() / a.mean(),
+        "colour_r": colours[:, 0].mean() / 255.0,
+        "colour_g": colours[:, 1].mean() / 255.0,
+        "colour_b": colours[:, 2].mean() / 255.0,
+        "colour_variation": float(np.linalg.norm(colours.std(axis=0))),
+        "clutter": float(np.mean(clutter)),
+        "box_side": float(np.mean(boxes)) / side,
+        "box_log_aspect": float(np.mean(aspects)),
+        "area": a.mean() / side**2,
+        "box_fill": float(np.mean(fills)),
+        **{f"eta{p}{q}": v for (p, q), v in zip(_MOMENTS, np.mean(moments, axis=0))},
+    }
+    for name, v in values.items():
+        out[INDEX[name]] = v
     return out, np.mean(silhouettes, axis=0)
 
 

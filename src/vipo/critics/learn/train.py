@@ -127,6 +127,11 @@ class CriticTrainConfig(Section):
             "weight_decay >= 0, width >= 4, lora_rank >= 1 and lora_alpha > 0 are needed",
         )
         check(self.frames >= 1 and self.frame_size >= 16, "frames >= 1 and frame_size >= 16 are needed")
+        check(self.reasons_weight >= 0, f"reasons_weight must be >= 0, got {self.reasons_weight}")
+        check(
+            not self.components or self.object_tracker,
+            "object_tracker=false is an option of the convolutional network: add --set components=false",
+        )
         check(
             self.dtype in ("auto", "bfloat16", "float32"),
             f"dtype must be auto, bfloat16 or float32, got {self.dtype!r}",

@@ -468,7 +468,7 @@ class WorldCriticNet(VerdictLinks):
         and the count of stated scores for the loss curve (``aux`` and ``passes`` are not read by this network)."""
         known = ~torch.isnan(stated)
         diff = scores - torch.nan_to_num(stated)
-        return (diff / self.spread)[known].pow(2).sum(), float(diff[known].pow(2).sum()), int(known.sum())
+        return (diff / self.spread)[known].pow(2).sum(), float(diff.detach()[known].pow(2).sum()), int(known.sum())
 
 
 # -- saving and loading --------------------------------------------------------------------------------------------
@@ -618,20 +618,20 @@ def train(
     if net_cfg.components:
         from . import componentnet
 
-        passes = componentnet.stated_passes(ex.stated, ex.passes)
+        shown = componentnet.shown_values(ex)
         if opts.reasons:
             threshold, net.threshold_errors = componentnet.choose_threshold(
-                ex.clips, ex.attrs, ex.stated, ex.shows, passes, net_cfg, opts.seed
+                ex.clips, ex.attrs, ex.stated, shown, ex.passes, net_cfg, opts.seed
             )
         else:
             threshold = otsu_threshold(brightness_histogram(ex.clips)) * 255
         net.threshold.fill_(threshold)
         inputs = net.read(ex.clips)
-        net.fit_prototypes(*inputs, np.where(ex.shows >= 0, ex.shows, ex.attrs))
+        net.fit_prototypes(*inputs, shown)
         torch.manual_seed(opts.seed)
     else:
-        passes = ex.passes
         net.fit_tracker(ex.clips)
+    passes = ex.passes
     if opts.reasons:
         set_scale(net, ex.stated)
     optim = torch.optim.AdamW(net.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
