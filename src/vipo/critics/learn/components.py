@@ -28,6 +28,9 @@ from scipy import ndimage
 GRID = 16
 _SUPER = 4
 _STRUCT8 = np.ones((3, 3), dtype=bool)
+#: the normalized central moments measured, (p, q) for eta_pq (orders 2 and 3), and their names
+MOMENTS = ((2, 0), (0, 2), (1, 1), (3, 0), (0, 3), (2, 1), (1, 2))
+MOMENT_NAMES = tuple(f"eta{p}{q}" for p, q in MOMENTS)
 #: what :func:`measure` returns per clip, in its order
 FEATURES = (
     "detected",
@@ -48,19 +51,12 @@ FEATURES = (
     "box_log_aspect",
     "area",
     "box_fill",
-    "eta20",
-    "eta02",
-    "eta11",
-    "eta30",
-    "eta03",
-    "eta21",
-    "eta12",
+    *MOMENT_NAMES,
 )
 INDEX = {name: i for i, name in enumerate(FEATURES)}
 #: the faintly lit background is measured at these fractions of the foreground level (which matters is learned)
 FAINT_LEVELS = (1 / 8, 1 / 4, 1 / 2)
 FAINT_NAMES = ("eighth", "quarter", "half")
-_MOMENTS = ((2, 0), (0, 2), (1, 1), (3, 0), (0, 3), (2, 1), (1, 2))
 
 
 def measure(clip: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
@@ -102,7 +98,7 @@ def measure(clip: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]
         aspects.append(abs(np.log(w / h)))
         fills.append(area / (w * h))
         dx, dy = xs + 0.5 - cx, ys + 0.5 - cy
-        moments.append([np.sum(dx**p * dy**q) / area ** (1 + (p + q) / 2) for p, q in _MOMENTS])
+        moments.append([np.sum(dx**p * dy**q) / area ** (1 + (p + q) / 2) for p, q in MOMENTS])
         px = np.clip((x0 + lattice * w).astype(int), 0, side - 1)
         py = np.clip((y0 + lattice * h).astype(int), 0, side - 1)
         silhouettes.append(main[np.ix_(py, px)].reshape(GRID, _SUPER, GRID, _SUPER).mean(axis=(1, 3)))
@@ -136,7 +132,7 @@ def measure(clip: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]
         "box_log_aspect": float(np.mean(aspects)),
         "area": a.mean() / side**2,
         "box_fill": float(np.mean(fills)),
-        **{f"eta{p}{q}": v for (p, q), v in zip(_MOMENTS, np.mean(moments, axis=0))},
+        **dict(zip(MOMENT_NAMES, np.mean(moments, axis=0))),
     }
     for name, v in values.items():
         out[INDEX[name]] = v

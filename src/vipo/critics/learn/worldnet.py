@@ -61,6 +61,7 @@ from ...errors import UserError
 from ...world import grammar
 from ..base import PAIR_VERDICTS
 from ..llm import sample_frames
+from .components import MOMENT_NAMES, MOMENTS
 
 log = logging.getLogger(__name__)
 COLORS, SHAPES, DIRECTIONS = list(grammar.COLORS), list(grammar.SHAPES), list(grammar.DIRECTIONS)
@@ -177,13 +178,7 @@ TRACK_FEATURES = (
     "box_height",
     "box_fill",
     "box_log_aspect",
-    "eta20",
-    "eta02",
-    "eta11",
-    "eta30",
-    "eta03",
-    "eta21",
-    "eta12",
+    *MOMENT_NAMES,
 )
 MASK_SOFTNESS = 0.01  # the soft foreground mask's temperature, in units of the full intensity range
 
@@ -246,7 +241,7 @@ def track(x: torch.Tensor, threshold: torch.Tensor | float) -> torch.Tensor:
     def eta(p: int, q: int) -> torch.Tensor:
         return (m * (dx * s) ** p * (dy * s) ** q).sum(dim=(2, 3)) / area ** (1 + (p + q) / 2)
 
-    moments = [eta(p, q).mean(dim=1) for p, q in ((2, 0), (0, 2), (1, 1), (3, 0), (0, 3), (2, 1), (1, 2))]
+    moments = [eta(p, q).mean(dim=1) for p, q in MOMENTS]
     t = torch.arange(f, dtype=x.dtype, device=x.device)
     t = t - t.mean()
 
