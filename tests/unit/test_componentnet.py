@@ -51,7 +51,9 @@ def test_prototypes_start_at_the_mean_of_the_clips_that_show_each_word():
     # a direction word's vector is the mean travel of the clips showing it, normalized: right is +x, up is -y
     assert torch.allclose(net.directions[worldnet.DIRECTIONS.index("right")], torch.tensor([1.0, 0.0]), atol=0.02)
     assert torch.allclose(net.directions[worldnet.DIRECTIONS.index("up")], torch.tensor([0.0, -1.0]), atol=0.02)
-    assert torch.allclose(torch.sigmoid(net.templates[worldnet.SHAPES.index("square")]), sil[1].clamp(0.02, 0.98))
+    # a shape word's template: the mean silhouette over the frames of the clips showing it (one square clip here)
+    square = torch.sigmoid(net.templates[worldnet.SHAPES.index("square")])
+    assert torch.allclose(square, sil[1].mean(dim=0).clamp(0.02, 0.98), atol=1e-6)
     # standardization: the measurements' mean and spread over the clips given
     assert torch.allclose(net.feature_mean, feats.mean(dim=0))
 
@@ -104,6 +106,10 @@ def test_the_label_noise_layer_by_hand():
     assert torch.allclose(got[1], torch.tensor([0.59, 0.24, 0.17]), atol=1e-5)  # eta 0.2: 0.8 p + 0.1 (1 - p)
     assert torch.allclose(got[2], p[0, 2], atol=1e-5)  # eta 0: the critic's own
     assert torch.allclose(got.sum(dim=-1), torch.ones(3))
+    # an explained vote (its reason states the measurement) is taken as it is
+    both = torch.cat([p, p])
+    got2 = net.observed(both.log(), "pointwise", torch.tensor([True, False])).exp()
+    assert torch.allclose(got2[0], p[0]) and torch.allclose(got2[1, 0], torch.tensor([0.645, 0.22, 0.135]), atol=1e-5)
     got = net.observed(p.log(), "pairwise").exp()[0]
     assert torch.allclose(
         got[0], torch.tensor([0.7 * 0.7 + 0.15 * 0.3, 0.7 * 0.2 + 0.15 * 0.8, 0.7 * 0.1 + 0.15 * 0.9])

@@ -59,3 +59,5 @@ def test_world_example_learns_what_the_reasons_state(tmp_path):
     # the reason names the attribute that failed: the colour; the shape and direction passed
     assert ex.passes[y].tolist() == [0, 1, 1] and ex.passes[x].tolist() == [-1, -1, -1]
     assert len(ex.point) == 3 and len(ex.pair) == 1
+    # a vote is explained when one of its reasons states a measurement: all but the person's "crisp edges"
+    assert ex.pair_explained == [True] and ex.point_explained == [True, True, False]

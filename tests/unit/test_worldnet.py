@@ -193,3 +193,21 @@ def test_sigterm_stops_critic_training_between_steps(components):
     finally:
         faults._term = False
     assert epochs == [1]
+
+
+def test_calibrate_ties_widens_a_band_that_calls_close_pairs_apart():
+    from vipo.critics.learn import worldnet
+
+    net = worldnet.WorldCriticNet(worldnet.NetConfig(width=4, keypoints=2, hidden=8, components=False))
+    scores = torch.tensor([[0.0] * 3, [0.1] * 3, [0.2] * 3, [1.0] * 3])
+    tie, a, b = worldnet.PAIR_INDEX["Tie"], worldnet.PAIR_INDEX["A"], worldnet.PAIR_INDEX["B"]
+    # semantic (dimension 0): pairs within 0.2 are ties, 0.8 or more apart are not; motion (2): no pairs
+    pairs = [(0, 1, 0, tie), (0, 2, 0, tie), (1, 2, 0, tie), (0, 3, 0, b), (3, 1, 0, a), (3, 2, 1, a)]
+    before_band = float(net.pair_tie.detach()[0])
+    got = worldnet.calibrate_ties(net, scores, pairs)
+    assert set(got) == {0, 1} and got[0][0] < 1.0 and got[0][1] == 1.0
+    assert float(net.pair_tie.detach()[0]) > before_band  # the band widened
+    lp = net.pairwise_logp(scores[[0, 0, 3]], scores[[2, 3, 1]])[:, 0]
+    assert lp.argmax(dim=-1).tolist() == [tie, b, a]
+    # a band that is already right is kept (fidelity: A for 1.0 vs 0.2 at the start)
+    assert got[1] == (1.0, 1.0) and float(net.pair_tie.detach()[1]) == -1.0

@@ -11,8 +11,9 @@ component (the main component) and everything else lit is clutter. Measured per 
 - its colour: the mean RGB of its interior (the component eroded by one pixel) and the frame-to-frame spread;
 - clutter: foreground outside the main component per unit of its area, and the faintly lit share of the background
   away from it (beyond a two-pixel dilation) at an eighth, a quarter and a half of the foreground level;
-- its silhouette: the main component sampled on a ``GRID`` x ``GRID`` lattice spanning its bounding box (4x4 samples
-  per cell), averaged over frames, which the critic compares with shape templates it learns.
+- its silhouette per frame: the main component sampled on a ``GRID`` x ``GRID`` lattice spanning its bounding box
+  (2x2 samples per cell; zeros in a frame without an object), which the critic compares with shape templates it
+  learns.
 
 Nothing here is fitted or knows the world's palette, shapes, thresholds or scores; it is the textbook first pass of
 a tracker (threshold, label, take the largest blob, measure it), which is also how the world's exact judge
@@ -25,8 +26,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-GRID = 16
-_SUPER = 4
+GRID = 32
+_SUPER = 2
 _STRUCT8 = np.ones((3, 3), dtype=bool)
 #: the normalized central moments measured, (p, q) for eta_pq (orders 2 and 3), and their names
 MOMENTS = ((2, 0), (0, 2), (1, 1), (3, 0), (0, 3), (2, 1), (1, 2))
@@ -61,7 +62,7 @@ FAINT_NAMES = ("eighth", "quarter", "half")
 
 def measure(clip: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """uint8 frames [F, S, S, 3] and a foreground level (0-255) -> (``FEATURES`` [len(FEATURES)], the silhouette
-    [GRID, GRID] in [0, 1]). Positions and sizes are in frame sides; colours in 0-1 (variation in RGB units). Where no
+    per frame [F, GRID, GRID] in [0, 1]). Positions and sizes are in frame sides; colours in 0-1 (variation in RGB units). Where no
     object is found in any frame, every measurement but ``detected`` (0) and the faint shares is 0."""
     clip = np.asarray(clip)
     if clip.ndim != 4 or clip.shape[-1] != 3 or clip.shape[1] != clip.shape[2]:
@@ -70,7 +71,8 @@ def measure(clip: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]
     n_frames, side = x.shape[:2]
     peak = x.max(axis=-1)
     lattice = (np.arange(GRID * _SUPER) + 0.5) / (GRID * _SUPER)
-    times, path, areas, colours, clutter, boxes, aspects, fills, moments, silhouettes = ([] for _ in range(10))
+    times, path, areas, colours, clutter, boxes, aspects, fills, moments = ([] for _ in range(9))
+    silhouettes = np.zeros((n_frames, GRID, GRID))
     faint = np.zeros((n_frames, len(FAINT_LEVELS)))
     for i in range(n_frames):
         fg = peak[i] >= threshold
@@ -101,12 +103,12 @@ def measure(clip: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]
         moments.append([np.sum(dx**p * dy**q) / area ** (1 + (p + q) / 2) for p, q in MOMENTS])
         px = np.clip((x0 + lattice * w).astype(int), 0, side - 1)
         py = np.clip((y0 + lattice * h).astype(int), 0, side - 1)
-        silhouettes.append(main[np.ix_(py, px)].reshape(GRID, _SUPER, GRID, _SUPER).mean(axis=(1, 3)))
+        silhouettes[i] = main[np.ix_(py, px)].reshape(GRID, _SUPER, GRID, _SUPER).mean(axis=(1, 3))
     out = np.zeros(len(FEATURES))
     out[[INDEX[f"faint_{k}"] for k in FAINT_NAMES]] = faint.mean(axis=0)
     found = len(path)
     if found == 0:
-        return out, np.zeros((GRID, GRID))
+        return out, silhouettes
     c = np.array(path) / side
     travel, rms = np.zeros(2), 0.0
     if found >= 2:  # the least-squares line through the centroids at their frames' times
@@ -136,14 +138,15 @@ def measure(clip: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]
     }
     for name, v in values.items():
         out[INDEX[name]] = v
-    return out, np.mean(silhouettes, axis=0)
+    return out, silhouettes
 
 
 def measure_many(clips: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`measure` of every clip: (float32 [N, len(FEATURES)], float32 [N, GRID, GRID])."""
+    """:func:`measure` of every clip: (float32 [N, len(FEATURES)], float32 [N, F, GRID, GRID])."""
     rows = [measure(c, threshold) for c in clips]
     if not rows:
-        return np.zeros((0, len(FEATURES)), np.float32), np.zeros((0, GRID, GRID), np.float32)
+        n_frames = np.asarray(clips).shape[1] if np.asarray(clips).ndim == 5 else 0
+        return np.zeros((0, len(FEATURES)), np.float32), np.zeros((0, n_frames, GRID, GRID), np.float32)
     return (
         np.stack([r[0] for r in rows]).astype(np.float32),
         np.stack([r[1] for r in rows]).astype(np.float32),

@@ -72,6 +72,9 @@ class CriticTrainConfig(Section):
     reasons_weight: float = 1.0
     """world: weight of what the reasons state (the squared error of the stated scores in units of their spread, and
     the cross-entropy of the attributes shown) against the verdicts' cross-entropy"""
+    foreground: float = 0.0
+    """world, components: the tracker's foreground level (0-255); 0 = chosen from the data among fractions of Otsu's
+    threshold by how well each predicts the stated scores (critic.json records the choice and its errors)"""
     components: bool = True
     """world: read the clip with a connected-component tracker (the largest blob's path, size, clutter, colour and
     silhouette, every frame at 64 px) against prototypes of the prompt's words learned from the labels (net version
@@ -128,6 +131,9 @@ class CriticTrainConfig(Section):
         )
         check(self.frames >= 1 and self.frame_size >= 16, "frames >= 1 and frame_size >= 16 are needed")
         check(self.reasons_weight >= 0, f"reasons_weight must be >= 0, got {self.reasons_weight}")
+        check(
+            0 <= self.foreground <= 255, f"foreground must be a level in [0, 255] (0 = chosen), got {self.foreground}"
+        )
         check(
             not self.components or self.object_tracker,
             "object_tracker=false is an option of the convolutional network: add --set components=false",
@@ -266,11 +272,13 @@ def world_example(records: list[Record], side: int = 32, frames: int = 9):
     pools = (COLORS, SHAPES, DIRECTIONS)
     for r, idx in zip(records, where):
         d = DIMENSIONS.index(r.dimension)
+        said = next((x for x in (read_reason(r.task, r.dimension, t, r.prompt) for t in r.reasons) if x), {})
         if r.task == "pointwise":
             point.append((idx[0], d, ORDINAL[r.verdict]))
+            ex.point_explained.append(bool(said))
         else:
             pair.append((idx[0], idx[1], d, PAIR_INDEX[r.verdict]))
-        said = next((x for x in (read_reason(r.task, r.dimension, t, r.prompt) for t in r.reasons) if x), {})
+            ex.pair_explained.append(bool(said))
         for i, v in zip(idx, said.get("scores", ())):
             ex.stated[i, d] = v
         for k, (name, pool) in enumerate(zip(values, pools)):
@@ -284,6 +292,7 @@ def world_example(records: list[Record], side: int = 32, frames: int = 9):
 def _train_world(
     train: list[Record], test: list[Record], out: Path, cfg: CriticTrainConfig, info: dict, progress: bool
 ) -> dict:
+    from ..base import DIMENSIONS
     from . import worldnet
 
     net_cfg = worldnet.NetConfig(width=cfg.width, tracker=cfg.object_tracker, components=cfg.components)
@@ -298,6 +307,7 @@ def _train_world(
         seed=cfg.seed,
         reasons=cfg.reasons,
         reasons_weight=cfg.reasons_weight,
+        foreground=cfg.foreground,
     )
     curve_rows: list[dict] = []
     net, curve = worldnet.train(ex, opts, net_cfg, progress, on_epoch=lambda _n, row: curve_rows.append(row))
@@ -308,6 +318,9 @@ def _train_world(
         info.update(
             foreground_level=round(float(net.threshold), 2),
             foreground_errors={str(k): round(v, 5) for k, v in getattr(net, "threshold_errors", {}).items()},
+            tie_accuracy_on_explained_train_votes={
+                DIMENSIONS[k]: {"before": v[0], "after": v[1]} for k, v in getattr(net, "tie_accuracy", {}).items()
+            },
         )
     with atomic.atomic_dir(out) as tmp:
         worldnet.save(net, tmp, info)

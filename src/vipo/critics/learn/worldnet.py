@@ -118,12 +118,16 @@ class TrainOptions:
     seed: int = 0
     reasons: bool = True  # also learn what the reasons state (Example.stated, Example.shows)
     reasons_weight: float = 1.0
+    #: version 4: the tracker's foreground level (0-255); 0 = chosen from the data (componentnet.choose_threshold)
+    foreground: float = 0.0
 
     def validate(self) -> None:
         if self.epochs < 1 or self.batch_clips < 2 or not self.lr > 0 or self.weight_decay < 0:
             raise UserError("critic train: epochs >= 1, batch_clips >= 2, lr > 0 and weight_decay >= 0 are needed")
         if self.reasons_weight < 0:
             raise UserError("critic train: reasons_weight must be >= 0")
+        if not 0 <= self.foreground <= 255:
+            raise UserError(f"critic train: foreground must be a level in [0, 255] (0 = chosen), got {self.foreground}")
 
 
 def to_clip(frames: np.ndarray, side: int = 32, n_frames: int = 9) -> np.ndarray:
@@ -329,9 +333,10 @@ class VerdictLinks(nn.Module):
         probs = torch.stack([1 - p_not_a, p_b, p_not_a - p_b], dim=-1)
         return probs.clamp_min(1e-7).log()
 
-    def observed(self, logp: torch.Tensor, task: str) -> torch.Tensor:
-        """log P of the voted label given the critic's own ``logp`` [B, dims, 3] (``task``: pointwise or pairwise),
-        which training fits to the votes: here the same (the votes are taken as the truth)."""
+    def observed(self, logp: torch.Tensor, task: str, explained: torch.Tensor | None = None) -> torch.Tensor:
+        """log P of the voted label given the critic's own ``logp`` [B, dims, 3] (``task``: pointwise or pairwise;
+        ``explained`` [B] bool: votes whose reason states what was measured), which training fits to the votes: here
+        the same (the votes are taken as the truth)."""
         return logp
 
 
@@ -542,6 +547,10 @@ class Example:
     #: int [N, 3]: whether the reasons say the clip shows the asked colour, shape and direction (1), not (0), or
     #: do not say (-1)
     passes: np.ndarray | None = None
+    #: per record of ``point`` / ``pair``: whether a voter of the verdict gave a reason that states what was measured
+    #: (an explained vote); unexplained ones ("looked Bad to me") are where the voters' mistakes are
+    point_explained: list | None = None
+    pair_explained: list | None = None
 
     def __post_init__(self):
         n = len(self.clips)
@@ -551,6 +560,10 @@ class Example:
             self.shows = np.full((n, 3), -1, dtype=np.int64)
         if self.passes is None:
             self.passes = np.full((n, 3), -1, dtype=np.int64)
+        if self.point_explained is None:
+            self.point_explained = [False] * len(self.point)
+        if self.pair_explained is None:
+            self.pair_explained = [False] * len(self.pair)
 
 
 def _components(n: int, pairs: list) -> list[list[int]]:
@@ -614,7 +627,9 @@ def train(
         from . import componentnet
 
         shown = componentnet.shown_values(ex)
-        if opts.reasons:
+        if opts.foreground > 0:
+            threshold = opts.foreground
+        elif opts.reasons:
             threshold, net.threshold_errors = componentnet.choose_threshold(
                 ex.clips, ex.attrs, ex.stated, shown, ex.passes, net_cfg, opts.seed
             )
@@ -630,12 +645,13 @@ def train(
     if opts.reasons:
         set_scale(net, ex.stated)
     optim = torch.optim.AdamW(net.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
+    # which votes a reason explains (reasons: false reads no reason, so none)
     point_of: dict[int, list] = {}
-    for i, d, t in ex.point:
-        point_of.setdefault(i, []).append((d, t))
+    for (i, d, t), e in zip(ex.point, ex.point_explained):
+        point_of.setdefault(i, []).append((d, t, e and opts.reasons))
     pair_of: dict[int, list] = {}
-    for a, b, d, t in ex.pair:
-        pair_of.setdefault(a, []).append((b, d, t))
+    for (a, b, d, t), e in zip(ex.pair, ex.pair_explained):
+        pair_of.setdefault(a, []).append((b, d, t, e and opts.reasons))
     # clips that no record uses do not need a forward pass
     groups = [g for g in _components(len(ex.clips), ex.pair) if any(i in point_of or i in pair_of for i in g)]
     known = {tuple(int(v) for v in a) for a in ex.attrs}
@@ -698,18 +714,19 @@ def train(
                     has = tgt[:, k] >= 0
                     if has.any():
                         losses.append(opts.reasons_weight * F.cross_entropy(lg[has], tgt[has, k], reduction="sum"))
-            pts = [(pos[i], d, t) for i in idx for d, t in point_of.get(i, [])]
+            pts = [(pos[i], d, t, e) for i in idx for d, t, e in point_of.get(i, [])]
             if pts:
-                rows, dims, tgt = (torch.tensor(v) for v in zip(*pts))
-                lp = net.observed(net.pointwise_logp(scores[rows]), "pointwise")[torch.arange(len(pts)), dims]
+                rows, dims, tgt, sure = (torch.tensor(v) for v in zip(*pts))
+                lp = net.observed(net.pointwise_logp(scores[rows]), "pointwise", sure)[torch.arange(len(pts)), dims]
                 point_loss = F.nll_loss(lp, tgt, reduction="sum")
                 losses.append(point_loss)
                 sums["point"] += point_loss.item()
                 sums["n_point"] += len(pts)
-            prs = [(pos[a], pos[b], d, t) for a in idx for b, d, t in pair_of.get(a, [])]
+            prs = [(pos[a], pos[b], d, t, e) for a in idx for b, d, t, e in pair_of.get(a, [])]
             if prs:
-                ra, rb, dims, tgt = (torch.tensor(v) for v in zip(*prs))
-                lp = net.observed(net.pairwise_logp(scores[ra], scores[rb]), "pairwise")[torch.arange(len(prs)), dims]
+                ra, rb, dims, tgt, sure = (torch.tensor(v) for v in zip(*prs))
+                lp = net.observed(net.pairwise_logp(scores[ra], scores[rb]), "pairwise", sure)
+                lp = lp[torch.arange(len(prs)), dims]
                 pair_loss = F.nll_loss(lp, tgt, reduction="sum")
                 losses.append(pair_loss)
                 sums["pair"] += pair_loss.item()
@@ -739,7 +756,48 @@ def train(
         if on_epoch is not None:
             on_epoch(net, row)
     bar.close()
-    return net.eval(), curve
+    net.eval()
+    if inputs is not None and opts.reasons:
+        sure = [(a, b, d, t) for (a, b, d, t), e in zip(ex.pair, ex.pair_explained) if e]
+        with torch.no_grad():
+            all_scores = net.heads_from(*inputs, torch.from_numpy(ex.attrs).long())[0]
+        net.tie_accuracy = calibrate_ties(net, all_scores, sure)
+    return net, curve
+
+
+TIE_GRID = np.linspace(-6.0, 4.0, 201)  # candidate pair_tie values: tie half-widths softplus(v) from 0.0025 to 4
+
+
+@torch.no_grad()
+def calibrate_ties(net: VerdictLinks, scores: torch.Tensor, pairs: list) -> dict:
+    """Set each dimension's tie band (``pair_tie``) to the one whose verdicts agree most with ``pairs`` ((clip a,
+    clip b, dimension, verdict index) against ``scores`` [N, 3]), searched over ``TIE_GRID`` with the scale kept.
+
+    Likelihood places the band where the verdicts' probabilities fit best, which is not where their argmax is most
+    often right once the scores carry errors (on the component critic's training votes: motion pairs the judge calls
+    a tie were called A or B four times as often as the reverse). The search reads the explained training votes only
+    (those whose reason states the measurement), never the test split. Returns ``{dimension index: (accuracy before,
+    accuracy after)}``."""
+    out = {}
+    for d in range(3):
+        rows = [(a, b, t) for a, b, dd, t in pairs if dd == d]
+        if not rows:
+            continue
+        ra, rb, tgt = (torch.tensor(v) for v in zip(*rows))
+        keep = float(net.pair_tie[d])
+
+        def accuracy(v: float) -> float:
+            net.pair_tie[d] = v
+            return float((net.pairwise_logp(scores[ra], scores[rb])[:, d].argmax(dim=-1) == tgt).float().mean())
+
+        before = accuracy(keep)
+        best = max(TIE_GRID, key=accuracy)
+        after = accuracy(float(best))
+        if after <= before:
+            net.pair_tie[d] = keep
+            after = before
+        out[d] = (round(before, 4), round(after, 4))
+    return out
 
 
 @torch.no_grad()
