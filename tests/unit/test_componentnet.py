@@ -177,3 +177,21 @@ def test_choose_threshold_tries_each_fraction_and_keeps_the_best():
     assert again == errors
     # nothing stated: Otsu's threshold itself
     assert componentnet.choose_threshold(clips, attrs, stated * np.nan, attrs, passes, cfg) == (otsu, {})
+
+
+def test_sigterm_stops_the_threshold_search_too():
+    """The foreground search fits before training starts; a `kill` there must not wait for it to end."""
+    from vipo import faults
+
+    combos = [grammar.Attributes("red", "circle", d) for d in grammar.DIRECTIONS]
+    clips = _clips(combos * 3)
+    attrs = np.array([worldnet.attr_index(a) for a in combos * 3])
+    stated = np.full((len(clips), 3), 0.5, dtype=np.float32)
+    faults._term = True
+    try:
+        with pytest.raises(faults.Terminated, match="critic train"):
+            componentnet.choose_threshold(
+                clips, attrs, stated, attrs, np.full((len(clips), 3), -1), worldnet.NetConfig()
+            )
+    finally:
+        faults._term = False

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ... import faults
 from . import components
 from .worldnet import (
     COLORS,
@@ -52,8 +53,9 @@ from .worldnet import (
 )
 
 log = logging.getLogger(__name__)
-#: the fractions of Otsu's threshold :func:`choose_threshold` tries
+#: the fractions of Otsu's threshold :func:`choose_threshold` tries, and how many clips (at most) it reads
 THRESHOLD_FRACTIONS = (0.7, 0.8, 0.9, 1.0)
+SEARCH_CLIPS = 960
 _I = components.INDEX
 _N = len(components.FEATURES)
 _CELLS = components.GRID * components.GRID
@@ -253,6 +255,7 @@ def fit_reasons(
     optim = torch.optim.Adam(net.parameters(), lr=lr)
     net.train()
     for _ in range(steps):
+        faults.check_term("critic train")  # SIGTERM: stop between steps, here as in training
         scores, _, aux = net.heads_from(feats, sil, attrs)
         loss, _, n = net.reason_loss(scores, aux, stated, passes)
         optim.zero_grad(set_to_none=True)
@@ -282,15 +285,16 @@ def choose_threshold(
     steps: int = 400,
 ) -> tuple[float, dict]:
     """The tracker's foreground level (0-255) for ``clips``: Otsu's threshold times the fraction in
-    ``THRESHOLD_FRACTIONS`` whose measurements, after a short fit to the stated scores of four fifths of the clips,
-    predict the stated scores of the other fifth best. Without stated scores (``reasons: false``), Otsu's threshold.
+    ``THRESHOLD_FRACTIONS`` whose measurements, after a short full-batch fit to the stated scores of four fifths of
+    (at most ``SEARCH_CLIPS`` of) the clips, predict the stated scores of the other fifth best. Without stated
+    scores (``reasons: false``), Otsu's threshold.
     Returns the level and ``{fraction: held-out error}``."""
     otsu = otsu_threshold(sum(brightness_histogram(clips[i : i + 128]) for i in range(0, len(clips), 128))) * 255
     has = ~np.isnan(stated).all(axis=1)
     if has.sum() < 10:
         return otsu, {}
     rng = np.random.default_rng(seed)
-    idx = rng.permutation(np.flatnonzero(has))
+    idx = rng.permutation(np.flatnonzero(has))[:SEARCH_CLIPS]  # a full batch stays affordable
     cut = len(idx) // 5
     held, fit = idx[:cut], idx[cut:]
     errors = {}
