@@ -7,8 +7,8 @@ errors were as large on its own training clips). This network reads what an obje
 every frame) and learns what the prompt's words mean from the labels:
 
 - a prototype per word: an RGB colour per colour word, a silhouette template per shape word (GRID x GRID logits,
-  compared with the clip's silhouette by soft IoU, Jaccard's index on [0, 1] masks), a unit vector per direction
-  word (the travel along it and across it). Each starts at the mean of the training clips the reasons say show that
+  compared with the clip's silhouette frame by frame by soft IoU, Jaccard's index on [0, 1] masks), a unit vector
+  per direction word (the travel along it and across it). Each starts at the mean of the training clips the reasons say show that
   value, and trains on;
 - per attribute, a small MLP reads only that attribute's comparisons (colour: distance to the asked prototype and
   the margin to the nearest other one; shape: IoU with the asked template, the margin to the best other, box aspect,
@@ -16,13 +16,15 @@ every frame) and learns what the prompt's words mean from the labels:
   object) and answers a pass logit and a graded term. The semantic score is ``sum(passes) + sum(grades)``: the
   number of attributes shown plus how well (the world judge's semantic key has this form). A term never sees the
   other attributes, so unseen combinations of known words are scored by terms that were trained on each word;
-- fidelity and motion are MLPs of all the tracker's measurements (and the best template IoU), which read no prompt.
+- fidelity and motion are MLPs of all the tracker's measurements (fidelity also of the IoU with each template), which
+  read no prompt.
 
 A pass counts whole in the score, as the judge counts attributes shown; in training its gradient is its
 probability's (straight-through), so the verdict losses reach it. Verdicts come from the shared links
-(:class:`~vipo.critics.learn.worldnet.VerdictLinks`), so the two orders of a pair always agree; training fits the
-voted labels through a learned symmetric label-noise layer (:meth:`ComponentCriticNet.observed`), so that the
-critic's own verdicts are not bent towards the voters' mistakes.
+(:class:`~vipo.critics.learn.worldnet.VerdictLinks`), so the two orders of a pair always agree; training fits
+unexplained votes through a learned symmetric label-noise layer (:meth:`ComponentCriticNet.observed`), so that the
+critic's own verdicts are not bent towards the voters' slips, and afterwards sets each dimension's tie band on the
+explained training votes (:func:`vipo.critics.learn.worldnet.calibrate_ties`).
 
 The tracker's foreground level is chosen by the data (:func:`choose_threshold`): among fractions of Otsu's
 threshold of the training clips, the one whose measurements best predict the scores the reasons state on a fifth of
@@ -97,8 +99,7 @@ class ComponentCriticNet(VerdictLinks):
         an explained vote (``explained`` [B] true: a voter's reason states the measurement, as a careful person's
         does) is taken as it is. Training fits the votes through it, so the critic's own verdicts are the clean
         ones. Measured on the labels: 33 of the 60 voted Bad fidelity ratings of the training clips were two
-        annotators' unexplained slips on Good clips, and fitted as they were they pulled the Bad cutpoint from the
-        stated scores' 0.4 up to 0.55-0.67, calling most Normal clips Bad."""
+        annotators' unexplained slips ("looked Bad to me") on Good clips."""
         # at most 2/3: beyond it symmetric noise would turn the labels round (and not be identifiable)
         eta = 2 / 3 * torch.sigmoid(self.label_noise[0 if task == "pointwise" else 1])[:, None]  # dims, 1
         p = logp.exp()
