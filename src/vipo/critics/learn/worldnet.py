@@ -759,8 +759,18 @@ def train(
     net.eval()
     if inputs is not None and opts.reasons:
         sure = [(a, b, d, t) for (a, b, d, t), e in zip(ex.pair, ex.pair_explained) if e]
-        with torch.no_grad():
-            all_scores = net.heads_from(*inputs, torch.from_numpy(ex.attrs).long())[0]
+        attrs = torch.from_numpy(ex.attrs).long()
+        with torch.no_grad():  # in chunks: the per-frame silhouettes against every template are large
+            all_scores = (
+                torch.cat(
+                    [
+                        net.heads_from(inputs[0][i : i + 256], inputs[1][i : i + 256], attrs[i : i + 256])[0]
+                        for i in range(0, len(attrs), 256)
+                    ]
+                )
+                if len(attrs)
+                else torch.zeros(0, 3)
+            )
         net.tie_accuracy = calibrate_ties(net, all_scores, sure)
     return net, curve
 
