@@ -290,7 +290,7 @@ def choose_threshold(
     (at most ``SEARCH_CLIPS`` of) the clips, predict the stated scores of the other fifth best. Without stated
     scores (``reasons: false``), Otsu's threshold.
     Returns the level and ``{fraction: held-out error}``."""
-    otsu = otsu_threshold(sum(brightness_histogram(clips[i : i + 128]) for i in range(0, len(clips), 128))) * 255
+    otsu = otsu_threshold(brightness_histogram(clips)) * 255
     has = ~np.isnan(stated).all(axis=1)
     if has.sum() < 10:
         return otsu, {}
@@ -298,6 +298,9 @@ def choose_threshold(
     idx = rng.permutation(np.flatnonzero(has))[:SEARCH_CLIPS]  # a full batch stays affordable
     cut = len(idx) // 5
     held, fit = idx[:cut], idx[cut:]
+    a = torch.from_numpy(attrs).long()
+    st = torch.from_numpy(stated).float()
+    ps = torch.from_numpy(passes).long()
     errors = {}
     for frac in THRESHOLD_FRACTIONS:
         torch.manual_seed(seed)  # the same start for every level: only the measurements differ
@@ -307,9 +310,6 @@ def choose_threshold(
         pf, ph = np.arange(len(fit)) + cut, np.arange(cut)  # idx is held, then fit
         net.fit_prototypes(feats[pf], sil[pf], shows[fit])
         set_scale(net, stated[fit])
-        a = torch.from_numpy(attrs).long()
-        st = torch.from_numpy(stated).float()
-        ps = torch.from_numpy(passes).long()
         fit_reasons(net, feats[pf], sil[pf], a[fit], st[fit], ps[fit], steps, 3e-3, seed)
         errors[frac] = stated_error(net, feats[ph], sil[ph], a[held], st[held])
         log.info(

@@ -187,9 +187,14 @@ TRACK_FEATURES = (
 MASK_SOFTNESS = 0.01  # the soft foreground mask's temperature, in units of the full intensity range
 
 
-def brightness_histogram(clips: np.ndarray) -> np.ndarray:
-    """Counts of the brightest channel's 256 levels over uint8 ``clips`` [..., 3]."""
-    return np.bincount(np.asarray(clips).max(axis=-1).ravel(), minlength=256).astype(np.float64)
+def brightness_histogram(clips: np.ndarray, batch: int = 128) -> np.ndarray:
+    """Counts of the brightest channel's 256 levels over uint8 ``clips`` [N, ..., 3], ``batch`` clips at a time (the
+    per-pixel maximum of all clips at once would copy them)."""
+    clips = np.asarray(clips)
+    hist = np.zeros(256)
+    for k in range(0, max(1, len(clips)), batch):
+        hist += np.bincount(clips[k : k + batch].max(axis=-1).ravel(), minlength=256)
+    return hist
 
 
 def otsu_threshold(hist: np.ndarray) -> float:
@@ -428,8 +433,7 @@ class WorldCriticNet(VerdictLinks):
         """Set the tracker's foreground threshold (Otsu's, on ``clips``) and its features' standardization."""
         if not self.cfg.tracker or len(clips) == 0:
             return
-        hist = sum(brightness_histogram(clips[i : i + batch]) for i in range(0, len(clips), batch))
-        self.threshold.fill_(otsu_threshold(hist))
+        self.threshold.fill_(otsu_threshold(brightness_histogram(clips, batch)))
         z = torch.cat(
             [
                 track(torch.from_numpy(np.ascontiguousarray(clips[i : i + batch])).float().div(255.0), self.threshold)
