@@ -158,23 +158,54 @@ def test_a_version_4_critic_saves_and_loads_and_scores_the_same(tmp_path):
         worldnet.scores(back, clips[:, :, :32, :32], attrs)
 
 
-def test_choose_threshold_tries_each_fraction_and_keeps_the_best():
+def test_choose_threshold_tries_each_fraction_and_keeps_the_one_that_answers_held_out_pairs_best(monkeypatch):
     combos = [
         grammar.Attributes(c, s, d) for c in ("red", "blue") for s in ("circle", "square") for d in grammar.DIRECTIONS
     ]
     clips = _clips(combos * 2)
+    n = len(clips)
     attrs = np.array([worldnet.attr_index(a) for a in combos * 2])
-    stated = np.full((len(clips), 3), np.nan, dtype=np.float32)
-    stated[:, 1] = np.linspace(0.2, 1.0, len(clips))
-    passes = np.full((len(clips), 3), -1)
+    stated = np.full((n, 3), np.nan, dtype=np.float32)
+    stated[:, 1] = np.linspace(0.2, 1.0, n)
+    passes = np.full((n, 3), -1)
+    # each clip paired with the other render of its prompt: 16 groups of two; the later one is the better
+    half = n // 2
+    pairs = [(k, k + half, 1, worldnet.PAIR_INDEX["B"]) for k in range(half)]
+    seen = {"held": [], "fit": []}
+    real_accuracy, real_calibrate = componentnet.pair_accuracy, componentnet.calibrate_ties
+
+    def accuracy(net, scores, rows):
+        seen["held"].append((len(scores), rows))
+        return real_accuracy(net, scores, rows)
+
+    def calibrate(net, scores, rows):
+        seen["fit"].append(rows)
+        return real_calibrate(net, scores, rows)
+
+    monkeypatch.setattr(componentnet, "pair_accuracy", accuracy)
+    monkeypatch.setattr(componentnet, "calibrate_ties", calibrate)
     cfg = worldnet.NetConfig(hidden=16)
-    level, errors = componentnet.choose_threshold(clips, attrs, stated, attrs, passes, cfg, steps=5)
+    level, found = componentnet.choose_threshold(clips, attrs, stated, attrs, passes, cfg, steps=5, pairs=pairs)
     otsu = worldnet.otsu_threshold(worldnet.brightness_histogram(clips)) * 255
-    assert set(errors) == set(componentnet.THRESHOLD_FRACTIONS)
-    assert level == pytest.approx(otsu * min(errors, key=errors.get))
-    # every level starts from the same weights and is judged on the same held-out fifth: at one level, one error
-    again = componentnet.choose_threshold(clips, attrs, stated, attrs, passes, cfg, steps=5)[1]
-    assert again == errors
+    assert set(found) == set(componentnet.THRESHOLD_FRACTIONS)
+    assert all(0 <= r["pairwise_accuracy"] <= 1 and math.isfinite(r["stated_error"]) for r in found.values())
+    best = max(found, key=lambda f: (found[f]["pairwise_accuracy"], -found[f]["stated_error"]))
+    assert level == pytest.approx(otsu * best)
+    # whole groups are held out (a fifth of the 32 clips: three pairs, six clips, listed first); the tie bands are
+    # set on the other pairs and the level judged on the held-out ones, at every level the same split
+    assert len(seen["held"]) == len(seen["fit"]) == len(componentnet.THRESHOLD_FRACTIONS)
+    (_, held), fit = seen["held"][0], seen["fit"][0]
+    assert len(held) == 3 and len(fit) == half - 3
+    assert all(a < 6 and b < 6 for a, b, _, _ in held) and all(a >= 6 and b >= 6 for a, b, _, _ in fit)
+    assert all(rows == held for _, rows in seen["held"]) and all(rows == fit for rows in seen["fit"])
+    # every level starts from the same weights and is judged on the same split: at one level, one result
+    monkeypatch.undo()
+    again = componentnet.choose_threshold(clips, attrs, stated, attrs, passes, cfg, steps=5, pairs=pairs)[1]
+    assert again == found
+    # no pairs to hold out: the held-out stated error alone decides
+    level, found = componentnet.choose_threshold(clips, attrs, stated, attrs, passes, cfg, steps=5)
+    assert all(math.isnan(r["pairwise_accuracy"]) for r in found.values())
+    assert level == pytest.approx(otsu * min(found, key=lambda f: found[f]["stated_error"]))
     # nothing stated: Otsu's threshold itself
     assert componentnet.choose_threshold(clips, attrs, stated * np.nan, attrs, passes, cfg) == (otsu, {})
 

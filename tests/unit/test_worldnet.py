@@ -1,6 +1,7 @@
 """Tests of vipo.critics.learn.worldnet."""
 
 import json
+import math
 import random
 from pathlib import Path
 
@@ -193,6 +194,19 @@ def test_sigterm_stops_critic_training_between_steps(components):
     finally:
         faults._term = False
     assert epochs == [1]
+
+
+def test_pair_accuracy_by_hand():
+    from vipo.critics.learn import worldnet
+
+    net = worldnet.WorldCriticNet(worldnet.NetConfig(width=4, keypoints=2, hidden=8, components=False))
+    scores = torch.tensor([[0.0] * 3, [1.0] * 3])
+    tie, a, b = worldnet.PAIR_INDEX["Tie"], worldnet.PAIR_INDEX["A"], worldnet.PAIR_INDEX["B"]
+    with torch.no_grad():
+        net.pair_tie.fill_(1.0)
+    # a difference of 1 x softplus(0) x 5 = 3.47 against a tie half-width of softplus(1) = 1.31: A or B; none: Tie
+    assert worldnet.pair_accuracy(net, scores, [(1, 0, 0, a), (0, 1, 2, a), (0, 0, 1, tie), (0, 1, 1, b)]) == 0.75
+    assert math.isnan(worldnet.pair_accuracy(net, scores, []))
 
 
 def test_calibrate_ties_widens_a_band_that_calls_close_pairs_apart():

@@ -49,8 +49,11 @@ from .worldnet import (
     SHAPES,
     NetConfig,
     VerdictLinks,
+    _components,
     brightness_histogram,
+    calibrate_ties,
     otsu_threshold,
+    pair_accuracy,
     set_scale,
 )
 
@@ -275,6 +278,18 @@ def stated_error(net: ComponentCriticNet, feats, sil, attrs, stated: torch.Tenso
     return float(err.pow(2).mean()) if len(err) else math.inf
 
 
+def scores_in_chunks(net: ComponentCriticNet, feats, sil, attrs, chunk: int = 256) -> torch.Tensor:
+    """Evaluation-mode scores [N, 3] of measured clips, ``chunk`` at a time (per-frame silhouettes against every
+    template are large)."""
+    net.eval()
+    with torch.no_grad():
+        out = [
+            net.heads_from(feats[i : i + chunk], sil[i : i + chunk], attrs[i : i + chunk])[0]
+            for i in range(0, len(attrs), chunk)
+        ]
+    return torch.cat(out) if out else torch.zeros(0, 3)
+
+
 def choose_threshold(
     clips: np.ndarray,
     attrs: np.ndarray,
@@ -284,39 +299,79 @@ def choose_threshold(
     cfg: NetConfig,
     seed: int = 0,
     steps: int = 400,
+    pairs: list | tuple = (),
 ) -> tuple[float, dict]:
-    """The tracker's foreground level (0-255) for ``clips``: Otsu's threshold times the fraction in
-    ``THRESHOLD_FRACTIONS`` whose measurements, after a short full-batch fit to the stated scores of four fifths of
-    (at most ``SEARCH_CLIPS`` of) the clips, predict the stated scores of the other fifth best. Without stated
-    scores (``reasons: false``), Otsu's threshold.
-    Returns the level and ``{fraction: held-out error}``."""
+    """The tracker's foreground level (0-255) for ``clips``, among Otsu's threshold times ``THRESHOLD_FRACTIONS``.
+
+    At most ``SEARCH_CLIPS`` clips with stated scores are split, whole groups of clips linked by ``pairs`` at a
+    time, into a held-out fifth and the rest. At each level the same network start is fitted briefly (full batch)
+    to the stated scores of the rest, its tie bands are set on the explained pairwise votes among the rest
+    (:func:`~vipo.critics.learn.worldnet.calibrate_ties`), and it answers the explained pairwise votes among the
+    held-out clips. The level whose verdicts agree with the most of them wins (ties: the smaller error on the
+    held-out stated scores). ``pairs``: the explained pairwise votes, (clip a, clip b, dimension, verdict index).
+    The pairwise verdicts are the criterion because they turn on the finest differences between clips: the stated
+    scores' squared error alone is close between levels that a pair's verdict tells apart (it chose 1.0 x Otsu on
+    the world's labels, where 0.9 x Otsu answers the pairs better). Without held-out pairs, the stated error alone
+    decides; without stated scores (``reasons: false``), Otsu's threshold.
+
+    Returns the level and ``{fraction: {"pairwise_accuracy": ..., "stated_error": ...}}`` (held-out)."""
     otsu = otsu_threshold(brightness_histogram(clips)) * 255
     has = ~np.isnan(stated).all(axis=1)
     if has.sum() < 10:
         return otsu, {}
     rng = np.random.default_rng(seed)
-    idx = rng.permutation(np.flatnonzero(has))[:SEARCH_CLIPS]  # a full batch stays affordable
-    cut = len(idx) // 5
-    held, fit = idx[:cut], idx[cut:]
-    a = torch.from_numpy(attrs).long()
-    st = torch.from_numpy(stated).float()
-    ps = torch.from_numpy(passes).long()
-    errors = {}
+    groups = [g for g in _components(len(clips), list(pairs)) if has[g].any()]
+    chosen: list[list[int]] = []
+    for k in rng.permutation(len(groups)):  # whole groups, so that a held-out pair has both its clips held out
+        if sum(map(len, chosen)) >= SEARCH_CLIPS:  # a full batch stays affordable
+            break
+        chosen.append(groups[k])
+    held_groups, total, n_held = [], sum(map(len, chosen)), 0
+    while chosen and n_held < total // 5:
+        held_groups.append(chosen.pop())
+        n_held += len(held_groups[-1])
+    held = np.array(sorted(i for g in held_groups for i in g), dtype=np.int64)
+    fit = np.array(sorted(i for g in chosen for i in g), dtype=np.int64)
+    idx = np.concatenate([held, fit])
+    at = {int(i): k for k, i in enumerate(idx)}
+    held_set = set(held.tolist())
+
+    def local(inside: bool) -> list:
+        return [(at[a], at[b], d, t) for a, b, d, t in pairs if a in at and b in at and ((a in held_set) == inside)]
+
+    held_pairs, fit_pairs = local(True), local(False)
+    a = torch.from_numpy(attrs[idx]).long()
+    st = torch.from_numpy(stated[idx]).float()
+    ps = torch.from_numpy(passes[idx]).long()
+    ph, pf = torch.arange(len(held)), torch.arange(len(held), len(idx))
+    results = {}
     for frac in THRESHOLD_FRACTIONS:
         torch.manual_seed(seed)  # the same start for every level: only the measurements differ
         net = ComponentCriticNet(cfg)
         net.threshold.fill_(otsu * frac)
         feats, sil = net.read(clips[idx])
-        pf, ph = np.arange(len(fit)) + cut, np.arange(cut)  # idx is held, then fit
         net.fit_prototypes(feats[pf], sil[pf], shows[fit])
         set_scale(net, stated[fit])
-        fit_reasons(net, feats[pf], sil[pf], a[fit], st[fit], ps[fit], steps, 3e-3, seed)
-        errors[frac] = stated_error(net, feats[ph], sil[ph], a[held], st[held])
+        fit_reasons(net, feats[pf], sil[pf], a[pf], st[pf], ps[pf], steps, 3e-3, seed)
+        scores = scores_in_chunks(net, feats, sil, a)
+        calibrate_ties(net, scores, fit_pairs)
+        results[frac] = {
+            "pairwise_accuracy": pair_accuracy(net, scores, held_pairs),
+            "stated_error": stated_error(net, feats[ph], sil[ph], a[ph], st[ph]),
+        }
         log.info(
-            "critic train: foreground at %.2f x Otsu (%.1f): held-out stated error %.4f",
+            "critic train: foreground at %.2f x Otsu (%.1f): held-out pairwise accuracy %.4f (%d explained votes), "
+            "stated error %.4f",
             frac,
             otsu * frac,
-            errors[frac],
+            results[frac]["pairwise_accuracy"],
+            len(held_pairs),
+            results[frac]["stated_error"],
         )
-    best = min(errors, key=errors.get)
-    return otsu * best, errors
+
+    def rank(frac: float) -> tuple:
+        acc = results[frac]["pairwise_accuracy"]
+        return (-(0.0 if math.isnan(acc) else acc), results[frac]["stated_error"])
+
+    best = min(results, key=rank)
+    return otsu * best, results

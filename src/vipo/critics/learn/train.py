@@ -317,7 +317,9 @@ def _train_world(
     if net_cfg.components:
         info.update(
             foreground_level=round(float(net.threshold), 2),
-            foreground_errors={str(k): round(v, 5) for k, v in getattr(net, "threshold_errors", {}).items()},
+            foreground_search={
+                str(k): {m: round(v, 5) for m, v in r.items()} for k, r in getattr(net, "threshold_search", {}).items()
+            },
             tie_accuracy_on_explained_train_votes={
                 DIMENSIONS[k]: {"before": v[0], "after": v[1]} for k, v in getattr(net, "tie_accuracy", {}).items()
             },

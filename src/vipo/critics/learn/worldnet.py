@@ -634,8 +634,9 @@ def train(
         if opts.foreground > 0:
             threshold = opts.foreground
         elif opts.reasons:
-            threshold, net.threshold_errors = componentnet.choose_threshold(
-                ex.clips, ex.attrs, ex.stated, shown, ex.passes, net_cfg, opts.seed
+            explained = [p for p, e in zip(ex.pair, ex.pair_explained) if e]
+            threshold, net.threshold_search = componentnet.choose_threshold(
+                ex.clips, ex.attrs, ex.stated, shown, ex.passes, net_cfg, opts.seed, pairs=explained
             )
         else:
             threshold = otsu_threshold(brightness_histogram(ex.clips)) * 255
@@ -763,23 +764,23 @@ def train(
     net.eval()
     if inputs is not None and opts.reasons:
         sure = [(a, b, d, t) for (a, b, d, t), e in zip(ex.pair, ex.pair_explained) if e]
-        attrs = torch.from_numpy(ex.attrs).long()
-        with torch.no_grad():  # in chunks: the per-frame silhouettes against every template are large
-            all_scores = (
-                torch.cat(
-                    [
-                        net.heads_from(inputs[0][i : i + 256], inputs[1][i : i + 256], attrs[i : i + 256])[0]
-                        for i in range(0, len(attrs), 256)
-                    ]
-                )
-                if len(attrs)
-                else torch.zeros(0, 3)
-            )
+        all_scores = componentnet.scores_in_chunks(net, *inputs, torch.from_numpy(ex.attrs).long())
         net.tie_accuracy = calibrate_ties(net, all_scores, sure)
     return net, curve
 
 
 TIE_GRID = np.linspace(-6.0, 4.0, 201)  # candidate pair_tie values: tie half-widths softplus(v) from 0.0025 to 4
+
+
+@torch.no_grad()
+def pair_accuracy(net: VerdictLinks, scores: torch.Tensor, pairs: list) -> float:
+    """Share of ``pairs`` ((clip a, clip b, dimension, verdict index) into ``scores``) whose verdict the net's
+    links give (argmax), all dimensions pooled; NaN without pairs."""
+    if not pairs:
+        return math.nan
+    ra, rb, dims, tgt = (torch.tensor(v) for v in zip(*pairs))
+    lp = net.pairwise_logp(scores[ra], scores[rb])[torch.arange(len(pairs)), dims]
+    return float((lp.argmax(dim=-1) == tgt).float().mean())
 
 
 @torch.no_grad()
@@ -794,15 +795,14 @@ def calibrate_ties(net: VerdictLinks, scores: torch.Tensor, pairs: list) -> dict
     accuracy after)}``."""
     out = {}
     for d in range(3):
-        rows = [(a, b, t) for a, b, dd, t in pairs if dd == d]
+        rows = [p for p in pairs if p[2] == d]
         if not rows:
             continue
-        ra, rb, tgt = (torch.tensor(v) for v in zip(*rows))
         keep = float(net.pair_tie[d])
 
         def accuracy(v: float) -> float:
             net.pair_tie[d] = v
-            return float((net.pairwise_logp(scores[ra], scores[rb])[:, d].argmax(dim=-1) == tgt).float().mean())
+            return pair_accuracy(net, scores, rows)
 
         before = accuracy(keep)
         best = max(TIE_GRID, key=accuracy)
