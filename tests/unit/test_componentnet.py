@@ -158,25 +158,33 @@ def test_a_version_4_critic_saves_and_loads_and_scores_the_same(tmp_path):
         worldnet.scores(back, clips[:, :, :32, :32], attrs)
 
 
-def test_choose_threshold_tries_each_fraction_and_keeps_the_one_that_answers_held_out_pairs_best(monkeypatch):
+def _search_set(n_combos_repeats=2):
     combos = [
         grammar.Attributes(c, s, d) for c in ("red", "blue") for s in ("circle", "square") for d in grammar.DIRECTIONS
     ]
-    clips = _clips(combos * 2)
+    clips = _clips(combos * n_combos_repeats)
     n = len(clips)
-    attrs = np.array([worldnet.attr_index(a) for a in combos * 2])
+    attrs = np.array([worldnet.attr_index(a) for a in combos * n_combos_repeats])
     stated = np.full((n, 3), np.nan, dtype=np.float32)
     stated[:, 1] = np.linspace(0.2, 1.0, n)
-    passes = np.full((n, 3), -1)
-    # each clip paired with the other render of its prompt: 16 groups of two; the later one is the better
-    half = n // 2
-    pairs = [(k, k + half, 1, worldnet.PAIR_INDEX["B"]) for k in range(half)]
-    seen = {"held": [], "fit": []}
+    return clips, attrs, stated, np.full((n, 3), -1)
+
+
+def test_choose_threshold_keeps_the_level_that_answers_held_out_pairs_best(monkeypatch):
+    clips, attrs, stated, passes = _search_set()
+    n, b = len(clips), worldnet.PAIR_INDEX["B"]
+    # clips 0-1-2 chained by two pairs (dimension 0): one group of three; every other clip paired with one more
+    # (dimension 1): 14 groups of two, and clip 31 alone
+    pairs = [(0, 1, 0, b), (1, 2, 0, b)] + [(k, k + 1, 1, b) for k in range(3, n - 1, 2)]
+    seen = {"held": [], "fit": [], "n": []}
     real_accuracy, real_calibrate = componentnet.pair_accuracy, componentnet.calibrate_ties
+    fake = iter([0.5, 0.9, 0.6, 0.7] + [0.9, 0.5, 0.6, 0.7] + [0.7] * 4)  # per level, in THRESHOLD_FRACTIONS order
 
     def accuracy(net, scores, rows):
-        seen["held"].append((len(scores), rows))
-        return real_accuracy(net, scores, rows)
+        seen["held"].append(rows)
+        seen["n"].append(len(scores))
+        real_accuracy(net, scores, rows)  # runs on the real rows (indices in range)
+        return next(fake)
 
     def calibrate(net, scores, rows):
         seen["fit"].append(rows)
@@ -185,24 +193,46 @@ def test_choose_threshold_tries_each_fraction_and_keeps_the_one_that_answers_hel
     monkeypatch.setattr(componentnet, "pair_accuracy", accuracy)
     monkeypatch.setattr(componentnet, "calibrate_ties", calibrate)
     cfg = worldnet.NetConfig(hidden=16)
-    level, found = componentnet.choose_threshold(clips, attrs, stated, attrs, passes, cfg, steps=5, pairs=pairs)
     otsu = worldnet.otsu_threshold(worldnet.brightness_histogram(clips)) * 255
+    search = lambda: componentnet.choose_threshold(clips, attrs, stated, attrs, passes, cfg, steps=5, pairs=pairs)  # noqa: E731
+    # the most held-out pairs answered wins, whatever the stated error says: two orders, two different levels
+    level, found = search()
+    assert level == pytest.approx(otsu * 0.8) and found[0.8]["pairwise_accuracy"] == 0.9
+    assert all(math.isfinite(r["stated_error"]) for r in found.values())
+    assert search()[0] == pytest.approx(otsu * 0.7)
+    # equal accuracy: the smaller held-out stated error
+    level, found = search()
+    assert level == pytest.approx(otsu * min(found, key=lambda f: found[f]["stated_error"]))
+    # every clip is read (32 < SEARCH_CLIPS); whole groups are held out, listed first: no pair straddles the split,
+    # and the chain's two pairs are on one side together; the split is the same at every level and every call
+    assert set(seen["n"]) == {n}
+    held, fit = seen["held"][0], seen["fit"][0]
+    n_held = 1 + max(max(a, b) for a, b, _, _ in held)
+    assert all(a < n_held and b < n_held for a, b, _, _ in held) and all(
+        a >= n_held and b >= n_held for a, b, _, _ in fit
+    )
+    assert len(held) + len(fit) == len(pairs) and sum(d == 0 for *_, d, _ in held) in (0, 2)
+    assert all(rows == held for rows in seen["held"]) and all(rows == fit for rows in seen["fit"])
+
+
+def test_choose_threshold_with_too_few_groups_holds_clips_out_one_by_one():
+    clips, attrs, stated, passes = _search_set()
+    cfg, b = worldnet.NetConfig(hidden=16), worldnet.PAIR_INDEX["B"]
+    otsu = worldnet.otsu_threshold(worldnet.brightness_histogram(clips)) * 255
+
+    def best(found):
+        return min(found, key=lambda f: (-np.nan_to_num(found[f]["pairwise_accuracy"]), found[f]["stated_error"]))
+
+    # every clip in one chain: one group (before, all of it was held out, nothing was left to fit and the fit
+    # raised); now clips are held out one by one, and a pair counts where both its clips fall on one side
+    chain = [(k, k + 1, 1, b) for k in range(len(clips) - 1)]
+    level, found = componentnet.choose_threshold(clips, attrs, stated, attrs, passes, cfg, steps=5, pairs=chain)
     assert set(found) == set(componentnet.THRESHOLD_FRACTIONS)
-    assert all(0 <= r["pairwise_accuracy"] <= 1 and math.isfinite(r["stated_error"]) for r in found.values())
-    best = max(found, key=lambda f: (found[f]["pairwise_accuracy"], -found[f]["stated_error"]))
-    assert level == pytest.approx(otsu * best)
-    # whole groups are held out (a fifth of the 32 clips: three pairs, six clips, listed first); the tie bands are
-    # set on the other pairs and the level judged on the held-out ones, at every level the same split
-    assert len(seen["held"]) == len(seen["fit"]) == len(componentnet.THRESHOLD_FRACTIONS)
-    (_, held), fit = seen["held"][0], seen["fit"][0]
-    assert len(held) == 3 and len(fit) == half - 3
-    assert all(a < 6 and b < 6 for a, b, _, _ in held) and all(a >= 6 and b >= 6 for a, b, _, _ in fit)
-    assert all(rows == held for _, rows in seen["held"]) and all(rows == fit for rows in seen["fit"])
+    assert all(math.isfinite(r["stated_error"]) for r in found.values())
+    assert level == pytest.approx(otsu * best(found))
     # every level starts from the same weights and is judged on the same split: at one level, one result
-    monkeypatch.undo()
-    again = componentnet.choose_threshold(clips, attrs, stated, attrs, passes, cfg, steps=5, pairs=pairs)[1]
-    assert again == found
-    # no pairs to hold out: the held-out stated error alone decides
+    assert componentnet.choose_threshold(clips, attrs, stated, attrs, passes, cfg, steps=5, pairs=chain)[1] == found
+    # no pairs: the held-out stated error alone decides
     level, found = componentnet.choose_threshold(clips, attrs, stated, attrs, passes, cfg, steps=5)
     assert all(math.isnan(r["pairwise_accuracy"]) for r in found.values())
     assert level == pytest.approx(otsu * min(found, key=lambda f: found[f]["stated_error"]))

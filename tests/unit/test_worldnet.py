@@ -200,13 +200,41 @@ def test_pair_accuracy_by_hand():
     from vipo.critics.learn import worldnet
 
     net = worldnet.WorldCriticNet(worldnet.NetConfig(width=4, keypoints=2, hidden=8, components=False))
-    scores = torch.tensor([[0.0] * 3, [1.0] * 3])
+    # dimension 0: clip 1 well above clip 0; 1: equal; 2: clip 1 below clip 0
+    scores = torch.tensor([[0.0, 0.5, 1.0], [1.0, 0.5, 0.0]])
     tie, a, b = worldnet.PAIR_INDEX["Tie"], worldnet.PAIR_INDEX["A"], worldnet.PAIR_INDEX["B"]
     with torch.no_grad():
         net.pair_tie.fill_(1.0)
     # a difference of 1 x softplus(0) x 5 = 3.47 against a tie half-width of softplus(1) = 1.31: A or B; none: Tie
-    assert worldnet.pair_accuracy(net, scores, [(1, 0, 0, a), (0, 1, 2, a), (0, 0, 1, tie), (0, 1, 1, b)]) == 0.75
+    # right: (1, 0) on 0 is A, (0, 1) on 1 is a Tie, (1, 0) on 2 is B; wrong: (0, 1) on 0 is B, not A
+    assert worldnet.pair_accuracy(net, scores, [(1, 0, 0, a), (0, 1, 0, a), (0, 1, 1, tie), (1, 0, 2, b)]) == 0.75
+    assert worldnet.pair_accuracy(net, scores, [(1, 0, 2, a)]) == 0.0  # the dimension asked, not another
     assert math.isnan(worldnet.pair_accuracy(net, scores, []))
+
+
+def test_training_searches_the_level_on_the_explained_pairwise_votes_only(monkeypatch):
+    """worldnet.train hands choose_threshold the pairs whose vote a reason explains, and trains at the level it
+    returns."""
+    from vipo.critics.learn import componentnet, worldnet
+
+    clips = np.stack(
+        [render.random_clip(grammar.Attributes("red", "circle", "left"), random.Random(k), 64, 9) for k in range(4)]
+    )
+    attrs = np.zeros((4, 3), np.int64)
+    b = worldnet.PAIR_INDEX["B"]
+    ex = worldnet.Example(clips, attrs, [(0, 0, 2)], [(0, 1, 1, b), (2, 3, 0, b), (1, 2, 2, b)])
+    ex.pair_explained = [True, False, True]
+    ex.stated[:, 1] = [0.2, 0.4, 0.6, 0.8]
+    got = {}
+
+    def search(clips_, attrs_, stated, shows, passes, cfg, seed=0, steps=400, pairs=()):
+        got["pairs"] = list(pairs)
+        return 77.0, {0.9: {"pairwise_accuracy": 1.0, "stated_error": 0.1}}
+
+    monkeypatch.setattr(componentnet, "choose_threshold", search)
+    net, _ = worldnet.train(ex, worldnet.TrainOptions(epochs=1, batch_clips=4), worldnet.NetConfig(hidden=8), False)
+    assert got["pairs"] == [(0, 1, 1, b), (1, 2, 2, b)]
+    assert float(net.threshold) == 77.0 and net.threshold_search[0.9]["pairwise_accuracy"] == 1.0
 
 
 def test_calibrate_ties_widens_a_band_that_calls_close_pairs_apart():

@@ -27,8 +27,8 @@ critic's own verdicts are not bent towards the voters' slips, and afterwards set
 explained training votes (:func:`vipo.critics.learn.worldnet.calibrate_ties`).
 
 The tracker's foreground level is chosen by the data (:func:`choose_threshold`): among fractions of Otsu's
-threshold of the training clips, the one whose measurements best predict the scores the reasons state on a fifth of
-the training clips held out, after a short fit on the rest.
+threshold of the training clips, the one at which a short fit on most of the training clips answers the most
+explained pairwise votes among the others.
 """
 
 from __future__ import annotations
@@ -303,31 +303,39 @@ def choose_threshold(
 ) -> tuple[float, dict]:
     """The tracker's foreground level (0-255) for ``clips``, among Otsu's threshold times ``THRESHOLD_FRACTIONS``.
 
-    At most ``SEARCH_CLIPS`` clips with stated scores are split, whole groups of clips linked by ``pairs`` at a
-    time, into a held-out fifth and the rest. At each level the same network start is fitted briefly (full batch)
-    to the stated scores of the rest, its tie bands are set on the explained pairwise votes among the rest
+    The clips with stated scores are grouped by ``pairs`` (clips linked by a pair, directly or not, are one group)
+    and whole groups, in a seeded random order, are taken until about ``SEARCH_CLIPS`` clips (the last group whole);
+    of those, a fifth (whole groups again) is held out. At each level the same network start is fitted briefly (full
+    batch) to the stated scores of the rest, its tie bands are set on the explained pairwise votes among the rest
     (:func:`~vipo.critics.learn.worldnet.calibrate_ties`), and it answers the explained pairwise votes among the
     held-out clips. The level whose verdicts agree with the most of them wins (ties: the smaller error on the
     held-out stated scores). ``pairs``: the explained pairwise votes, (clip a, clip b, dimension, verdict index).
     The pairwise verdicts are the criterion because they turn on the finest differences between clips: the stated
-    scores' squared error alone is close between levels that a pair's verdict tells apart (it chose 1.0 x Otsu on
-    the world's labels, where 0.9 x Otsu answers the pairs better). Without held-out pairs, the stated error alone
-    decides; without stated scores (``reasons: false``), Otsu's threshold.
+    scores' squared error can rank the levels otherwise (on the world's labels, seed 1, it ranked 1.0 x Otsu first,
+    the pairs 0.9). With fewer than five groups to split (one chain of pairs, or groups larger than
+    ``SEARCH_CLIPS``), clips are held out one by one and a pair counts only where both its clips fall on one side;
+    without held-out pairs the stated error alone decides; without stated scores (``reasons: false``), Otsu's
+    threshold.
 
-    Returns the level and ``{fraction: {"pairwise_accuracy": ..., "stated_error": ...}}`` (held-out)."""
+    Returns the level and ``{fraction: {"pairwise_accuracy": ..., "stated_error": ...}}`` (held-out; accuracy NaN
+    without held-out pairs)."""
     otsu = otsu_threshold(brightness_histogram(clips)) * 255
     has = ~np.isnan(stated).all(axis=1)
     if has.sum() < 10:
         return otsu, {}
     rng = np.random.default_rng(seed)
-    groups = [g for g in _components(len(clips), list(pairs)) if has[g].any()]
+    # whole groups, so that a held-out pair has both its clips held out; a clip with nothing stated stays out
+    groups = [[i for i in g if has[i]] for g in _components(len(clips), list(pairs))]
+    groups = [g for g in groups if g]
     chosen: list[list[int]] = []
-    for k in rng.permutation(len(groups)):  # whole groups, so that a held-out pair has both its clips held out
+    for k in rng.permutation(len(groups)):
         if sum(map(len, chosen)) >= SEARCH_CLIPS:  # a full batch stays affordable
             break
         chosen.append(groups[k])
+    if len(chosen) < 5:  # too few groups to hold whole ones out: clip by clip
+        chosen = [[int(i)] for i in rng.permutation(np.flatnonzero(has))[:SEARCH_CLIPS]]
     held_groups, total, n_held = [], sum(map(len, chosen)), 0
-    while chosen and n_held < total // 5:
+    while len(chosen) > 1 and n_held < total // 5:  # never every group: something must be left to fit
         held_groups.append(chosen.pop())
         n_held += len(held_groups[-1])
     held = np.array(sorted(i for g in held_groups for i in g), dtype=np.int64)

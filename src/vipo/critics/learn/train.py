@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -74,7 +75,8 @@ class CriticTrainConfig(Section):
     the cross-entropy of the attributes shown) against the verdicts' cross-entropy"""
     foreground: float = 0.0
     """world, components: the tracker's foreground level (0-255); 0 = chosen from the data among fractions of Otsu's
-    threshold by how well each predicts the stated scores (critic.json records the choice and its errors)"""
+    threshold by the share of held-out explained pairwise votes a short fit answers at each (critic.json records the
+    choice and each level's held-out accuracy and stated error as foreground_search)"""
     components: bool = True
     """world: read the clip with a connected-component tracker (the largest blob's path, size, clutter, colour and
     silhouette, every frame at 64 px) against prototypes of the prompt's words learned from the labels (net version
@@ -317,8 +319,9 @@ def _train_world(
     if net_cfg.components:
         info.update(
             foreground_level=round(float(net.threshold), 2),
-            foreground_search={
-                str(k): {m: round(v, 5) for m, v in r.items()} for k, r in getattr(net, "threshold_search", {}).items()
+            foreground_search={  # NaN (no held-out pairs) as null: critic.json stays strict JSON
+                str(k): {m: round(v, 5) if math.isfinite(v) else None for m, v in r.items()}
+                for k, r in getattr(net, "threshold_search", {}).items()
             },
             tie_accuracy_on_explained_train_votes={
                 DIMENSIONS[k]: {"before": v[0], "after": v[1]} for k, v in getattr(net, "tie_accuracy", {}).items()
