@@ -215,9 +215,22 @@ def test_choose_threshold_keeps_the_level_that_answers_held_out_pairs_best(monke
     assert all(rows == held for rows in seen["held"]) and all(rows == fit for rows in seen["fit"])
 
 
-def test_choose_threshold_with_too_few_groups_holds_clips_out_one_by_one():
+def test_choose_threshold_with_too_few_groups_holds_clips_out_one_by_one(monkeypatch):
     clips, attrs, stated, passes = _search_set()
     cfg, b = worldnet.NetConfig(hidden=16), worldnet.PAIR_INDEX["B"]
+    seen = {"held": [], "fit": []}
+    real_accuracy, real_calibrate = componentnet.pair_accuracy, componentnet.calibrate_ties
+
+    def accuracy(net, scores, rows):
+        seen["held"].append(rows)
+        return real_accuracy(net, scores, rows)
+
+    def calibrate(net, scores, rows):
+        seen["fit"].append(rows)
+        return real_calibrate(net, scores, rows)
+
+    monkeypatch.setattr(componentnet, "pair_accuracy", accuracy)
+    monkeypatch.setattr(componentnet, "calibrate_ties", calibrate)
     otsu = worldnet.otsu_threshold(worldnet.brightness_histogram(clips)) * 255
 
     def best(found):
@@ -230,6 +243,10 @@ def test_choose_threshold_with_too_few_groups_holds_clips_out_one_by_one():
     assert set(found) == set(componentnet.THRESHOLD_FRACTIONS)
     assert all(math.isfinite(r["stated_error"]) for r in found.values())
     assert level == pytest.approx(otsu * best(found))
+    # 32 clips, a fifth held out one by one: local indices 0-5 held, 6-31 fitted; a pair straddling them is neither
+    held, fit = seen["held"][0], seen["fit"][0]
+    assert all(a < 6 and b < 6 for a, b, _, _ in held) and all(a >= 6 and b >= 6 for a, b, _, _ in fit)
+    assert len(held) + len(fit) < len(chain)
     # every level starts from the same weights and is judged on the same split: at one level, one result
     assert componentnet.choose_threshold(clips, attrs, stated, attrs, passes, cfg, steps=5, pairs=chain)[1] == found
     # no pairs: the held-out stated error alone decides

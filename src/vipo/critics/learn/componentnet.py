@@ -344,8 +344,12 @@ def choose_threshold(
     at = {int(i): k for k, i in enumerate(idx)}
     held_set = set(held.tolist())
 
-    def local(inside: bool) -> list:
-        return [(at[a], at[b], d, t) for a, b, d, t in pairs if a in at and b in at and ((a in held_set) == inside)]
+    def local(inside: bool) -> list:  # the pairs with both clips on one side (split clip by clip, some straddle)
+        return [
+            (at[a], at[b], d, t)
+            for a, b, d, t in pairs
+            if a in at and b in at and (a in held_set) == inside and (b in held_set) == inside
+        ]
 
     held_pairs, fit_pairs = local(True), local(False)
     a = torch.from_numpy(attrs[idx]).long()
