@@ -267,12 +267,9 @@ def fit_reasons(
         optim.step()
 
 
-def stated_error(net: ComponentCriticNet, feats, sil, attrs, stated: torch.Tensor) -> float:
-    """Mean squared error, in units of each score's spread, of ``net``'s evaluation-mode scores against the stated
-    ones (the semantic key whole: number shown plus grade)."""
-    net.eval()
-    with torch.no_grad():
-        scores = net.heads_from(feats, sil, attrs)[0]
+def stated_error(net: ComponentCriticNet, scores: torch.Tensor, stated: torch.Tensor) -> float:
+    """Mean squared error, in units of each score's spread, of ``net``'s evaluation-mode ``scores`` against the
+    stated ones (the semantic key whole: number shown plus grade)."""
     known = ~torch.isnan(stated)
     err = ((scores - torch.nan_to_num(stated)) / net.spread)[known]
     return float(err.pow(2).mean()) if len(err) else math.inf
@@ -356,12 +353,12 @@ def choose_threshold(
     st = torch.from_numpy(stated[idx]).float()
     ps = torch.from_numpy(passes[idx]).long()
     ph, pf = torch.arange(len(held)), torch.arange(len(held), len(idx))
-    results = {}
+    results, sub = {}, clips[idx]
     for frac in THRESHOLD_FRACTIONS:
         torch.manual_seed(seed)  # the same start for every level: only the measurements differ
         net = ComponentCriticNet(cfg)
         net.threshold.fill_(otsu * frac)
-        feats, sil = net.read(clips[idx])
+        feats, sil = net.read(sub)
         net.fit_prototypes(feats[pf], sil[pf], shows[fit])
         set_scale(net, stated[fit])
         fit_reasons(net, feats[pf], sil[pf], a[pf], st[pf], ps[pf], steps, 3e-3, seed)
@@ -369,7 +366,7 @@ def choose_threshold(
         calibrate_ties(net, scores, fit_pairs)
         results[frac] = {
             "pairwise_accuracy": pair_accuracy(net, scores, held_pairs),
-            "stated_error": stated_error(net, feats[ph], sil[ph], a[ph], st[ph]),
+            "stated_error": stated_error(net, scores[ph], st[ph]),
         }
         log.info(
             "critic train: foreground at %.2f x Otsu (%.1f): held-out pairwise accuracy %.4f (%d explained votes), "

@@ -627,6 +627,7 @@ def train(
     rng = random.Random(opts.seed)
     inputs = None  # version 4: the tracker's measurements of every clip, read once
     net = make_net(net_cfg)
+    explained_pairs = [p for p, e in zip(ex.pair, ex.pair_explained) if e]
     if net_cfg.components:
         from . import componentnet
 
@@ -634,9 +635,8 @@ def train(
         if opts.foreground > 0:
             threshold = opts.foreground
         elif opts.reasons:
-            explained = [p for p, e in zip(ex.pair, ex.pair_explained) if e]
             threshold, net.threshold_search = componentnet.choose_threshold(
-                ex.clips, ex.attrs, ex.stated, shown, ex.passes, net_cfg, opts.seed, pairs=explained
+                ex.clips, ex.attrs, ex.stated, shown, ex.passes, net_cfg, opts.seed, pairs=explained_pairs
             )
         else:
             threshold = otsu_threshold(brightness_histogram(ex.clips)) * 255
@@ -763,9 +763,8 @@ def train(
     bar.close()
     net.eval()
     if inputs is not None and opts.reasons:
-        sure = [(a, b, d, t) for (a, b, d, t), e in zip(ex.pair, ex.pair_explained) if e]
         all_scores = componentnet.scores_in_chunks(net, *inputs, torch.from_numpy(ex.attrs).long())
-        net.tie_accuracy = calibrate_ties(net, all_scores, sure)
+        net.tie_accuracy = calibrate_ties(net, all_scores, explained_pairs)
     return net, curve
 
 
