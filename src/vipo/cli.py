@@ -922,7 +922,7 @@ def _quiet_libraries() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import faults
+    from . import dist, faults
     from .models import set_allow_pickle
 
     try:
@@ -936,10 +936,13 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "quiet", False):
         _quiet_libraries()
     previous = faults.install_term_handler()  # SIGTERM: finish the current item, save, exit 143
+    rc = None
     try:
-        return _dispatch(args)
+        rc = _dispatch(args)
+        return rc
     finally:
         faults.restore_term_handler(previous)
+        dist.teardown(finished=rc == 0)
 
 
 #: the verbs that split their work across the processes of a launch (docs/scale.md); under torchrun or accelerate

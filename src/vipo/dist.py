@@ -79,6 +79,26 @@ def setup(device: str) -> str:
     return str(_state.device) if device.startswith("cuda") else device
 
 
+def teardown(finished: bool) -> None:
+    """Leave the process group when this rank's command ends, however it ends.
+
+    Without it gloo's worker threads outlive ``main`` and the interpreter's finalization can abort a rank that
+    finished its work (SIGABRT, "terminate called without an active exception"; pytorch/pytorch#179291): seen in CI,
+    rank 1 of a finished 2-process ``vipo run``, so torchrun reported the whole launch failed. ``finished`` (the
+    command succeeded, so every rank reaches this point): the ranks meet at a barrier first, so none closes its
+    connections while another still reads from them; otherwise the rank leaves at once (one that stops on an error
+    must not wait for the others, whose next collective then fails instead of waiting for the timeout)."""
+    global _state
+    if _state is None:
+        return
+    state, _state = _state, None
+    if finished and state.num_processes > 1:
+        import torch.distributed as td
+
+        td.barrier()
+    state.destroy_process_group()
+
+
 def _active() -> bool:
     return _state is not None and _state.num_processes > 1
 

@@ -23,7 +23,11 @@ from safetensors.torch import load_file
 from tests.conftest import TINY_RUN
 
 pytestmark = pytest.mark.slow
-LAUNCH = "import sys, torch; torch.manual_seed(0); from vipo.cli import main; sys.exit(main(sys.argv[1:]))\n"
+# main() leaves the process group before it returns (dist.teardown: gloo left to interpreter exit can abort a rank)
+LAUNCH = (
+    "import sys, torch; torch.manual_seed(0); from vipo.cli import main; rc = main(sys.argv[1:]); "
+    "assert not torch.distributed.is_initialized(), 'main() returned inside the process group'; sys.exit(rc)\n"
+)
 # 3 prompts x 3 samples in batches of 2: 5 batches, so both ranks generate; 3 pairs, 2 per micro-batch
 ARGS = TINY_RUN + ["--set", "generate.batch_size=2", "--set", "eval.batch_size=2", "--set", "train.epochs=4"]
 CONFIGS = Path(__file__).parents[2] / "configs" / "accelerate"
