@@ -95,6 +95,8 @@ def test_world_annotate_then_train_a_critic_that_beats_chance(tmp_path, capsys):
                 "batch_size=8",
                 "--set",
                 "lr=0.005",
+                "--set",
+                "search_steps=100",  # the foreground search, shortened (400 by default: most of this test's time)
                 "--quiet",
             ]
         )
@@ -103,6 +105,7 @@ def test_world_annotate_then_train_a_critic_that_beats_chance(tmp_path, capsys):
     info = json.loads((out / "critic.json").read_text())
     assert info["arch"] == "world" and (out / "model.safetensors").is_file() and (out / "loss.png").is_file()
     assert not list(out.glob("*.pt")) and not list(out.glob("*.bin"))  # never pickle
+    assert len(info["foreground_search"]) == 4  # the level was searched, each level's short fit recorded
     curve = [json.loads(x) for x in (out / "loss.jsonl").read_text().splitlines()]
     assert curve[-1]["loss"] < curve[0]["loss"]
     # beats chance on the held-out combinations: half the test clips are right, half in the wrong colour

@@ -77,6 +77,8 @@ class CriticTrainConfig(Section):
     """world, components: the tracker's foreground level (0-255); 0 = chosen from the data among fractions of Otsu's
     threshold by the share of held-out explained pairwise votes a short fit answers at each (critic.json records the
     choice and each level's held-out accuracy and stated error as foreground_search)"""
+    search_steps: int = 400
+    """world, components: Adam steps of each level's short fit in that search (fewer: faster, a noisier choice)"""
     components: bool = True
     """world: read the clip with a connected-component tracker (the largest blob's path, size, clutter, colour and
     silhouette, every frame at 64 px) against prototypes of the prompt's words learned from the labels (net version
@@ -136,6 +138,7 @@ class CriticTrainConfig(Section):
         check(
             0 <= self.foreground <= 255, f"foreground must be a level in [0, 255] (0 = chosen), got {self.foreground}"
         )
+        check(self.search_steps >= 1, f"search_steps must be >= 1, got {self.search_steps}")
         check(
             not self.components or self.object_tracker,
             "object_tracker=false is an option of the convolutional network: add --set components=false",
@@ -310,6 +313,7 @@ def _train_world(
         reasons=cfg.reasons,
         reasons_weight=cfg.reasons_weight,
         foreground=cfg.foreground,
+        search_steps=cfg.search_steps,
     )
     curve_rows: list[dict] = []
     net, curve = worldnet.train(ex, opts, net_cfg, progress, on_epoch=lambda _n, row: curve_rows.append(row))

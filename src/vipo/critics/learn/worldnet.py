@@ -120,12 +120,16 @@ class TrainOptions:
     reasons_weight: float = 1.0
     #: version 4: the tracker's foreground level (0-255); 0 = chosen from the data (componentnet.choose_threshold)
     foreground: float = 0.0
+    #: version 4: Adam steps of each level's short fit in that search (fewer: a faster, noisier choice)
+    search_steps: int = 400
 
     def validate(self) -> None:
         if self.epochs < 1 or self.batch_clips < 2 or not self.lr > 0 or self.weight_decay < 0:
             raise UserError("critic train: epochs >= 1, batch_clips >= 2, lr > 0 and weight_decay >= 0 are needed")
         if self.reasons_weight < 0:
             raise UserError("critic train: reasons_weight must be >= 0")
+        if self.search_steps < 1:
+            raise UserError(f"critic train: search_steps must be >= 1, got {self.search_steps}")
         if not 0 <= self.foreground <= 255:
             raise UserError(f"critic train: foreground must be a level in [0, 255] (0 = chosen), got {self.foreground}")
 
@@ -636,7 +640,15 @@ def train(
             threshold = opts.foreground
         elif opts.reasons:
             threshold, net.threshold_search = componentnet.choose_threshold(
-                ex.clips, ex.attrs, ex.stated, shown, ex.passes, net_cfg, opts.seed, pairs=explained_pairs
+                ex.clips,
+                ex.attrs,
+                ex.stated,
+                shown,
+                ex.passes,
+                net_cfg,
+                opts.seed,
+                steps=opts.search_steps,
+                pairs=explained_pairs,
             )
         else:
             threshold = otsu_threshold(brightness_histogram(ex.clips)) * 255
