@@ -1,6 +1,5 @@
 # `make demo` and `make test` set themselves up: a .venv with the CPU torch build installed first (so pip never
-# pulls CUDA wheels), then this package. --no-compile: Python compiles the modules a command imports when it first
-# imports them, not every file of every wheel at install (measured: the set-up 110 -> 60 s on the 2-core machine). Override the torch requirement with e.g. `make test TORCH='torch==2.9.1'`.
+# pulls CUDA wheels), then this package. Override the torch requirement with e.g. `make test TORCH='torch==2.9.1'`.
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
 VENV ?= .venv
@@ -13,8 +12,8 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install -q --no-compile "$(TORCH)"
-	$(VENV)/bin/python -m pip install -q --no-compile -e ".[test]"
+	$(VENV)/bin/python -m pip install -q "$(TORCH)"
+	$(VENV)/bin/python -m pip install -q -e ".[test]"
 	touch $(STAMP)
 
 demo: $(STAMP)
