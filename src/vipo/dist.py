@@ -33,6 +33,7 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 _state = None  # accelerate's PartialState once setup() joined a process group
+_left = False  # teardown() left it: this process joins no other
 #: how long a rank waits in a collective: rank 0 alone may take minutes between two exchanges (checking every latent
 #: of a large round before training, hashing a full fine-tune's checkpoint), beyond NCCL's 10-minute default
 TIMEOUT_S = 7200
@@ -65,12 +66,19 @@ def setup(device: str) -> str:
     global _state
     if not launched():
         return device
+    if _left:
+        # measured: a second gloo group in one process finds the first one's addresses in the launcher's store
+        # and fails to connect (or hangs) some of the time
+        raise RuntimeError("this process already left its process group; start a new launch to join another")
     if _state is None:
         from datetime import timedelta
 
         from accelerate import PartialState
 
         _state = PartialState(cpu=not device.startswith("cuda"), timeout=timedelta(seconds=TIMEOUT_S))
+        import atexit
+
+        atexit.register(teardown, False)  # before interpreter shutdown, if nothing left the group earlier
         if _state.num_processes != int(os.environ["WORLD_SIZE"]):
             raise RuntimeError(
                 f"the launcher asked for {os.environ['WORLD_SIZE']} processes, the process group has "
@@ -79,24 +87,38 @@ def setup(device: str) -> str:
     return str(_state.device) if device.startswith("cuda") else device
 
 
+#: how long a rank that finished waits at teardown's barrier for the others
+TEARDOWN_BARRIER_S = 60
+
+
 def teardown(finished: bool) -> None:
     """Leave the process group when this rank's command ends, however it ends.
 
     Without it gloo's worker threads outlive ``main`` and the interpreter's finalization can abort a rank that
-    finished its work (SIGABRT, "terminate called without an active exception"; pytorch/pytorch#179291): seen in CI,
-    rank 1 of a finished 2-process ``vipo run``, so torchrun reported the whole launch failed. ``finished`` (the
-    command succeeded, so every rank reaches this point): the ranks meet at a barrier first, so none closes its
-    connections while another still reads from them; otherwise the rank leaves at once (one that stops on an error
-    must not wait for the others, whose next collective then fails instead of waiting for the timeout)."""
+    finished its work (SIGABRT, "terminate called without an active exception"; the abandoned pytorch/pytorch PR
+    #179291 describes it): seen in CI, rank 1 of a finished 2-process ``vipo run``, so torchrun reported the whole
+    launch failed. ``finished`` (this rank's command succeeded, as every rank's does when the run goes well): the
+    ranks meet at a barrier first, so none closes its connections while another still reads from them; a rank that
+    finds no partner there within ``TEARDOWN_BARRIER_S`` (another rank failed after the last collective) warns and
+    leaves. Otherwise the rank leaves at once: one that stops on an error must not wait for the others. The
+    process-wide fallback is the ``atexit`` hook :func:`setup` registers (library code that joined the group
+    without ``vipo.cli.main``)."""
     global _state
     if _state is None:
         return
     state, _state = _state, None
     if finished and state.num_processes > 1:
+        from datetime import timedelta
+
         import torch.distributed as td
 
-        td.barrier()
+        try:
+            td.barrier(async_op=True).wait(timeout=timedelta(seconds=TEARDOWN_BARRIER_S))
+        except Exception as e:  # a peer gone or late: leave anyway, the command's own result stands
+            log.warning("leaving the process group without the other ranks (%s)", str(e).splitlines()[0][:200])
     state.destroy_process_group()
+    global _left
+    _left = True
 
 
 def _active() -> bool:
