@@ -911,9 +911,9 @@ def _quiet_libraries() -> None:
     loading, diffusers' "Loading pipeline components").
 
     Without importing them: a command that never loads diffusers or transformers (``vipo judge`` with the world's
-    critic, ``vipo report``...) would pay seconds for it (measured 3.5 s of a 10 s ``vipo judge --quiet``). The hub
-    and transformers read ``HF_HUB_DISABLE_PROGRESS_BARS`` when they are imported; diffusers has no such variable, so
-    its switch is turned off when its logging module is imported (:func:`_after_import`), or now if it already was."""
+    critic, ``vipo report``...) would pay seconds for it (measured 3.5 s of a 10 s ``vipo judge --quiet``). Each
+    library's switch is turned off right after its module is first imported (:func:`_after_import`), or now if it
+    already was; the hub and transformers also read ``HF_HUB_DISABLE_PROGRESS_BARS`` when they are imported."""
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     for name, switch in (
         ("huggingface_hub.utils", "disable_progress_bars"),
@@ -924,8 +924,10 @@ def _quiet_libraries() -> None:
 
 
 class _AfterImport:
-    """A ``sys.meta_path`` finder that runs ``then(module)`` right after the module ``name`` is first executed (it
-    finds nothing itself: it asks the finders after it and wraps the loader's ``exec_module``), then leaves."""
+    """A ``sys.meta_path`` finder that runs ``then(module)`` right after the module ``name`` is first executed. It
+    finds nothing itself: it takes itself off ``sys.meta_path``, asks the import system for the spec, and wraps that
+    spec's loader's ``exec_module`` for this one module (then restores it). ``then`` failing only logs: silencing a
+    library must never break its import."""
 
     def __init__(self, name: str, then) -> None:
         self.name, self.then = name, then
@@ -937,14 +939,25 @@ class _AfterImport:
 
         sys.meta_path.remove(self)  # once; and the real finders answer the look-up below
         spec = importlib.util.find_spec(fullname)
-        if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
-            run, then = spec.loader.exec_module, self.then
+        loader = spec.loader if spec is not None else None
+        if loader is None or isinstance(loader, type) or not hasattr(loader, "exec_module"):
+            return spec  # no loader object of its own to wrap (builtin, frozen): left as it is
+        run, then, name = loader.exec_module, self.then, self.name
+        own = "exec_module" in vars(loader)
 
-            def exec_module(module):
-                run(module)
-                then(module)
+        def exec_module(module):
+            if own:
+                loader.exec_module = run
+            else:
+                del loader.exec_module  # a loader shared by several modules (a zip's) is itself again
+            run(module)
+            if module.__name__ == name:
+                try:
+                    then(module)
+                except Exception as e:
+                    logging.getLogger(__name__).debug("after importing %s: %s", name, e)
 
-            spec.loader.exec_module = exec_module  # this module's own loader object (one per source file)
+        loader.exec_module = exec_module
         return spec
 
 

@@ -19,6 +19,14 @@ assert not [f for f in sys.meta_path if type(f).__name__ == "_AfterImport"]  # e
 diffusers.utils.logging.enable_progress_bar()
 _quiet_libraries()  # already imported: switched off at once
 assert not diffusers.utils.logging.is_progress_bar_enabled()
+from vipo.cli import _after_import
+seen = []
+assert "tabnanny" not in sys.modules and "wave" not in sys.modules
+_after_import("tabnanny", lambda m: seen.append(m.__name__))
+_after_import("wave", lambda m: 1 / 0)  # a hook that fails
+import tabnanny, wave  # noqa: E401  (wave still imports)
+assert seen == ["tabnanny"] and wave.open
+assert type(tabnanny.__loader__).exec_module is tabnanny.__loader__.exec_module.__func__  # the loader restored
 print("ok")
 """
 
