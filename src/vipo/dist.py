@@ -103,7 +103,7 @@ def teardown(finished: bool) -> None:
     leaves. Otherwise the rank leaves at once: one that stops on an error must not wait for the others. The
     process-wide fallback is the ``atexit`` hook :func:`setup` registers (library code that joined the group
     without ``vipo.cli.main``)."""
-    global _state
+    global _state, _left
     if _state is None:
         return
     state, _state = _state, None
@@ -115,9 +115,9 @@ def teardown(finished: bool) -> None:
         try:
             td.barrier(async_op=True).wait(timeout=timedelta(seconds=TEARDOWN_BARRIER_S))
         except Exception as e:  # a peer gone or late: leave anyway, the command's own result stands
-            log.warning("leaving the process group without the other ranks (%s)", str(e).splitlines()[0][:200])
+            first = (str(e).splitlines() or [type(e).__name__])[0]
+            log.warning("leaving the process group without the other ranks (%s)", first[:200])
     state.destroy_process_group()
-    global _left
     _left = True
 
 
